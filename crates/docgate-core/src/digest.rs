@@ -1,0 +1,455 @@
+//! Digests in one pass, off the async reactor, overlapping the network.
+//!
+//! Hashing 64 KiB with SHA-256 + SHA-512 + MD5 costs ~300 µs of CPU: far too long to run
+//! between two `.await`s on a reactor thread. So every block goes to blocking threads, one
+//! task per digest (on 2 cores the three digests run side by side: ~420 MB/s instead of
+//! ~220 MB/s in one thread). The block is a shared [`Bytes`]: each task holds a reference, no
+//! copy is made.
+//!
+//! [`DigestPipeline::feed`] returns as soon as the block is queued; each digest drains its own
+//! queue on a blocking thread, so the fast SHA-256 runs ahead of SHA-512 and MD5 instead of
+//! waiting for them at every block, and the caller reads the next block from the network
+//! while earlier ones are hashed. A digest at most `LANE_DEPTH` blocks behind bounds the
+//! memory; a blocking thread is only held while there is something to hash.
+
+use std::{
+    collections::VecDeque,
+    fmt,
+    sync::{Arc, Mutex},
+};
+
+use bytes::Bytes;
+use md5::Md5;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256, Sha512};
+use tokio::{sync::Notify, task::JoinHandle};
+
+use crate::policy::DigestSet;
+
+/// Blocks at most this big are hashed in place: handing them to a thread costs more than the
+/// hashing itself (16 KiB of SHA-256 is ~11 µs).
+const INLINE_BLOCK: usize = 16 * 1024;
+
+/// The digests of one document, as raw bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Digests {
+    pub sha256: [u8; 32],
+    pub sha512: Option<[u8; 64]>,
+    pub md5: Option<[u8; 16]>,
+}
+
+impl fmt::Debug for Digests {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Digests")
+            .field("sha256", &hex::encode(self.sha256))
+            .field("sha512", &self.sha512.map(hex::encode))
+            .field("md5", &self.md5.map(hex::encode))
+            .finish()
+    }
+}
+
+impl Digests {
+    /// One-shot digests of an in-memory slice (tests, small bodies).
+    pub fn of(data: &[u8], set: DigestSet) -> Digests {
+        let mut hashers = Hasher::all(set);
+        for h in &mut hashers {
+            h.update(data);
+        }
+        finish_hashers(hashers)
+    }
+
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(self.sha256)
+    }
+
+    pub fn to_hex(&self) -> DigestsHex {
+        DigestsHex {
+            sha256: hex::encode(self.sha256),
+            sha512: self.sha512.map(hex::encode),
+            md5: self.md5.map(hex::encode),
+        }
+    }
+
+    pub fn from_hex(h: &DigestsHex) -> Option<Digests> {
+        fn arr<const N: usize>(s: &str) -> Option<[u8; N]> {
+            hex::decode(s).ok()?.try_into().ok()
+        }
+        Some(Digests {
+            sha256: arr(&h.sha256)?,
+            sha512: match &h.sha512 {
+                Some(s) => Some(arr(s)?),
+                None => None,
+            },
+            md5: match &h.md5 {
+                Some(s) => Some(arr(s)?),
+                None => None,
+            },
+        })
+    }
+}
+
+/// Hex form, as it appears in receipts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestsHex {
+    pub sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha512: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub md5: Option<String>,
+}
+
+/// One running hash.
+#[derive(Clone)]
+enum Hasher {
+    Sha256(Sha256),
+    Sha512(Box<Sha512>),
+    Md5(Md5),
+}
+
+impl Hasher {
+    fn all(set: DigestSet) -> Vec<Hasher> {
+        let mut all = vec![Hasher::Sha256(Sha256::new())];
+        if set.sha512 {
+            all.push(Hasher::Sha512(Box::default()));
+        }
+        if set.md5 {
+            all.push(Hasher::Md5(Md5::new()));
+        }
+        all
+    }
+
+    /// Relative CPU cost per byte, from `../shared/notes/performance.md` and our own runs:
+    /// SHA-256 (SHA-NI) ≈ 1.4 GB/s, MD5 (asm) ≈ 600 MB/s, SHA-512 ≈ 500 MB/s per core.
+    fn cost(&self) -> u32 {
+        match self {
+            Hasher::Sha256(_) => 10,
+            Hasher::Md5(_) => 24,
+            Hasher::Sha512(_) => 28,
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update(data),
+            Hasher::Sha512(h) => h.update(data),
+            Hasher::Md5(h) => h.update(data),
+        }
+    }
+}
+
+/// The digests one thread computes, block after block.
+type Lane = Vec<Hasher>;
+
+/// Split the digests into at most `parallelism` lanes of similar cost (largest first, each
+/// to the cheapest lane). More lanes than cores would not add speed: the scheduler would
+/// share the cores between them and slow the slowest lane, SHA-512, down. On 2 cores, all
+/// three become `[SHA-512]` and `[MD5, SHA-256]`: two lanes of nearly equal cost.
+fn plan(set: DigestSet, parallelism: usize) -> Vec<Lane> {
+    let mut hashers = Hasher::all(set);
+    hashers.sort_by_key(|h| std::cmp::Reverse(h.cost()));
+    let n = parallelism.clamp(1, hashers.len());
+    let mut lanes: Vec<(u32, Lane)> = (0..n).map(|_| (0, Vec::new())).collect();
+    for h in hashers {
+        if let Some(lane) = lanes.iter_mut().min_by_key(|(cost, _)| *cost) {
+            lane.0 += h.cost();
+            lane.1.push(h);
+        }
+    }
+    lanes.into_iter().map(|(_, lane)| lane).collect()
+}
+
+fn parallelism() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
+fn finish_hashers(hashers: impl IntoIterator<Item = Hasher>) -> Digests {
+    let mut out = Digests {
+        sha256: [0; 32],
+        sha512: None,
+        md5: None,
+    };
+    for h in hashers {
+        match h {
+            Hasher::Sha256(h) => out.sha256 = h.finalize().into(),
+            Hasher::Sha512(h) => out.sha512 = Some(h.finalize().into()),
+            Hasher::Md5(h) => out.md5 = Some(h.finalize().into()),
+        }
+    }
+    out
+}
+
+/// A hashing task died (only a panic inside a hash function could do that).
+#[derive(Debug, thiserror::Error)]
+#[error("digest worker failed: {0}")]
+pub struct DigestError(String);
+
+impl DigestError {
+    pub(crate) fn new(msg: impl Into<String>) -> DigestError {
+        DigestError(msg.into())
+    }
+}
+
+/// How many blocks one lane may lag behind the input. Lanes never cost exactly the same: if
+/// every block waited for the slowest lane, a core would idle while the fast one waits. With
+/// a queue per lane the fast one runs ahead and both cores stay busy; the depth bounds the
+/// blocks alive at once (memory) and is the back-pressure on the reader.
+const LANE_DEPTH: usize = 4;
+
+#[derive(Default)]
+struct LaneQueue {
+    blocks: VecDeque<Bytes>,
+    /// A blocking task is draining this queue.
+    running: bool,
+}
+
+/// One digest's queue, its hasher and the signal the draining task gives after each block.
+struct LaneShared {
+    queue: Mutex<LaneQueue>,
+    hasher: Mutex<Option<Lane>>,
+    progress: Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means a panic elsewhere, which `finish` reports on its own.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl LaneShared {
+    /// The blocking task: hash queued blocks until the queue is empty.
+    fn drain(self: Arc<Self>) {
+        loop {
+            let block = {
+                let mut q = lock(&self.queue);
+                match q.blocks.pop_front() {
+                    Some(b) => b,
+                    None => {
+                        q.running = false;
+                        drop(q);
+                        self.progress.notify_one();
+                        return;
+                    }
+                }
+            };
+            if let Some(lane) = lock(&self.hasher).as_mut() {
+                lane.iter_mut().for_each(|h| h.update(&block));
+            }
+            self.progress.notify_one();
+        }
+    }
+}
+
+/// What `feed` does with a block for one lane.
+enum Next {
+    /// The lane is idle and the block small: hash it here.
+    Inline,
+    /// Queued, and no task drains the queue: start one.
+    Spawn,
+    /// Queued behind a running task.
+    Queued,
+    /// The queue is full: wait for the task to make room.
+    Wait,
+}
+
+/// Incremental digests over a stream of blocks; see the module docs.
+pub struct DigestPipeline {
+    lanes: Vec<(Arc<LaneShared>, Option<JoinHandle<()>>)>,
+    bytes: u64,
+}
+
+impl fmt::Debug for DigestPipeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DigestPipeline")
+            .field("lanes", &self.lanes.len())
+            .field("bytes", &self.bytes)
+            .finish()
+    }
+}
+
+impl DigestPipeline {
+    pub fn new(set: DigestSet) -> DigestPipeline {
+        let lanes = plan(set, parallelism())
+            .into_iter()
+            .map(|lane| {
+                let shared = LaneShared {
+                    queue: Mutex::new(LaneQueue::default()),
+                    hasher: Mutex::new(Some(lane)),
+                    progress: Notify::new(),
+                };
+                (Arc::new(shared), None)
+            })
+            .collect();
+        DigestPipeline { lanes, bytes: 0 }
+    }
+
+    /// Bytes fed so far.
+    pub fn len(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes == 0
+    }
+
+    /// Queue `block` for every digest; returns once every queue has room for it (so it only
+    /// waits when a digest is `LANE_DEPTH` blocks behind).
+    pub async fn feed(&mut self, block: Bytes) -> Result<(), DigestError> {
+        self.bytes += block.len() as u64;
+        for (shared, handle) in &mut self.lanes {
+            loop {
+                // Decide under the lock, act after it (a guard must not live across an await).
+                let next = {
+                    let mut q = lock(&shared.queue);
+                    if !q.running && q.blocks.is_empty() && block.len() <= INLINE_BLOCK {
+                        Next::Inline
+                    } else if q.blocks.len() < LANE_DEPTH {
+                        q.blocks.push_back(block.clone());
+                        if q.running {
+                            Next::Queued
+                        } else {
+                            q.running = true;
+                            Next::Spawn
+                        }
+                    } else {
+                        Next::Wait
+                    }
+                };
+                match next {
+                    Next::Inline => {
+                        if let Some(lane) = lock(&shared.hasher).as_mut() {
+                            lane.iter_mut().for_each(|h| h.update(&block));
+                        }
+                        break;
+                    }
+                    Next::Spawn => {
+                        let task = shared.clone();
+                        *handle = Some(tokio::task::spawn_blocking(move || task.drain()));
+                        break;
+                    }
+                    Next::Queued => break,
+                    Next::Wait => {
+                        shared.progress.notified().await;
+                        check(handle).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Wait for every queued block and return the digests.
+    pub async fn finish(self) -> Result<Digests, DigestError> {
+        let mut lanes = Vec::with_capacity(self.lanes.len());
+        for (shared, mut handle) in self.lanes {
+            loop {
+                let idle = {
+                    let q = lock(&shared.queue);
+                    !q.running && q.blocks.is_empty()
+                };
+                if idle {
+                    break;
+                }
+                shared.progress.notified().await;
+                check(&mut handle).await?;
+            }
+            if let Some(h) = handle.take() {
+                h.await.map_err(|e| DigestError(e.to_string()))?;
+            }
+            let lane = lock(&shared.hasher)
+                .take()
+                .ok_or_else(|| DigestError("hasher missing".into()))?;
+            lanes.push(lane);
+        }
+        Ok(finish_hashers(lanes.into_iter().flatten()))
+    }
+}
+
+/// Surface a dead hashing task instead of waiting for it forever.
+async fn check(handle: &mut Option<JoinHandle<()>>) -> Result<(), DigestError> {
+    if handle.as_ref().is_some_and(JoinHandle::is_finished) {
+        if let Some(h) = handle.take() {
+            h.await.map_err(|e| DigestError(e.to_string()))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pipeline_equals_one_shot_whatever_the_block_sizes() {
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let expected = Digests::of(&data, DigestSet::ALL);
+        for block in [1usize, 4096, INLINE_BLOCK + 1, 1 << 20] {
+            let mut p = DigestPipeline::new(DigestSet::ALL);
+            for chunk in data
+                .chunks(block)
+                .take(if block == 1 { 5000 } else { usize::MAX })
+            {
+                p.feed(Bytes::copy_from_slice(chunk)).await.expect("feed");
+            }
+            if block == 1 {
+                // a byte-by-byte start, then the rest in one go
+                p.feed(Bytes::copy_from_slice(&data[5000..]))
+                    .await
+                    .expect("feed");
+            }
+            assert_eq!(p.len(), data.len() as u64);
+            assert_eq!(
+                p.finish().await.expect("finish"),
+                expected,
+                "block size {block}"
+            );
+        }
+    }
+
+    /// Regression: a lock guard held across an await made `feed` non-Send, and with it every
+    /// upload handler.
+    #[test]
+    fn feeding_and_finishing_can_move_between_threads() {
+        fn assert_send<T: Send>(_: &T) {}
+        let mut p = DigestPipeline::new(DigestSet::ALL);
+        assert_send(&p.feed(Bytes::new()));
+        assert_send(&DigestPipeline::new(DigestSet::ALL).finish());
+    }
+
+    #[test]
+    fn lanes_are_balanced_by_cost_and_never_outnumber_the_cores() {
+        let names = |lanes: Vec<Lane>| -> Vec<Vec<u32>> {
+            lanes
+                .iter()
+                .map(|l| l.iter().map(Hasher::cost).collect())
+                .collect()
+        };
+        assert_eq!(names(plan(DigestSet::ALL, 2)), vec![vec![28], vec![24, 10]]);
+        assert_eq!(names(plan(DigestSet::ALL, 1)), vec![vec![28, 24, 10]]);
+        assert_eq!(names(plan(DigestSet::ALL, 8)).len(), 3);
+        assert_eq!(names(plan(DigestSet::SHA256, 8)), vec![vec![10]]);
+    }
+
+    #[test]
+    fn known_answers() {
+        let d = Digests::of(b"abc", DigestSet::ALL).to_hex();
+        assert_eq!(
+            d.sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            d.sha512.as_deref(),
+            Some("ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f")
+        );
+        assert_eq!(d.md5.as_deref(), Some("900150983cd24fb0d6963f7d28e17f72"));
+        assert_eq!(
+            Digests::from_hex(&d),
+            Some(Digests::of(b"abc", DigestSet::ALL))
+        );
+    }
+
+    #[test]
+    fn only_requested_digests_are_computed() {
+        let d = Digests::of(b"abc", DigestSet::SHA256);
+        assert!(d.sha512.is_none() && d.md5.is_none());
+    }
+}

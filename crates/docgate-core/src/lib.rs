@@ -1,0 +1,31 @@
+//! docgate-core: the ingest pipeline and the provider contract.
+//!
+//! This crate knows no provider and no server. It answers three questions for every
+//! document that passes through the gateway, in one streaming pass with bounded memory:
+//! *is it acceptable* (size, real media type, ZIP contents — see [`policy`], [`media`],
+//! [`archive`]), *what are its digests* ([`digest`]), and *where is it kept until delivered*
+//! ([`spool`]). [`ingest`] ties them together. [`provider`] is the contract a provider crate
+//! implements; [`problem`] is the error shape every rejection takes.
+
+#![forbid(unsafe_code)]
+
+pub mod archive;
+pub mod digest;
+pub mod duration;
+pub mod ingest;
+pub mod media;
+pub mod policy;
+pub mod problem;
+pub mod provider;
+pub mod secret;
+pub mod spool;
+pub mod upstream;
+
+pub use digest::{DigestPipeline, Digests, DigestsHex};
+pub use ingest::{ingest, recheck, Document, DocumentMeta, IngestError, IngestRequest};
+pub use media::MediaRange;
+pub use policy::{DigestSet, SlotSpec, Slots, UploadPolicy};
+pub use problem::{FieldError, FieldErrorKind, Problem, Side};
+pub use provider::{DeliveryContext, FieldSpec, Fields, Outcome, Prepared, Provider};
+pub use secret::{Secret, SecretSource};
+pub use spool::{ByteStream, SpoolDir, Spooled};

@@ -1,0 +1,247 @@
+//! The provider contract: what a provider crate implements so the gateway can use it.
+//!
+//! The gateway drives every provider the same way:
+//! 1. [`Provider::prepare`] validates and normalises the frontend's text fields — before any
+//!    document byte is read, so bad metadata costs the frontend nothing but a round trip;
+//! 2. the ingest pipeline checks each document against [`Provider::policy`];
+//! 3. [`Provider::check`] looks at the documents together (sizes of the outgoing request,
+//!    slot combinations) — still before anything is sent;
+//! 4. [`Provider::deliver`] sends them in the provider's own scheme and maps its answer to an
+//!    [`Outcome`]. Deliver may be called again for the same upload (after a crash, a 500 or a
+//!    timeout), so it must be idempotent from the provider's point of view.
+//!
+//! [`Prepared`] and [`DocumentMeta`] are plain JSON so the ledger can store them and a
+//! delivery can resume after a restart with nothing but the spool files.
+
+use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{
+    ingest::{Document, DocumentMeta},
+    policy::UploadPolicy,
+    problem::{FieldError, FieldErrorKind, Problem},
+};
+
+/// The frontend's text fields (multipart fields or query parameters), by name.
+pub type Fields = BTreeMap<String, String>;
+
+/// Metadata after `prepare`: provider-defined, stored in the ledger as is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prepared(pub Value);
+
+impl Prepared {
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, Problem> {
+        serde_json::from_value(self.0.clone())
+            .map_err(|e| Problem::internal(format!("stored metadata does not parse: {e}")))
+    }
+
+    pub fn of<T: Serialize>(value: &T) -> Result<Prepared, Problem> {
+        serde_json::to_value(value)
+            .map(Prepared)
+            .map_err(|e| Problem::internal(format!("metadata does not serialise: {e}")))
+    }
+}
+
+/// One field a provider accepts, for `GET /v1/providers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldSpec {
+    pub name: String,
+    pub required: bool,
+    pub description: String,
+}
+
+impl FieldSpec {
+    pub fn required(name: &str, description: &str) -> FieldSpec {
+        FieldSpec {
+            name: name.into(),
+            required: true,
+            description: description.into(),
+        }
+    }
+
+    pub fn optional(name: &str, description: &str) -> FieldSpec {
+        FieldSpec {
+            name: name.into(),
+            required: false,
+            description: description.into(),
+        }
+    }
+}
+
+/// What a delivery attempt knows about its circumstances.
+#[derive(Debug, Clone)]
+pub struct DeliveryContext {
+    /// The gateway's upload id (stable across attempts).
+    pub upload_id: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// A directory owned by this upload for derived files (e.g. ZIP parts); removed with the
+    /// upload's spool once delivery is final.
+    pub scratch_dir: PathBuf,
+}
+
+/// How a delivery attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The provider stored it; `reference` is what the provider calls it (ids, keys, parts).
+    Delivered {
+        reference: Value,
+        upstream_status: Option<u16>,
+    },
+    /// The provider already had it: as good as delivered, never retried.
+    Duplicate {
+        reference: Value,
+        upstream_status: Option<u16>,
+    },
+    /// The provider refused it for a reason that retrying will not fix.
+    Rejected(Problem),
+    /// A transient failure: try again after `after` (the provider's Retry-After when it gave one).
+    RetryLater {
+        after: Option<Duration>,
+        reason: String,
+        upstream_status: Option<u16>,
+    },
+}
+
+impl Outcome {
+    pub fn retry(reason: impl Into<String>, upstream_status: Option<u16>) -> Outcome {
+        Outcome::RetryLater {
+            after: None,
+            reason: reason.into(),
+            upstream_status,
+        }
+    }
+
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Outcome::RetryLater { .. })
+    }
+
+    pub fn upstream_status(&self) -> Option<u16> {
+        match self {
+            Outcome::Delivered {
+                upstream_status, ..
+            }
+            | Outcome::Duplicate {
+                upstream_status, ..
+            }
+            | Outcome::RetryLater {
+                upstream_status, ..
+            } => *upstream_status,
+            Outcome::Rejected(p) => p
+                .extra
+                .get("upstream_status")
+                .and_then(Value::as_u64)
+                .map(|s| s as u16),
+        }
+    }
+}
+
+/// A provider: client side of one provider's upload scheme.
+#[async_trait]
+pub trait Provider: Send + Sync + fmt::Debug + 'static {
+    /// Stable name used in the API (`provider=taler`).
+    fn name(&self) -> &str;
+
+    /// One line for `GET /v1/providers`.
+    fn description(&self) -> &str;
+
+    fn policy(&self) -> &UploadPolicy;
+
+    fn fields(&self) -> Vec<FieldSpec>;
+
+    /// Validate and normalise the text fields. Report every bad field at once
+    /// (`Problem::invalid_metadata`). Called before documents are read; the gateway may call it
+    /// early with some fields still to come and only acts on errors other than `Missing`.
+    fn prepare(&self, fields: &Fields) -> Result<Prepared, Problem>;
+
+    /// Cross-document checks once every document is ingested (and before delivery).
+    fn check(&self, _prepared: &Prepared, _documents: &[DocumentMeta]) -> Result<(), Problem> {
+        Ok(())
+    }
+
+    /// Send the documents. Must be safe to call again for the same upload.
+    async fn deliver(
+        &self,
+        ctx: &DeliveryContext,
+        prepared: &Prepared,
+        documents: &[Document],
+    ) -> Outcome;
+}
+
+/// Helpers for `prepare` implementations.
+pub mod fields {
+    use super::*;
+
+    /// Report fields not in `known` as `Unknown`. A name `base.slot` is known when `base` is
+    /// in `per_slot` (per-document variants such as `document_type.front`).
+    pub fn unknown(fields: &Fields, known: &[&str], per_slot: &[&str]) -> Vec<FieldError> {
+        fields
+            .keys()
+            .filter(|k| {
+                let base = k.split_once('.').map(|(b, _)| b);
+                !known.contains(&k.as_str()) && !base.is_some_and(|b| per_slot.contains(&b))
+            })
+            .map(FieldError::unknown)
+            .collect()
+    }
+
+    /// The trimmed, non-empty value of a required field, or a `Missing` error.
+    pub fn required<'a>(
+        fields: &'a Fields,
+        name: &str,
+        errors: &mut Vec<FieldError>,
+    ) -> Option<&'a str> {
+        match fields.get(name).map(|v| v.trim()) {
+            Some(v) if !v.is_empty() => Some(v),
+            _ => {
+                errors.push(FieldError::missing(name));
+                None
+            }
+        }
+    }
+
+    /// The trimmed value of an optional field (empty counts as absent).
+    pub fn optional<'a>(fields: &'a Fields, name: &str) -> Option<&'a str> {
+        fields.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    /// `Ok` when every error is only a missing field (more fields may still arrive).
+    pub fn only_missing(problem: &Problem) -> bool {
+        problem.code == "invalid_metadata"
+            && !problem.errors.is_empty()
+            && problem
+                .errors
+                .iter()
+                .all(|e| e.kind == FieldErrorKind::Missing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_allow_per_slot_variants_of_known_bases() {
+        let f: Fields = [("a", "1"), ("b.front", "2"), ("c", "3"), ("c.front", "4")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let errs = fields::unknown(&f, &["a", "b"], &["b"]);
+        let names: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(names, vec!["c", "c.front"]);
+    }
+
+    #[test]
+    fn only_missing_distinguishes_incomplete_from_invalid() {
+        let missing = Problem::invalid_metadata(vec![FieldError::missing("x")]);
+        let invalid = Problem::invalid_metadata(vec![
+            FieldError::missing("x"),
+            FieldError::invalid("y", "bad"),
+        ]);
+        assert!(fields::only_missing(&missing));
+        assert!(!fields::only_missing(&invalid));
+    }
+}

@@ -1,0 +1,363 @@
+//! What every provider emulator shares: serving on a real socket, and fault injection.
+//!
+//! An emulator is a real receiver (it verifies what the provider verifies); this crate only
+//! adds the two things every one of them needs besides its own protocol:
+//!
+//! * [`serve`] binds (port 0 allowed), reports the real address and shuts down cleanly;
+//! * [`Faults`] lets a test — or a person with `curl` — make the emulator misbehave at run
+//!   time: answer the next N requests with an error status, add latency, or cut the
+//!   connection. It is driven over HTTP at `/__emulator/faults` (see [`control_routes`]) or
+//!   directly through the shared handle in Rust tests. The error body is the provider's own
+//!   envelope, supplied by each emulator, because real clients parse it.
+
+#![forbid(unsafe_code)]
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use axum::{
+    body::Body,
+    extract::{Request, State},
+    middleware::Next,
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+
+/// A fault plan, settable at run time. Counters go down as requests consume them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FaultPlan {
+    /// Answer this many of the next requests with `fail_status`.
+    pub fail_next: u32,
+    /// The status for `fail_next` (500 when 0).
+    pub fail_status: u16,
+    /// Cut the connection of this many of the next requests without a complete answer.
+    pub drop_next: u32,
+    /// Wait this long before handling every request (until changed).
+    pub delay_ms: u64,
+}
+
+/// A fault injected into one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultAction {
+    Fail(StatusCode),
+    Drop,
+}
+
+/// Shared fault state of one emulator.
+#[derive(Debug, Default)]
+pub struct Faults {
+    plan: Mutex<FaultPlan>,
+    requests: AtomicU64,
+    injected: AtomicU64,
+}
+
+impl Faults {
+    pub fn new() -> Arc<Faults> {
+        Arc::new(Faults::default())
+    }
+
+    pub fn set(&self, plan: FaultPlan) {
+        *self.lock() = plan;
+    }
+
+    pub fn plan(&self) -> FaultPlan {
+        self.lock().clone()
+    }
+
+    /// Shorthand: fail the next `n` requests with `status`.
+    pub fn fail_next(&self, n: u32, status: u16) {
+        let mut p = self.lock();
+        p.fail_next = n;
+        p.fail_status = status;
+    }
+
+    /// Requests seen by the protocol routes (not the control routes).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests answered with an injected fault.
+    pub fn injected(&self) -> u64 {
+        self.injected.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FaultPlan> {
+        // A poisoned lock only means a panic elsewhere; the plan itself is always valid.
+        self.plan.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Consume one request's worth of the plan.
+    pub fn next_action(&self) -> (Duration, Option<FaultAction>) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut p = self.lock();
+        let delay = Duration::from_millis(p.delay_ms);
+        let action = if p.drop_next > 0 {
+            p.drop_next -= 1;
+            Some(FaultAction::Drop)
+        } else if p.fail_next > 0 {
+            p.fail_next -= 1;
+            let status = if p.fail_status == 0 {
+                500
+            } else {
+                p.fail_status
+            };
+            Some(FaultAction::Fail(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            ))
+        } else {
+            None
+        };
+        if action.is_some() {
+            self.injected.fetch_add(1, Ordering::Relaxed);
+        }
+        (delay, action)
+    }
+}
+
+/// Builds the provider's own error answer for an injected failure status.
+pub type ErrorEnvelope = Arc<dyn Fn(StatusCode) -> Response + Send + Sync>;
+
+#[derive(Clone)]
+struct FaultLayerState {
+    faults: Arc<Faults>,
+    envelope: ErrorEnvelope,
+}
+
+impl fmt::Debug for FaultLayerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FaultLayerState")
+            .field("faults", &self.faults)
+            .finish()
+    }
+}
+
+async fn fault_middleware(
+    State(state): State<FaultLayerState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let (delay, action) = state.faults.next_action();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let Some(action) = action else {
+        return next.run(req).await;
+    };
+    // Answer without reading the upload, like a failing server would, but keep reading it in
+    // the background: closing a connection with unread data makes the kernel send a reset,
+    // which can destroy the answer before the client reads it.
+    drain_in_background(req.into_body());
+    match action {
+        FaultAction::Fail(status) => (state.envelope)(status),
+        FaultAction::Drop => {
+            // A body that fails before its first byte makes hyper abort the connection: the
+            // client sees a broken response, exactly like a crashed or unplugged server.
+            let broken = futures_util::stream::once(async {
+                Err::<bytes::Bytes, std::io::Error>(std::io::Error::other(
+                    "fault injected: connection dropped",
+                ))
+            });
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(http::header::CONTENT_LENGTH, "1048576")
+                .body(Body::from_stream(broken))
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
+    }
+}
+
+/// Read and discard a request body (at most 64 MiB, for at most 30 s) so that answering early
+/// does not reset the connection under the client.
+pub fn drain_in_background(body: Body) {
+    tokio::spawn(async move {
+        let mut stream = body.into_data_stream();
+        let mut seen: u64 = 0;
+        let drain = async {
+            while let Some(Ok(chunk)) = futures_util::StreamExt::next(&mut stream).await {
+                seen += chunk.len() as u64;
+                if seen > 64 * 1024 * 1024 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(30), drain).await;
+    });
+}
+
+/// Wrap an emulator's protocol routes with fault injection and add the control routes.
+pub fn with_faults(protocol: Router, faults: Arc<Faults>, envelope: ErrorEnvelope) -> Router {
+    let state = FaultLayerState {
+        faults: faults.clone(),
+        envelope,
+    };
+    protocol
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            fault_middleware,
+        ))
+        .merge(control_routes(faults))
+}
+
+/// `GET /__emulator/faults` shows the plan and counters; `PUT`/`POST` replaces the plan.
+pub fn control_routes(faults: Arc<Faults>) -> Router {
+    async fn show(State(f): State<Arc<Faults>>) -> Json<serde_json::Value> {
+        Json(serde_json::json!({
+            "plan": f.plan(),
+            "requests": f.requests(),
+            "injected": f.injected(),
+        }))
+    }
+    async fn set(State(f): State<Arc<Faults>>, Json(plan): Json<FaultPlan>) -> Json<FaultPlan> {
+        f.set(plan.clone());
+        Json(plan)
+    }
+    Router::new()
+        .route("/__emulator/faults", get(show).put(set).post(set))
+        .with_state(faults)
+}
+
+/// A running server. Dropping it shuts the server down.
+#[derive(Debug)]
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl RunningServer {
+    /// The base URL, e.g. `http://127.0.0.1:43121`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stop accepting, let in-flight requests finish, and wait.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.map_err(std::io::Error::other)?,
+            None => Ok(()),
+        }
+    }
+
+    /// Run until the server stops by itself (it only does on an accept error).
+    pub async fn wait(mut self) -> std::io::Result<()> {
+        let _keep_running = self.shutdown.take();
+        match self.task.take() {
+            Some(task) => task.await.map_err(std::io::Error::other)?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Bind `listen` (port 0 picks a free port) and serve `router` in the background.
+pub async fn serve(router: Router, listen: SocketAddr) -> std::io::Result<RunningServer> {
+    let listener = TcpListener::bind(listen).await?;
+    serve_on(router, listener)
+}
+
+/// Serve on an already bound listener.
+pub fn serve_on(router: Router, listener: TcpListener) -> std::io::Result<RunningServer> {
+    let addr = listener.local_addr()?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await
+    });
+    Ok(RunningServer {
+        addr,
+        shutdown: Some(tx),
+        task: Some(task),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::post;
+
+    fn envelope() -> ErrorEnvelope {
+        Arc::new(|status: StatusCode| {
+            (status, Json(serde_json::json!({"code": status.as_u16()}))).into_response()
+        })
+    }
+
+    async fn start() -> (RunningServer, Arc<Faults>) {
+        let faults = Faults::new();
+        let app = with_faults(
+            Router::new().route("/x", post(|| async { "ok" })),
+            faults.clone(),
+            envelope(),
+        );
+        let server = serve(app, "127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind");
+        (server, faults)
+    }
+
+    #[tokio::test]
+    async fn fails_the_next_n_requests_then_recovers() {
+        let (server, faults) = start().await;
+        let client = reqwest::Client::new();
+        let url = format!("{}/x", server.url());
+        let set = client
+            .put(format!("{}/__emulator/faults", server.url()))
+            .json(&serde_json::json!({"fail_next": 2, "fail_status": 503}))
+            .send()
+            .await
+            .expect("control");
+        assert_eq!(set.status(), 200);
+        for _ in 0..2 {
+            let r = client.post(&url).send().await.expect("send");
+            assert_eq!(r.status(), 503);
+            assert_eq!(
+                r.json::<serde_json::Value>().await.expect("json")["code"],
+                503
+            );
+        }
+        assert_eq!(client.post(&url).send().await.expect("send").status(), 200);
+        assert_eq!((faults.requests(), faults.injected()), (3, 2));
+        server.stop().await.expect("stop");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_connection_is_an_error_for_the_client() {
+        let (server, faults) = start().await;
+        faults.set(FaultPlan {
+            drop_next: 1,
+            ..FaultPlan::default()
+        });
+        let client = reqwest::Client::new();
+        let url = format!("{}/x", server.url());
+        let broken = match client.post(&url).send().await {
+            Err(_) => true,
+            Ok(r) => r.bytes().await.is_err(),
+        };
+        assert!(broken, "the client must not get a complete answer");
+        assert_eq!(client.post(&url).send().await.expect("send").status(), 200);
+    }
+}

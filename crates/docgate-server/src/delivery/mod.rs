@@ -1,0 +1,437 @@
+//! Delivery: getting an accepted upload to its provider, whatever happens on the way.
+//!
+//! [`Deliverer::drive`] runs the attempts for one claimed upload. Each attempt is counted in
+//! the ledger *before* the provider is called (so a crash mid-attempt still shows it), and its
+//! outcome is recorded only while this replica holds the lease (so a replica that lost its
+//! lease cannot overwrite the work of the one that took over). Transient failures are retried
+//! with exponential back-off and jitter, honouring the provider's Retry-After: short waits are
+//! slept through holding the lease (a synchronous request then still sees the result), longer
+//! ones go back to the ledger as `retry_scheduled` for any replica's worker.
+//!
+//! Providers make deliveries idempotent (Taler's If-Not-Match, stable references), so an
+//! attempt repeated after a crash is recognised as a duplicate rather than stored twice.
+
+pub mod notify;
+pub mod worker;
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use docgate_core::{DeliveryContext, Document, Outcome, Problem, SpoolDir, Spooled};
+use rand::Rng;
+use serde_json::Value;
+use tokio::sync::{watch, Notify};
+
+use crate::{
+    config::DeliverySettings,
+    ledger::{now_ms, Finish, Lease, Ledger, LedgerError, UploadRecord, UploadStatus},
+    metrics::Metrics,
+    registry::Registry,
+};
+
+/// Waits shorter than this are slept through while holding the lease.
+const INLINE_RETRY: Duration = Duration::from_secs(2);
+
+/// A provider's Retry-After is honoured up to this; beyond it is more likely a bug than a plan.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// How one attempt ended.
+enum Attempt {
+    Done(Outcome),
+    LeaseLost,
+    Cancelled,
+}
+
+/// The exponential back-off before attempt `attempt + 1`, with ±20 % jitter.
+pub fn backoff(settings: &DeliverySettings, attempt: u32) -> Duration {
+    let exp = settings
+        .initial_backoff
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+    let base = exp.min(settings.max_backoff);
+    let jitter = rand::thread_rng().gen_range(0.8..=1.2);
+    base.mul_f64(jitter)
+}
+
+/// Spool paths are stored relative to the spool root so that replicas sharing a spool
+/// directory (mounted anywhere) agree on them.
+pub fn upload_dir(spool: &SpoolDir, id: &str) -> PathBuf {
+    spool.root().join("uploads").join(id)
+}
+
+pub fn relative_spool_path(id: &str, slot: &str) -> String {
+    format!("uploads/{id}/{slot}")
+}
+
+/// Runs deliveries and tells waiting requests how they went.
+#[derive(Debug)]
+pub struct Deliverer {
+    pub ledger: Arc<dyn Ledger>,
+    pub registry: Arc<Registry>,
+    pub spool: SpoolDir,
+    pub settings: DeliverySettings,
+    pub metrics: Arc<Metrics>,
+    /// This replica's lease owner name.
+    pub node: String,
+    waiters: Mutex<HashMap<String, watch::Sender<UploadStatus>>>,
+    /// Wakes the worker early (a retry was scheduled sooner than its next poll).
+    pub wake: Notify,
+    /// Every running delivery, so shutdown can wait for them.
+    pub tasks: tokio_util::task::TaskTracker,
+    /// Cancelled when shutdown's grace period is over: running attempts stop unrecorded.
+    pub cancel: tokio_util::sync::CancellationToken,
+}
+
+/// A request waiting for an upload's delivery; unregisters itself when dropped.
+#[derive(Debug)]
+pub struct Waiter<'a> {
+    deliverer: &'a Deliverer,
+    id: String,
+    pub rx: watch::Receiver<UploadStatus>,
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        let mut waiters = self.deliverer.lock_waiters();
+        if let Some(tx) = waiters.get(&self.id) {
+            if tx.receiver_count() <= 1 {
+                waiters.remove(&self.id);
+            }
+        }
+    }
+}
+
+impl Deliverer {
+    pub fn new(
+        ledger: Arc<dyn Ledger>,
+        registry: Arc<Registry>,
+        spool: SpoolDir,
+        settings: DeliverySettings,
+        metrics: Arc<Metrics>,
+    ) -> Deliverer {
+        Deliverer {
+            ledger,
+            registry,
+            spool,
+            settings,
+            metrics,
+            node: format!("docgate-{}", uuid::Uuid::new_v4().simple()),
+            waiters: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            tasks: tokio_util::task::TaskTracker::new(),
+            cancel: tokio_util::sync::CancellationToken::new(),
+        }
+    }
+
+    fn lock_waiters(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<UploadStatus>>> {
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Follow an upload's status changes made by this replica.
+    pub fn watch(&self, id: &str, current: UploadStatus) -> Waiter<'_> {
+        let mut waiters = self.lock_waiters();
+        let rx = match waiters.get(id) {
+            Some(tx) => tx.subscribe(),
+            None => {
+                let (tx, rx) = watch::channel(current);
+                waiters.insert(id.to_owned(), tx);
+                rx
+            }
+        };
+        Waiter {
+            deliverer: self,
+            id: id.to_owned(),
+            rx,
+        }
+    }
+
+    fn publish(&self, id: &str, status: UploadStatus) {
+        if let Some(tx) = self.lock_waiters().get(id) {
+            let _ = tx.send(status);
+        }
+    }
+
+    /// A new claim: `<replica>:<token>`, valid for `delivery.lease`.
+    pub fn lease(&self) -> Lease {
+        self.lease_for(&format!("{}:{}", self.node, uuid::Uuid::new_v4().simple()))
+    }
+
+    /// The same claim, extended from now.
+    fn lease_for(&self, owner: &str) -> Lease {
+        let ms = i64::try_from(self.settings.lease.as_millis()).unwrap_or(i64::MAX);
+        Lease {
+            owner: owner.to_owned(),
+            until: now_ms().saturating_add(ms),
+        }
+    }
+
+    fn documents(&self, rec: &UploadRecord) -> Vec<Document> {
+        rec.documents
+            .iter()
+            .map(|d| Document {
+                meta: d.meta.clone(),
+                spool: Spooled::open_persisted(self.spool.root().join(&d.spool_path), d.meta.size),
+            })
+            .collect()
+    }
+
+    /// Attempt delivery of a claimed upload until it is final, rescheduled for later, or the
+    /// lease is lost. Errors of the ledger itself are logged; the lease then expires and the
+    /// delivery is picked up again.
+    pub async fn drive(&self, rec: UploadRecord) {
+        let id = rec.id.clone();
+        if let Err(e) = self.drive_inner(rec).await {
+            tracing::error!(upload = %id, error = %e, "ledger failed during delivery; it will be retried when the lease expires");
+        }
+    }
+
+    async fn drive_inner(&self, rec: UploadRecord) -> Result<(), LedgerError> {
+        let id = rec.id.as_str();
+        let Some(owner) = rec.lease_owner.clone() else {
+            tracing::warn!(upload = %id, "asked to deliver an upload that is not claimed");
+            return Ok(());
+        };
+        let Some(provider) = self.registry.get(&rec.provider).cloned() else {
+            // Not deliverable here (the provider list changed under us): hand it back for a
+            // replica that can, rather than failing it.
+            let next = now_ms() + 60_000;
+            let reason = format!(
+                "provider `{}` is not configured on this replica",
+                rec.provider
+            );
+            self.ledger
+                .reschedule(id, &owner, next, &reason, None, now_ms())
+                .await?;
+            return Ok(());
+        };
+        let (max_attempts, max_age) = self.settings.limits_for(&rec.provider);
+        let documents = self.documents(&rec);
+        let scratch_dir = upload_dir(&self.spool, id).join("scratch");
+        loop {
+            let Some(attempt) = self
+                .ledger
+                .start_attempt(id, &self.lease_for(&owner), now_ms())
+                .await?
+            else {
+                tracing::warn!(upload = %id, "lease lost; another claim has this delivery");
+                return Ok(());
+            };
+            self.publish(id, UploadStatus::Delivering);
+            let ctx = DeliveryContext {
+                upload_id: id.to_owned(),
+                attempt,
+                scratch_dir: scratch_dir.clone(),
+            };
+            let started = Instant::now();
+            let outcome = match self
+                .attempt(
+                    id,
+                    &owner,
+                    provider.deliver(&ctx, &rec.prepared, &documents),
+                )
+                .await
+            {
+                Attempt::Done(outcome) => outcome,
+                Attempt::LeaseLost => {
+                    tracing::warn!(upload = %id, "lease lost during an attempt; abandoning it");
+                    return Ok(());
+                }
+                // Shutting down: the worker hands the lease back once every task has stopped.
+                Attempt::Cancelled => return Ok(()),
+            };
+            let kind = match &outcome {
+                Outcome::Delivered { .. } => "delivered",
+                Outcome::Duplicate { .. } => "duplicate",
+                Outcome::Rejected(_) => "rejected",
+                Outcome::RetryLater { .. } => "retry_later",
+            };
+            self.metrics.attempt(&rec.provider, kind, started.elapsed());
+            tracing::info!(upload = %id, provider = %rec.provider, attempt, outcome = kind, "delivery attempt");
+            let (status, reference, problem, upstream) = match outcome {
+                Outcome::Delivered {
+                    reference,
+                    upstream_status,
+                } => (
+                    UploadStatus::Delivered,
+                    Some(reference),
+                    None,
+                    upstream_status,
+                ),
+                Outcome::Duplicate {
+                    reference,
+                    upstream_status,
+                } => (
+                    UploadStatus::Duplicate,
+                    Some(reference),
+                    None,
+                    upstream_status,
+                ),
+                Outcome::Rejected(problem) => {
+                    let upstream = Outcome::Rejected(problem.clone()).upstream_status();
+                    (
+                        UploadStatus::Rejected,
+                        None,
+                        Some(problem.to_json()),
+                        upstream,
+                    )
+                }
+                Outcome::RetryLater {
+                    after,
+                    reason,
+                    upstream_status,
+                } => {
+                    let age = Duration::from_millis((now_ms() - rec.created_at).max(0) as u64);
+                    if attempt >= max_attempts || age >= max_age {
+                        let problem = Problem::new(
+                            http::StatusCode::BAD_GATEWAY,
+                            "delivery_failed",
+                            "Delivery failed",
+                        )
+                        .with_side(docgate_core::Side::Upstream)
+                        .with_detail(format!(
+                            "gave up after {attempt} attempts over {} s: {reason}",
+                            age.as_secs()
+                        ));
+                        (
+                            UploadStatus::Failed,
+                            None,
+                            Some(problem.to_json()),
+                            upstream_status,
+                        )
+                    } else {
+                        let wait = backoff(&self.settings, attempt)
+                            .max(after.unwrap_or_default().min(MAX_RETRY_AFTER));
+                        if wait <= INLINE_RETRY {
+                            tokio::select! {
+                                _ = tokio::time::sleep(wait) => continue,
+                                _ = self.cancel.cancelled() => return Ok(()),
+                            }
+                        }
+                        let next = now_ms()
+                            .saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
+                        if self
+                            .ledger
+                            .reschedule(id, &owner, next, &reason, upstream_status, now_ms())
+                            .await?
+                        {
+                            self.publish(id, UploadStatus::RetryScheduled);
+                            self.wake.notify_one();
+                        }
+                        return Ok(());
+                    }
+                }
+            };
+            return self
+                .finish(&rec, &owner, status, reference, problem, upstream)
+                .await;
+        }
+    }
+
+    /// Run one attempt within `attempt_timeout`, renewing the lease every third of its length
+    /// while it runs; stop early when the lease is lost or the gateway shuts down.
+    async fn attempt(
+        &self,
+        id: &str,
+        owner: &str,
+        deliver: impl Future<Output = Outcome>,
+    ) -> Attempt {
+        let deliver = tokio::time::timeout(self.settings.attempt_timeout, deliver);
+        tokio::pin!(deliver);
+        let every = (self.settings.lease / 3).max(Duration::from_millis(100));
+        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                result = &mut deliver => {
+                    return Attempt::Done(result.unwrap_or_else(|_| Outcome::retry(
+                        format!("attempt timed out after {} s", self.settings.attempt_timeout.as_secs()),
+                        None,
+                    )));
+                }
+                _ = renew.tick() => match self.ledger.renew(id, &self.lease_for(owner), now_ms()).await {
+                    Ok(true) => {}
+                    Ok(false) => return Attempt::LeaseLost,
+                    // The database hiccuped: keep going; the next tick tries again.
+                    Err(e) => tracing::warn!(upload = %id, error = %e, "lease renewal failed"),
+                },
+                _ = self.cancel.cancelled() => return Attempt::Cancelled,
+            }
+        }
+    }
+
+    async fn finish(
+        &self,
+        rec: &UploadRecord,
+        owner: &str,
+        status: UploadStatus,
+        reference: Option<Value>,
+        problem: Option<Value>,
+        upstream_status: Option<u16>,
+    ) -> Result<(), LedgerError> {
+        let finish = Finish {
+            status,
+            provider_reference: reference,
+            problem,
+            upstream_status,
+            now: now_ms(),
+        };
+        if !self.ledger.finish(&rec.id, owner, finish).await? {
+            tracing::warn!(upload = %rec.id, "lease lost before the outcome could be recorded");
+            return Ok(());
+        }
+        self.publish(&rec.id, status);
+        if self.settings.retention.is_zero() {
+            self.remove_spool(&rec.id).await?;
+        }
+        Ok(())
+    }
+
+    /// Remove an upload's spooled documents (its delivery is final).
+    pub async fn remove_spool(&self, id: &str) -> Result<(), LedgerError> {
+        remove_dir(&upload_dir(&self.spool, id)).await;
+        self.ledger.mark_spool_removed(id).await
+    }
+}
+
+async fn remove_dir(dir: &Path) {
+    match tokio::fs::remove_dir_all(dir).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not remove spool directory")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_bounded_jitter() {
+        let s = DeliverySettings {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            ..DeliverySettings::default()
+        };
+        for (attempt, base) in [
+            (1u32, 100u64),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1000),
+            (40, 1000),
+        ] {
+            let d = backoff(&s, attempt).as_millis() as u64;
+            assert!(
+                d >= base * 8 / 10 && d <= base * 12 / 10,
+                "attempt {attempt}: {d} ms"
+            );
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! The ledger: the durable record of every accepted upload and where its delivery stands.
+//!
+//! An accepted upload must never be lost — not by a provider outage, a crash, or a client
+//! retry — so its state lives here, not in memory: which tenant sent it, the provider's
+//! normalised metadata, the documents (metadata and spool paths, never bytes), the delivery
+//! state machine and its attempts, and the provider's answer. Secrets are never stored.
+//!
+//! ```text
+//! received ─▶ delivering ─▶ delivered | duplicate | rejected
+//!                 │    ▲
+//!                 ▼    │ (due again)
+//!          retry_scheduled ─▶ … ─▶ failed (too many attempts / too old)
+//! ```
+//! A delivery is *claimed* with a lease: only the lease holder may record its outcome, and a
+//! lease that is not renewed (the replica died) expires so another replica picks the work up.
+//! On PostgreSQL claims use `FOR UPDATE SKIP LOCKED`, so replicas never wait on each other and
+//! never claim the same row.
+//!
+//! One trait, [`Ledger`]; one SQL implementation ([`sql::SqlLedger`]) with two backends,
+//! SQLite (embedded default) and PostgreSQL (scale-out). The same test suite runs against both.
+
+pub mod sql;
+
+use async_trait::async_trait;
+use docgate_core::{DocumentMeta, Prepared};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use sql::SqlLedger;
+
+/// Milliseconds since the Unix epoch: the ledger's clock unit.
+pub type Millis = i64;
+
+pub fn now_ms() -> Millis {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.as_millis() as i64
+}
+
+/// Where an upload's delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UploadStatus {
+    Received,
+    Delivering,
+    Delivered,
+    Duplicate,
+    Rejected,
+    RetryScheduled,
+    Failed,
+}
+
+impl UploadStatus {
+    pub const ALL: [UploadStatus; 7] = [
+        UploadStatus::Received,
+        UploadStatus::Delivering,
+        UploadStatus::Delivered,
+        UploadStatus::Duplicate,
+        UploadStatus::Rejected,
+        UploadStatus::RetryScheduled,
+        UploadStatus::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UploadStatus::Received => "received",
+            UploadStatus::Delivering => "delivering",
+            UploadStatus::Delivered => "delivered",
+            UploadStatus::Duplicate => "duplicate",
+            UploadStatus::Rejected => "rejected",
+            UploadStatus::RetryScheduled => "retry_scheduled",
+            UploadStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<UploadStatus> {
+        UploadStatus::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Nothing more will happen to the delivery.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            UploadStatus::Delivered
+                | UploadStatus::Duplicate
+                | UploadStatus::Rejected
+                | UploadStatus::Failed
+        )
+    }
+}
+
+/// A document as the ledger knows it: its metadata and where its bytes are spooled
+/// (relative to the spool root, so replicas sharing the spool agree on it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredDocument {
+    #[serde(flatten)]
+    pub meta: DocumentMeta,
+    pub spool_path: String,
+}
+
+/// State of the tenant notification for one upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyState {
+    /// The tenant has no notify_url.
+    None,
+    /// To be sent once the delivery is final.
+    Pending,
+    Sent,
+    Failed,
+}
+
+impl NotifyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyState::None => "none",
+            NotifyState::Pending => "pending",
+            NotifyState::Sent => "sent",
+            NotifyState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<NotifyState> {
+        [
+            NotifyState::None,
+            NotifyState::Pending,
+            NotifyState::Sent,
+            NotifyState::Failed,
+        ]
+        .into_iter()
+        .find(|n| n.as_str() == s)
+    }
+}
+
+/// One upload, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UploadRecord {
+    pub id: String,
+    pub tenant: String,
+    pub provider: String,
+    pub idempotency_key: Option<String>,
+    /// Hash of what was uploaded (provider, fields, document digests): the same
+    /// Idempotency-Key with a different fingerprint is a conflict.
+    pub fingerprint: String,
+    pub status: UploadStatus,
+    pub prepared: Prepared,
+    pub documents: Vec<StoredDocument>,
+    pub attempts: u32,
+    pub next_attempt_at: Option<Millis>,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<Millis>,
+    pub last_upstream_status: Option<u16>,
+    /// The latest transient failure, for humans.
+    pub last_error: Option<String>,
+    pub provider_reference: Option<Value>,
+    /// For rejected/failed uploads: the problem+json the frontend gets.
+    pub problem: Option<Value>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub delivered_at: Option<Millis>,
+    pub notify: NotifyState,
+    pub notify_attempts: u32,
+    pub notify_next_at: Option<Millis>,
+    pub spool_removed: bool,
+}
+
+/// A freshly accepted upload.
+#[derive(Debug, Clone)]
+pub struct NewUpload {
+    pub id: String,
+    pub tenant: String,
+    pub provider: String,
+    pub idempotency_key: Option<String>,
+    pub fingerprint: String,
+    pub prepared: Prepared,
+    pub documents: Vec<StoredDocument>,
+    pub now: Millis,
+    /// `Some` when the accepting replica delivers it right away (it holds the lease);
+    /// `None` leaves it `received` and due now, for any worker.
+    pub lease: Option<Lease>,
+    pub notify: bool,
+}
+
+/// A claim on one upload's delivery. `owner` is `<replica>:<claim token>`: unique per
+/// claim, so two claims of the same upload — even by the same replica, after a lease expired
+/// under a stalled attempt — can never both record an outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub owner: String,
+    pub until: Millis,
+}
+
+/// Result of [`Ledger::insert`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inserted {
+    New(UploadRecord),
+    /// The tenant already used this Idempotency-Key: the original upload.
+    Existing(UploadRecord),
+}
+
+/// A final outcome to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finish {
+    pub status: UploadStatus,
+    pub provider_reference: Option<Value>,
+    pub problem: Option<Value>,
+    pub upstream_status: Option<u16>,
+    pub now: Millis,
+}
+
+/// A recorded inbound provider event (e.g. an OST webhook).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderEvent {
+    pub provider: String,
+    pub event_id: String,
+    pub name: String,
+    pub received_at: Millis,
+    pub payload: Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("ledger database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("ledger row is corrupt: {0}")]
+    Corrupt(String),
+    #[error("ledger configuration: {0}")]
+    Config(String),
+}
+
+impl LedgerError {
+    /// Database errors are usually transient (connection lost, lock timeout).
+    pub fn retryable(&self) -> bool {
+        matches!(self, LedgerError::Db(_))
+    }
+}
+
+pub type LedgerResult<T> = Result<T, LedgerError>;
+
+#[async_trait]
+pub trait Ledger: Send + Sync + std::fmt::Debug + 'static {
+    /// Record an accepted upload. With an Idempotency-Key already used by the tenant, nothing
+    /// is inserted and the original comes back as [`Inserted::Existing`].
+    async fn insert(&self, new: NewUpload) -> LedgerResult<Inserted>;
+
+    async fn get(&self, id: &str) -> LedgerResult<Option<UploadRecord>>;
+
+    /// Claim up to `limit` deliveries to `providers` that are due (or whose lease expired).
+    async fn claim_due(
+        &self,
+        lease: &Lease,
+        now: Millis,
+        limit: u32,
+        providers: &[String],
+    ) -> LedgerResult<Vec<UploadRecord>>;
+
+    /// Extend a lease still held (not expired) by `lease.owner`. False when it was lost.
+    async fn renew(&self, id: &str, lease: &Lease, now: Millis) -> LedgerResult<bool>;
+
+    /// Count one more attempt and extend the lease, if `lease.owner` still holds it.
+    /// Returns the attempt number, or `None` when the lease was lost.
+    async fn start_attempt(
+        &self,
+        id: &str,
+        lease: &Lease,
+        now: Millis,
+    ) -> LedgerResult<Option<u32>>;
+
+    /// Record a final outcome (only by the lease holder). False when the lease was lost.
+    async fn finish(&self, id: &str, owner: &str, finish: Finish) -> LedgerResult<bool>;
+
+    /// Record a transient failure and when to try again; releases the lease.
+    async fn reschedule(
+        &self,
+        id: &str,
+        owner: &str,
+        next_at: Millis,
+        reason: &str,
+        upstream_status: Option<u16>,
+        now: Millis,
+    ) -> LedgerResult<bool>;
+
+    /// Make every lease held by replica `node` (owners `<node>:<token>`) due again now
+    /// (graceful shutdown).
+    async fn release_node(&self, node: &str, now: Millis) -> LedgerResult<u64>;
+
+    /// Make every lease due again now, whoever holds it. Only for a single-replica ledger at
+    /// start-up: the previous process is gone, its leases mean nothing.
+    async fn release_all(&self, now: Millis) -> LedgerResult<u64>;
+
+    /// Claim notifications to send (final uploads with a pending notification that is due).
+    async fn claim_notifications(
+        &self,
+        now: Millis,
+        hold_until: Millis,
+        limit: u32,
+    ) -> LedgerResult<Vec<UploadRecord>>;
+
+    async fn notification_done(
+        &self,
+        id: &str,
+        state: NotifyState,
+        next_at: Option<Millis>,
+        now: Millis,
+    ) -> LedgerResult<()>;
+
+    /// Final uploads whose spool is still there and that ended before `before`.
+    async fn spool_removal_due(
+        &self,
+        before: Millis,
+        limit: u32,
+    ) -> LedgerResult<Vec<UploadRecord>>;
+
+    async fn mark_spool_removed(&self, id: &str) -> LedgerResult<()>;
+
+    /// Every spool path of uploads whose spool has not been removed (orphan detection).
+    async fn live_upload_ids(&self) -> LedgerResult<Vec<String>>;
+
+    /// Record references handed to a tenant outside an upload (e.g. presigned form keys).
+    async fn add_references(
+        &self,
+        tenant: &str,
+        provider: &str,
+        references: &[String],
+        source: &str,
+    ) -> LedgerResult<()>;
+
+    /// Does `reference` appear in a delivered upload of this tenant and provider (or was it
+    /// handed to the tenant through [`Ledger::add_references`])?
+    async fn owns_reference(
+        &self,
+        tenant: &str,
+        provider: &str,
+        reference: &str,
+    ) -> LedgerResult<bool>;
+
+    /// Record an inbound provider event; false when `(provider, event_id)` was seen before.
+    async fn record_event(&self, event: &ProviderEvent) -> LedgerResult<bool>;
+
+    async fn list_events(&self, provider: &str, limit: u32) -> LedgerResult<Vec<ProviderEvent>>;
+
+    /// `(provider, status, count)` for metrics.
+    async fn status_counts(&self) -> LedgerResult<Vec<(String, UploadStatus, u64)>>;
+
+    /// Liveness of the database (readiness probe).
+    async fn ping(&self) -> LedgerResult<()>;
+}
+
+/// Every string leaf of a provider reference (ids, S3 keys, part hashes): what a tenant may
+/// later refer to.
+pub fn reference_strings(reference: &Value) -> Vec<String> {
+    fn walk(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) => out.push(s.clone()),
+            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            Value::Object(o) => o.values().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(reference, &mut out);
+    out.sort();
+    out.dedup();
+    out
+}

@@ -1,0 +1,91 @@
+//! Operational routes: what providers accept, health, readiness, metrics.
+
+use axum::{
+    extract::State,
+    response::{IntoResponse, Response},
+};
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+use serde_json::json;
+
+use crate::{
+    app::AppState,
+    http::{json_response, ApiError},
+};
+
+/// `GET /v1/providers`: every provider the tenant may use, with its fields and policy, so a
+/// frontend can validate before uploading.
+pub async fn providers(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    let tenant = match app.tenants.authenticate(&headers) {
+        Ok(t) => t,
+        Err(p) => return ApiError(p).into_response(),
+    };
+    let list: Vec<_> = app
+        .registry
+        .all()
+        .filter(|p| tenant.may_use(p.name()))
+        .map(|p| {
+            json!({
+                "name": p.name(),
+                "description": p.description(),
+                "fields": p.fields(),
+                "policy": p.policy(),
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, &json!({ "providers": list }))
+}
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> Response {
+    json_response(StatusCode::OK, &json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: the ledger answers and the spool is writable.
+pub async fn readyz(State(app): State<AppState>) -> Response {
+    // Details go to the log, not to this unauthenticated route.
+    let ledger = match app.ledger.ping().await {
+        Ok(()) => "ok",
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: ledger unavailable");
+            "unavailable"
+        }
+    };
+    let probe = app.spool.root().join("tmp").join(".ready");
+    let spool = match tokio::fs::write(&probe, b"").await {
+        Ok(()) => "ok",
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: spool not writable");
+            "not_writable"
+        }
+    };
+    let _ = tokio::fs::remove_file(&probe).await;
+    let ok = ledger == "ok" && spool == "ok";
+    let body = json!({ "status": if ok { "ready" } else { "not_ready" }, "ledger": ledger, "spool": spool });
+    json_response(
+        if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        &body,
+    )
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    let counts = app.ledger.status_counts().await.unwrap_or_default();
+    let uploads: Vec<(String, &str, u64)> = counts
+        .into_iter()
+        .map(|(p, s, n)| (p, s.as_str(), n))
+        .collect();
+    let spool = app.spool.clone();
+    let spool_bytes = tokio::task::spawn_blocking(move || spool.disk_usage())
+        .await
+        .unwrap_or(0);
+    let mut res = app.metrics.render(&uploads, spool_bytes).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    res
+}

@@ -1,0 +1,757 @@
+//! The front door end to end: a real gateway, the real Taler emulator, real HTTP.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use docgate_core::Digests;
+use docgate_emulator::FaultPlan;
+use docgate_server::config::{DeliverySettings, Limits};
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+
+#[tokio::test]
+async fn a_pdf_is_delivered_with_exact_digests_and_the_same_pdf_again_is_a_duplicate() {
+    let h = Harness::start().await;
+    let doc = pdf(200_000, 1);
+    let (status, receipt) = json(
+        h.upload(ACME, doc.clone(), "doc.pdf", Some("application/pdf"))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{receipt}");
+    assert_eq!(receipt["status"], "delivered");
+    assert_eq!(receipt["attempts"], 1);
+    let expected = Digests::of(
+        &doc,
+        docgate_core::DigestSet {
+            sha512: true,
+            md5: false,
+        },
+    )
+    .to_hex();
+    let d = &receipt["documents"][0];
+    assert_eq!(d["sha256"], expected.sha256);
+    assert_eq!(d["sha512"], expected.sha512.expect("sha512"));
+    assert_eq!(
+        (
+            d["size"].as_u64(),
+            d["media_type"].as_str(),
+            d["slot"].as_str()
+        ),
+        (Some(200_000), Some("application/pdf"), Some("file"))
+    );
+    assert_eq!(h.stored(), 1);
+
+    let (status, again) = json(h.upload(ACME, doc, "doc.pdf", None).await).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["status"], "duplicate");
+    assert_ne!(
+        again["id"], receipt["id"],
+        "a new upload, which the provider already had"
+    );
+    assert_eq!(h.stored(), 1, "stored once");
+}
+
+#[tokio::test]
+async fn a_raw_put_with_metadata_in_the_query_is_delivered() {
+    let h = Harness::start().await;
+    let res = h
+        .client
+        .put(h.url(&format!("/v1/uploads/taler?payto={}", PAYTO)))
+        .bearer_auth(ACME)
+        .header("content-type", "application/pdf")
+        .body(pdf(5000, 2))
+        .send()
+        .await
+        .expect("send");
+    let (status, receipt) = json(res).await;
+    assert_eq!(status, 201, "{receipt}");
+    assert_eq!(receipt["documents"][0]["declared_type"], "application/pdf");
+}
+
+#[tokio::test]
+async fn part_order_does_not_matter() {
+    let h = Harness::start().await;
+    let part = reqwest::multipart::Part::bytes(pdf(3000, 3)).file_name("doc.pdf");
+    let form = reqwest::multipart::Form::new()
+        .part("file", part)
+        .text("payto", PAYTO)
+        .text("provider", "taler");
+    let res = h
+        .client
+        .post(h.url("/v1/uploads"))
+        .bearer_auth(ACME)
+        .multipart(form)
+        .send()
+        .await
+        .expect("send");
+    let (status, receipt) = json(res).await;
+    assert_eq!(status, 201, "{receipt}");
+    assert_eq!(
+        receipt["documents"][0]["sha512"].as_str().map(str::len),
+        Some(128),
+        "digests the provider needs are there"
+    );
+}
+
+/// 17 MiB declared: refused on the headers alone. The body is never sent, and the answer
+/// arrives anyway; the provider sees nothing.
+#[tokio::test]
+async fn a_declared_length_over_the_limit_is_refused_before_any_body_byte() {
+    let h = Harness::start().await;
+    let len = 17 * 1024 * 1024;
+    let head = format!(
+        "PUT /v1/uploads/taler?payto={PAYTO} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ACME}\r\n\
+         Content-Type: application/pdf\r\nContent-Length: {len}\r\n\r\n"
+    );
+    let (status, body) = raw_exchange(h.gateway.addr, &head, b"").await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("payload_too_large"), "{body}");
+
+    // Multipart with the provider in the query: same, before the first part.
+    let head = format!(
+        "POST /v1/uploads?provider=taler HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ACME}\r\n\
+         Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: {len}\r\n\r\n"
+    );
+    let (status, _) = raw_exchange(h.gateway.addr, &head, b"").await;
+    assert_eq!(status, 413);
+
+    // Provider named in the body: refused right after that field, before the document part.
+    let first_part =
+        "--XyZ\r\nContent-Disposition: form-data; name=\"provider\"\r\n\r\ntaler\r\n--XyZ\r\n";
+    let head = format!(
+        "POST /v1/uploads HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ACME}\r\n\
+         Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: {len}\r\n\r\n"
+    );
+    // The tenant's most generous provider is Taler (16 MiB): even this is refused up front.
+    let (status, _) = raw_exchange(h.gateway.addr, &head, first_part.as_bytes()).await;
+    assert_eq!(status, 413);
+    assert_eq!(h.taler.faults.requests(), 0, "nothing reached the provider");
+    assert_eq!(h.spool_temp_files(), 0);
+}
+
+/// The same 17 MiB sent chunked: cut with 413 as soon as the limit is crossed.
+#[tokio::test]
+async fn a_chunked_body_is_cut_at_the_limit() {
+    let h = Harness::start().await;
+    let doc = pdf(17 * 1024 * 1024, 4);
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        doc.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let res = h
+        .client
+        .put(h.url(&format!("/v1/uploads/taler?payto={PAYTO}")))
+        .bearer_auth(ACME)
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await;
+    // The gateway answers mid-upload; depending on timing the client sees the 413 or a reset.
+    if let Ok(res) = res {
+        let (status, body) = json(res).await;
+        assert_eq!(status, 413, "{body}");
+        assert_eq!(body["code"], "payload_too_large");
+    }
+    // Multipart, chunked: the same.
+    let part = reqwest::multipart::Part::stream(reqwest::Body::from(doc)).file_name("big.pdf");
+    let form = reqwest::multipart::Form::new()
+        .text("provider", "taler")
+        .text("payto", PAYTO)
+        .part("file", part);
+    if let Ok(res) = h
+        .client
+        .post(h.url("/v1/uploads"))
+        .bearer_auth(ACME)
+        .multipart(form)
+        .send()
+        .await
+    {
+        let (status, body) = json(res).await;
+        assert_eq!(status, 413, "{body}");
+    }
+    assert_eq!(h.taler.faults.requests(), 0, "nothing reached the provider");
+    let (_, metrics) = (
+        0,
+        h.client
+            .get(h.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text"),
+    );
+    assert!(
+        metrics.contains("docgate_rejections_total{code=\"payload_too_large\"} 2"),
+        "{metrics}"
+    );
+    assert_eq!(h.spool_temp_files(), 0);
+}
+
+#[tokio::test]
+async fn content_length_can_be_required() {
+    let h = Harness::with(Options {
+        limits: Limits {
+            require_content_length: true,
+            ..Limits::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(pdf(1000, 13))];
+    let res = h
+        .client
+        .put(h.url(&format!("/v1/uploads/taler?payto={PAYTO}")))
+        .bearer_auth(ACME)
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .expect("send");
+    let (status, body) = json(res).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (411, Some("length_required")),
+        "{body}"
+    );
+    let (status, _) = json(h.upload(ACME, pdf(1000, 13), "d.pdf", None).await).await;
+    assert_eq!(status, 201, "with a Content-Length it goes through");
+}
+
+#[tokio::test]
+async fn an_executable_is_refused_whatever_its_name_and_inside_a_zip() {
+    let h = Harness::start().await;
+    let (status, body) = json(
+        h.upload(ACME, exe(50_000), "invoice.pdf", Some("application/pdf"))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (415, Some("media_type_mismatch")),
+        "{body}"
+    );
+    let (status, body) = json(h.upload(ACME, exe(50_000), "invoice.pdf", None).await).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (415, Some("unsupported_media_type")),
+        "{body}"
+    );
+
+    let z = zip_of(&[("a.pdf", pdf(10_000, 5)), ("setup.pdf", exe(10_000))]);
+    let (status, body) = json(h.upload(ACME, z, "docs.zip", Some("application/zip")).await).await;
+    assert_eq!(status, 415, "{body}");
+    assert_eq!(body["entry"], "setup.pdf");
+    assert_eq!(h.taler.faults.requests(), 0);
+}
+
+#[tokio::test]
+async fn zip_bombs_are_refused_without_inflating_them_to_memory_or_disk() {
+    let h = Harness::start().await;
+    // Honest: ten entries of 1 GiB each (10 GiB), ~10 MiB compressed. Refused from the
+    // central directory alone.
+    let bomb = zip_bomb(10, 1024, 1 << 30);
+    assert!(bomb.len() < 16 * 1024 * 1024);
+    let (status, body) = json(h.upload(ACME, bomb, "scans.zip", None).await).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (413, Some("archive_too_large")),
+        "{body}"
+    );
+    // Lying: declares 1 MiB, inflates to 64 MiB. Refused once the first byte past 1 MiB appears.
+    let liar = zip_bomb(1, 64, 1 << 20);
+    let (status, body) = json(h.upload(ACME, liar, "scan.zip", None).await).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("invalid_archive")),
+        "{body}"
+    );
+    assert_eq!(h.spool_temp_files(), 0, "nothing left in the spool");
+    assert_eq!(h.taler.faults.requests(), 0);
+}
+
+#[tokio::test]
+async fn two_provider_failures_are_retried_and_the_receipt_counts_three_attempts() {
+    let h = Harness::start().await;
+    h.taler.faults.fail_next(2, 500);
+    let (status, receipt) = json(h.upload(ACME, pdf(100_000, 6), "doc.pdf", None).await).await;
+    assert_eq!(status, 201, "{receipt}");
+    assert_eq!(receipt["attempts"], 3);
+    assert_eq!(receipt["last_upstream_status"], 204);
+    assert_eq!(h.stored(), 1);
+}
+
+#[tokio::test]
+async fn bad_metadata_and_bad_credentials_get_clear_problems() {
+    let h = Harness::start().await;
+    // (API key, form fields, expected status, expected code)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            ACME,
+            vec![("provider", "taler"), ("payto", "not-a-payto")],
+            422,
+            "invalid_metadata",
+        ),
+        (ACME, vec![("provider", "taler")], 422, "invalid_metadata"),
+        (
+            ACME,
+            vec![("provider", "taler"), ("payto", PAYTO), ("colour", "blue")],
+            422,
+            "invalid_metadata",
+        ),
+        (
+            ACME,
+            vec![("provider", "nope"), ("payto", PAYTO)],
+            422,
+            "invalid_metadata",
+        ),
+        (
+            RESTRICTED,
+            vec![("provider", "taler"), ("payto", PAYTO)],
+            403,
+            "forbidden",
+        ),
+        (
+            "wrong-key",
+            vec![("provider", "taler"), ("payto", PAYTO)],
+            401,
+            "unauthorized",
+        ),
+    ];
+    for (key, fields, want_status, want_code) in cases {
+        let mut form = reqwest::multipart::Form::new();
+        for (k, v) in &fields {
+            form = form.text(k.to_string(), v.to_string());
+        }
+        form = form.part(
+            "file",
+            reqwest::multipart::Part::bytes(pdf(1000, 7)).file_name("d.pdf"),
+        );
+        let res = h
+            .client
+            .post(h.url("/v1/uploads"))
+            .bearer_auth(key)
+            .multipart(form)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+        let (status, body) = json(res).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (want_status, Some(want_code)),
+            "{fields:?}: {body}"
+        );
+    }
+    // The bad field is named.
+    let form = reqwest::multipart::Form::new()
+        .text("provider", "taler")
+        .text("payto", "payto://iban/DE00370400440532013000")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(pdf(1000, 7)).file_name("d.pdf"),
+        );
+    let (_, body) = json(
+        h.client
+            .post(h.url("/v1/uploads"))
+            .bearer_auth(ACME)
+            .multipart(form)
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(body["errors"][0]["field"], "payto", "{body}");
+    assert_eq!(h.taler.faults.requests(), 0);
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_returns_the_same_upload_and_a_different_body_conflicts() {
+    let h = Harness::start().await;
+    let send = |doc: Vec<u8>| {
+        let form = taler_form(doc);
+        h.client
+            .post(h.url("/v1/uploads"))
+            .bearer_auth(ACME)
+            .header("Idempotency-Key", "order-7")
+            .multipart(form)
+            .send()
+    };
+    let (s1, r1) = json(send(pdf(4000, 8)).await.expect("send")).await;
+    let res = send(pdf(4000, 8)).await.expect("send");
+    assert_eq!(res.headers()["idempotent-replayed"], "true");
+    let (s2, r2) = json(res).await;
+    assert_eq!((s1, s2), (201, 201));
+    assert_eq!(r1["id"], r2["id"]);
+    let (s3, r3) = json(send(pdf(4000, 9)).await.expect("send")).await;
+    assert_eq!(
+        (s3, r3["code"].as_str()),
+        (409, Some("idempotency_conflict")),
+        "{r3}"
+    );
+    // Keys are per tenant: the same key from another tenant is a new upload.
+    let form = taler_form(pdf(4000, 9));
+    let res = h
+        .client
+        .post(h.url("/v1/uploads"))
+        .bearer_auth(GLOBEX)
+        .header("Idempotency-Key", "order-7")
+        .multipart(form)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 201);
+    assert_eq!(h.stored(), 2);
+}
+
+#[tokio::test]
+async fn respond_async_answers_202_at_once_and_the_receipt_is_the_tenants_alone() {
+    let h = Harness::start().await;
+    h.taler.faults.set(FaultPlan {
+        delay_ms: 300,
+        ..FaultPlan::default()
+    });
+    let form = taler_form(pdf(4000, 10));
+    let res = h
+        .client
+        .post(h.url("/v1/uploads"))
+        .bearer_auth(ACME)
+        .header("Prefer", "respond-async")
+        .multipart(form)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 202);
+    assert_eq!(res.headers()["preference-applied"], "respond-async");
+    let location = res.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    let (_, receipt) = json(res).await;
+    assert_eq!(
+        location,
+        format!("/v1/uploads/{}", receipt["id"].as_str().expect("id"))
+    );
+    let final_receipt = loop {
+        let (status, r) = json(
+            h.client
+                .get(h.url(&location))
+                .bearer_auth(ACME)
+                .send()
+                .await
+                .expect("get"),
+        )
+        .await;
+        assert_eq!(status, 200);
+        if r["status"] == "delivered" {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(final_receipt["id"], receipt["id"]);
+    let other = h
+        .client
+        .get(h.url(&location))
+        .bearer_auth(GLOBEX)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        other.status(),
+        404,
+        "another tenant cannot see it, or learn it exists"
+    );
+}
+
+/// The provider is down for a while: uploads made meanwhile answer 202, then all are
+/// delivered once it recovers — none lost, none doubled.
+#[tokio::test]
+async fn during_an_outage_uploads_are_accepted_and_all_delivered_once_it_recovers() {
+    let h = Harness::with(Options {
+        delivery: DeliverySettings {
+            sync_budget: Duration::from_millis(500),
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(400),
+            poll_interval: Duration::from_millis(100),
+            ..DeliverySettings::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    h.taler.faults.fail_next(u32::MAX, 500);
+    let mut ids = Vec::new();
+    for i in 0..8u8 {
+        let (status, r) = json(h.upload(ACME, pdf(3000, 100 + i), "d.pdf", None).await).await;
+        assert_eq!(status, 202, "{r}");
+        assert_ne!(r["status"], "delivered");
+        ids.push(r["id"].as_str().expect("id").to_owned());
+    }
+    h.taler.faults.set(FaultPlan::default());
+    for id in &ids {
+        loop {
+            let (_, r) = json(
+                h.client
+                    .get(h.url(&format!("/v1/uploads/{id}")))
+                    .bearer_auth(ACME)
+                    .send()
+                    .await
+                    .expect("get"),
+            )
+            .await;
+            if r["status"] == "delivered" {
+                assert!(r["attempts"].as_u64().unwrap_or(0) >= 2, "{r}");
+                break;
+            }
+            assert!(
+                ["delivering", "retry_scheduled", "received"]
+                    .contains(&r["status"].as_str().unwrap_or("")),
+                "{r}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(h.stored(), 8, "every upload stored exactly once");
+}
+
+#[tokio::test]
+async fn past_the_concurrency_cap_uploads_get_503_with_retry_after() {
+    let h = Harness::with(Options {
+        limits: Limits {
+            max_concurrent_uploads: 1,
+            ..Limits::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    // Hold one upload open: headers and the first bytes, then silence.
+    let mut held = tokio::net::TcpStream::connect(h.gateway.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "PUT /v1/uploads/taler?payto={PAYTO} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ACME}\r\nContent-Length: 100000\r\n\r\n%PDF-1.7\n"
+    );
+    held.write_all(head.as_bytes()).await.expect("write");
+    // Wait until the gateway counts it in flight.
+    loop {
+        let m = h
+            .client
+            .get(h.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        if m.contains("docgate_uploads_in_flight 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let res = h.upload(ACME, pdf(1000, 11), "d.pdf", None).await;
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "1");
+    let (_, body) = json(res).await;
+    assert_eq!(body["code"], "too_many_uploads");
+    drop(held);
+}
+
+#[tokio::test]
+async fn a_client_that_goes_quiet_is_cut_off() {
+    let h = Harness::with(Options {
+        limits: Limits {
+            body_idle_timeout: Duration::from_millis(300),
+            header_read_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    // Body stalls after a few bytes: 408.
+    let mut s = tokio::net::TcpStream::connect(h.gateway.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "PUT /v1/uploads/taler?payto={PAYTO} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ACME}\r\nContent-Length: 100000\r\n\r\n%PDF-1.7\n"
+    );
+    s.write_all(head.as_bytes()).await.expect("write");
+    let (status, body) = read_answer(&mut s).await;
+    assert_eq!(status, 408, "{body}");
+    assert!(body.contains("body_timeout"));
+    // Headers trickle: the connection is closed without an answer.
+    let mut s = tokio::net::TcpStream::connect(h.gateway.addr)
+        .await
+        .expect("connect");
+    s.write_all(b"PUT /v1/uploads/taler HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let (status, _) = read_answer(&mut s).await;
+    assert!(
+        status == 0 || status == 408,
+        "closed after the header timeout (status {status})"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_upload_in_flight_finish() {
+    let h = Harness::start().await;
+    h.taler.faults.set(FaultPlan {
+        delay_ms: 500,
+        ..FaultPlan::default()
+    });
+    let client = h.client.clone();
+    let url = h.url("/v1/uploads");
+    let upload = tokio::spawn(async move {
+        let form = taler_form(pdf(5000, 12));
+        client
+            .post(url)
+            .bearer_auth(ACME)
+            .multipart(form)
+            .send()
+            .await
+    });
+    // Shut down once the emulator is holding the delivery.
+    while h.taler.faults.requests() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let Harness {
+        gateway,
+        taler,
+        dir,
+        ..
+    } = h;
+    gateway.shutdown().await;
+    let res = upload
+        .await
+        .expect("join")
+        .expect("the in-flight upload got its answer");
+    assert_eq!(res.status(), 201);
+    assert_eq!(taler.stored(PAYTO).expect("stored").len(), 1);
+    drop(dir);
+}
+
+#[tokio::test]
+async fn operational_routes_answer() {
+    let h = Harness::start().await;
+    let (status, body) = json(h.client.get(h.url("/healthz")).send().await.expect("get")).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    let (status, body) = json(h.client.get(h.url("/readyz")).send().await.expect("get")).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("ready")),
+        "{body}"
+    );
+    let (status, body) = json(
+        h.client
+            .get(h.url("/v1/providers"))
+            .bearer_auth(ACME)
+            .send()
+            .await
+            .expect("get"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let taler = &body["providers"][0];
+    assert_eq!(taler["name"], "taler");
+    assert!(
+        taler["fields"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f["name"] == "payto")),
+        "{taler}"
+    );
+    assert!(taler["policy"]["accepted"]
+        .as_array()
+        .is_some_and(|a| a.contains(&Value::from("application/pdf"))));
+    let res = h
+        .client
+        .get(h.url("/v1/nothing"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(res.status(), 404);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+}
+
+/// The final receipt reaches the tenant's notify_url, signed, even when the tenant's endpoint
+/// fails at first.
+#[tokio::test]
+async fn the_tenant_is_notified_of_the_final_receipt_with_a_signature() {
+    use std::sync::{Arc, Mutex};
+    type Seen = Arc<Mutex<Vec<(String, String, Vec<u8>)>>>;
+    let seen: Seen = Arc::default();
+    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let app = {
+        let seen = seen.clone();
+        let calls = calls.clone();
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: http::HeaderMap, body: axum::body::Bytes| {
+                let seen = seen.clone();
+                let calls = calls.clone();
+                async move {
+                    // The tenant's endpoint is down for the first call.
+                    if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                        return http::StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    let header = |n: &str| {
+                        headers
+                            .get(n)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned()
+                    };
+                    seen.lock().expect("lock").push((
+                        header("docgate-signature"),
+                        header("docgate-upload-id"),
+                        body.to_vec(),
+                    ));
+                    http::StatusCode::OK
+                }
+            }),
+        )
+    };
+    let hook = docgate_emulator::serve(app, "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("hook server");
+    let h = Harness::with(Options {
+        notify_url: Some(format!("{}/hook", hook.url())),
+        ..Options::default()
+    })
+    .await;
+    let (status, receipt) = json(h.upload(ACME, pdf(3000, 21), "d.pdf", None).await).await;
+    assert_eq!(status, 201);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let (signature, upload_id, body) = loop {
+        if let Some(first) = seen.lock().expect("lock").first().cloned() {
+            break first;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no notification arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(upload_id, receipt["id"].as_str().expect("id"));
+    let sent: Value = serde_json::from_slice(&body).expect("json receipt");
+    assert_eq!(
+        (sent["id"].clone(), sent["status"].as_str()),
+        (receipt["id"].clone(), Some("delivered"))
+    );
+    // Recompute the signature as a tenant would.
+    let t: i64 = signature
+        .split(',')
+        .find_map(|p| p.strip_prefix("t="))
+        .and_then(|t| t.parse().ok())
+        .expect("t=");
+    assert_eq!(
+        signature,
+        docgate_server::delivery::notify::signature(NOTIFY_SECRET, t, &body)
+    );
+    assert!(
+        calls.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "retried after the failure"
+    );
+}

@@ -1,0 +1,579 @@
+//! The ledger suite: every test runs against SQLite and against PostgreSQL.
+//!
+//! PostgreSQL is the local server (127.0.0.1:5432, trust auth, database `test`; override with
+//! `DOCGATE_TEST_POSTGRES_URL`). Each test gets its own schema, so runs do not interfere.
+
+use std::sync::Arc;
+
+use docgate_core::{DigestsHex, DocumentMeta, Prepared};
+use docgate_server::ledger::{
+    Finish, Inserted, Lease, Ledger, NewUpload, NotifyState, ProviderEvent, SqlLedger,
+    StoredDocument, UploadStatus,
+};
+use serde_json::json;
+use sqlx::Executor;
+
+fn postgres_base() -> String {
+    std::env::var("DOCGATE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A fresh PostgreSQL schema, and a ledger whose connections use it.
+async fn postgres() -> SqlLedger {
+    let base = postgres_base();
+    let schema = format!("ledger_test_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&base)
+        .await
+        .expect("PostgreSQL at DOCGATE_TEST_POSTGRES_URL or 127.0.0.1:5432");
+    admin
+        .execute(format!("CREATE SCHEMA {schema}").as_str())
+        .await
+        .expect("create schema");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    SqlLedger::connect(&url).await.expect("connect ledger")
+}
+
+async fn sqlite(dir: &tempfile::TempDir) -> SqlLedger {
+    SqlLedger::connect(&SqlLedger::sqlite_url(&dir.path().join("ledger.sqlite")))
+        .await
+        .expect("sqlite ledger")
+}
+
+fn doc(slot: &str) -> StoredDocument {
+    StoredDocument {
+        meta: DocumentMeta {
+            slot: slot.into(),
+            filename: Some(format!("{slot}.pdf")),
+            size: 3,
+            media_type: "application/pdf".into(),
+            declared_type: None,
+            digests: DigestsHex {
+                sha256: "ab".repeat(32),
+                sha512: None,
+                md5: None,
+            },
+            entries: None,
+        },
+        spool_path: format!("uploads/x/{slot}"),
+    }
+}
+
+fn new_upload(id: &str, key: Option<&str>, lease: Option<Lease>, now: i64) -> NewUpload {
+    NewUpload {
+        id: id.into(),
+        tenant: "acme".into(),
+        provider: "taler".into(),
+        idempotency_key: key.map(str::to_owned),
+        fingerprint: "fp".into(),
+        prepared: Prepared(json!({"payto": "payto://iban/DE89370400440532013000"})),
+        documents: vec![doc("file")],
+        now,
+        lease,
+        notify: true,
+    }
+}
+
+/// A claim by replica `node` (owners are `<node>:<token>`).
+fn lease(node: &str, until: i64) -> Lease {
+    Lease {
+        owner: format!("{node}:t"),
+        until,
+    }
+}
+
+fn providers() -> Vec<String> {
+    vec!["taler".to_string()]
+}
+
+/// Runs `$body` with `$ledger` bound to each backend.
+macro_rules! both_backends {
+    ($name:ident, |$ledger:ident| $body:block) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test]
+            async fn sqlite() {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let $ledger: Arc<dyn Ledger> = Arc::new(super::sqlite(&dir).await);
+                $body
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                let $ledger: Arc<dyn Ledger> = Arc::new(super::postgres().await);
+                $body
+            }
+        }
+    };
+}
+
+both_backends!(insert_then_get_round_trips_every_field, |ledger| {
+    let rec = match ledger
+        .insert(new_upload("u1", None, None, 1000))
+        .await
+        .expect("insert")
+    {
+        Inserted::New(r) => r,
+        other => panic!("expected new, got {other:?}"),
+    };
+    assert_eq!(rec.status, UploadStatus::Received);
+    assert_eq!(rec.next_attempt_at, Some(1000));
+    assert_eq!(rec.documents, vec![doc("file")]);
+    assert_eq!(rec.notify, NotifyState::Pending);
+    assert_eq!(ledger.get("u1").await.expect("get"), Some(rec));
+    assert_eq!(ledger.get("nope").await.expect("get"), None);
+});
+
+both_backends!(
+    idempotency_keys_are_per_tenant_and_return_the_original,
+    |ledger| {
+        assert!(matches!(
+            ledger
+                .insert(new_upload("u1", Some("k"), None, 1))
+                .await
+                .expect("insert"),
+            Inserted::New(_)
+        ));
+        match ledger
+            .insert(new_upload("u2", Some("k"), None, 2))
+            .await
+            .expect("insert")
+        {
+            Inserted::Existing(r) => assert_eq!(r.id, "u1"),
+            other => panic!("expected existing, got {other:?}"),
+        }
+        let mut other_tenant = new_upload("u3", Some("k"), None, 3);
+        other_tenant.tenant = "globex".into();
+        assert!(matches!(
+            ledger.insert(other_tenant).await.expect("insert"),
+            Inserted::New(_)
+        ));
+        // Without a key nothing collides.
+        assert!(matches!(
+            ledger
+                .insert(new_upload("u4", None, None, 4))
+                .await
+                .expect("insert"),
+            Inserted::New(_)
+        ));
+        assert!(matches!(
+            ledger
+                .insert(new_upload("u5", None, None, 5))
+                .await
+                .expect("insert"),
+            Inserted::New(_)
+        ));
+    }
+);
+
+both_backends!(a_claim_is_exclusive_until_its_lease_expires, |ledger| {
+    ledger
+        .insert(new_upload("u1", None, None, 100))
+        .await
+        .expect("insert");
+    assert!(
+        ledger
+            .claim_due(&lease("a", 1000), 50, 10, &providers())
+            .await
+            .expect("claim")
+            .is_empty(),
+        "not due yet"
+    );
+    let claimed = ledger
+        .claim_due(&lease("a", 1000), 100, 10, &providers())
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].status, UploadStatus::Delivering);
+    assert!(
+        ledger
+            .claim_due(&lease("b", 2000), 500, 10, &providers())
+            .await
+            .expect("claim")
+            .is_empty(),
+        "leased to a"
+    );
+    // a dies; after its lease b takes over, and a can no longer record anything
+    let taken = ledger
+        .claim_due(&lease("b", 3000), 1001, 10, &providers())
+        .await
+        .expect("claim");
+    assert_eq!(taken.len(), 1);
+    assert_eq!(
+        ledger
+            .start_attempt("u1", &lease("a", 4000), 1100)
+            .await
+            .expect("attempt"),
+        None
+    );
+    let fin = Finish {
+        status: UploadStatus::Delivered,
+        provider_reference: None,
+        problem: None,
+        upstream_status: Some(204),
+        now: 1200,
+    };
+    assert!(!ledger
+        .finish("u1", "a:t", fin.clone())
+        .await
+        .expect("finish"));
+    assert_eq!(
+        ledger
+            .start_attempt("u1", &lease("b", 4000), 1100)
+            .await
+            .expect("attempt"),
+        Some(1)
+    );
+    assert!(ledger.finish("u1", "b:t", fin).await.expect("finish"));
+    let rec = ledger.get("u1").await.expect("get").expect("exists");
+    assert_eq!(
+        (
+            rec.status,
+            rec.attempts,
+            rec.delivered_at,
+            rec.last_upstream_status
+        ),
+        (UploadStatus::Delivered, 1, Some(1200), Some(204))
+    );
+    assert_eq!(rec.lease_owner, None);
+});
+
+both_backends!(
+    concurrent_claims_never_hand_out_the_same_upload_twice,
+    |ledger| {
+        for i in 0..40 {
+            ledger
+                .insert(new_upload(&format!("u{i}"), None, None, 10))
+                .await
+                .expect("insert");
+        }
+        let mut tasks = Vec::new();
+        for w in 0..4 {
+            let ledger = ledger.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let got = ledger
+                        .claim_due(&lease(&format!("w{w}"), 1_000_000), 20, 3, &providers())
+                        .await
+                        .expect("claim");
+                    if got.is_empty() {
+                        break;
+                    }
+                    mine.extend(got.into_iter().map(|r| r.id));
+                }
+                mine
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.expect("join"));
+        }
+        all.sort();
+        let n = all.len();
+        all.dedup();
+        assert_eq!(
+            (n, all.len()),
+            (40, 40),
+            "every upload claimed exactly once"
+        );
+    }
+);
+
+both_backends!(reschedule_releases_the_lease_until_due, |ledger| {
+    ledger
+        .insert(new_upload("u1", None, Some(lease("a", 1000)), 10))
+        .await
+        .expect("insert");
+    assert_eq!(
+        ledger
+            .start_attempt("u1", &lease("a", 1000), 20)
+            .await
+            .expect("attempt"),
+        Some(1)
+    );
+    assert!(ledger
+        .reschedule("u1", "a:t", 500, "500 from provider", Some(500), 30)
+        .await
+        .expect("reschedule"));
+    let rec = ledger.get("u1").await.expect("get").expect("exists");
+    assert_eq!(
+        (rec.status, rec.next_attempt_at, rec.last_error.as_deref()),
+        (
+            UploadStatus::RetryScheduled,
+            Some(500),
+            Some("500 from provider")
+        )
+    );
+    assert!(ledger
+        .claim_due(&lease("b", 2000), 499, 10, &providers())
+        .await
+        .expect("claim")
+        .is_empty());
+    assert_eq!(
+        ledger
+            .claim_due(&lease("b", 2000), 500, 10, &providers())
+            .await
+            .expect("claim")
+            .len(),
+        1
+    );
+    assert_eq!(
+        ledger
+            .start_attempt("u1", &lease("b", 2000), 510)
+            .await
+            .expect("attempt"),
+        Some(2)
+    );
+});
+
+both_backends!(releasing_leases_makes_work_due_again, |ledger| {
+    ledger
+        .insert(new_upload("u1", None, Some(lease("a", 1_000_000)), 10))
+        .await
+        .expect("insert");
+    ledger
+        .insert(new_upload("u2", None, Some(lease("b", 1_000_000)), 10))
+        .await
+        .expect("insert");
+    assert_eq!(ledger.release_node("a", 20).await.expect("release"), 1);
+    let claimed = ledger
+        .claim_due(&lease("c", 2000), 20, 10, &providers())
+        .await
+        .expect("claim");
+    assert_eq!(
+        claimed.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        vec!["u1"]
+    );
+    assert_eq!(ledger.release_all(30).await.expect("release"), 2);
+    assert_eq!(
+        ledger
+            .claim_due(&lease("d", 2000), 30, 10, &providers())
+            .await
+            .expect("claim")
+            .len(),
+        2
+    );
+});
+
+both_backends!(
+    references_of_delivered_uploads_belong_to_their_tenant,
+    |ledger| {
+        ledger
+            .insert(new_upload("u1", None, Some(lease("a", 1000)), 10))
+            .await
+            .expect("insert");
+        let reference = json!({"document_id": "4/i/abc", "selfie": "4/i/def"});
+        let fin = Finish {
+            status: UploadStatus::Delivered,
+            provider_reference: Some(reference),
+            problem: None,
+            upstream_status: None,
+            now: 20,
+        };
+        assert!(ledger.finish("u1", "a:t", fin).await.expect("finish"));
+        assert!(ledger
+            .owns_reference("acme", "taler", "4/i/def")
+            .await
+            .expect("owns"));
+        assert!(!ledger
+            .owns_reference("globex", "taler", "4/i/def")
+            .await
+            .expect("owns"));
+        assert!(!ledger
+            .owns_reference("acme", "taler", "4/i/zzz")
+            .await
+            .expect("owns"));
+        ledger
+            .add_references("globex", "taler", &["4/i/post".into()], "presigned-post")
+            .await
+            .expect("add");
+        assert!(ledger
+            .owns_reference("globex", "taler", "4/i/post")
+            .await
+            .expect("owns"));
+    }
+);
+
+both_backends!(notifications_are_claimed_once_final_and_retried, |ledger| {
+    ledger
+        .insert(new_upload("u1", None, Some(lease("a", 1000)), 10))
+        .await
+        .expect("insert");
+    assert!(
+        ledger
+            .claim_notifications(100, 200, 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "not final yet"
+    );
+    let fin = Finish {
+        status: UploadStatus::Rejected,
+        provider_reference: None,
+        problem: Some(json!({"code": "provider_rejected"})),
+        upstream_status: Some(403),
+        now: 50,
+    };
+    assert!(ledger.finish("u1", "a:t", fin).await.expect("finish"));
+    let due = ledger
+        .claim_notifications(100, 200, 10)
+        .await
+        .expect("claim");
+    assert_eq!(due.len(), 1);
+    assert!(
+        ledger
+            .claim_notifications(150, 300, 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "held while sending"
+    );
+    ledger
+        .notification_done("u1", NotifyState::Pending, Some(400), 160)
+        .await
+        .expect("done");
+    assert!(ledger
+        .claim_notifications(399, 500, 10)
+        .await
+        .expect("claim")
+        .is_empty());
+    assert_eq!(
+        ledger
+            .claim_notifications(400, 500, 10)
+            .await
+            .expect("claim")
+            .len(),
+        1
+    );
+    ledger
+        .notification_done("u1", NotifyState::Sent, None, 410)
+        .await
+        .expect("done");
+    let rec = ledger.get("u1").await.expect("get").expect("exists");
+    assert_eq!((rec.notify, rec.notify_attempts), (NotifyState::Sent, 2));
+});
+
+both_backends!(spool_removal_lists_final_uploads_once, |ledger| {
+    ledger
+        .insert(new_upload("u1", None, Some(lease("a", 1000)), 10))
+        .await
+        .expect("insert");
+    ledger
+        .insert(new_upload("u2", None, None, 10))
+        .await
+        .expect("insert");
+    let fin = Finish {
+        status: UploadStatus::Duplicate,
+        provider_reference: Some(json!({})),
+        problem: None,
+        upstream_status: Some(412),
+        now: 20,
+    };
+    assert!(ledger.finish("u1", "a:t", fin).await.expect("finish"));
+    let due: Vec<String> = ledger
+        .spool_removal_due(100, 10)
+        .await
+        .expect("due")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(due, vec!["u1"]);
+    ledger.mark_spool_removed("u1").await.expect("mark");
+    assert!(ledger
+        .spool_removal_due(100, 10)
+        .await
+        .expect("due")
+        .is_empty());
+    assert_eq!(ledger.live_upload_ids().await.expect("live"), vec!["u2"]);
+});
+
+both_backends!(events_are_recorded_once, |ledger| {
+    let e = ProviderEvent {
+        provider: "ost".into(),
+        event_id: "236".into(),
+        name: "user_register".into(),
+        received_at: 5,
+        payload: json!({"id": "236"}),
+    };
+    assert!(ledger.record_event(&e).await.expect("record"));
+    assert!(
+        !ledger.record_event(&e).await.expect("record"),
+        "a replay is refused"
+    );
+    assert_eq!(ledger.list_events("ost", 10).await.expect("list"), vec![e]);
+});
+
+both_backends!(status_counts_group_by_provider_and_status, |ledger| {
+    ledger
+        .insert(new_upload("u1", None, None, 1))
+        .await
+        .expect("insert");
+    ledger
+        .insert(new_upload("u2", None, None, 1))
+        .await
+        .expect("insert");
+    let counts = ledger.status_counts().await.expect("counts");
+    assert_eq!(
+        counts,
+        vec![("taler".to_string(), UploadStatus::Received, 2)]
+    );
+    ledger.ping().await.expect("ping");
+});
+
+both_backends!(a_lease_is_renewed_only_while_held_and_unexpired, |ledger| {
+    ledger
+        .insert(new_upload("u1", None, Some(lease("a", 1000)), 10))
+        .await
+        .expect("insert");
+    assert!(ledger
+        .renew("u1", &lease("a", 2000), 900)
+        .await
+        .expect("renew"));
+    assert!(
+        !ledger
+            .renew("u1", &lease("b", 3000), 900)
+            .await
+            .expect("renew"),
+        "not b's"
+    );
+    assert!(
+        !ledger
+            .renew("u1", &lease("a", 5000), 2001)
+            .await
+            .expect("renew"),
+        "expired: maybe claimed elsewhere"
+    );
+    assert_eq!(
+        ledger
+            .start_attempt("u1", &lease("a", 5000), 2001)
+            .await
+            .expect("attempt"),
+        None,
+        "no attempt on an expired lease"
+    );
+});
+
+both_backends!(claims_only_take_providers_this_replica_offers, |ledger| {
+    ledger
+        .insert(new_upload("u1", None, None, 10))
+        .await
+        .expect("insert");
+    let mut other = new_upload("u2", None, None, 10);
+    other.provider = "sila".into();
+    ledger.insert(other).await.expect("insert");
+    let claimed = ledger
+        .claim_due(&lease("a", 1000), 20, 10, &["sila".to_string()])
+        .await
+        .expect("claim");
+    assert_eq!(
+        claimed.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        vec!["u2"]
+    );
+    assert!(ledger
+        .claim_due(&lease("a", 1000), 20, 10, &[])
+        .await
+        .expect("claim")
+        .is_empty());
+});

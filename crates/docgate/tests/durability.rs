@@ -1,0 +1,233 @@
+//! Nothing accepted is lost: `kill -9` mid-delivery, and replicas sharing PostgreSQL.
+//!
+//! The gateway runs as a real process (so it can really be killed); the Taler emulator runs
+//! in the test, so the test can count what the provider stored.
+
+mod common;
+
+use std::{path::Path, time::Duration};
+
+use common::*;
+use docgate_emulator::FaultPlan;
+use sqlx::Executor;
+
+const KEY: &str = "durability-test-key";
+
+async fn taler(dir: &Path) -> docgate_taler::emulator::Emulator {
+    docgate_taler::emulator::start(docgate_taler::emulator::EmulatorOptions::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        dir.join("taler"),
+    ))
+    .await
+    .expect("taler emulator")
+}
+
+/// A docgate.toml for `taler`, with the emulator's key in a file next to it.
+fn config(
+    dir: &Path,
+    emulator: &docgate_taler::emulator::Emulator,
+    ledger: &str,
+    spool: &Path,
+    extra: &str,
+) -> std::path::PathBuf {
+    let c = emulator.sandbox_config();
+    let key_file = write_file(dir, "taler.key", c.extern_key.expose().as_bytes());
+    let codes = &c.error_codes;
+    let text = format!(
+        r#"
+listen = "127.0.0.1:0"
+ledger = "{ledger}"
+spool_dir = "{spool}"
+
+[delivery]
+poll_interval = "100ms"
+initial_backoff = "100ms"
+max_backoff = "1s"
+{extra}
+
+[[tenants]]
+name = "acme"
+api_key = {{ env = "DURABILITY_TEST_KEY" }}
+providers = ["taler"]
+
+[providers.taler]
+base_url = "{url}"
+extern_key = {{ file = "{key}" }}
+purpose = {purpose}
+error_codes = {{ signature_invalid = {si}, third_party_unknown = {tu} }}
+"#,
+        spool = spool.display(),
+        url = c.base_url,
+        key = key_file.display(),
+        purpose = c.purpose,
+        si = codes.signature_invalid.unwrap_or(0),
+        tu = codes.third_party_unknown.unwrap_or(0),
+    );
+    write_file(
+        dir,
+        &format!("docgate-{}.toml", uuid::Uuid::new_v4().simple()),
+        text.as_bytes(),
+    )
+}
+
+fn serve(config: &Path, data_dir: &Path) -> Proc {
+    Proc::spawn(
+        &[
+            "serve",
+            "--config",
+            &config.to_string_lossy(),
+            "--data-dir",
+            &data_dir.to_string_lossy(),
+        ],
+        &[("DURABILITY_TEST_KEY", KEY)],
+    )
+}
+
+/// `PUT` one document asynchronously; `Ok(id)` once accepted (202).
+async fn put_async(
+    client: &reqwest::Client,
+    base: &str,
+    seed: u64,
+    key: &str,
+) -> Result<String, String> {
+    let res = client
+        .put(format!("{base}/v1/uploads/taler?payto={PAYTO}"))
+        .bearer_auth(KEY)
+        .header("Prefer", "respond-async")
+        .header("Idempotency-Key", key)
+        .header("Content-Type", "application/pdf")
+        .body(pdf_bytes(20_000, seed).await)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if res.status() != 202 {
+        return Err(format!("status {}", res.status()));
+    }
+    let r: serde_json::Value = res.json().await.map_err(|e| e.to_string())?;
+    r["id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| "no id".into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_50_deliveries_loses_nothing_and_stores_nothing_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let emulator = taler(dir.path()).await;
+    // Slow provider: deliveries are in flight when the gateway dies.
+    emulator.faults.set(FaultPlan {
+        delay_ms: 150,
+        ..FaultPlan::default()
+    });
+    let data = dir.path().join("gateway");
+    let cfg = config(
+        dir.path(),
+        &emulator,
+        "sqlite",
+        &data.join("spool"),
+        "worker_concurrency = 8",
+    );
+    let gateway = serve(&cfg, &data);
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for seed in 0..50 {
+        ids.push(
+            put_async(&client, &gateway.url, seed, &format!("k{seed}"))
+                .await
+                .expect("accepted"),
+        );
+    }
+    // Kill it while deliveries are happening: some stored, most not yet.
+    while emulator.stored(PAYTO).expect("stored").len() < 5 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gateway.kill9();
+    let stored_at_kill = emulator.stored(PAYTO).expect("stored").len();
+    assert!(
+        stored_at_kill < 50,
+        "the kill happened mid-way ({stored_at_kill} stored)"
+    );
+
+    let gateway = serve(&cfg, &data);
+    for id in &ids {
+        let r = wait_final(&client, &gateway.url, KEY, id, Duration::from_secs(120)).await;
+        assert!(
+            ["delivered", "duplicate"].contains(&r["status"].as_str().unwrap_or("")),
+            "{r}"
+        );
+    }
+    assert_eq!(
+        emulator.stored(PAYTO).expect("stored").len(),
+        50,
+        "each body stored exactly once"
+    );
+}
+
+fn postgres_base() -> String {
+    std::env::var("DOCGATE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_postgres_deliver_every_upload_exactly_once_when_one_dies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let emulator = taler(dir.path()).await;
+    emulator.faults.set(FaultPlan {
+        delay_ms: 30,
+        ..FaultPlan::default()
+    });
+    let schema = format!("replicas_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&postgres_base())
+        .await
+        .expect("PostgreSQL");
+    admin
+        .execute(format!("CREATE SCHEMA {schema}").as_str())
+        .await
+        .expect("schema");
+    let ledger = format!("{}?options=-c%20search_path%3D{schema}", postgres_base());
+    let spool = dir.path().join("shared-spool");
+    // Short leases so the survivor takes over the dead replica's work quickly.
+    let extra = "lease = \"3s\"\nattempt_timeout = \"2s\"\nworker_concurrency = 8";
+    let cfg = config(dir.path(), &emulator, &ledger, &spool, extra);
+    let a = serve(&cfg, &dir.path().join("a"));
+    let b = serve(&cfg, &dir.path().join("b"));
+    let client = reqwest::Client::new();
+
+    let mut ids = Vec::new();
+    let mut a = Some(a);
+    for seed in 0..200u64 {
+        if seed == 100 {
+            a.take().expect("replica a").kill9();
+        }
+        let key = format!("upload-{seed}");
+        let target = match (&a, seed % 2) {
+            (Some(a), 0) => a.url.clone(),
+            _ => b.url.clone(),
+        };
+        let id = match put_async(&client, &target, seed, &key).await {
+            Ok(id) => id,
+            // The replica died under this request: the client retries elsewhere, same key.
+            Err(_) => put_async(&client, &b.url, seed, &key)
+                .await
+                .expect("accepted by the survivor"),
+        };
+        ids.push(id);
+    }
+    for id in &ids {
+        let r = wait_final(&client, &b.url, KEY, id, Duration::from_secs(120)).await;
+        assert!(
+            ["delivered", "duplicate"].contains(&r["status"].as_str().unwrap_or("")),
+            "{r}"
+        );
+    }
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 200, "one upload per document");
+    assert_eq!(
+        emulator.stored(PAYTO).expect("stored").len(),
+        200,
+        "every document stored exactly once"
+    );
+    drop(b);
+}

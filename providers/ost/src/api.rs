@@ -1,0 +1,223 @@
+//! The signed OST API client: one call = sign, send, read a bounded answer, parse the envelope.
+//!
+//! Errors are sorted by what the caller can do about them: [`ApiError::is_transient`] ones
+//! (network, timeouts, 5xx, 429) may succeed later unchanged; the others will not. Nothing
+//! here ever puts a URL in an error: OST's carry the signature and S3's are bearer tokens.
+
+use std::time::Duration;
+
+use docgate_core::{upstream, FieldError, Problem, Secret};
+use http::StatusCode;
+use serde_json::{Map, Value};
+
+use crate::{
+    envelope::{self, OstError},
+    signing,
+};
+
+/// Successful OST answers are small (five URLs and POST policies); more is not OST.
+const MAX_ANSWER_BYTES: usize = 256 * 1024;
+
+/// Why an API call did not produce data.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApiError {
+    #[error("OST could not be reached: {0}")]
+    Transport(String),
+    #[error("OST did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("OST answered {status} {}: {}", .err.code, .err.msg)]
+    Refused {
+        status: u16,
+        err: OstError,
+        retry_after: Option<Duration>,
+    },
+    #[error("OST answered {status} without its JSON envelope: {summary}")]
+    NotAnEnvelope { status: u16, summary: String },
+}
+
+impl ApiError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ApiError::Transport(_) | ApiError::Timeout(_) => true,
+            ApiError::Refused { status, .. } | ApiError::NotAnEnvelope { status, .. } => {
+                *status >= 500 || *status == 429
+            }
+        }
+    }
+
+    pub fn upstream_status(&self) -> Option<u16> {
+        match self {
+            ApiError::Refused { status, .. } | ApiError::NotAnEnvelope { status, .. } => {
+                Some(*status)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::Refused { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The problem the gateway shows its frontend for this failure.
+    pub fn to_problem(&self) -> Problem {
+        match self {
+            ApiError::Timeout(_) => Problem::timeout(self.to_string()),
+            _ if self.is_transient() => Problem::provider_unavailable(
+                self.retry_after().unwrap_or(Duration::from_secs(5)),
+                self.to_string(),
+            )
+            .with_extra("upstream_status", self.upstream_status()),
+            ApiError::Refused { status, err, .. } => {
+                let mut p = Problem::provider_rejected(Some(*status), self.to_string())
+                    .with_extra("ost_code", err.code.as_str())
+                    .with_extra("ost_internal_id", err.internal_id.as_str());
+                p.errors = err
+                    .error_data
+                    .iter()
+                    .map(|e| FieldError::invalid(e.parameter.as_str(), e.msg.as_str()))
+                    .collect();
+                p
+            }
+            _ => Problem::provider_rejected(self.upstream_status(), self.to_string()),
+        }
+    }
+}
+
+/// A client for OST's `/api/v2` endpoints.
+#[derive(Debug, Clone)]
+pub struct OstApi {
+    http: reqwest::Client,
+    base_url: String,
+    api_key: String,
+    api_secret: Secret,
+    timeout: Duration,
+}
+
+impl OstApi {
+    pub fn new(
+        http: reqwest::Client,
+        base_url: &str,
+        api_key: &str,
+        api_secret: Secret,
+        timeout: Duration,
+    ) -> OstApi {
+        OstApi {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            api_key: api_key.to_owned(),
+            api_secret,
+            timeout,
+        }
+    }
+
+    fn sign(&self, endpoint: &str, params: Map<String, Value>) -> signing::SignedParams {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        signing::sign_request(
+            endpoint,
+            params,
+            &self.api_key,
+            self.api_secret.expose(),
+            now,
+        )
+    }
+
+    /// `GET endpoint?params…&signature=…` → `data`.
+    pub async fn get(&self, endpoint: &str, params: Map<String, Value>) -> Result<Value, ApiError> {
+        let signed = self.sign(endpoint, params);
+        let url = format!("{}{endpoint}?{}", self.base_url, signed.wire);
+        self.send(self.http.get(url)).await
+    }
+
+    /// `POST endpoint` with the signed parameters as a form body → `data`.
+    pub async fn post(
+        &self,
+        endpoint: &str,
+        params: Map<String, Value>,
+    ) -> Result<Value, ApiError> {
+        let signed = self.sign(endpoint, params);
+        let url = format!("{}{endpoint}", self.base_url);
+        let request = self
+            .http
+            .post(url)
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(signed.wire);
+        self.send(request).await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, ApiError> {
+        let response = request
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        let status = response.status();
+        let retry_after = upstream::retry_after(response.headers());
+        let body = upstream::read_bounded(response.bytes_stream(), MAX_ANSWER_BYTES)
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        let parsed = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| envelope::parse(&v));
+        match parsed {
+            Some(Ok(data)) if status.is_success() => Ok(data),
+            // `success:true` with an error status is not something OST says; trust neither.
+            Some(Ok(_)) => Err(ApiError::NotAnEnvelope {
+                status: status.as_u16(),
+                summary: upstream::summarize_body(&body),
+            }),
+            Some(Err(err)) => Err(ApiError::Refused {
+                status: effective_status(status, &err),
+                err,
+                retry_after,
+            }),
+            None => Err(ApiError::NotAnEnvelope {
+                status: status.as_u16(),
+                summary: upstream::summarize_body(&body),
+            }),
+        }
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> ApiError {
+        if e.is_timeout() {
+            ApiError::Timeout(self.timeout)
+        } else {
+            ApiError::Transport(describe(e))
+        }
+    }
+}
+
+/// OST sometimes answers an error envelope with 200; its code then says what it is.
+fn effective_status(status: StatusCode, err: &OstError) -> u16 {
+    if !status.is_success() {
+        return status.as_u16();
+    }
+    match err.code.as_str() {
+        "BAD_REQUEST" => 400,
+        "UNAUTHORIZED" => 401,
+        "FORBIDDEN" => 403,
+        "NOT_FOUND" => 404,
+        "UNPROCESSABLE_ENTITY" => 422,
+        "TOO_MANY_REQUESTS" => 429,
+        "SERVICE_UNAVAILABLE" => 503,
+        _ => 500,
+    }
+}
+
+/// A reqwest error as text, without the URL (it may carry a signature or a presigned token).
+pub(crate) fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

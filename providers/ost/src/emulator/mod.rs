@@ -1,0 +1,397 @@
+//! `docgate emulate ost`: OST's KYC API plus the S3 bucket its URLs point into.
+//!
+//! Two servers on loopback ports: the OST API (HMAC-checked, OST's envelope everywhere, fault
+//! injection) and a real S3 (s3s-fs) that verifies the SigV4 URLs and POST policies the API
+//! hands out. See the crate README for every endpoint and error code.
+//!
+//! Control endpoints on the API server (never signed; they are the test harness's):
+//! * `GET|PUT /__emulator/faults` — fail, delay or drop the next API requests;
+//! * `GET|PUT /__emulator/urls` `{"expire_next": N}` — the next N presign answers are issued
+//!   already expired, so S3 refuses them (the client's refetch path);
+//! * `POST /__emulator/webhooks` `{"url"?, "event"}` — sign and send an event.
+
+mod api;
+mod s3;
+mod state;
+mod webhooks;
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{atomic::Ordering, Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{extract::State, response::IntoResponse, routing::get, Json, Router};
+use docgate_core::Secret;
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+pub use s3::{public_addr, S3Server, REGION};
+pub use state::{User, UserKyc};
+pub use webhooks::WebhookDelivery;
+
+use crate::{config::OstConfig, kyc};
+
+/// Ids of the users a fresh emulator already has (OST users are created by OST's own signup,
+/// which docgate does not drive).
+pub const FIRST_USER_ID: u64 = 11001;
+
+/// How to run the emulator.
+#[derive(Debug, Clone)]
+pub struct EmulatorOptions {
+    /// The API's address (port 0 picks one).
+    pub listen: SocketAddr,
+    /// S3 objects live under `data_dir/s3/<bucket>/`.
+    pub data_dir: PathBuf,
+    /// The API key it accepts (generated when `None`).
+    pub api_key: Option<String>,
+    /// The API secret it accepts (generated when `None`).
+    pub api_secret: Option<String>,
+    /// The secret it signs webhooks with (generated when `None`).
+    pub webhook_secret: Option<String>,
+    /// Where `kyc_submit` events go after each submission (none when `None`).
+    pub webhook_url: Option<String>,
+    /// The S3 server's address (default: the API's IP, any port).
+    pub s3_listen: Option<SocketAddr>,
+    pub bucket: String,
+    /// The first segment of every S3 key (`4/i/…`): OST's client id.
+    pub client_id: u32,
+    /// Lifetime of presigned URLs and POST policies (OST: 15 minutes).
+    pub url_expiry: Duration,
+    /// How far `request_timestamp` may be from the emulator's clock (OST: 10 s).
+    pub timestamp_window: Duration,
+    /// The POST policy's `content-length-range`.
+    pub min_document_bytes: u64,
+    pub max_document_bytes: u64,
+    /// A path prefix the API is reached under (e.g. `/ost`), stripped before verifying.
+    pub mount: String,
+    /// Fields a submission must contain (OST: the account's selection).
+    pub required_kyc_fields: Vec<String>,
+    /// How many users exist at start, with ids from [`FIRST_USER_ID`].
+    pub seed_users: u64,
+}
+
+impl EmulatorOptions {
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        EmulatorOptions {
+            listen,
+            data_dir,
+            api_key: None,
+            api_secret: None,
+            webhook_secret: None,
+            webhook_url: None,
+            s3_listen: None,
+            bucket: "kyc.emulator.ost".into(),
+            client_id: 4,
+            url_expiry: Duration::from_secs(15 * 60),
+            timestamp_window: Duration::from_secs(10),
+            min_document_bytes: crate::config::DEFAULT_MIN_DOCUMENT_BYTES,
+            max_document_bytes: crate::config::DEFAULT_MAX_DOCUMENT_BYTES,
+            mount: String::new(),
+            required_kyc_fields: kyc::KYC_MANDATORY.iter().map(|s| (*s).to_owned()).collect(),
+            seed_users: 10,
+        }
+    }
+}
+
+/// A running emulator. Dropping it stops both servers.
+#[derive(Debug)]
+pub struct Emulator {
+    pub server: docgate_emulator::RunningServer,
+    pub faults: Arc<docgate_emulator::Faults>,
+    pub s3: S3Server,
+    shared: Arc<api::Shared>,
+    s3_access_key: String,
+    s3_secret_key: Secret,
+}
+
+fn invalid(msg: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, msg)
+}
+
+fn generated(len: usize) -> String {
+    let mut s = String::new();
+    while s.len() < len {
+        s.push_str(&uuid::Uuid::new_v4().simple().to_string());
+    }
+    s.truncate(len);
+    s
+}
+
+/// Start the API and its S3.
+pub async fn start(opts: EmulatorOptions) -> std::io::Result<Emulator> {
+    const SEVEN_DAYS: Duration = Duration::from_secs(7 * 24 * 3600);
+    if opts.url_expiry < Duration::from_secs(1) || opts.url_expiry > SEVEN_DAYS {
+        return Err(invalid(format!(
+            "url_expiry must be between 1 s and 7 days (SigV4's limit), not {:?}",
+            opts.url_expiry
+        )));
+    }
+    if opts.min_document_bytes > opts.max_document_bytes {
+        return Err(invalid(
+            "min_document_bytes exceeds max_document_bytes".into(),
+        ));
+    }
+    let s3_root = opts.data_dir.join("s3");
+    tokio::fs::create_dir_all(&s3_root).await?;
+
+    let s3_access_key = format!("AKID{}", generated(16).to_ascii_uppercase());
+    let s3_secret_key = generated(40);
+    let settings = s3::S3Settings {
+        listen: opts
+            .s3_listen
+            .unwrap_or_else(|| SocketAddr::new(opts.listen.ip(), 0)),
+        root: s3_root.clone(),
+        bucket: opts.bucket.clone(),
+        access_key: s3_access_key.clone(),
+        secret_key: s3_secret_key.clone(),
+        max_post_bytes: opts.max_document_bytes,
+        max_url_lifetime: opts.url_expiry,
+    };
+    let s3 = S3Server::start(&settings).await?;
+    let presigner = s3::Presigner::new(&s3.url, &opts.bucket, &s3_access_key, &s3_secret_key);
+
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut registry = state::Registry::new(FIRST_USER_ID);
+    for n in 0..opts.seed_users {
+        registry.add_user(&format!("user{}@emulator.ost.test", FIRST_USER_ID + n), now);
+    }
+    let http = reqwest::Client::builder()
+        .build()
+        .map_err(|e| std::io::Error::other(crate::api::describe(e)))?;
+    let shared = Arc::new(api::Shared {
+        api_key: opts.api_key.clone().unwrap_or_else(|| generated(16)),
+        api_secret: opts.api_secret.clone().unwrap_or_else(|| generated(32)),
+        mount: opts.mount.clone(),
+        timestamp_window: opts.timestamp_window,
+        url_lifetime: opts.url_expiry,
+        size_range: (opts.min_document_bytes, opts.max_document_bytes),
+        client_id: opts.client_id,
+        required_kyc_fields: opts.required_kyc_fields.clone(),
+        presigner,
+        s3_root,
+        bucket: opts.bucket.clone(),
+        registry: Mutex::new(registry),
+        expire_next: Default::default(),
+        webhook_secret: opts.webhook_secret.clone().unwrap_or_else(|| generated(32)),
+        webhook_url: Mutex::new(opts.webhook_url.clone()),
+        http,
+    });
+
+    let faults = docgate_emulator::Faults::new();
+    let protocol = Router::new()
+        .fallback(api::handle)
+        .with_state(shared.clone());
+    let router =
+        docgate_emulator::with_faults(protocol, faults.clone(), Arc::new(api::fault_envelope))
+            .merge(control_routes(shared.clone()));
+    let server = docgate_emulator::serve(router, opts.listen).await?;
+    Ok(Emulator {
+        server,
+        faults,
+        s3,
+        shared,
+        s3_access_key,
+        s3_secret_key: Secret::new(s3_secret_key),
+    })
+}
+
+impl Emulator {
+    /// The API's base URL (what `base_url` and the SDK's `api_base_url` are set to).
+    pub fn url(&self) -> String {
+        format!("http://{}", public_addr(self.server.addr))
+    }
+
+    /// A client config that works against this emulator with its built-in test credentials.
+    /// Webhook verification is included when the emulator has a webhook URL (it signs
+    /// events over exactly that URL).
+    pub fn sandbox_config(&self) -> OstConfig {
+        let mut config = OstConfig::new(
+            self.url(),
+            self.shared.api_key.clone(),
+            Secret::new(self.shared.api_secret.clone()),
+        );
+        if let Some(url) = self.shared.webhook_url() {
+            config.webhook_secret = Some(Secret::new(self.shared.webhook_secret.clone()));
+            config.webhook_url = Some(url);
+        }
+        config
+    }
+
+    /// Lines the CLI prints after "ost emulator listening on http://ADDR".
+    pub fn banner(&self) -> Vec<String> {
+        let users = self.shared.registry().user_ids();
+        let mut lines = vec![
+            format!(
+                "api_key={} api_secret={}",
+                self.shared.api_key, self.shared.api_secret
+            ),
+            format!(
+                "s3 endpoint {} bucket={} root={}",
+                self.s3.url,
+                self.shared.bucket,
+                self.s3_root().display()
+            ),
+            format!("webhook_secret={}", self.shared.webhook_secret),
+        ];
+        if let (Some(first), Some(last)) = (users.first(), users.last()) {
+            lines.push(format!(
+                "users {first}..{last} exist (add more with POST /api/v2/users)"
+            ));
+        }
+        lines.push(
+            "control: /__emulator/faults, /__emulator/urls {\"expire_next\":N}, \
+             POST /__emulator/webhooks {\"url\",\"event\"}"
+                .into(),
+        );
+        lines
+    }
+
+    pub fn api_key(&self) -> &str {
+        &self.shared.api_key
+    }
+
+    pub fn api_secret(&self) -> &str {
+        &self.shared.api_secret
+    }
+
+    pub fn webhook_secret(&self) -> &str {
+        &self.shared.webhook_secret
+    }
+
+    /// Send `kyc_submit` events to `url` from now on (`None`: stop).
+    pub fn set_webhook_url(&self, url: Option<String>) {
+        *self
+            .shared
+            .webhook_url
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = url;
+    }
+
+    /// The S3 endpoint (path-style: `<endpoint>/<bucket>/<key>`).
+    pub fn s3_url(&self) -> &str {
+        &self.s3.url
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.shared.bucket
+    }
+
+    /// The directory s3s-fs serves (buckets are its subdirectories).
+    pub fn s3_root(&self) -> &std::path::Path {
+        &self.shared.s3_root
+    }
+
+    /// The S3 credentials the presigner signs with (region [`REGION`]).
+    pub fn s3_credentials(&self) -> (&str, &Secret) {
+        (&self.s3_access_key, &self.s3_secret_key)
+    }
+
+    /// The file holding object `key`, if the key is a plain relative path.
+    pub fn object_path(&self, key: &str) -> Option<PathBuf> {
+        s3::object_path(&self.shared.s3_root, &self.shared.bucket, key)
+    }
+
+    /// A presigned GET URL for `key`, valid for `lifetime`: read an object back through S3.
+    pub async fn presigned_get(&self, key: &str, lifetime: Duration) -> std::io::Result<String> {
+        self.shared
+            .presigner
+            .get_url(key, lifetime)
+            .await
+            .map_err(std::io::Error::other)
+    }
+
+    /// The next `n` presign answers carry URLs that are already expired.
+    pub fn expire_next_urls(&self, n: u32) {
+        self.shared.expire_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Create a user as OST's signup would; `None` if the email is taken.
+    pub fn add_user(&self, email: &str) -> Option<User> {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        self.shared.registry().add_user(email, now)
+    }
+
+    /// A user's last KYC submission.
+    pub fn kyc(&self, user_id: u64) -> Option<UserKyc> {
+        self.shared.registry().kyc(user_id).cloned()
+    }
+
+    /// Sign `event` as OST does and post it to `url`.
+    pub async fn send_webhook(
+        &self,
+        url: &str,
+        event: Map<String, Value>,
+    ) -> Result<WebhookDelivery, String> {
+        send_completed(&self.shared, url, event).await
+    }
+
+    /// Stop both servers, letting in-flight requests finish.
+    pub async fn stop(self) -> std::io::Result<()> {
+        self.s3.stop().await;
+        self.server.stop().await
+    }
+}
+
+async fn send_completed(
+    shared: &api::Shared,
+    url: &str,
+    event: Map<String, Value>,
+) -> Result<WebhookDelivery, String> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let id = shared.registry().next_event_id();
+    let event = webhooks::complete_event(event, id, now);
+    webhooks::send(&shared.http, &shared.webhook_secret, url, event).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UrlFaults {
+    expire_next: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookRequest {
+    #[serde(default)]
+    url: Option<String>,
+    event: Map<String, Value>,
+}
+
+fn control_routes(shared: Arc<api::Shared>) -> Router {
+    async fn show_urls(State(s): State<Arc<api::Shared>>) -> Json<Value> {
+        Json(json!({"expire_next": s.expire_next.load(Ordering::SeqCst)}))
+    }
+    async fn set_urls(
+        State(s): State<Arc<api::Shared>>,
+        Json(plan): Json<UrlFaults>,
+    ) -> Json<Value> {
+        s.expire_next.store(plan.expire_next, Ordering::SeqCst);
+        Json(json!({"expire_next": plan.expire_next}))
+    }
+    async fn post_webhook(
+        State(s): State<Arc<api::Shared>>,
+        Json(req): Json<WebhookRequest>,
+    ) -> axum::response::Response {
+        let Some(url) = req.url.or_else(|| s.webhook_url()) else {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": "no url given and no webhook_url configured"})),
+            )
+                .into_response();
+        };
+        match send_completed(&s, &url, req.event).await {
+            Ok(delivery) => Json(json!(delivery)).into_response(),
+            Err(e) => (StatusCode::BAD_GATEWAY, Json(json!({"error": e}))).into_response(),
+        }
+    }
+    Router::new()
+        .route(
+            "/__emulator/urls",
+            get(show_urls).put(set_urls).post(set_urls),
+        )
+        .route("/__emulator/webhooks", axum::routing::post(post_webhook))
+        .with_state(shared)
+}

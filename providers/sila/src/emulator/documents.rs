@@ -1,0 +1,467 @@
+//! `POST /0.2/documents`: what Sila checks before it stores a KYC document.
+//!
+//! In order, each refusal in Sila's envelope:
+//! 1. `Content-Length` over the limit → 413 before a byte is read; credentials absent → 401;
+//! 2. the body streams to disk (413 if it grows past the limit anyway, 400 if it is not
+//!    multipart);
+//! 3. the `data` part must be JSON with a `header` naming the app and the user (400);
+//! 4. both signatures must recover to the registered addresses over the *raw* `data` bytes,
+//!    or the bearer token must be valid (403);
+//! 5. optionally, `header.created` must be recent (off by default: captures are replayed);
+//! 6. files and metadata must match: `file` + top-level fields, or labels that are exactly
+//!    the keys of `file_metadata` (400, naming every problem in `validation_details`);
+//! 7. per file: `hash` = SHA-256 of the bytes, `mime_type` supported *and* what the bytes
+//!    are, `document_type` known, `filename` present, `name` ≤ 100, `description` ≤ 255.
+//!
+//! Only then is anything stored, so a refused request leaves nothing behind. JSON `null`
+//! counts as absent (the Python SDK sends top-level nulls beside `file_metadata`).
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    body::Body,
+    extract::State,
+    response::{IntoResponse, Response},
+};
+use http::{HeaderMap, StatusCode};
+use serde_json::{json, Map, Value};
+
+use super::{
+    envelope::{self, failure, Failure},
+    intake::{self, IntakeError, ReceivedFile},
+    registry::Presented,
+    store::StoredDocument,
+    EmulatorState,
+};
+use crate::{doctypes::SUPPORTED_MEDIA_TYPES, message::SINGLE_PART_NAME};
+
+const MAX_NAME_CHARS: usize = 100;
+const MAX_DESCRIPTION_CHARS: usize = 255;
+
+pub async fn upload(
+    State(state): State<Arc<EmulatorState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    match accept(&state, &headers, body, started).await {
+        Ok(response) => response,
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// The parts of `header` the emulator needs.
+#[derive(Debug, Clone)]
+pub struct MessageHeader {
+    pub app_handle: String,
+    pub user_handle: Option<String>,
+    pub reference: Option<String>,
+    pub created: Option<i64>,
+}
+
+/// Read `header` (null = absent; `auth_handle` is the old name of `app_handle`).
+pub fn message_header(
+    message: &Map<String, Value>,
+    needs_user: bool,
+) -> Result<MessageHeader, Failure> {
+    let Some(header) = present(message, "header").and_then(Value::as_object) else {
+        return Err(Failure::bad_request(
+            json!({"header": "header is required and must be an object"}),
+        ));
+    };
+    let mut errors = Map::new();
+    let app_handle = text(header, "app_handle", &mut errors)
+        .or_else(|| text(header, "auth_handle", &mut errors));
+    let user_handle = text(header, "user_handle", &mut errors);
+    let reference = text(header, "reference", &mut errors);
+    if app_handle.is_none() && !errors.contains_key("app_handle") {
+        errors.insert("app_handle".into(), "app_handle is required".into());
+    }
+    if needs_user && user_handle.is_none() && !errors.contains_key("user_handle") {
+        errors.insert("user_handle".into(), "user_handle is required".into());
+    }
+    let created = present(header, "created").and_then(Value::as_i64);
+    match app_handle {
+        Some(app_handle) if errors.is_empty() => Ok(MessageHeader {
+            app_handle: app_handle.to_owned(),
+            user_handle: user_handle.map(str::to_owned),
+            reference: reference.map(str::to_owned),
+            created,
+        }),
+        _ => Err(Failure::bad_request(json!({ "header": errors }))),
+    }
+}
+
+/// A field's value, with JSON `null` meaning absent.
+pub fn present<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    obj.get(key).filter(|v| !v.is_null())
+}
+
+/// A string field (null = absent); a non-string is recorded in `errors`.
+fn text<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    errors: &mut Map<String, Value>,
+) -> Option<&'a str> {
+    match present(obj, key) {
+        None => None,
+        Some(Value::String(s)) => Some(s.as_str()),
+        Some(_) => {
+            errors.insert(key.into(), format!("{key} must be a string").into());
+            None
+        }
+    }
+}
+
+async fn accept(
+    state: &EmulatorState,
+    headers: &HeaderMap,
+    body: Body,
+    started: Instant,
+) -> Result<Response, Failure> {
+    let content_length = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let (presented, boundary) = match precheck(state, headers, content_length) {
+        Ok(ok) => ok,
+        Err(refusal) => {
+            // Refused without reading the body; read it away so the refusal is not lost
+            // in a connection reset.
+            docgate_emulator::drain_in_background(body);
+            return Err(refusal);
+        }
+    };
+
+    let received = intake::receive_body(
+        body,
+        &boundary,
+        state.options.max_request_bytes,
+        state.store.tmp_dir(),
+    )
+    .await
+    .map_err(|e| match e {
+        IntakeError::TooLarge { limit } => too_large(limit),
+        IntakeError::DataTooLarge => {
+            failure(StatusCode::PAYLOAD_TOO_LARGE, "The data part is too large.")
+        }
+        IntakeError::Io(e) => {
+            tracing::error!(error = %e, "sila emulator cannot store an upload");
+            failure(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                envelope::message_for(StatusCode::INTERNAL_SERVER_ERROR),
+            )
+        }
+        other => Failure::bad_request(json!({ "body": other.to_string() })),
+    })?;
+
+    let Some(data) = received.data.clone() else {
+        return Err(Failure::bad_request(
+            json!({"data": "the data part is required"}),
+        ));
+    };
+    let message: Map<String, Value> = match serde_json::from_slice::<Value>(&data) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => {
+            return Err(Failure::bad_request(
+                json!({"data": "data must be a JSON object"}),
+            ))
+        }
+        Err(e) => {
+            return Err(Failure::bad_request(
+                json!({"data": format!("data is not valid JSON: {e}")}),
+            ))
+        }
+    };
+    let header = message_header(&message, true)?;
+    let reference = header.reference.clone();
+    state
+        .registry
+        .verify(
+            &presented,
+            &data,
+            &header.app_handle,
+            header.user_handle.as_deref(),
+        )
+        .map_err(|f| f.with_reference(reference.clone()))?;
+    state
+        .check_fresh(header.created)
+        .map_err(|f| f.with_reference(reference.clone()))?;
+
+    let accepted = match_files(&message, &received.files, &state.options.document_types)
+        .map_err(|f| f.with_reference(reference.clone()))?;
+
+    let reference = reference.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let user_handle = header.user_handle.clone().unwrap_or_default();
+    let auth = match presented {
+        Presented::Bearer => "oauth2",
+        Presented::Signatures { .. } => "ecdsa",
+    };
+    let mut ids = Vec::with_capacity(accepted.len());
+    let mut files = received.files;
+    // Parts arrive in the sender's order; ids are returned in that order.
+    for (file, meta) in files.drain(..).zip(accepted) {
+        let id = uuid::Uuid::new_v4().to_string();
+        let ext = docgate_core::media::extension_for(&meta.mime_type).unwrap_or("bin");
+        let dest = state.store.content_path(&id, ext);
+        let stored = StoredDocument {
+            document_id: id.clone(),
+            reference: reference.clone(),
+            app_handle: header.app_handle.clone(),
+            user_handle: user_handle.clone(),
+            label: file.label.clone(),
+            filename: meta.filename,
+            name: meta.name,
+            description: meta.description,
+            document_type: meta.document_type,
+            identity_type: meta.identity_type,
+            mime_type: meta.mime_type,
+            sha256: file.sha256.clone(),
+            size: file.size,
+            request_content_length: content_length,
+            auth: auth.into(),
+            received_at: time::OffsetDateTime::now_utc().unix_timestamp(),
+        };
+        let saved = async {
+            file.file.persist(&dest).await?;
+            state.store.record(stored).await
+        };
+        if let Err(e) = saved.await {
+            tracing::error!(error = %e, "sila emulator cannot store a document");
+            return Err(failure(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                envelope::message_for(StatusCode::INTERNAL_SERVER_ERROR),
+            ));
+        }
+        ids.push(Value::String(id));
+    }
+
+    let multi = present(&message, "file_metadata").is_some();
+    let mut fields = Map::new();
+    fields.insert("reference_id".into(), reference.into());
+    if multi {
+        fields.insert("document_id".into(), Value::Array(ids));
+        fields.insert("unsuccessful_uploads".into(), Value::Array(Vec::new()));
+    } else {
+        fields.insert("document_id".into(), ids.pop().unwrap_or(Value::Null));
+    }
+    Ok(envelope::success(
+        "File uploaded successfully.",
+        started,
+        fields,
+    ))
+}
+
+/// Everything decided from the headers alone: size by Content-Length, credentials present,
+/// a multipart boundary.
+fn precheck(
+    state: &EmulatorState,
+    headers: &HeaderMap,
+    content_length: Option<u64>,
+) -> Result<(Presented, String), Failure> {
+    if content_length.is_some_and(|len| len > state.options.max_request_bytes) {
+        return Err(too_large(state.options.max_request_bytes));
+    }
+    let presented = state.registry.presented(headers, true)?;
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let boundary = multer::parse_boundary(content_type).map_err(|_| {
+        Failure::bad_request(json!({
+            "Content-Type": "multipart/form-data with a boundary is required for /documents"
+        }))
+    })?;
+    Ok((presented, boundary))
+}
+
+fn too_large(limit: u64) -> Failure {
+    failure(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("Request entity too large: the maximum request size is {limit} bytes."),
+    )
+}
+
+/// One file's accepted metadata.
+#[derive(Debug, Clone)]
+struct FileMeta {
+    filename: String,
+    name: Option<String>,
+    description: Option<String>,
+    document_type: String,
+    identity_type: Option<String>,
+    mime_type: String,
+}
+
+/// Pair every file part with its metadata, in part order, or explain every mismatch.
+fn match_files(
+    message: &Map<String, Value>,
+    files: &[ReceivedFile],
+    document_types: &[String],
+) -> Result<Vec<FileMeta>, Failure> {
+    let mut details = Map::new();
+    if files.is_empty() {
+        return Err(Failure::bad_request(
+            json!({"files": "at least one file part is required"}),
+        ));
+    }
+    match present(message, "file_metadata") {
+        Some(Value::Object(by_label)) if !by_label.is_empty() => {
+            let mut per_label = Map::new();
+            let mut unmatched_parts = Map::new();
+            let mut out = Vec::new();
+            for file in files {
+                match by_label.get(&file.label).and_then(Value::as_object) {
+                    Some(meta) => match check_file(meta, file, document_types) {
+                        Ok(m) => out.push(m),
+                        Err(e) => {
+                            per_label.insert(file.label.clone(), Value::Object(e));
+                        }
+                    },
+                    None if by_label.contains_key(&file.label) => {
+                        per_label.insert(file.label.clone(), "must be an object".into());
+                    }
+                    None => {
+                        unmatched_parts.insert(
+                            file.label.clone(),
+                            "no file_metadata entry has this file's label".into(),
+                        );
+                    }
+                }
+            }
+            for label in by_label.keys() {
+                if !files.iter().any(|f| &f.label == label) {
+                    per_label.insert(label.clone(), "no file part has this label".into());
+                }
+            }
+            if !per_label.is_empty() {
+                details.insert("file_metadata".into(), Value::Object(per_label));
+            }
+            if !unmatched_parts.is_empty() {
+                details.insert("files".into(), Value::Object(unmatched_parts));
+            }
+            if details.is_empty() {
+                Ok(out)
+            } else {
+                Err(Failure::bad_request(Value::Object(details)))
+            }
+        }
+        Some(_) => Err(Failure::bad_request(
+            json!({"file_metadata": "file_metadata must be an object mapping each file's label to its metadata"}),
+        )),
+        None => {
+            let mut extra = Map::new();
+            for f in files.iter().filter(|f| f.label != SINGLE_PART_NAME) {
+                extra.insert(
+                    f.label.clone(),
+                    "without file_metadata, the one file part must be named `file`".into(),
+                );
+            }
+            if !extra.is_empty() {
+                return Err(Failure::bad_request(json!({ "files": extra })));
+            }
+            let file = files
+                .iter()
+                .find(|f| f.label == SINGLE_PART_NAME)
+                .ok_or_else(|| {
+                    Failure::bad_request(json!({"file": "the file part is required"}))
+                })?;
+            check_file(message, file, document_types)
+                .map(|m| vec![m])
+                .map_err(|e| Failure::bad_request(Value::Object(e)))
+        }
+    }
+}
+
+/// The per-file checks; every problem is reported, keyed by field.
+fn check_file(
+    meta: &Map<String, Value>,
+    file: &ReceivedFile,
+    document_types: &[String],
+) -> Result<FileMeta, Map<String, Value>> {
+    let mut errors = Map::new();
+    let filename = text(meta, "filename", &mut errors).map(str::to_owned);
+    let hash = text(meta, "hash", &mut errors);
+    let mime_type = text(meta, "mime_type", &mut errors).map(str::to_owned);
+    let document_type = text(meta, "document_type", &mut errors).map(str::to_owned);
+    let name = text(meta, "name", &mut errors).map(str::to_owned);
+    let description = text(meta, "description", &mut errors).map(str::to_owned);
+    let identity_type = text(meta, "identity_type", &mut errors).map(str::to_owned);
+    let require = |key: &str, present: bool, errors: &mut Map<String, Value>| {
+        if !present && !errors.contains_key(key) {
+            errors.insert(key.into(), format!("{key} is required").into());
+        }
+    };
+    require("filename", filename.is_some(), &mut errors);
+    require("hash", hash.is_some(), &mut errors);
+    require("mime_type", mime_type.is_some(), &mut errors);
+    require("document_type", document_type.is_some(), &mut errors);
+
+    if let Some(f) = &filename {
+        let chars = f.chars().count();
+        if chars == 0 || chars > MAX_NAME_CHARS {
+            errors.insert(
+                "filename".into(),
+                "filename must be 1 to 100 characters".into(),
+            );
+        }
+    }
+    if name
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > MAX_NAME_CHARS)
+    {
+        errors.insert("name".into(), "Max allowed length is 100 characters".into());
+    }
+    if description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_CHARS)
+    {
+        errors.insert(
+            "description".into(),
+            "Max allowed length is 255 characters".into(),
+        );
+    }
+    if file.size == 0 {
+        errors.insert("file".into(), "the uploaded file is empty".into());
+    }
+    if let Some(hash) = hash {
+        if !hash.eq_ignore_ascii_case(&file.sha256) {
+            errors.insert(
+                "hash".into(),
+                "Uploaded file's signature does not match file_hash".into(),
+            );
+        }
+    }
+    if let Some(declared) = &mime_type {
+        let sniffed = docgate_core::media::sniff(&file.head);
+        let supported = SUPPORTED_MEDIA_TYPES.contains(&declared.as_str());
+        if !supported || sniffed != Some(declared.as_str()) {
+            errors.insert(
+                "mime_type".into(),
+                format!(
+                    "Unsupported or mismatched mime_type: declared {declared}, content is {}",
+                    sniffed.unwrap_or("unknown")
+                )
+                .into(),
+            );
+        }
+    }
+    if let Some(t) = &document_type {
+        if !document_types.iter().any(|known| known == t) {
+            errors.insert("document_type".into(), "Invalid document_type".into());
+        }
+    }
+    match (filename, mime_type, document_type) {
+        (Some(filename), Some(mime_type), Some(document_type)) if errors.is_empty() => {
+            Ok(FileMeta {
+                filename,
+                name,
+                description,
+                document_type,
+                identity_type,
+                mime_type,
+            })
+        }
+        _ => Err(errors),
+    }
+}

@@ -1,0 +1,466 @@
+//! `POST /kyc-bulk/$EXTERN_PUB` as the exchange answers it.
+//!
+//! The checks run cheapest first, and everything that can be decided from the headers is
+//! decided before one body byte is read (a 16 MiB body that would be refused anyway costs
+//! the client nothing but the request line):
+//!
+//! 1. `$EXTERN_PUB` is 52 Crockford characters and a curve point — else 400 (26);
+//! 2. the key is registered — else 404 (third-party-unknown code);
+//! 3. `Content-Length` is present — else 411 (25); at most the limit — else 413 (32);
+//!    not zero — else 400 (26);
+//! 4. `Taler-Customer-Payto` is a valid payto URI, `Content-Type` is an accepted type,
+//!    `If-Not-Match` is a Crockford SHA-512, `Taler-Extern-Signature` is a Crockford
+//!    signature — else 400 (26), or 400 (25) when a header is missing;
+//! 5. the signature verifies strictly over (purpose, If-Not-Match, h_payto) — else 403
+//!    (signature-invalid code);
+//! 6. that body hash is already stored for that customer — 412, body unread;
+//! 7. the body streams to a temporary file while it is hashed; it must be exactly
+//!    `Content-Length` bytes and hash to `If-Not-Match` — else 400 (26);
+//! 8. its sniffed type must agree with `Content-Type`, and a ZIP's entries must all be
+//!    pdf/audio/image/video within the entry limits — else 400 (26);
+//! 9. it is moved into the store: 204 (or 412 if an identical upload won the race).
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    body::Body,
+    extract::{Path, Request, State},
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use docgate_core::{
+    archive::{self, ZipRules},
+    media::{self, MediaRange, SNIFF_BYTES},
+};
+use futures_util::StreamExt;
+use sha2::{Digest, Sha512};
+use tokio::io::AsyncWriteExt;
+
+use super::{store::Committed, store::StoredBody, EmulatorErrorCodes, Shared};
+use crate::{
+    crockford,
+    payto::Payto,
+    signing::{self, h_payto, VerifyError},
+    wire::{codes, ErrorDetail, HEADER_IF_NOT_MATCH, HEADER_PAYTO, HEADER_SIGNATURE},
+};
+
+/// Taler's error answer.
+pub fn taler_error(status: StatusCode, detail: ErrorDetail) -> Response {
+    (status, Json(detail)).into_response()
+}
+
+fn malformed(hint: &str, detail: impl Into<String>) -> Response {
+    taler_error(
+        StatusCode::BAD_REQUEST,
+        ErrorDetail::new(codes::GENERIC_PARAMETER_MALFORMED, hint).with_detail(detail),
+    )
+}
+
+fn missing(header_name: &str) -> Response {
+    taler_error(
+        StatusCode::BAD_REQUEST,
+        ErrorDetail::new(
+            codes::GENERIC_PARAMETER_MISSING,
+            "a required header is missing",
+        )
+        .with_detail(header_name),
+    )
+}
+
+fn store_failed(e: impl std::fmt::Display) -> Response {
+    tracing::error!("taler emulator store failed: {e}");
+    taler_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorDetail::new(codes::GENERIC_DB_STORE_FAILED, "storing the upload failed"),
+    )
+}
+
+/// The envelope for injected faults: the code the exchange would send with that status.
+pub fn fault_envelope(codes_cfg: EmulatorErrorCodes) -> docgate_emulator::ErrorEnvelope {
+    Arc::new(move |status: StatusCode| {
+        let (code, hint) = match status.as_u16() {
+            400 => (
+                codes::GENERIC_PARAMETER_MALFORMED,
+                "The request is malformed.",
+            ),
+            403 => (codes_cfg.signature_invalid, "The signature is invalid."),
+            404 => (codes_cfg.third_party_unknown, "The third party is unknown."),
+            411 => (
+                codes::GENERIC_PARAMETER_MISSING,
+                "Content-Length is required.",
+            ),
+            413 => (
+                codes::GENERIC_UPLOAD_EXCEEDS_LIMIT,
+                "The upload exceeds the limit.",
+            ),
+            500 => (
+                codes::GENERIC_DB_STORE_FAILED,
+                "The database failed to store the data.",
+            ),
+            503 => (
+                codes::GENERIC_DB_SETUP_FAILED,
+                "The database is not available.",
+            ),
+            _ => (
+                codes::GENERIC_INTERNAL_INVARIANT_FAILURE,
+                "An internal invariant failed.",
+            ),
+        };
+        taler_error(
+            status,
+            ErrorDetail::new(code, hint).with_detail("fault injected by the emulator"),
+        )
+    })
+}
+
+/// Any path the exchange does not serve.
+pub async fn endpoint_unknown() -> Response {
+    taler_error(
+        StatusCode::NOT_FOUND,
+        ErrorDetail::new(
+            codes::GENERIC_ENDPOINT_UNKNOWN,
+            "There is no endpoint defined for the URL provided by the client.",
+        ),
+    )
+}
+
+/// A method other than POST on the upload path.
+pub async fn method_invalid() -> Response {
+    let mut response = taler_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorDetail::new(
+            codes::GENERIC_METHOD_INVALID,
+            "The HTTP method used is invalid for this endpoint.",
+        ),
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+    response
+}
+
+/// One header's value. Sent twice, a header is ambiguous (which one did the signature
+/// cover?), so that is refused like a malformed one.
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Response> {
+    if headers.get_all(name).iter().nth(1).is_some() {
+        return Err(malformed(
+            "a header was sent more than once",
+            name.to_owned(),
+        ));
+    }
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(|s| Some(s.trim()))
+            .map_err(|_| malformed("a header is not valid text", name.to_owned())),
+    }
+}
+
+fn required<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, Response> {
+    match header(headers, name)? {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(missing(name)),
+    }
+}
+
+/// What the headers established, before the body is read.
+struct Checked {
+    extern_pub: String,
+    payto: String,
+    customer: Vec<u8>,
+    content_type: String,
+    declared_len: u64,
+    h_body: [u8; 64],
+}
+
+pub async fn kyc_bulk(
+    State(shared): State<Arc<Shared>>,
+    Path(extern_pub): Path<String>,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let checked = match check_headers(&shared, &extern_pub, &parts.headers).await {
+        Ok(c) => c,
+        Err(response) => {
+            linger(body);
+            return response;
+        }
+    };
+    if shared
+        .store
+        .contains(&checked.customer, &checked.h_body)
+        .await
+    {
+        linger(body);
+        return StatusCode::PRECONDITION_FAILED.into_response();
+    }
+    receive(&shared, checked, body).await
+}
+
+/// At most this much of a refused body is read and discarded after the answer.
+const LINGER_MAX_BYTES: u64 = 64 * 1024 * 1024;
+const LINGER_TOTAL: Duration = Duration::from_secs(30);
+const LINGER_IDLE: Duration = Duration::from_secs(5);
+
+/// Read and discard the body of a request answered early, in the background.
+///
+/// The answer is sent at once, from the headers alone; but closing the connection while the
+/// client is still sending would make the kernel reset it, and a reset destroys the answer
+/// before the client reads it (the classic "lingering close" problem web servers solve the
+/// same way). So the rest of the body is drained — bounded in bytes and time, never stored.
+fn linger(body: Body) {
+    tokio::spawn(async move {
+        let mut stream = body.into_data_stream();
+        let deadline = tokio::time::Instant::now() + LINGER_TOTAL;
+        let mut drained: u64 = 0;
+        loop {
+            let idle_deadline = (tokio::time::Instant::now() + LINGER_IDLE).min(deadline);
+            match tokio::time::timeout_at(idle_deadline, stream.next()).await {
+                Ok(Some(Ok(chunk))) => {
+                    drained += chunk.len() as u64;
+                    if drained > LINGER_MAX_BYTES {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+    });
+}
+
+async fn check_headers(
+    shared: &Shared,
+    extern_pub: &str,
+    headers: &HeaderMap,
+) -> Result<Checked, Response> {
+    let key = signing::parse_public(extern_pub).ok_or_else(|| {
+        malformed(
+            "EXTERN_PUB is not a Crockford base32 EdDSA public key",
+            "EXTERN_PUB",
+        )
+    })?;
+    if !shared.is_registered(&key) {
+        return Err(taler_error(
+            StatusCode::NOT_FOUND,
+            ErrorDetail::new(
+                shared.codes.third_party_unknown,
+                "The third party is not known to the exchange.",
+            )
+            .with_detail(extern_pub.to_owned()),
+        ));
+    }
+    let Some(length) = header(headers, header::CONTENT_LENGTH.as_str())? else {
+        return Err(taler_error(
+            StatusCode::LENGTH_REQUIRED,
+            ErrorDetail::new(
+                codes::GENERIC_PARAMETER_MISSING,
+                "The Content-Length header is required for uploads.",
+            )
+            .with_detail("Content-Length"),
+        ));
+    };
+    let declared_len: u64 = length
+        .parse()
+        .map_err(|_| malformed("Content-Length is not a number", "Content-Length"))?;
+    if declared_len > shared.upload_limit {
+        return Err(taler_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorDetail::new(
+                codes::GENERIC_UPLOAD_EXCEEDS_LIMIT,
+                "The upload exceeds the size limit of the exchange.",
+            )
+            .with_detail(format!(
+                "{declared_len} bytes declared; the limit is {} bytes",
+                shared.upload_limit
+            )),
+        ));
+    }
+    if declared_len == 0 {
+        return Err(malformed("The body is empty.", "Content-Length"));
+    }
+
+    let payto_raw = required(headers, HEADER_PAYTO)?;
+    Payto::parse(payto_raw)
+        .map_err(|e| malformed("Taler-Customer-Payto is not a payto URI", e.to_string()))?;
+    // The customer is who the signature names: the header as sent, hashed per variant.
+    let customer = h_payto(shared.scheme.payto_hash, payto_raw);
+
+    let content_type = required(headers, header::CONTENT_TYPE.as_str())?;
+    let content_type = media::normalize_declared(Some(content_type))
+        .filter(|t| shared.accepted.iter().any(|r| r.matches(t)))
+        .ok_or_else(|| {
+            malformed(
+                "Content-Type must be application/pdf, audio/*, image/*, video/* or application/zip",
+                content_type.to_owned(),
+            )
+        })?;
+
+    let if_not_match = required(headers, HEADER_IF_NOT_MATCH)?;
+    let h_body: [u8; 64] = crockford::decode_array(if_not_match).map_err(|e| {
+        malformed(
+            "If-Not-Match is not a Crockford base32 SHA-512 hash",
+            e.to_string(),
+        )
+    })?;
+
+    let signature = required(headers, HEADER_SIGNATURE)?;
+    match signing::verify(&key, &shared.scheme, &h_body, payto_raw, signature) {
+        Ok(()) => {}
+        Err(VerifyError::Malformed) => {
+            return Err(malformed(
+                "Taler-Extern-Signature is not a Crockford base32 EdDSA signature",
+                HEADER_SIGNATURE,
+            ))
+        }
+        Err(VerifyError::Invalid) => {
+            return Err(taler_error(
+                StatusCode::FORBIDDEN,
+                ErrorDetail::new(
+                    shared.codes.signature_invalid,
+                    "The signature over the upload is invalid.",
+                )
+                .with_detail(HEADER_SIGNATURE),
+            ))
+        }
+    }
+    Ok(Checked {
+        extern_pub: extern_pub.to_ascii_uppercase(),
+        payto: payto_raw.to_owned(),
+        customer,
+        content_type,
+        declared_len,
+        h_body,
+    })
+}
+
+/// Stream the body to disk while hashing it, verify it, and commit it.
+async fn receive(shared: &Shared, checked: Checked, body: Body) -> Response {
+    let temp = shared.store.temp();
+    let file = match tokio::fs::File::create(temp.path()).await {
+        Ok(f) => f,
+        Err(e) => return store_failed(e),
+    };
+    let mut file = tokio::io::BufWriter::with_capacity(256 * 1024, file);
+    let mut stream = body.into_data_stream();
+    let mut hasher = Sha512::new();
+    let mut head: Vec<u8> = Vec::with_capacity(SNIFF_BYTES);
+    let mut received: u64 = 0;
+    loop {
+        let next = match tokio::time::timeout(shared.body_idle_timeout, stream.next()).await {
+            Ok(next) => next,
+            Err(_) => {
+                return malformed(
+                    "The body stalled.",
+                    format!("no bytes for {:?}", shared.body_idle_timeout),
+                )
+            }
+        };
+        let chunk = match next {
+            None => break,
+            Some(Ok(chunk)) => chunk,
+            Some(Err(e)) => return malformed("The body could not be read.", e.to_string()),
+        };
+        received += chunk.len() as u64;
+        if received > checked.declared_len {
+            return malformed("The body is longer than Content-Length.", "Content-Length");
+        }
+        if head.len() < SNIFF_BYTES {
+            let take = chunk.len().min(SNIFF_BYTES - head.len());
+            head.extend_from_slice(&chunk[..take]);
+        }
+        hasher.update(&chunk);
+        if let Err(e) = file.write_all(&chunk).await {
+            return store_failed(e);
+        }
+    }
+    if received != checked.declared_len {
+        return malformed(
+            "The body is shorter than Content-Length.",
+            format!("{received} of {} bytes", checked.declared_len),
+        );
+    }
+    let flushed = async {
+        file.flush().await?;
+        file.into_inner().sync_all().await
+    };
+    if let Err(e) = flushed.await {
+        return store_failed(e);
+    }
+    let actual: [u8; 64] = hasher.finalize().into();
+    if actual != checked.h_body {
+        return malformed(
+            "If-Not-Match is not the SHA-512 of the body.",
+            format!("the body hashes to {}", crockford::encode(&actual)),
+        );
+    }
+
+    let sniffed = media::sniff(&head).unwrap_or("of no recognised type");
+    if !media::declared_agrees(&checked.content_type, sniffed) {
+        return malformed(
+            "The body is not of the declared Content-Type.",
+            format!("declared {}, the body is {sniffed}", checked.content_type),
+        );
+    }
+    if sniffed == "application/zip" {
+        let rules: ZipRules = shared.zip_rules.clone();
+        let path = temp.path().to_path_buf();
+        let inspected = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&path)?;
+            Ok::<_, std::io::Error>(archive::inspect(
+                std::io::BufReader::with_capacity(64 * 1024, file),
+                &rules,
+            ))
+        })
+        .await;
+        match inspected {
+            Ok(Ok(Ok(_entries))) => {}
+            Ok(Ok(Err(e))) => return malformed("The ZIP file is not acceptable.", e.to_string()),
+            Ok(Err(e)) => return store_failed(e),
+            Err(e) => return store_failed(e),
+        }
+    }
+
+    let meta = StoredBody {
+        h_body: crockford::encode(&checked.h_body),
+        size: received,
+        content_type: checked.content_type.clone(),
+        extern_pub: checked.extern_pub.clone(),
+        received_at: time::OffsetDateTime::now_utc().unix_timestamp(),
+        path: Default::default(),
+    };
+    match shared
+        .store
+        .commit(
+            temp,
+            &checked.customer,
+            &checked.payto,
+            &checked.h_body,
+            &meta,
+        )
+        .await
+    {
+        Ok(Committed::Stored) => {
+            tracing::info!(
+                size = received,
+                content_type = %checked.content_type,
+                "taler emulator stored a kyc-bulk upload"
+            );
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(Committed::AlreadyStored) => StatusCode::PRECONDITION_FAILED.into_response(),
+        Err(e) => store_failed(e),
+    }
+}
+
+/// The media ranges the exchange accepts as a body.
+pub fn accepted_ranges() -> Vec<MediaRange> {
+    crate::client::ACCEPTED
+        .iter()
+        .filter_map(|s| MediaRange::parse(s).ok())
+        .collect()
+}
+
+/// The default wait for the next body chunk.
+pub const DEFAULT_BODY_IDLE: Duration = Duration::from_secs(30);

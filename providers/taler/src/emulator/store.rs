@@ -1,0 +1,174 @@
+//! The emulator's store: received bodies on disk, indexed by customer and body hash.
+//!
+//! ```text
+//! data_dir/tmp/<uuid>.part                  a body being received (removed if it fails)
+//! data_dir/customers/<hex h_payto>/payto    the customer's payto URI, for people
+//! data_dir/customers/<hex h_payto>/<H_BODY>.json   what was declared (type, size, key, time)
+//! data_dir/customers/<hex h_payto>/<H_BODY>.body   the body, byte for byte
+//! ```
+//! The directory tree *is* the index, so it survives restarts with nothing to rebuild, and a
+//! person can look at what a client sent. A customer is identified by the same payto hash the
+//! signature covers (variant A, B or C), which is how the exchange would tell customers
+//! apart. A body counts as stored once its `.body` file exists: it is renamed into place
+//! last, under a lock, so two identical concurrent uploads store it once (the second one
+//! gets 412).
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::crockford;
+
+/// One stored body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredBody {
+    /// Crockford SHA-512 of the body (the `If-Not-Match` it came with).
+    pub h_body: String,
+    pub size: u64,
+    pub content_type: String,
+    /// The `$EXTERN_PUB` that signed it.
+    pub extern_pub: String,
+    /// Unix seconds.
+    pub received_at: i64,
+    /// Where the bytes are.
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// A body being received; its file is removed on drop unless committed.
+#[derive(Debug)]
+pub struct TempBody {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl TempBody {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempBody {
+    fn drop(&mut self) {
+        if !self.keep {
+            // Best effort; `Store::open` clears leftovers of a crash.
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// How a commit ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    Stored,
+    /// Someone stored the same body for the same customer first.
+    AlreadyStored,
+}
+
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    commit_lock: tokio::sync::Mutex<()>,
+}
+
+impl Store {
+    /// Open (or create) the store under `data_dir`, removing half-received bodies.
+    pub fn open(data_dir: &Path) -> io::Result<Store> {
+        let tmp = data_dir.join("tmp");
+        std::fs::create_dir_all(&tmp)?;
+        std::fs::create_dir_all(data_dir.join("customers"))?;
+        for entry in std::fs::read_dir(&tmp)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(Store {
+            root: data_dir.to_path_buf(),
+            commit_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn customer_dir(&self, customer: &[u8]) -> PathBuf {
+        self.root.join("customers").join(hex::encode(customer))
+    }
+
+    fn body_path(&self, customer: &[u8], h_body: &[u8; 64]) -> PathBuf {
+        self.customer_dir(customer)
+            .join(format!("{}.body", crockford::encode(h_body)))
+    }
+
+    pub async fn contains(&self, customer: &[u8], h_body: &[u8; 64]) -> bool {
+        tokio::fs::try_exists(self.body_path(customer, h_body))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// A fresh temporary file path for one incoming body.
+    pub fn temp(&self) -> TempBody {
+        TempBody {
+            path: self
+                .root
+                .join("tmp")
+                .join(format!("{}.part", uuid::Uuid::new_v4().simple())),
+            keep: false,
+        }
+    }
+
+    /// Move a fully received and verified body into place.
+    pub async fn commit(
+        &self,
+        mut temp: TempBody,
+        customer: &[u8],
+        payto: &str,
+        h_body: &[u8; 64],
+        meta: &StoredBody,
+    ) -> io::Result<Committed> {
+        let _guard = self.commit_lock.lock().await;
+        let dir = self.customer_dir(customer);
+        let body_path = self.body_path(customer, h_body);
+        if tokio::fs::try_exists(&body_path).await? {
+            return Ok(Committed::AlreadyStored);
+        }
+        tokio::fs::create_dir_all(&dir).await?;
+        let payto_path = dir.join("payto");
+        if !tokio::fs::try_exists(&payto_path).await? {
+            tokio::fs::write(&payto_path, payto.as_bytes()).await?;
+        }
+        let meta_json = serde_json::to_vec_pretty(meta).map_err(io::Error::other)?;
+        tokio::fs::write(body_path.with_extension("json"), meta_json).await?;
+        tokio::fs::rename(&temp.path, &body_path).await?;
+        temp.keep = true;
+        if let Ok(d) = tokio::fs::File::open(&dir).await {
+            let _ = d.sync_all().await;
+        }
+        Ok(Committed::Stored)
+    }
+
+    /// Every body stored for a customer, oldest first.
+    pub fn list(&self, customer: &[u8]) -> io::Result<Vec<StoredBody>> {
+        let dir = self.customer_dir(customer);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let path = entry?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("body") {
+                continue;
+            }
+            let meta = std::fs::read(path.with_extension("json"))?;
+            let mut body: StoredBody = serde_json::from_slice(&meta)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            body.path = path;
+            out.push(body);
+        }
+        out.sort_by(|a, b| (a.received_at, &a.h_body).cmp(&(b.received_at, &b.h_body)));
+        Ok(out)
+    }
+}
