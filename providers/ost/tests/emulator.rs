@@ -294,6 +294,57 @@ async fn the_url_fault_endpoint_hands_out_expired_urls_over_http() {
     emu.stop().await.expect("stop");
 }
 
+/// Regression (CI, stop 7): s3s refuses an expired URL from its headers and drops the body
+/// unread, so hyper closed the connection after answering. The client, having sent the whole
+/// body and read the 403, pooled that connection and sent the next PUT on it: "connection
+/// closed before message completed" instead of S3's answer, and the delivery's refetch path
+/// never ran. The same shape here: refused PUTs back to back on one client, from several
+/// clients at once (the race needs a busy machine to show, as in CI).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_back_to_back_refused_puts_each_get_s3_s_403() {
+    const CLIENTS: usize = 8;
+    const PUTS: usize = 4;
+    let (emu, _dir) = start_emulator(|_| {}).await;
+    let emu = std::sync::Arc::new(emu);
+    emu.expire_next_urls(u32::try_from(CLIENTS * PUTS).expect("small"));
+    let mut urls = Vec::new();
+    for _ in 0..CLIENTS * PUTS {
+        urls.push(put_url(&emu, "document_id", "application/pdf").await);
+    }
+    let mut clients = tokio::task::JoinSet::new();
+    for (c, urls) in urls.chunks(PUTS).map(<[_]>::to_vec).enumerate() {
+        let emu = emu.clone();
+        clients.spawn(async move {
+            let client = reqwest::Client::new();
+            for (n, (url, key)) in urls.iter().enumerate() {
+                let response = client
+                    .put(url)
+                    .header(http::header::CONTENT_TYPE, "application/pdf")
+                    .body(pdf(250 * 1024))
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("client {c}, PUT {n}: {e:?}"));
+                let status = response.status().as_u16();
+                let body = response.text().await.unwrap_or_default();
+                assert_eq!(status, 403, "client {c}, PUT {n}: {body}");
+                assert!(body.contains("AccessDenied"), "client {c}, PUT {n}: {body}");
+                assert!(!emu.object_path(key).expect("path").exists());
+            }
+        });
+    }
+    while let Some(joined) = clients.join_next().await {
+        joined.expect("client task");
+    }
+    let (url, key) = put_url(&emu, "document_id", "application/pdf").await;
+    assert_eq!(put(&url, "application/pdf", pdf(250 * 1024)).await.0, 200);
+    assert!(emu.object_path(&key).expect("path").is_file());
+    std::sync::Arc::into_inner(emu)
+        .expect("every client is done")
+        .stop()
+        .await
+        .expect("stop");
+}
+
 /// A webhook receiver that hands every request body to the test.
 async fn receiver() -> (
     docgate_emulator::RunningServer,

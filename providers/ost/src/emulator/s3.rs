@@ -112,7 +112,10 @@ impl S3Server {
                     },
                     _ = &mut rx => break,
                 };
-                let conn = http.serve_connection(TokioIo::new(socket), service.clone());
+                let service = service.clone();
+                let lingering =
+                    hyper::service::service_fn(move |req| serve_reading_out(service.clone(), req));
+                let conn = http.serve_connection(TokioIo::new(socket), lingering);
                 let conn = graceful.watch(conn.into_owned());
                 tokio::spawn(async move {
                     let _ = conn.await;
@@ -144,6 +147,98 @@ impl Drop for S3Server {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+/// How much of a refused request's body S3 reads out before answering, and for how long.
+const READ_OUT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+const READ_OUT_MAX_TIME: Duration = Duration::from_secs(30);
+
+/// Serve one request through s3s, reading out whatever body s3s leaves unread before the
+/// answer goes out.
+///
+/// s3s refuses an expired or badly signed PUT from its headers and drops the body unread;
+/// hyper then closes the connection while the client is still sending, the kernel answers
+/// the unread bytes with a reset, and the client sees "connection closed" instead of S3's
+/// 403 — a race the client-side refetch path lost in CI. AWS reads a refused request out
+/// before answering, so the emulator does too (up to [`READ_OUT_MAX_BYTES`]).
+async fn serve_reading_out(
+    service: s3s::service::S3Service,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<s3s::HttpResponse, s3s::HttpError> {
+    let (parts, incoming) = req.into_parts();
+    let (body, mut pump) = ForwardedBody::pump(incoming);
+    let response = service
+        .call(http::Request::from_parts(
+            parts,
+            s3s::Body::http_body_unsync(body),
+        ))
+        .await;
+    if tokio::time::timeout(READ_OUT_MAX_TIME, &mut pump)
+        .await
+        .is_err()
+    {
+        pump.abort();
+    }
+    response
+}
+
+/// A request body handed to s3s through a small channel, so that a task owns the real body
+/// and can keep reading it after s3s lets go.
+struct ForwardedBody {
+    frames: tokio::sync::mpsc::Receiver<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>,
+    hint: http_body::SizeHint,
+}
+
+impl ForwardedBody {
+    fn pump(mut incoming: hyper::body::Incoming) -> (ForwardedBody, JoinHandle<()>) {
+        use http_body_util::BodyExt as _;
+        let hint = http_body::Body::size_hint(&incoming);
+        let (tx, frames) = tokio::sync::mpsc::channel(2);
+        let pump = tokio::spawn(async move {
+            let mut read_out = 0u64;
+            while let Some(frame) = incoming.frame().await {
+                let frame = match frame {
+                    Ok(frame) => frame,
+                    Err(e) => {
+                        let _ = tx.send(Err(std::io::Error::other(e))).await;
+                        return;
+                    }
+                };
+                // Once s3s has let go of the body, the rest is read out and dropped.
+                let unforwarded = if tx.is_closed() {
+                    Some(frame)
+                } else {
+                    tx.send(Ok(frame))
+                        .await
+                        .err()
+                        .and_then(|unsent| unsent.0.ok())
+                };
+                if let Some(frame) = unforwarded {
+                    read_out += frame.data_ref().map_or(0, |d| d.len() as u64);
+                    if read_out > READ_OUT_MAX_BYTES {
+                        return;
+                    }
+                }
+            }
+        });
+        (ForwardedBody { frames, hint }, pump)
+    }
+}
+
+impl http_body::Body for ForwardedBody {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.frames.poll_recv(cx)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.hint.clone()
     }
 }
 
