@@ -238,7 +238,7 @@ impl http_body::Body for ForwardedBody {
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.hint.clone()
+        self.hint
     }
 }
 
