@@ -5,8 +5,8 @@
 //!
 //! * [`serve`] binds (port 0 allowed), reports the real address and shuts down cleanly;
 //! * [`Faults`] lets a test — or a person with `curl` — make the emulator misbehave at run
-//!   time: answer the next N requests with an error status, add latency, or cut the
-//!   connection. It is driven over HTTP at `/__emulator/faults` (see [`control_routes`]) or
+//!   time: answer the next N requests (or every request for a while: an outage) with an error
+//!   status, add latency, or cut the connection. It is driven over HTTP at `/__emulator/faults` (see [`control_routes`]) or
 //!   directly through the shared handle in Rust tests. The error body is the provider's own
 //!   envelope, supplied by each emulator, because real clients parse it.
 
@@ -19,7 +19,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -40,8 +40,11 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 pub struct FaultPlan {
     /// Answer this many of the next requests with `fail_status`.
     pub fail_next: u32,
-    /// The status for `fail_next` (500 when 0).
+    /// The status for `fail_next` and `fail_for_ms` (500 when 0).
     pub fail_status: u16,
+    /// An outage: answer every request with `fail_status` for this many milliseconds from
+    /// when the plan is set. Reading the plan back shows what is left of it.
+    pub fail_for_ms: u64,
     /// Cut the connection of this many of the next requests without a complete answer.
     pub drop_next: u32,
     /// Wait this long before handling every request (until changed).
@@ -59,6 +62,8 @@ pub enum FaultAction {
 #[derive(Debug, Default)]
 pub struct Faults {
     plan: Mutex<FaultPlan>,
+    /// When the plan's `fail_for_ms` outage ends.
+    outage_until: Mutex<Option<Instant>>,
     requests: AtomicU64,
     injected: AtomicU64,
 }
@@ -69,11 +74,24 @@ impl Faults {
     }
 
     pub fn set(&self, plan: FaultPlan) {
+        let until = (plan.fail_for_ms > 0)
+            .then(|| Instant::now() + Duration::from_millis(plan.fail_for_ms));
         *self.lock() = plan;
+        *self.outage() = until;
     }
 
+    /// The plan as it stands: counters as consumed so far, `fail_for_ms` as what is left.
     pub fn plan(&self) -> FaultPlan {
-        self.lock().clone()
+        let mut plan = self.lock().clone();
+        plan.fail_for_ms = u64::try_from(self.outage_remaining().as_millis()).unwrap_or(u64::MAX);
+        plan
+    }
+
+    /// What is left of a `fail_for_ms` outage (zero when there is none).
+    pub fn outage_remaining(&self) -> Duration {
+        self.outage().map_or(Duration::ZERO, |until| {
+            until.saturating_duration_since(Instant::now())
+        })
     }
 
     /// Shorthand: fail the next `n` requests with `status`.
@@ -98,24 +116,28 @@ impl Faults {
         self.plan.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn outage(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.outage_until.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Consume one request's worth of the plan.
     pub fn next_action(&self) -> (Duration, Option<FaultAction>) {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        let in_outage = !self.outage_remaining().is_zero();
         let mut p = self.lock();
         let delay = Duration::from_millis(p.delay_ms);
+        let fail_status = match p.fail_status {
+            0 => StatusCode::INTERNAL_SERVER_ERROR,
+            s => StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        };
         let action = if p.drop_next > 0 {
             p.drop_next -= 1;
             Some(FaultAction::Drop)
         } else if p.fail_next > 0 {
             p.fail_next -= 1;
-            let status = if p.fail_status == 0 {
-                500
-            } else {
-                p.fail_status
-            };
-            Some(FaultAction::Fail(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            ))
+            Some(FaultAction::Fail(fail_status))
+        } else if in_outage {
+            Some(FaultAction::Fail(fail_status))
         } else {
             None
         };
@@ -220,8 +242,8 @@ pub fn control_routes(faults: Arc<Faults>) -> Router {
         }))
     }
     async fn set(State(f): State<Arc<Faults>>, Json(plan): Json<FaultPlan>) -> Json<FaultPlan> {
-        f.set(plan.clone());
-        Json(plan)
+        f.set(plan);
+        Json(f.plan())
     }
     Router::new()
         .route("/__emulator/faults", get(show).put(set).post(set))
@@ -341,6 +363,40 @@ mod tests {
         }
         assert_eq!(client.post(&url).send().await.expect("send").status(), 200);
         assert_eq!((faults.requests(), faults.injected()), (3, 2));
+        server.stop().await.expect("stop");
+    }
+
+    #[tokio::test]
+    async fn an_outage_fails_every_request_until_its_time_is_up() {
+        let (server, faults) = start().await;
+        let client = reqwest::Client::new();
+        let url = format!("{}/x", server.url());
+        let set = client
+            .put(format!("{}/__emulator/faults", server.url()))
+            .json(&serde_json::json!({"fail_for_ms": 60_000, "fail_status": 503}))
+            .send()
+            .await
+            .expect("control");
+        let shown: FaultPlan = set.json().await.expect("plan");
+        assert!((59_000..=60_000).contains(&shown.fail_for_ms), "{shown:?}");
+        for _ in 0..3 {
+            assert_eq!(client.post(&url).send().await.expect("send").status(), 503);
+        }
+        assert!(
+            faults.plan().fail_for_ms > 0,
+            "the outage is not used up by requests"
+        );
+
+        // A short outage ends by itself.
+        faults.set(FaultPlan {
+            fail_for_ms: 300,
+            ..FaultPlan::default()
+        });
+        assert!(!faults.outage_remaining().is_zero());
+        tokio::time::sleep(faults.outage_remaining()).await;
+        assert_eq!(faults.plan().fail_for_ms, 0);
+        assert_eq!(client.post(&url).send().await.expect("send").status(), 200);
+        assert_eq!(faults.injected(), 3);
         server.stop().await.expect("stop");
     }
 

@@ -1,4 +1,5 @@
-//! Nothing accepted is lost: `kill -9` mid-delivery, and replicas sharing PostgreSQL.
+//! Nothing accepted is lost: a 30-second provider outage, `kill -9` mid-delivery, and
+//! replicas sharing PostgreSQL.
 //!
 //! The gateway runs as a real process (so it can really be killed); the Taler emulator runs
 //! in the test, so the test can count what the provider stored.
@@ -108,6 +109,74 @@ async fn put_async(
         .as_str()
         .map(str::to_owned)
         .ok_or_else(|| "no id".into())
+}
+
+/// The acceptance as stated: the provider answers 500 for 30 s. Uploads made
+/// meanwhile (plain synchronous requests) answer 202 once the sync budget is spent; after the
+/// outage every one is delivered, and the provider stores each exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_30_second_provider_outage_loses_nothing_and_doubles_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let emulator = taler(dir.path()).await;
+    let data = dir.path().join("gateway");
+    let cfg = config(
+        dir.path(),
+        &emulator,
+        "sqlite",
+        &data.join("spool"),
+        "sync_budget = \"2s\"",
+    );
+    let gateway = serve(&cfg, &data);
+    let client = reqwest::Client::new();
+    emulator.faults.set(FaultPlan {
+        fail_for_ms: 30_000,
+        fail_status: 500,
+        ..FaultPlan::default()
+    });
+    let mut ids = Vec::new();
+    // Each synchronous upload takes the 2 s budget; stop while the outage surely outlasts one.
+    let mut seed = 0;
+    while emulator.faults.outage_remaining() > Duration::from_secs(4) {
+        seed += 1;
+        let res = client
+            .put(format!("{}/v1/uploads/taler?payto={PAYTO}", gateway.url))
+            .bearer_auth(KEY)
+            .header("Content-Type", "application/pdf")
+            .body(pdf_bytes(20_000, seed).await)
+            .send()
+            .await
+            .expect("upload");
+        let status = res.status();
+        let location = res.headers().get("location").cloned();
+        let receipt: serde_json::Value = res.json().await.expect("receipt");
+        assert_eq!(status, 202, "accepted during the outage: {receipt}");
+        let id = receipt["id"].as_str().expect("id").to_owned();
+        assert_eq!(
+            location.as_ref().and_then(|l| l.to_str().ok()),
+            Some(format!("/v1/uploads/{id}").as_str())
+        );
+        ids.push(id);
+    }
+    assert!(
+        ids.len() >= 8,
+        "uploads spread over the outage: {}",
+        ids.len()
+    );
+    assert!(
+        emulator.stored(PAYTO).expect("stored").is_empty(),
+        "nothing got through during the outage"
+    );
+    for id in &ids {
+        let r = wait_final(&client, &gateway.url, KEY, id, Duration::from_secs(90)).await;
+        assert_eq!(r["status"], "delivered", "{r}");
+        assert!(r["attempts"].as_u64().unwrap_or(0) >= 2, "retried: {r}");
+    }
+    assert_eq!(
+        emulator.stored(PAYTO).expect("stored").len(),
+        ids.len(),
+        "each body stored exactly once"
+    );
+    assert!(emulator.faults.injected() >= ids.len() as u64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
