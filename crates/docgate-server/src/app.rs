@@ -11,6 +11,7 @@ use docgate_core::{Problem, SpoolDir};
 use tokio::sync::Semaphore;
 
 use crate::{
+    body::ReadOutOnDrop,
     config::{DeliverySettings, Limits},
     delivery::Deliverer,
     http::ApiError,
@@ -40,6 +41,7 @@ pub type AppState = Arc<App>;
 
 /// The whole HTTP API.
 pub fn router(app: AppState) -> Router {
+    let read_out = app.limits.read_out();
     Router::new()
         .route("/v1/uploads", post(routes::uploads::post_multipart))
         .route(
@@ -71,5 +73,16 @@ pub fn router(app: AppState) -> Router {
         // Upload bodies are streamed by the handlers with their own limits; the extractor
         // limit only guards the small JSON/form bodies of the other routes.
         .layer(DefaultBodyLimit::max(1024 * 1024))
+        // Whatever a handler leaves unread is read out after its answer (see ReadOutOnDrop).
+        // A client that sent `Expect: 100-continue` and got a refusal sends no body: nothing
+        // to read out.
+        .layer(axum::middleware::map_request(
+            move |req: axum::extract::Request| async move {
+                if req.headers().contains_key(http::header::EXPECT) {
+                    return req;
+                }
+                req.map(|body| axum::body::Body::new(ReadOutOnDrop::new(body, read_out)))
+            },
+        ))
         .with_state(app)
 }

@@ -1,4 +1,6 @@
-//! Request bodies as streams of `Bytes`, cut off when the client goes quiet.
+//! Request bodies: streams of `Bytes` cut off when the client goes quiet ([`IdleTimeout`]),
+//! and bodies that are read out after a refusal so the client gets to see it
+//! ([`ReadOutOnDrop`]).
 
 use std::{
     future::Future,
@@ -13,6 +15,7 @@ use std::{
 
 use bytes::Bytes;
 use futures_util::Stream;
+use http_body::Body as _;
 use tokio::time::{Instant, Sleep};
 
 /// Why a body stream ended early.
@@ -77,6 +80,118 @@ where
             },
         }
     }
+}
+
+/// How much of a refused request's body is still read (and dropped) after the answer.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadOut {
+    /// Bodies with more than this left are not read out: the connection closes instead.
+    pub max_bytes: u64,
+    /// Stop when the client sends nothing for this long.
+    pub idle: Duration,
+    /// Stop after this long whatever the client does.
+    pub total: Duration,
+}
+
+/// A request body that, when dropped before its end, keeps being read out in the background.
+///
+/// The gateway refuses as early as it can: on the headers, or the moment a limit is crossed.
+/// If the handler then simply dropped the body, hyper would close the connection while the
+/// client is still sending; the kernel answers the unread bytes with a reset, which can
+/// destroy the 413/415 problem before the client reads it, and the client reports "connection
+/// reset" instead of the reason. Reading the rest out (within [`ReadOut`]'s bounds, like a
+/// web server's lingering close) lets the answer arrive and keeps the connection reusable.
+/// The upload's permit and spool are already released: the read-out only costs a socket.
+pub struct ReadOutOnDrop {
+    inner: Option<axum::body::Body>,
+    finished: bool,
+    limits: ReadOut,
+}
+
+impl std::fmt::Debug for ReadOutOnDrop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadOutOnDrop")
+            .field("finished", &self.finished)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl ReadOutOnDrop {
+    pub fn new(body: axum::body::Body, limits: ReadOut) -> ReadOutOnDrop {
+        ReadOutOnDrop {
+            inner: Some(body),
+            finished: false,
+            limits,
+        }
+    }
+}
+
+impl http_body::Body for ReadOutOnDrop {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            self.finished = true;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| http_body::SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+impl Drop for ReadOutOnDrop {
+    fn drop(&mut self) {
+        let Some(body) = self.inner.take() else {
+            return;
+        };
+        if self.finished || body.is_end_stream() || self.limits.max_bytes == 0 {
+            return;
+        }
+        // A body declared larger than the read-out allows is not worth reading: close.
+        if body.size_hint().lower() > self.limits.max_bytes {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(read_out(body, self.limits));
+        }
+    }
+}
+
+async fn read_out(body: axum::body::Body, limits: ReadOut) {
+    use futures_util::StreamExt as _;
+    let mut chunks = body.into_data_stream();
+    let give_up = Instant::now() + limits.total;
+    let mut read = 0u64;
+    loop {
+        let wait_until = give_up.min(Instant::now() + limits.idle);
+        match tokio::time::timeout_at(wait_until, chunks.next()).await {
+            Ok(Some(Ok(chunk))) => {
+                read += chunk.len() as u64;
+                if read > limits.max_bytes {
+                    break;
+                }
+            }
+            Ok(None) | Ok(Some(Err(_))) | Err(_) => break,
+        }
+    }
+    tracing::debug!(bytes = read, "read out a refused request body");
 }
 
 #[cfg(test)]

@@ -67,6 +67,21 @@ pub struct Limits {
     pub shutdown_grace: Duration,
     /// Refuse uploads without a Content-Length (411) instead of counting chunked bodies.
     pub require_content_length: bool,
+    /// After refusing a request early (413, 415, 401, …) the gateway still reads up to this
+    /// many body bytes and drops them, so the client receives the refusal instead of a
+    /// connection reset. A request declaring more is not read out. 0 turns this off.
+    pub refused_body_read_out: u64,
+}
+
+impl Limits {
+    /// The read-out bounds for refused bodies.
+    pub fn read_out(&self) -> crate::body::ReadOut {
+        crate::body::ReadOut {
+            max_bytes: self.refused_body_read_out,
+            idle: self.body_idle_timeout.min(Duration::from_secs(5)),
+            total: Duration::from_secs(30),
+        }
+    }
 }
 
 impl Default for Limits {
@@ -78,6 +93,7 @@ impl Default for Limits {
             spool_memory_threshold: 256 * 1024,
             shutdown_grace: Duration::from_secs(30),
             require_content_length: false,
+            refused_body_read_out: 32 * 1024 * 1024,
         }
     }
 }
