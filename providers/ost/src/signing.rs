@@ -424,6 +424,18 @@ mod tests {
         assert_eq!(parsed, original);
     }
 
+    /// Found by fuzz/ost_nested_query: objects in an array are told apart only by a repeated
+    /// key, and the signed form sorts keys, so objects with different key sets can regroup.
+    /// Rack and OST's SDKs behave the same; docgate never sends arrays of objects.
+    #[test]
+    fn arrays_of_objects_with_different_keys_regroup_as_in_rack() {
+        let original = obj(json!({"k": [{"b": "1"}, {"a": "2", "b": "3"}]}));
+        let signed = nested_query(&original);
+        assert_eq!(signed, "k%5B%5D%5Bb%5D=1&k%5B%5D%5Ba%5D=2&k%5B%5D%5Bb%5D=3");
+        let parsed = parse_nested_query(&signed).expect("parses");
+        assert_eq!(parsed, obj(json!({"k": [{"a": "2", "b": "1"}, {"b": "3"}]})));
+    }
+
     #[test]
     fn conflicting_shapes_and_bad_names_are_refused() {
         assert!(matches!(

@@ -1,0 +1,23 @@
+//! The ZIP check runs on untrusted uploads before anything else looks inside them: whatever
+//! the bytes, it must answer (entries or an error) without panicking or inflating past its
+//! budget.
+#![no_main]
+
+use docgate_core::{archive, MediaRange};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let rules = archive::ZipRules {
+        entry_types: ["application/pdf", "image/*"]
+            .iter()
+            .filter_map(|r| MediaRange::parse(r).ok())
+            .collect(),
+        max_entries: 64,
+        max_total_uncompressed: 1 << 20,
+    };
+    if let Ok(entries) = archive::inspect(std::io::Cursor::new(data), &rules) {
+        let total: u64 = entries.iter().map(|e| e.size).sum();
+        assert!(entries.len() <= rules.max_entries);
+        assert!(total <= rules.max_total_uncompressed);
+    }
+});
