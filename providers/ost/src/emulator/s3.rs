@@ -11,7 +11,10 @@
 //! checking its policy; the part is bounded by the policy's maximum (20 MiB by default).
 //!
 //! Where s3s-fs is laxer than AWS the emulator closes the gap: a PUT failing its Content-MD5
-//! leaves nothing behind ([`AllOrNothing`]), and POST forms expire with their policy.
+//! leaves nothing behind ([`AllOrNothing`]), and POST forms expire with their policy. Where
+//! s3s answers a request before reading its body (an expired URL), the rest of the body is
+//! read out before the answer goes out ([`serve_reading_out`]), so the client sees S3's 403
+//! rather than a reset connection.
 
 use std::{
     net::SocketAddr,
