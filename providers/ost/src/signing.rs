@@ -433,7 +433,10 @@ mod tests {
         let signed = nested_query(&original);
         assert_eq!(signed, "k%5B%5D%5Bb%5D=1&k%5B%5D%5Ba%5D=2&k%5B%5D%5Bb%5D=3");
         let parsed = parse_nested_query(&signed).expect("parses");
-        assert_eq!(parsed, obj(json!({"k": [{"a": "2", "b": "1"}, {"b": "3"}]})));
+        assert_eq!(
+            parsed,
+            obj(json!({"k": [{"a": "2", "b": "1"}, {"b": "3"}]}))
+        );
     }
 
     #[test]
