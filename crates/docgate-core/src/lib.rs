@@ -17,6 +17,7 @@ pub mod media;
 pub mod policy;
 pub mod problem;
 pub mod provider;
+pub mod read_out;
 pub mod secret;
 pub mod spool;
 pub mod upstream;

@@ -30,6 +30,7 @@ use axum::{
     routing::get,
     Json, Router,
 };
+use docgate_core::read_out::{read_out, ReadOut};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
@@ -200,22 +201,18 @@ async fn fault_middleware(
     }
 }
 
-/// Read and discard a request body (at most 64 MiB, for at most 30 s) so that answering early
-/// does not reset the connection under the client.
+/// How much of a body an emulator reads out after answering early: enough for any test
+/// upload, like a real server's lingering close.
+pub const READ_OUT: ReadOut = ReadOut {
+    max_bytes: 64 * 1024 * 1024,
+    idle: Duration::from_secs(30),
+    total: Duration::from_secs(30),
+};
+
+/// Read and discard a request body within [`READ_OUT`], so that answering early does not
+/// reset the connection under the client (see [`docgate_core::read_out`]).
 pub fn drain_in_background(body: Body) {
-    tokio::spawn(async move {
-        let mut stream = body.into_data_stream();
-        let mut seen: u64 = 0;
-        let drain = async {
-            while let Some(Ok(chunk)) = futures_util::StreamExt::next(&mut stream).await {
-                seen += chunk.len() as u64;
-                if seen > 64 * 1024 * 1024 {
-                    break;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(30), drain).await;
-    });
+    tokio::spawn(read_out(body.into_data_stream(), READ_OUT));
 }
 
 /// Wrap an emulator's protocol routes with fault injection and add the control routes.
@@ -341,17 +338,26 @@ mod tests {
         (server, faults)
     }
 
+    /// Set the plan over HTTP, as a person with curl would.
+    async fn put_plan(server: &RunningServer, plan: serde_json::Value) -> reqwest::Response {
+        reqwest::Client::new()
+            .put(format!("{}/__emulator/faults", server.url()))
+            .json(&plan)
+            .send()
+            .await
+            .expect("control")
+    }
+
     #[tokio::test]
     async fn fails_the_next_n_requests_then_recovers() {
         let (server, faults) = start().await;
         let client = reqwest::Client::new();
         let url = format!("{}/x", server.url());
-        let set = client
-            .put(format!("{}/__emulator/faults", server.url()))
-            .json(&serde_json::json!({"fail_next": 2, "fail_status": 503}))
-            .send()
-            .await
-            .expect("control");
+        let set = put_plan(
+            &server,
+            serde_json::json!({"fail_next": 2, "fail_status": 503}),
+        )
+        .await;
         assert_eq!(set.status(), 200);
         for _ in 0..2 {
             let r = client.post(&url).send().await.expect("send");
@@ -371,12 +377,11 @@ mod tests {
         let (server, faults) = start().await;
         let client = reqwest::Client::new();
         let url = format!("{}/x", server.url());
-        let set = client
-            .put(format!("{}/__emulator/faults", server.url()))
-            .json(&serde_json::json!({"fail_for_ms": 60_000, "fail_status": 503}))
-            .send()
-            .await
-            .expect("control");
+        let set = put_plan(
+            &server,
+            serde_json::json!({"fail_for_ms": 60_000, "fail_status": 503}),
+        )
+        .await;
         let shown: FaultPlan = set.json().await.expect("plan");
         assert!((59_000..=60_000).contains(&shown.fail_for_ms), "{shown:?}");
         for _ in 0..3 {

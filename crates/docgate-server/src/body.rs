@@ -14,6 +14,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use docgate_core::read_out::{read_out, ReadOut};
 use futures_util::Stream;
 use http_body::Body as _;
 use tokio::time::{Instant, Sleep};
@@ -82,26 +83,9 @@ where
     }
 }
 
-/// How much of a refused request's body is still read (and dropped) after the answer.
-#[derive(Debug, Clone, Copy)]
-pub struct ReadOut {
-    /// Bodies with more than this left are not read out: the connection closes instead.
-    pub max_bytes: u64,
-    /// Stop when the client sends nothing for this long.
-    pub idle: Duration,
-    /// Stop after this long whatever the client does.
-    pub total: Duration,
-}
-
-/// A request body that, when dropped before its end, keeps being read out in the background.
-///
-/// The gateway refuses as early as it can: on the headers, or the moment a limit is crossed.
-/// If the handler then simply dropped the body, hyper would close the connection while the
-/// client is still sending; the kernel answers the unread bytes with a reset, which can
-/// destroy the 413/415 problem before the client reads it, and the client reports "connection
-/// reset" instead of the reason. Reading the rest out (within [`ReadOut`]'s bounds, like a
-/// web server's lingering close) lets the answer arrive and keeps the connection reusable.
-/// The upload's permit and spool are already released: the read-out only costs a socket.
+/// A request body that, when dropped before its end, is read out in the background (see
+/// [`docgate_core::read_out`] for why), so an early 413/415 reaches the client. The upload's
+/// permit and spool are already released by then: the read-out only costs a socket.
 pub struct ReadOutOnDrop {
     inner: Option<axum::body::Body>,
     finished: bool,
@@ -169,29 +153,13 @@ impl Drop for ReadOutOnDrop {
             return;
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(read_out(body, self.limits));
+            let limits = self.limits;
+            runtime.spawn(async move {
+                let bytes = read_out(body.into_data_stream(), limits).await;
+                tracing::debug!(bytes, "read out a refused request body");
+            });
         }
     }
-}
-
-async fn read_out(body: axum::body::Body, limits: ReadOut) {
-    use futures_util::StreamExt as _;
-    let mut chunks = body.into_data_stream();
-    let give_up = Instant::now() + limits.total;
-    let mut read = 0u64;
-    loop {
-        let wait_until = give_up.min(Instant::now() + limits.idle);
-        match tokio::time::timeout_at(wait_until, chunks.next()).await {
-            Ok(Some(Ok(chunk))) => {
-                read += chunk.len() as u64;
-                if read > limits.max_bytes {
-                    break;
-                }
-            }
-            Ok(None) | Ok(Some(Err(_))) | Err(_) => break,
-        }
-    }
-    tracing::debug!(bytes = read, "read out a refused request body");
 }
 
 #[cfg(test)]

@@ -75,8 +75,8 @@ pub struct Limits {
 
 impl Limits {
     /// The read-out bounds for refused bodies.
-    pub fn read_out(&self) -> crate::body::ReadOut {
-        crate::body::ReadOut {
+    pub fn read_out(&self) -> docgate_core::read_out::ReadOut {
+        docgate_core::read_out::ReadOut {
             max_bytes: self.refused_body_read_out,
             idle: self.body_idle_timeout.min(Duration::from_secs(5)),
             total: Duration::from_secs(30),

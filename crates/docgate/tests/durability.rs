@@ -71,6 +71,17 @@ error_codes = {{ signature_invalid = {si}, third_party_unknown = {tu} }}
     )
 }
 
+/// One gateway on SQLite under `dir/gateway`: its config file and data directory.
+fn on_sqlite(
+    dir: &Path,
+    emulator: &docgate_taler::emulator::Emulator,
+    extra: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let data = dir.join("gateway");
+    let cfg = config(dir, emulator, "sqlite", &data.join("spool"), extra);
+    (cfg, data)
+}
+
 fn serve(config: &Path, data_dir: &Path) -> Proc {
     Proc::spawn(
         &[
@@ -118,14 +129,7 @@ async fn put_async(
 async fn a_30_second_provider_outage_loses_nothing_and_doubles_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let emulator = taler(dir.path()).await;
-    let data = dir.path().join("gateway");
-    let cfg = config(
-        dir.path(),
-        &emulator,
-        "sqlite",
-        &data.join("spool"),
-        "sync_budget = \"2s\"",
-    );
+    let (cfg, data) = on_sqlite(dir.path(), &emulator, "sync_budget = \"2s\"");
     let gateway = serve(&cfg, &data);
     let client = reqwest::Client::new();
     emulator.faults.set(FaultPlan {
@@ -188,14 +192,7 @@ async fn kill_9_during_50_deliveries_loses_nothing_and_stores_nothing_twice() {
         delay_ms: 150,
         ..FaultPlan::default()
     });
-    let data = dir.path().join("gateway");
-    let cfg = config(
-        dir.path(),
-        &emulator,
-        "sqlite",
-        &data.join("spool"),
-        "worker_concurrency = 8",
-    );
+    let (cfg, data) = on_sqlite(dir.path(), &emulator, "worker_concurrency = 8");
     let gateway = serve(&cfg, &data);
     let client = reqwest::Client::new();
     let mut ids = Vec::new();

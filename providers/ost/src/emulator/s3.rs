@@ -153,10 +153,6 @@ impl Drop for S3Server {
     }
 }
 
-/// How much of a refused request's body S3 reads out before answering, and for how long.
-const READ_OUT_MAX_BYTES: u64 = 64 * 1024 * 1024;
-const READ_OUT_MAX_TIME: Duration = Duration::from_secs(30);
-
 /// Serve one request through s3s, reading out whatever body s3s leaves unread before the
 /// answer goes out.
 ///
@@ -164,25 +160,21 @@ const READ_OUT_MAX_TIME: Duration = Duration::from_secs(30);
 /// hyper then closes the connection while the client is still sending, the kernel answers
 /// the unread bytes with a reset, and the client sees "connection closed" instead of S3's
 /// 403 — a race the client-side refetch path lost in CI. AWS reads a refused request out
-/// before answering, so the emulator does too (up to [`READ_OUT_MAX_BYTES`]).
+/// before answering, so the emulator does too (within [`docgate_emulator::READ_OUT`]).
 async fn serve_reading_out(
     service: s3s::service::S3Service,
     req: http::Request<hyper::body::Incoming>,
 ) -> Result<s3s::HttpResponse, s3s::HttpError> {
     let (parts, incoming) = req.into_parts();
-    let (body, mut pump) = ForwardedBody::pump(incoming);
+    let (body, pump) = ForwardedBody::pump(incoming);
     let response = service
         .call(http::Request::from_parts(
             parts,
             s3s::Body::http_body_unsync(body),
         ))
         .await;
-    if tokio::time::timeout(READ_OUT_MAX_TIME, &mut pump)
-        .await
-        .is_err()
-    {
-        pump.abort();
-    }
+    // The pump ends with the body, or once the read-out's own bounds stop it.
+    let _ = pump.await;
     response
 }
 
@@ -195,33 +187,23 @@ struct ForwardedBody {
 
 impl ForwardedBody {
     fn pump(mut incoming: hyper::body::Incoming) -> (ForwardedBody, JoinHandle<()>) {
+        use docgate_core::read_out::read_out;
         use http_body_util::BodyExt as _;
         let hint = http_body::Body::size_hint(&incoming);
         let (tx, frames) = tokio::sync::mpsc::channel(2);
         let pump = tokio::spawn(async move {
-            let mut read_out = 0u64;
             while let Some(frame) = incoming.frame().await {
-                let frame = match frame {
-                    Ok(frame) => frame,
+                let forwarded = match frame {
+                    Ok(frame) => tx.send(Ok(frame)).await,
                     Err(e) => {
                         let _ = tx.send(Err(std::io::Error::other(e))).await;
                         return;
                     }
                 };
-                // Once s3s has let go of the body, the rest is read out and dropped.
-                let unforwarded = if tx.is_closed() {
-                    Some(frame)
-                } else {
-                    tx.send(Ok(frame))
-                        .await
-                        .err()
-                        .and_then(|unsent| unsent.0.ok())
-                };
-                if let Some(frame) = unforwarded {
-                    read_out += frame.data_ref().map_or(0, |d| d.len() as u64);
-                    if read_out > READ_OUT_MAX_BYTES {
-                        return;
-                    }
+                if forwarded.is_err() {
+                    // s3s let go of the body before its end: read the rest out.
+                    read_out(incoming.into_data_stream(), docgate_emulator::READ_OUT).await;
+                    return;
                 }
             }
         });
