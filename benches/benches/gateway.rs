@@ -39,6 +39,7 @@ fn bench(c: &mut Criterion) {
             "127.0.0.1:0".parse().expect("addr"),
             dir.path(),
             Some(KEY.into()),
+            docgate_providers::ALL,
         )
         .await
         .expect("sandbox");

@@ -12,13 +12,16 @@
 pub mod archive;
 pub mod digest;
 pub mod duration;
+pub mod host;
 pub mod ingest;
 pub mod media;
 pub mod policy;
 pub mod problem;
 pub mod provider;
 pub mod read_out;
+pub mod registration;
 pub mod secret;
+pub mod size;
 pub mod spool;
 pub mod upstream;
 
@@ -27,6 +30,18 @@ pub use ingest::{ingest, recheck, Document, DocumentMeta, IngestError, IngestReq
 pub use media::MediaRange;
 pub use policy::{DigestSet, SlotSpec, Slots, UploadPolicy};
 pub use problem::{FieldError, FieldErrorKind, Problem, Side};
-pub use provider::{DeliveryContext, FieldSpec, Fields, Outcome, Prepared, Provider};
+pub use host::{ApiTenant, GatewayHost, Host, OwnedRef, ProviderEvent, TenantRef};
+pub use provider::{
+    DeliveryContext, FieldSpec, Fields, Outcome, Prepared, Provider, ProviderRoutes,
+};
+pub use registration::{ConfigIssues, Registration};
 pub use secret::{Secret, SecretSource};
+
+/// Milliseconds since the Unix epoch: the clock of the ledger and of recorded events.
+pub fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
 pub use spool::{ByteStream, SpoolDir, Spooled};

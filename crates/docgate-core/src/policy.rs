@@ -119,6 +119,38 @@ impl UploadPolicy {
         }
     }
 
+    /// The most permissive policy over `policies`: what a document may be when it arrives
+    /// before the field naming its provider (multipart part order is free). The document is
+    /// re-checked against the real provider's policy once that is known. `None` for none.
+    pub fn most_permissive<'a>(
+        policies: impl IntoIterator<Item = &'a UploadPolicy>,
+    ) -> Option<UploadPolicy> {
+        let mut policies = policies.into_iter();
+        let first = policies.next()?.clone();
+        let mut merged = UploadPolicy {
+            slots: Slots::Free {
+                max: first.max_documents(),
+            },
+            zip: None,
+            ..first
+        };
+        for p in policies {
+            merged.min_document_bytes = merged.min_document_bytes.min(p.min_document_bytes);
+            merged.max_document_bytes = merged.max_document_bytes.max(p.max_document_bytes);
+            merged.max_request_bytes = merged.max_request_bytes.max(p.max_request_bytes);
+            for r in &p.accepted {
+                if !merged.accepted.contains(r) {
+                    merged.accepted.push(r.clone());
+                }
+            }
+            merged.digests = merged.digests.union(p.digests);
+            merged.slots = Slots::Free {
+                max: merged.max_documents().max(p.max_documents()),
+            };
+        }
+        Some(merged)
+    }
+
     /// Check a slot (part) name before reading any of its bytes.
     pub fn check_slot(&self, name: &str) -> Result<(), Problem> {
         match &self.slots {
@@ -262,6 +294,30 @@ mod tests {
         assert!(p.check_slot("file_1").is_ok());
         assert!(p.check_slot("../etc").is_err());
         assert!(p.check_slot("").is_err());
+    }
+
+    #[test]
+    fn the_most_permissive_policy_takes_the_widest_of_every_rule() {
+        let mut a = policy(Slots::Free { max: 1 });
+        a.digests = DigestSet {
+            sha512: true,
+            md5: false,
+        };
+        let mut b = policy(Slots::Free { max: 3 });
+        b.min_document_bytes = 0;
+        b.max_document_bytes = 500;
+        b.accepted = vec![MediaRange::parse("application/pdf").expect("valid")];
+        b.digests = DigestSet {
+            sha512: false,
+            md5: true,
+        };
+        let m = UploadPolicy::most_permissive([&a, &b]).expect("some");
+        assert_eq!(m.min_document_bytes, 0);
+        assert_eq!(m.max_document_bytes, 500);
+        assert_eq!(m.max_documents(), 3);
+        assert!(m.accepts("image/png") && m.accepts("application/pdf"));
+        assert_eq!(m.digests, DigestSet::ALL);
+        assert!(UploadPolicy::most_permissive([]).is_none());
     }
 
     #[test]

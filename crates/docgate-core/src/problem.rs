@@ -374,6 +374,36 @@ impl Problem {
     }
 }
 
+/// The `code` of a problem response, attached as a response extension so a layer can count
+/// refusals without parsing bodies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProblemCode(pub Cow<'static, str>);
+
+impl axum::response::IntoResponse for Problem {
+    fn into_response(self) -> axum::response::Response {
+        problem_response(&self)
+    }
+}
+
+/// The `application/problem+json` response for `p`, with `Retry-After` when it has one.
+pub fn problem_response(p: &Problem) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use http::{header, HeaderValue};
+    let body = serde_json::to_vec(&p.to_json()).unwrap_or_else(|_| b"{}".to_vec());
+    let mut res = (p.status, body).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    if let Some(after) = p.retry_after {
+        if let Ok(v) = HeaderValue::from_str(&retry_after_secs(after).to_string()) {
+            res.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    res.extensions_mut().insert(ProblemCode(p.code.clone()));
+    res
+}
+
 /// `Retry-After` wants whole seconds; never advertise 0 (clients would spin).
 pub fn retry_after_secs(after: Duration) -> u64 {
     after.as_secs() + u64::from(after.subsec_nanos() > 0).max(u64::from(after.is_zero()))

@@ -13,13 +13,14 @@
 //! [`Prepared`] and [`DocumentMeta`] are plain JSON so the ledger can store them and a
 //! delivery can resume after a restart with nothing but the spool files.
 
-use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, fmt, path::PathBuf, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{
+    host::OwnedRef,
     ingest::{Document, DocumentMeta},
     policy::UploadPolicy,
     problem::{FieldError, FieldErrorKind, Problem},
@@ -83,21 +84,28 @@ pub struct DeliveryContext {
     pub scratch_dir: PathBuf,
 }
 
-/// How a delivery attempt ended.
+/// How a delivery attempt ended. Every variant says what the provider answered
+/// (`upstream_status`: its HTTP status, `None` when no answer came).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// The provider stored it; `reference` is what the provider calls it (ids, keys, parts).
+    /// The provider stored it; `reference` is what the provider calls it (ids, keys, parts),
+    /// `owned` the identifiers the uploading tenant now owns (e.g. OST's S3 keys).
     Delivered {
         reference: Value,
+        owned: Vec<OwnedRef>,
         upstream_status: Option<u16>,
     },
     /// The provider already had it: as good as delivered, never retried.
     Duplicate {
         reference: Value,
+        owned: Vec<OwnedRef>,
         upstream_status: Option<u16>,
     },
     /// The provider refused it for a reason that retrying will not fix.
-    Rejected(Problem),
+    Rejected {
+        problem: Problem,
+        upstream_status: Option<u16>,
+    },
     /// A transient failure: try again after `after` (the provider's Retry-After when it gave one).
     RetryLater {
         after: Option<Duration>,
@@ -107,6 +115,30 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    pub fn delivered(reference: Value, upstream_status: Option<u16>) -> Outcome {
+        Outcome::Delivered {
+            reference,
+            owned: Vec::new(),
+            upstream_status,
+        }
+    }
+
+    pub fn duplicate(reference: Value, upstream_status: Option<u16>) -> Outcome {
+        Outcome::Duplicate {
+            reference,
+            owned: Vec::new(),
+            upstream_status,
+        }
+    }
+
+    /// A refusal; a provider's own status is also shown in the problem (`upstream_status`).
+    pub fn rejected(problem: Problem, upstream_status: Option<u16>) -> Outcome {
+        Outcome::Rejected {
+            problem,
+            upstream_status,
+        }
+    }
+
     pub fn retry(reason: impl Into<String>, upstream_status: Option<u16>) -> Outcome {
         Outcome::RetryLater {
             after: None,
@@ -127,16 +159,35 @@ impl Outcome {
             | Outcome::Duplicate {
                 upstream_status, ..
             }
+            | Outcome::Rejected {
+                upstream_status, ..
+            }
             | Outcome::RetryLater {
                 upstream_status, ..
             } => *upstream_status,
-            Outcome::Rejected(p) => p
-                .extra
-                .get("upstream_status")
-                .and_then(Value::as_u64)
-                .map(|s| s as u16),
         }
     }
+
+    /// A short name for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Delivered { .. } => "delivered",
+            Outcome::Duplicate { .. } => "duplicate",
+            Outcome::Rejected { .. } => "rejected",
+            Outcome::RetryLater { .. } => "retry_later",
+        }
+    }
+}
+
+/// A provider's own HTTP routes (see [`Provider::routes`]).
+#[derive(Debug, Default)]
+pub struct ProviderRoutes {
+    /// Mounted under `/v1/providers/<name>`; tenant-authenticated by the provider's handlers
+    /// (with [`ApiTenant`](crate::host::ApiTenant)).
+    pub api: Option<axum::Router>,
+    /// Mounted under `/v1/webhooks/<name>`: unauthenticated (the provider verifies its
+    /// signature); the gateway bounds its body size, time and concurrency.
+    pub webhook: Option<axum::Router>,
 }
 
 /// A provider: client side of one provider's upload scheme.
@@ -169,6 +220,11 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
         prepared: &Prepared,
         documents: &[Document],
     ) -> Outcome;
+
+    /// Routes beyond uploads, mounted by the gateway (none by default).
+    fn routes(self: Arc<Self>) -> ProviderRoutes {
+        ProviderRoutes::default()
+    }
 }
 
 /// Helpers for `prepare` implementations.

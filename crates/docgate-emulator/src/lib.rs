@@ -12,6 +12,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
+
 use std::{
     fmt,
     net::SocketAddr,

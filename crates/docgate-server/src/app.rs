@@ -1,20 +1,27 @@
 //! The application state shared by every request, and the router.
+//!
+//! Cross-cutting concerns are layers, not handler code: every request carries the gateway
+//! host (for providers' routes), gets its refused body read out, and every problem answer is
+//! counted by its code. Providers mount their own routes: `/v1/providers/<name>/…` (tenant
+//! API) and `/v1/webhooks/<name>` (unauthenticated; bounded in size, time and concurrency).
 
 use std::sync::Arc;
 
 use axum::{
-    extract::DefaultBodyLimit,
+    extract::{DefaultBodyLimit, Request},
+    middleware::{self, Next},
+    response::Response,
     routing::{get, post, put},
-    Router,
+    Extension, Router,
 };
-use docgate_core::{Problem, SpoolDir};
+use docgate_core::{problem::ProblemCode, Host, Problem, SpoolDir};
 use tokio::sync::Semaphore;
 
 use crate::{
+    admission::Admission,
     body::ReadOutOnDrop,
     config::{DeliverySettings, Limits},
     delivery::Deliverer,
-    http::ApiError,
     ledger::Ledger,
     metrics::Metrics,
     registry::Registry,
@@ -32,9 +39,11 @@ pub struct App {
     pub deliverer: Arc<Deliverer>,
     pub limits: Limits,
     pub delivery: DeliverySettings,
-    /// One permit per upload being received.
-    pub upload_slots: Arc<Semaphore>,
+    /// Upload slots (global and per tenant) and the storage reserve.
+    pub admission: Admission,
     pub metrics: Arc<Metrics>,
+    /// What providers' routes see of the gateway.
+    pub host: Host,
 }
 
 pub type AppState = Arc<App>;
@@ -42,47 +51,110 @@ pub type AppState = Arc<App>;
 /// The whole HTTP API.
 pub fn router(app: AppState) -> Router {
     let read_out = app.limits.read_out();
-    Router::new()
+    let mut router = Router::new()
         .route("/v1/uploads", post(routes::uploads::post_multipart))
         .route(
             "/v1/uploads/{key}",
             put(routes::uploads::put_raw).get(routes::uploads::get_upload),
         )
         .route("/v1/providers", get(routes::ops::providers))
-        .route(
-            "/v1/providers/ost/presigned-post",
-            post(routes::ost::presigned_post),
-        )
-        .route(
-            "/v1/providers/ost/users/{user_id}/kyc",
-            post(routes::ost::submit_kyc),
-        )
-        .route("/v1/providers/ost/events", get(routes::ost::events))
-        .route("/v1/webhooks/ost", post(routes::ost::webhook))
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))
         .route("/metrics", get(routes::ops::metrics))
-        .fallback(|| async { ApiError(Problem::not_found("no such route")) })
+        .with_state(app.clone());
+    router = mount_provider_routes(router, &app);
+    router
+        .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
-            ApiError(Problem::new(
+            Problem::new(
                 http::StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 "Method not allowed",
-            ))
+            )
         })
         // Upload bodies are streamed by the handlers with their own limits; the extractor
         // limit only guards the small JSON/form bodies of the other routes.
         .layer(DefaultBodyLimit::max(1024 * 1024))
+        .layer(middleware::from_fn_with_state(app.clone(), count_problems))
+        .layer(Extension(app.host.clone()))
         // Whatever a handler leaves unread is read out after its answer (see ReadOutOnDrop).
         // A client that sent `Expect: 100-continue` and got a refusal sends no body: nothing
         // to read out.
-        .layer(axum::middleware::map_request(
-            move |req: axum::extract::Request| async move {
-                if req.headers().contains_key(http::header::EXPECT) {
-                    return req;
-                }
-                req.map(|body| axum::body::Body::new(ReadOutOnDrop::new(body, read_out)))
-            },
-        ))
-        .with_state(app)
+        .layer(middleware::map_request(move |req: Request| async move {
+            if req.headers().contains_key(http::header::EXPECT) {
+                return req;
+            }
+            req.map(|body| axum::body::Body::new(ReadOutOnDrop::new(body, read_out)))
+        }))
+}
+
+/// Every provider's own routes, under its name.
+fn mount_provider_routes(mut router: Router, app: &AppState) -> Router {
+    let webhooks = Arc::new(Semaphore::new(app.limits.webhook_concurrency.max(1)));
+    for provider in app.registry.all() {
+        let routes = provider.clone().routes();
+        let name = provider.name();
+        if let Some(api) = routes.api {
+            router = router.nest(&format!("/v1/providers/{name}"), api);
+        }
+        if let Some(webhook) = routes.webhook {
+            let bounded = webhook
+                .layer(middleware::from_fn_with_state(
+                    (webhooks.clone(), app.limits.webhook_timeout),
+                    bound_webhook,
+                ))
+                .layer(DefaultBodyLimit::max(
+                    usize::try_from(app.limits.webhook_body_limit).unwrap_or(usize::MAX),
+                ));
+            router = router.nest(&format!("/v1/webhooks/{name}"), bounded);
+        }
+    }
+    router
+}
+
+/// Webhooks are unauthenticated until their signature is checked, so anyone can send them:
+/// at most `webhook_concurrency` at once (503 past it) and each done within the timeout.
+async fn bound_webhook(
+    axum::extract::State((permits, timeout)): axum::extract::State<(
+        Arc<Semaphore>,
+        std::time::Duration,
+    )>,
+    req: Request,
+    next: Next,
+) -> Response {
+    use axum::response::IntoResponse;
+    let Ok(_permit) = permits.try_acquire() else {
+        return Problem::new(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_webhooks",
+            "Too many webhooks",
+        )
+        .with_retry_after(std::time::Duration::from_secs(1))
+        .into_response();
+    };
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => Problem::new(
+            http::StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            "Request timeout",
+        )
+        .with_detail("the webhook was not received and handled in time")
+        .into_response(),
+    }
+}
+
+/// Count every problem answer by its code (`docgate_rejections_total{code}`), and turn the
+/// framework's own plain-text refusals (an oversized JSON body, a bad path parameter) into
+/// problem+json.
+async fn count_problems(
+    axum::extract::State(app): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let res = crate::http::as_problem(next.run(req).await).await;
+    if let Some(code) = res.extensions().get::<ProblemCode>() {
+        app.metrics.rejected(&code.0);
+    }
+    res
 }

@@ -1,81 +1,191 @@
-//! Request bodies: streams of `Bytes` cut off when the client goes quiet ([`IdleTimeout`]),
+//! Request bodies: streams of `Bytes` held to the front door's pace rules ([`GuardedBody`]),
 //! and bodies that are read out after a refusal so the client gets to see it
 //! ([`ReadOutOnDrop`]).
+//!
+//! A slow client is the cheapest attack on an upload gateway: one byte every few seconds
+//! holds a connection, an upload slot and a spool file for as long as the server lets it. So a
+//! body must keep arriving (`body_idle_timeout`), arrive at a minimum average rate over a
+//! window (`min_body_rate`, like nginx's `client_body_timeout` or Apache's mod_reqtimeout
+//! `MinRate`), and end by a deadline (`body_deadline`), whichever is broken first.
+//!
+//! The cause is recorded in a [`FaultCell`] where it happens, so code that only sees a wrapped
+//! error (multer's) still answers with the right problem — never by reading message text.
 
 use std::{
     future::Future,
     pin::Pin,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    sync::{Arc, OnceLock},
     task::{Context, Poll},
     time::Duration,
 };
 
 use bytes::Bytes;
-use docgate_core::read_out::{read_out, ReadOut};
+use docgate_core::{
+    read_out::{read_out, ReadOut},
+    Problem,
+};
 use futures_util::Stream;
 use http_body::Body as _;
 use tokio::time::{Instant, Sleep};
 
-/// Why a body stream ended early.
-#[derive(Debug, thiserror::Error)]
-pub enum BodyError {
+/// How a request body must arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyRules {
+    /// No byte for this long: cut.
+    pub idle: Duration,
+    /// Bytes per second, averaged over `window`; 0 turns the check off.
+    pub min_rate: u64,
+    pub window: Duration,
+    /// The whole body must have arrived by then.
+    pub deadline: Duration,
+}
+
+/// Why a body was cut, as recorded where it happened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyFault {
     #[error("no body bytes arrived for {0:?}")]
     Idle(Duration),
+    #[error("the body arrived at {rate} bytes/s over {window:?}; at least {min} are required")]
+    TooSlow {
+        rate: u64,
+        min: u64,
+        window: Duration,
+    },
+    #[error("the body did not complete within {0:?}")]
+    Deadline(Duration),
+    #[error("the body exceeds the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("a multipart part's headers exceed {limit} bytes")]
+    PartHeaderTooLarge { limit: u64 },
     #[error("reading the body failed: {0}")]
     Read(String),
 }
 
-/// Wraps a body stream: fails with [`BodyError::Idle`] when no chunk arrives within `idle`.
-/// The flag tells callers that only see a wrapped error (multer) that this was the cause.
-pub struct IdleTimeout<S> {
-    inner: S,
-    idle: Duration,
-    timer: Pin<Box<Sleep>>,
-    pub timed_out: Arc<AtomicBool>,
-}
-
-impl<S> std::fmt::Debug for IdleTimeout<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IdleTimeout")
-            .field("idle", &self.idle)
-            .finish()
-    }
-}
-
-impl<S> IdleTimeout<S> {
-    pub fn new(inner: S, idle: Duration) -> IdleTimeout<S> {
-        IdleTimeout {
-            inner,
-            idle,
-            timer: Box::pin(tokio::time::sleep(idle)),
-            timed_out: Arc::new(AtomicBool::new(false)),
+impl BodyFault {
+    pub fn to_problem(&self) -> Problem {
+        let timeout = |code: &'static str| {
+            Problem::new(http::StatusCode::REQUEST_TIMEOUT, code, "Request body timeout")
+                .with_detail(self.to_string())
+        };
+        match self {
+            BodyFault::Idle(_) => timeout("body_timeout"),
+            BodyFault::TooSlow { min, .. } => timeout("body_too_slow").with_extra("min_rate", *min),
+            BodyFault::Deadline(_) => timeout("body_too_slow"),
+            BodyFault::TooLarge { limit } => Problem::payload_too_large(*limit, "the request body"),
+            BodyFault::PartHeaderTooLarge { limit } => Problem::new(
+                http::StatusCode::PAYLOAD_TOO_LARGE,
+                "part_header_too_large",
+                "Part headers too large",
+            )
+            .with_detail(self.to_string())
+            .with_extra("limit", *limit),
+            BodyFault::Read(_) => Problem::bad_request(self.to_string()),
         }
     }
 }
 
-impl<S, E> Stream for IdleTimeout<S>
+/// The first fault of one request's body, shared by everything that reads it.
+#[derive(Debug, Clone, Default)]
+pub struct FaultCell(Arc<OnceLock<BodyFault>>);
+
+impl FaultCell {
+    /// Record `fault` unless an earlier one is already recorded; returns the recorded one.
+    pub fn record(&self, fault: BodyFault) -> BodyFault {
+        self.0.get_or_init(|| fault).clone()
+    }
+
+    pub fn get(&self) -> Option<&BodyFault> {
+        self.0.get()
+    }
+
+    /// The recorded fault's problem, else `otherwise`.
+    pub fn or(&self, otherwise: Problem) -> Problem {
+        self.get().map_or(otherwise, BodyFault::to_problem)
+    }
+}
+
+/// A body stream held to [`BodyRules`]; see the module docs.
+pub struct GuardedBody<S> {
+    inner: S,
+    rules: BodyRules,
+    idle: Pin<Box<Sleep>>,
+    deadline: Pin<Box<Sleep>>,
+    window_start: Instant,
+    window_bytes: u64,
+    pub faults: FaultCell,
+}
+
+impl<S> std::fmt::Debug for GuardedBody<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardedBody")
+            .field("rules", &self.rules)
+            .finish()
+    }
+}
+
+impl<S> GuardedBody<S> {
+    pub fn new(inner: S, rules: BodyRules) -> GuardedBody<S> {
+        let now = Instant::now();
+        GuardedBody {
+            inner,
+            rules,
+            idle: Box::pin(tokio::time::sleep_until(now + rules.idle)),
+            deadline: Box::pin(tokio::time::sleep_until(now + rules.deadline)),
+            window_start: now,
+            window_bytes: 0,
+            faults: FaultCell::default(),
+        }
+    }
+
+    /// Count a chunk; a fault when the last window's average was below the minimum rate.
+    fn pace(&mut self, len: usize) -> Option<BodyFault> {
+        let now = Instant::now();
+        self.idle.as_mut().reset(now + self.rules.idle);
+        self.window_bytes += len as u64;
+        let elapsed = now.duration_since(self.window_start);
+        if self.rules.min_rate == 0 || elapsed < self.rules.window {
+            return None;
+        }
+        let rate = self.window_bytes.saturating_mul(1000) / (elapsed.as_millis().max(1) as u64);
+        self.window_start = now;
+        self.window_bytes = 0;
+        (rate < self.rules.min_rate).then_some(BodyFault::TooSlow {
+            rate,
+            min: self.rules.min_rate,
+            window: self.rules.window,
+        })
+    }
+}
+
+impl<S, E> Stream for GuardedBody<S>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    type Item = Result<Bytes, BodyError>;
+    type Item = Result<Bytes, BodyFault>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(fault) = self.faults.get() {
+            return Poll::Ready(Some(Err(fault.clone())));
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            let fault = self.faults.record(BodyFault::Deadline(self.rules.deadline));
+            return Poll::Ready(Some(Err(fault)));
+        }
         match Pin::new(&mut self.inner).poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                let deadline = Instant::now() + self.idle;
-                self.timer.as_mut().reset(deadline);
-                Poll::Ready(Some(Ok(chunk)))
+            Poll::Ready(Some(Ok(chunk))) => match self.pace(chunk.len()) {
+                Some(fault) => Poll::Ready(Some(Err(self.faults.record(fault)))),
+                None => Poll::Ready(Some(Ok(chunk))),
+            },
+            Poll::Ready(Some(Err(e))) => {
+                let fault = self.faults.record(BodyFault::Read(e.to_string()));
+                Poll::Ready(Some(Err(fault)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Read(e.to_string())))),
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => match self.timer.as_mut().poll(cx) {
+            Poll::Pending => match self.idle.as_mut().poll(cx) {
                 Poll::Ready(()) => {
-                    self.timed_out.store(true, Ordering::Release);
-                    Poll::Ready(Some(Err(BodyError::Idle(self.idle))))
+                    let fault = self.faults.record(BodyFault::Idle(self.rules.idle));
+                    Poll::Ready(Some(Err(fault)))
                 }
                 Poll::Pending => Poll::Pending,
             },
@@ -168,21 +278,67 @@ mod tests {
     use futures_util::StreamExt;
     use std::convert::Infallible;
 
-    #[tokio::test(start_paused = true)]
-    async fn a_quiet_body_times_out_and_a_chatty_one_does_not() {
-        let chunks =
-            futures_util::stream::iter(vec![Ok::<_, Infallible>(Bytes::from_static(b"a"))]);
-        let mut s = IdleTimeout::new(
-            Box::pin(chunks.chain(futures_util::stream::pending())),
-            Duration::from_secs(5),
-        );
-        assert!(matches!(s.next().await, Some(Ok(_))));
-        assert!(matches!(s.next().await, Some(Err(BodyError::Idle(_)))));
-        assert!(s.timed_out.load(Ordering::Acquire));
+    fn rules(min_rate: u64) -> BodyRules {
+        BodyRules {
+            idle: Duration::from_secs(5),
+            min_rate,
+            window: Duration::from_secs(10),
+            deadline: Duration::from_secs(60),
+        }
+    }
 
-        let done = futures_util::stream::iter(vec![Ok::<_, Infallible>(Bytes::from_static(b"a"))]);
-        let mut s = IdleTimeout::new(done, Duration::from_secs(5));
+    fn one_chunk_then(
+        rest: impl Stream<Item = Result<Bytes, Infallible>> + Unpin,
+    ) -> impl Stream<Item = Result<Bytes, Infallible>> + Unpin {
+        futures_util::stream::iter(vec![Ok(Bytes::from_static(b"a"))]).chain(rest)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_body_times_out_and_a_finished_one_does_not() {
+        let mut s = GuardedBody::new(one_chunk_then(futures_util::stream::pending()), rules(0));
+        assert!(matches!(s.next().await, Some(Ok(_))));
+        assert!(matches!(s.next().await, Some(Err(BodyFault::Idle(_)))));
+        assert!(matches!(s.faults.get(), Some(BodyFault::Idle(_))));
+
+        let mut s = GuardedBody::new(one_chunk_then(futures_util::stream::empty()), rules(0));
         assert!(matches!(s.next().await, Some(Ok(_))));
         assert!(s.next().await.is_none());
+        assert!(s.faults.get().is_none());
+    }
+
+    /// A byte every 4 s never trips the idle timer, but is far below 1 KiB/s.
+    #[tokio::test(start_paused = true)]
+    async fn regression_a_trickling_body_is_cut_for_its_rate_not_kept_alive_by_each_byte() {
+        let trickle = futures_util::stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            Some((Ok::<_, Infallible>(Bytes::from_static(b"x")), ()))
+        });
+        let started = Instant::now();
+        let mut s = GuardedBody::new(Box::pin(trickle), rules(1024));
+        let fault = loop {
+            match s.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(f)) => break f,
+                None => panic!("the trickle never ends"),
+            }
+        };
+        assert!(matches!(fault, BodyFault::TooSlow { min: 1024, .. }), "{fault:?}");
+        assert!(started.elapsed() <= Duration::from_secs(13));
+        assert_eq!(fault.to_problem().code, "body_too_slow");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fast_enough_body_still_ends_at_the_deadline() {
+        let steady = futures_util::stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Some((Ok::<_, Infallible>(Bytes::from(vec![0u8; 4096])), ()))
+        });
+        let mut s = GuardedBody::new(Box::pin(steady), rules(1024));
+        let fault = loop {
+            if let Some(Err(f)) = s.next().await {
+                break f;
+            }
+        };
+        assert_eq!(fault, BodyFault::Deadline(Duration::from_secs(60)));
     }
 }

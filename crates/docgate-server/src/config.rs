@@ -5,7 +5,7 @@
 //! `{ file = "/path" }` (see [`docgate_core::Secret`]) and is loaded when the file is read, so a
 //! missing secret fails at start-up, not at the first upload.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
 use docgate_core::Secret;
 use serde::Deserialize;
@@ -48,20 +48,52 @@ fn default_ledger() -> String {
     "sqlite".into()
 }
 
-/// Connection and request limits of the front door.
+/// Connection and request limits of the front door. Every buffer, timer and count a client
+/// can push on has a bound here.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// A client must send its request head within this time (slow-loris defence).
+    /// A new connection must send its first request head within this time, and every later
+    /// one within this time of the previous answer (slow-loris and idle-socket defence).
     #[serde(deserialize_with = "docgate_core::duration::deserialize")]
     pub header_read_timeout: Duration,
-    /// A request body that sends nothing for this long is cut off.
+    /// Open connections at once; past it new ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Bytes of a request head (request line and headers); past it, 431.
+    #[serde(deserialize_with = "docgate_core::size::deserialize")]
+    pub max_header_bytes: u64,
+    /// A request body that sends nothing for this long is cut off (408 `body_timeout`).
     #[serde(deserialize_with = "docgate_core::duration::deserialize")]
     pub body_idle_timeout: Duration,
+    /// A body slower than this many bytes/s, averaged over `body_rate_window`, is cut off
+    /// (408 `body_too_slow`). 0 turns the check off.
+    #[serde(deserialize_with = "docgate_core::size::deserialize")]
+    pub min_body_rate: u64,
+    #[serde(deserialize_with = "docgate_core::duration::deserialize")]
+    pub body_rate_window: Duration,
+    /// A body must be complete within this time of its request (408 `body_too_slow`).
+    #[serde(deserialize_with = "docgate_core::duration::deserialize")]
+    pub body_deadline: Duration,
     /// Uploads being received at once; past it, 503 with Retry-After.
     pub max_concurrent_uploads: usize,
+    /// A tenant's share of `max_concurrent_uploads` when its own `max_concurrent_uploads` is
+    /// not set, so one tenant cannot starve the others.
+    pub tenant_upload_share: f64,
+    /// Below this much free space on the spool's or ledger's filesystem, `/readyz` is not
+    /// ready and uploads get 507 before their body is read.
+    #[serde(deserialize_with = "docgate_core::size::deserialize")]
+    pub min_free_space: u64,
     /// Documents up to this size are spooled in memory, larger ones on disk.
     pub spool_memory_threshold: usize,
+    /// Bytes of one multipart part's headers.
+    #[serde(deserialize_with = "docgate_core::size::deserialize")]
+    pub max_part_header_bytes: u64,
+    /// Bytes of a document's filename (UTF-8, after trimming); longer is 422.
+    pub max_filename_bytes: usize,
+    /// Text fields of one upload, and their bytes together.
+    pub max_fields: usize,
+    #[serde(deserialize_with = "docgate_core::size::deserialize")]
+    pub max_field_bytes: u64,
     /// How long shutdown waits for in-flight requests.
     #[serde(deserialize_with = "docgate_core::duration::deserialize")]
     pub shutdown_grace: Duration,
@@ -70,7 +102,15 @@ pub struct Limits {
     /// After refusing a request early (413, 415, 401, …) the gateway still reads up to this
     /// many body bytes and drops them, so the client receives the refusal instead of a
     /// connection reset. A request declaring more is not read out. 0 turns this off.
+    #[serde(deserialize_with = "docgate_core::size::deserialize")]
     pub refused_body_read_out: u64,
+    /// Unauthenticated provider webhooks: body size, time to read and answer, and how many at
+    /// once (past it, 503).
+    #[serde(deserialize_with = "docgate_core::size::deserialize")]
+    pub webhook_body_limit: u64,
+    #[serde(deserialize_with = "docgate_core::duration::deserialize")]
+    pub webhook_timeout: Duration,
+    pub webhook_concurrency: usize,
 }
 
 impl Limits {
@@ -82,18 +122,48 @@ impl Limits {
             total: Duration::from_secs(30),
         }
     }
+
+    /// How upload bodies must arrive.
+    pub fn body_rules(&self) -> crate::body::BodyRules {
+        crate::body::BodyRules {
+            idle: self.body_idle_timeout,
+            min_rate: self.min_body_rate,
+            window: self.body_rate_window,
+            deadline: self.body_deadline,
+        }
+    }
+
+    /// A tenant's upload slots when its configuration does not say.
+    pub fn default_tenant_slots(&self) -> usize {
+        let share = (self.max_concurrent_uploads as f64 * self.tenant_upload_share).ceil();
+        (share as usize).clamp(1, self.max_concurrent_uploads)
+    }
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             header_read_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            max_header_bytes: 16 * 1024,
             body_idle_timeout: Duration::from_secs(30),
+            min_body_rate: 1024,
+            body_rate_window: Duration::from_secs(10),
+            body_deadline: Duration::from_secs(15 * 60),
             max_concurrent_uploads: 64,
+            tenant_upload_share: 0.5,
+            min_free_space: 256 << 20,
             spool_memory_threshold: 256 * 1024,
+            max_part_header_bytes: 8 * 1024,
+            max_filename_bytes: 255,
+            max_fields: 100,
+            max_field_bytes: 64 * 1024,
             shutdown_grace: Duration::from_secs(30),
             require_content_length: false,
             refused_body_read_out: 32 * 1024 * 1024,
+            webhook_body_limit: 256 * 1024,
+            webhook_timeout: Duration::from_secs(10),
+            webhook_concurrency: 16,
         }
     }
 }
@@ -181,22 +251,23 @@ pub struct TenantConfig {
     pub api_key: Secret,
     /// Providers this tenant may use.
     pub providers: Vec<String>,
+    /// Uploads this tenant may have in flight at once (default: `limits.tenant_upload_share`
+    /// of `limits.max_concurrent_uploads`).
+    #[serde(default)]
+    pub max_concurrent_uploads: Option<usize>,
     /// Final receipts are POSTed here, signed with `notify_secret`.
     #[serde(default)]
     pub notify_url: Option<String>,
     #[serde(default)]
     pub notify_secret: Option<Secret>,
+    /// Per-provider tenant options, `[tenants.options.<provider>]`, checked by the provider.
+    #[serde(default)]
+    pub options: BTreeMap<String, toml::Table>,
 }
 
-/// One section per provider; a provider without a section is not offered.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProvidersConfig {
-    pub taler: Option<docgate_taler::TalerConfig>,
-    pub sila: Option<docgate_sila::SilaConfig>,
-    pub finext: Option<docgate_finext::FinextConfig>,
-    pub ost: Option<docgate_ost::OstConfig>,
-}
+/// One section per provider, `[providers.<name>]`, parsed by that provider's registration; a
+/// provider without a section is not offered.
+pub type ProvidersConfig = BTreeMap<String, toml::Value>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -209,6 +280,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("configuration: {0}")]
     Invalid(String),
+    #[error("configuration:\n{0}")]
+    Issues(docgate_core::ConfigIssues),
 }
 
 impl Config {

@@ -11,13 +11,17 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod app;
+pub mod auth;
 pub mod body;
 pub mod config;
 pub mod delivery;
+pub mod host;
 pub mod http;
 pub mod ledger;
 pub mod metrics;
+pub mod part_headers;
 pub mod receipt;
 pub mod registry;
 pub mod routes;
@@ -27,11 +31,12 @@ pub mod tenants;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use docgate_core::SpoolDir;
-use tokio::{net::TcpListener, sync::Semaphore, task::JoinHandle};
+use docgate_core::{ConfigIssues, Registration, SpoolDir};
+use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    admission::{Admission, SpaceWatch},
     app::{App, AppState},
     config::{Config, ConfigError, DeliverySettings, Limits},
     delivery::{notify::Notifier, Deliverer},
@@ -58,38 +63,34 @@ pub struct Setup {
 }
 
 impl Setup {
-    pub fn from_config(config: Config) -> Result<Setup, ConfigError> {
-        let mut tenants = Tenants::default();
-        for t in config.tenants {
-            let notify = match (t.notify_url, t.notify_secret) {
-                (Some(url), Some(secret)) => Some(NotifyTarget { url, secret }),
-                _ => None,
-            };
-            let name = t.name.clone();
-            if !tenants.add(
-                &t.api_key,
-                Tenant {
-                    name: t.name,
-                    providers: t.providers,
-                    notify,
-                },
-            ) {
-                return Err(ConfigError::Invalid(format!(
-                    "tenant `{name}` has the same api_key as another tenant"
-                )));
-            }
-        }
+    /// Everything `config` describes, with providers built through `table`. Every problem is
+    /// reported at once.
+    pub fn from_config(config: Config, table: &[&Registration]) -> Result<Setup, ConfigError> {
+        let mut issues = ConfigIssues::default();
+        let tenants = tenants_from_config(config.tenants, table, &mut issues);
         let spool_dir = config
             .spool_dir
             .clone()
             .unwrap_or_else(|| config.data_dir.join("spool"));
-        let registry = Registry::from_config(config.providers)?;
-        for name in tenants_providers(&tenants) {
-            if registry.get(&name).is_none() {
-                return Err(ConfigError::Invalid(format!(
-                    "a tenant uses provider `{name}`, which has no [providers.{name}] section"
-                )));
+        let registry = match Registry::from_config(config.providers, table) {
+            Ok(r) => r,
+            Err(e) => {
+                issues.extend(e);
+                Registry::default()
             }
+        };
+        for tenant in tenants.all() {
+            for name in tenant.providers.iter() {
+                if registry.get(name).is_none() && table.iter().any(|r| r.name == name) {
+                    issues.push(
+                        format!("tenants.{}.providers", tenant.name),
+                        format!("provider `{name}` has no [providers.{name}] section"),
+                    );
+                }
+            }
+        }
+        if !issues.is_empty() {
+            return Err(ConfigError::Issues(issues));
         }
         Ok(Setup {
             listen: config.listen,
@@ -105,11 +106,54 @@ impl Setup {
     }
 }
 
-fn tenants_providers(t: &Tenants) -> Vec<String> {
-    let mut names: Vec<String> = t.all().flat_map(|t| t.providers.clone()).collect();
-    names.sort();
-    names.dedup();
-    names
+fn tenants_from_config(
+    configs: Vec<config::TenantConfig>,
+    table: &[&Registration],
+    issues: &mut ConfigIssues,
+) -> Tenants {
+    let mut tenants = Tenants::default();
+    for t in configs {
+        let path = format!("tenants.{}", t.name);
+        for name in &t.providers {
+            if !table.iter().any(|r| r.name == name) {
+                issues.push(
+                    format!("{path}.providers"),
+                    format!("no such provider in this build: `{name}`"),
+                );
+            }
+        }
+        for (provider, options) in &t.options {
+            match table.iter().find(|r| r.name == provider) {
+                Some(entry) => {
+                    if let Err(e) = entry.check_tenant_options(options) {
+                        issues.extend(e.under(&format!("{path}.options.{provider}")));
+                    }
+                }
+                None => issues.push(
+                    format!("{path}.options.{provider}"),
+                    "no such provider in this build",
+                ),
+            }
+        }
+        let notify = match (t.notify_url, t.notify_secret) {
+            (Some(url), Some(secret)) => Some(NotifyTarget { url, secret }),
+            _ => None,
+        };
+        let tenant = Tenant {
+            name: t.name,
+            providers: Arc::new(t.providers),
+            options: Arc::new(t.options),
+            notify,
+            max_concurrent_uploads: t.max_concurrent_uploads,
+        };
+        if !tenants.add(&t.api_key, tenant) {
+            issues.push(
+                format!("{path}.api_key"),
+                "the same api_key as another tenant",
+            );
+        }
+    }
+    tenants
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,16 +228,36 @@ impl Gateway {
             Ok(n) => tracing::info!(removed = n, "removed orphaned spool files"),
             Err(e) => tracing::warn!(error = %e, "orphan spool cleanup failed"),
         }
+        let space = SpaceWatch::new(
+            vec![setup.spool_dir.clone(), setup.data_dir.clone()],
+            setup.limits.min_free_space,
+        );
+        let admission = Admission::new(
+            setup.limits.max_concurrent_uploads,
+            tenants.all().map(|t| {
+                let slots = t
+                    .max_concurrent_uploads
+                    .unwrap_or_else(|| setup.limits.default_tenant_slots());
+                (t.name.clone(), slots)
+            }),
+            space.clone(),
+        );
+        let host: docgate_core::Host = Arc::new(host::Host {
+            tenants: tenants.clone(),
+            ledger: ledger.clone(),
+            metrics: metrics.clone(),
+        });
         let app: AppState = Arc::new(App {
             registry,
             tenants: tenants.clone(),
             spool,
             ledger,
             deliverer: deliverer.clone(),
-            upload_slots: Arc::new(Semaphore::new(setup.limits.max_concurrent_uploads)),
             limits: setup.limits.clone(),
             delivery: setup.delivery,
+            admission,
             metrics: metrics.clone(),
+            host,
         });
         let listener = match setup.listener {
             Some(std_listener) => {
@@ -210,12 +274,12 @@ impl Gateway {
             .local_addr()
             .map_err(io("reading the bound address"))?;
         let shutdown = CancellationToken::new();
+        tokio::spawn(space.run(shutdown.clone()));
         let server = tokio::spawn(serve::serve(
             listener,
             app::router(app.clone()),
-            setup.limits.header_read_timeout,
+            setup.limits.clone(),
             shutdown.clone(),
-            setup.limits.shutdown_grace,
         ));
         let worker = tokio::spawn(deliverer.run_worker(
             Notifier::new(tenants, metrics),

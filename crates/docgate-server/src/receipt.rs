@@ -9,10 +9,10 @@ use serde_json::{json, Value};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
 use crate::{
-    http::{json_response, problem_response},
+    http::json_response,
     ledger::{Millis, UploadRecord, UploadStatus},
 };
-use docgate_core::Problem;
+use docgate_core::{problem::problem_response, Problem};
 
 fn rfc3339(ms: Millis) -> Value {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)

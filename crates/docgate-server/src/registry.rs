@@ -1,27 +1,20 @@
-//! The providers this gateway offers, by name.
+//! The providers this gateway offers, by name, built from the provider table.
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use docgate_core::Provider;
+use docgate_core::{ConfigIssues, Provider, Registration};
 
-use crate::config::{ConfigError, ProvidersConfig};
+use crate::config::ProvidersConfig;
 
+/// The configured providers.
 #[derive(Debug, Default)]
 pub struct Registry {
     providers: BTreeMap<String, Arc<dyn Provider>>,
-    /// OST has gateway routes beyond uploads (presigned POST, KYC submit, webhooks).
-    pub ost: Option<Arc<docgate_ost::OstProvider>>,
 }
 
 impl Registry {
     pub fn insert(&mut self, provider: Arc<dyn Provider>) {
         self.providers.insert(provider.name().to_owned(), provider);
-    }
-
-    pub fn insert_ost(&mut self, ost: docgate_ost::OstProvider) {
-        let ost = Arc::new(ost);
-        self.insert(ost.clone());
-        self.ost = Some(ost);
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Provider>> {
@@ -36,30 +29,33 @@ impl Registry {
         self.providers.values()
     }
 
-    /// Build the configured providers. A provider whose section is absent is not offered.
-    pub fn from_config(config: ProvidersConfig) -> Result<Registry, ConfigError> {
-        let mut r = Registry::default();
-        let invalid = |p: &str, e: &dyn std::fmt::Display| {
-            ConfigError::Invalid(format!("providers.{p}: {e}"))
-        };
-        if let Some(c) = config.taler {
-            r.insert(Arc::new(
-                docgate_taler::TalerProvider::new(c).map_err(|e| invalid("taler", &e))?,
-            ));
+    /// Build every provider that has a `[providers.<name>]` section, through its entry in
+    /// `table`. A section no entry claims is an error (a typo must not silently disable a
+    /// provider); every problem of every section is reported at once.
+    pub fn from_config(
+        sections: ProvidersConfig,
+        table: &[&Registration],
+    ) -> Result<Registry, ConfigIssues> {
+        let mut registry = Registry::default();
+        let mut issues = ConfigIssues::default();
+        for (name, section) in sections {
+            let path = format!("providers.{name}");
+            let Some(entry) = table.iter().find(|r| r.name == name) else {
+                let known: Vec<&str> = table.iter().map(|r| r.name).collect();
+                issues.push(
+                    path,
+                    format!(
+                        "no such provider in this build (providers: {})",
+                        known.join(", ")
+                    ),
+                );
+                continue;
+            };
+            match (entry.from_config)(section) {
+                Ok(provider) => registry.insert(provider),
+                Err(e) => issues.extend(e.under(&path)),
+            }
         }
-        if let Some(c) = config.sila {
-            r.insert(Arc::new(
-                docgate_sila::SilaProvider::new(c).map_err(|e| invalid("sila", &e))?,
-            ));
-        }
-        if let Some(c) = config.finext {
-            r.insert(Arc::new(
-                docgate_finext::FinextProvider::new(c).map_err(|e| invalid("finext", &e))?,
-            ));
-        }
-        if let Some(c) = config.ost {
-            r.insert_ost(docgate_ost::OstProvider::new(c).map_err(|e| invalid("ost", &e))?);
-        }
-        Ok(r)
+        issues.into_result(registry)
     }
 }

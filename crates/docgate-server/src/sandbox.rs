@@ -1,17 +1,21 @@
 //! The sandbox: `docgate serve` with no configuration.
 //!
-//! Every provider is wired to its emulator, running in this process on a loopback port with
-//! its state under `<data_dir>/emulators/<provider>`; the emulators verify what the real
-//! providers verify, so what works here works against them. One tenant, `sandbox`, may use
-//! every provider; its API key comes from `DOCGATE_SANDBOX_KEY` or is generated.
+//! Every provider of the table that has an emulator is wired to it, running in this process
+//! on a loopback port with its state under `<data_dir>/emulators/<provider>`; the emulators
+//! verify what the real providers verify, so what works here works against them. One
+//! tenant, `sandbox`, may use every provider; its API key comes from `DOCGATE_SANDBOX_KEY` or
+//! is generated.
 
 use std::{net::SocketAddr, path::Path};
 
-use docgate_core::Secret;
+use docgate_core::{
+    registration::{EmulatorError, EmulatorLaunch, RunningEmulator},
+    Registration, Secret,
+};
 use rand::RngCore;
 
 use crate::{
-    config::{DeliverySettings, Limits},
+    config::{ConfigError, DeliverySettings, Limits},
     registry::Registry,
     tenants::{Tenant, Tenants},
     Setup, StartError,
@@ -23,26 +27,30 @@ pub struct Sandbox {
     pub api_key: Secret,
     /// Whether the key was generated (and so must be shown to the user).
     pub generated_key: bool,
-    pub taler: docgate_taler::emulator::Emulator,
-    pub sila: docgate_sila::emulator::Emulator,
-    pub finext: docgate_finext::emulator::Emulator,
-    pub ost: docgate_ost::emulator::Emulator,
+    pub emulators: Vec<(&'static str, Box<dyn RunningEmulator>)>,
 }
 
 impl Sandbox {
     /// One line per emulator: name and URL.
     pub fn emulator_urls(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("taler", self.taler.url()),
-            ("sila", self.sila.url()),
-            ("finext", self.finext.url()),
-            ("ost", self.ost.url()),
-        ]
+        self.emulators
+            .iter()
+            .map(|(name, e)| (*name, e.url()))
+            .collect()
     }
-}
 
-fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
+    /// The running emulator of `provider`.
+    pub fn emulator(&self, provider: &str) -> Option<&dyn RunningEmulator> {
+        self.emulators
+            .iter()
+            .find(|(name, _)| *name == provider)
+            .map(|(_, e)| e.as_ref())
+    }
+
+    /// The running emulator of `provider` as its concrete type (tests drive its control API).
+    pub fn emulator_as<T: 'static>(&self, provider: &str) -> Option<&T> {
+        self.emulator(provider)?.as_any().downcast_ref::<T>()
+    }
 }
 
 fn generate_key() -> String {
@@ -51,79 +59,66 @@ fn generate_key() -> String {
     format!("sandbox_{}", hex::encode(bytes))
 }
 
-/// Start the emulators and describe a gateway wired to them.
+fn emulator_failed(name: &str, e: EmulatorError) -> StartError {
+    match e {
+        EmulatorError::Io(source) => StartError::Io {
+            what: format!("starting the {name} emulator"),
+            source,
+        },
+        other => StartError::Config(ConfigError::Invalid(format!(
+            "sandbox {name} emulator: {other}"
+        ))),
+    }
+}
+
+/// Start the emulators of every provider in `table` that has one, and describe a gateway
+/// wired to them.
 pub async fn setup(
     listen: SocketAddr,
     data_dir: &Path,
     key: Option<String>,
+    table: &[&Registration],
 ) -> Result<(Setup, Sandbox), StartError> {
-    let emu_dir = data_dir.join("emulators");
-    let io = |what: &str| {
-        let what = what.to_owned();
-        move |source| StartError::Io { what, source }
-    };
-    let taler = docgate_taler::emulator::start(docgate_taler::emulator::EmulatorOptions::new(
-        loopback(),
-        emu_dir.join("taler"),
-    ))
-    .await
-    .map_err(io("starting the taler emulator"))?;
-    let sila = docgate_sila::emulator::start(docgate_sila::emulator::EmulatorOptions::new(
-        loopback(),
-        emu_dir.join("sila"),
-    ))
-    .await
-    .map_err(io("starting the sila emulator"))?;
-    let finext = docgate_finext::emulator::start(docgate_finext::emulator::EmulatorOptions::new(
-        loopback(),
-        emu_dir.join("finext"),
-    ))
-    .await
-    .map_err(io("starting the finext emulator"))?;
-    let ost = docgate_ost::emulator::start(docgate_ost::emulator::EmulatorOptions::new(
-        loopback(),
-        emu_dir.join("ost"),
-    ))
-    .await
-    .map_err(io("starting the ost emulator"))?;
-
-    // Bind now: the OST emulator signs its webhooks over the gateway's exact URL.
-    let listener = std::net::TcpListener::bind(listen).map_err(io(&format!("binding {listen}")))?;
-    let gateway_addr = listener
-        .local_addr()
-        .map_err(io("reading the bound address"))?;
-    ost.set_webhook_url(Some(format!("http://{gateway_addr}/v1/webhooks/ost")));
-    let ost_config = ost.sandbox_config();
+    // Bind first: emulators that call the gateway back (OST's webhooks) sign over its URL.
+    let listener = std::net::TcpListener::bind(listen).map_err(|source| StartError::Io {
+        what: format!("binding {listen}"),
+        source,
+    })?;
+    let gateway_addr = listener.local_addr().map_err(|source| StartError::Io {
+        what: "reading the bound address".into(),
+        source,
+    })?;
     let mut registry = Registry::default();
-    let invalid = |p: &str, e: &dyn std::fmt::Display| {
-        crate::config::ConfigError::Invalid(format!("sandbox {p}: {e}"))
-    };
-    registry.insert(std::sync::Arc::new(
-        docgate_taler::TalerProvider::new(taler.sandbox_config())
-            .map_err(|e| invalid("taler", &e))?,
-    ));
-    registry.insert(std::sync::Arc::new(
-        docgate_sila::SilaProvider::new(sila.sandbox_config()).map_err(|e| invalid("sila", &e))?,
-    ));
-    registry.insert(std::sync::Arc::new(
-        docgate_finext::FinextProvider::new(finext.sandbox_config())
-            .map_err(|e| invalid("finext", &e))?,
-    ));
-    registry.insert_ost(docgate_ost::OstProvider::new(ost_config).map_err(|e| invalid("ost", &e))?);
-
+    let mut emulators = Vec::new();
+    for entry in table {
+        let Some(start) = entry.emulator else {
+            continue;
+        };
+        let launch = EmulatorLaunch::Sandbox {
+            data_dir: data_dir.join("emulators").join(entry.name),
+            gateway_url: format!("http://{gateway_addr}"),
+        };
+        let emulator = start(launch)
+            .await
+            .map_err(|e| emulator_failed(entry.name, e))?;
+        let provider = emulator.sandbox_provider().map_err(|e| {
+            StartError::Config(ConfigError::Issues(e.under(&format!("sandbox.{}", entry.name))))
+        })?;
+        registry.insert(provider);
+        emulators.push((entry.name, emulator));
+    }
     let (api_key, generated_key) = match key {
         Some(k) if !k.trim().is_empty() => (Secret::new(k.trim()), false),
         _ => (Secret::new(generate_key()), true),
     };
+    let mut tenant = Tenant::new("sandbox", registry.names().map(str::to_owned).collect());
+    // The sandbox is for trying everything, including OST's uninspected direct-to-S3 posts;
+    // a configured tenant must opt in to them.
+    let mut ost = toml::Table::new();
+    ost.insert("presigned_post".into(), toml::Value::Boolean(true));
+    tenant.options = std::sync::Arc::new([("ost".to_owned(), ost)].into_iter().collect());
     let mut tenants = Tenants::default();
-    tenants.add(
-        &api_key,
-        Tenant {
-            name: "sandbox".into(),
-            providers: registry.names().map(str::to_owned).collect(),
-            notify: None,
-        },
-    );
+    tenants.add(&api_key, tenant);
     let setup = Setup {
         listen,
         listener: Some(listener),
@@ -140,10 +135,7 @@ pub async fn setup(
         Sandbox {
             api_key,
             generated_key,
-            taler,
-            sila,
-            finext,
-            ost,
+            emulators,
         },
     ))
 }

@@ -1,38 +1,86 @@
-//! The accept loop: hyper directly (not `axum::serve`) because the front door needs a
-//! header-read timeout (a client that trickles its request head is cut off) and a graceful
-//! shutdown that lets in-flight uploads finish.
+//! The accept loop: hyper directly (not `axum::serve`), because the front door needs what a
+//! hostile client tests first:
+//!
+//! - **a connection cap** (`limits.max_connections`): past it, new connections wait in the
+//!   kernel's backlog instead of exhausting file descriptors;
+//! - **a first-byte deadline**: a connection that sends nothing within
+//!   `limits.header_read_timeout` is closed (hyper's own header timer only starts once a
+//!   request begins, and an idle socket never begins one);
+//! - **bounded request heads** (`limits.max_header_bytes`) for HTTP/1 and HTTP/2, HTTP/2
+//!   keep-alive pings and a stream limit;
+//! - **problem+json from hyper too**: the answers hyper writes on its own for a malformed or
+//!   oversized request head are rewritten on the way out ([`ProblemOnParseError`]);
+//! - a graceful shutdown that lets in-flight uploads finish.
 
-use std::time::Duration;
+use std::{
+    io,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use axum::Router;
+use bytes::Bytes;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
-use tokio::net::TcpListener;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::Semaphore,
+};
 use tokio_util::sync::CancellationToken;
 
-/// Serve `app` on `listener` until `shutdown`, then wait up to `grace` for open connections.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    header_read_timeout: Duration,
-    shutdown: CancellationToken,
-    grace: Duration,
-) {
-    let graceful = GracefulShutdown::new();
+use crate::config::Limits;
+
+/// Streams one HTTP/2 connection may carry at once.
+const H2_MAX_STREAMS: u32 = 64;
+
+fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's buffer must hold a head of the allowed size; it will not go below 8 KiB.
+    let head = usize::try_from(limits.max_header_bytes)
+        .unwrap_or(usize::MAX)
+        .max(8192);
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(head)
+        .max_headers(100)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    builder
+}
+
+/// Serve `app` on `listener` until `shutdown`, then wait up to `limits.shutdown_grace` for
+/// open connections.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
+    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(builder(&limits));
+    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -47,12 +95,17 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let first_byte = limits.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let _permit = permit;
+            if !sends_within(&stream, first_byte).await {
+                return;
+            }
+            let io = TokioIo::new(ProblemOnParseError::new(stream));
+            let conn = builder.serve_connection_with_upgrades(io, service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
@@ -60,8 +113,17 @@ pub async fn serve(
     drop(listener);
     tokio::select! {
         _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(grace) => tracing::warn!("connections still open after the shutdown grace period"),
+        _ = tokio::time::sleep(limits.shutdown_grace) => tracing::warn!("connections still open after the shutdown grace period"),
     }
+}
+
+/// Whether the peer sends a first byte within `deadline` (without consuming it).
+async fn sends_within(stream: &TcpStream, deadline: Duration) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(deadline, stream.peek(&mut byte)).await,
+        Ok(Ok(n)) if n > 0
+    )
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -81,4 +143,187 @@ pub async fn termination_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// The answer hyper writes by itself when a request head cannot be parsed (400), its target
+/// is too long (414) or it is too large (431): a bare head with `content-length: 0`. The
+/// gateway's own error answers always carry a problem body, so that shape identifies hyper's.
+fn hyper_error_status(written: &[u8]) -> Option<u16> {
+    let status = match written.get(..13)? {
+        b"HTTP/1.1 400 " => 400,
+        b"HTTP/1.1 414 " => 414,
+        b"HTTP/1.1 431 " => 431,
+        _ => return None,
+    };
+    let head_end = memchr::memmem::find(written, b"\r\n\r\n")? + 4;
+    let head = written[..head_end].to_ascii_lowercase();
+    (head_end == written.len() && memchr::memmem::find(&head, b"\r\ncontent-length: 0\r\n").is_some())
+        .then_some(status)
+}
+
+/// The problem+json answer that replaces hyper's bare one.
+fn problem_answer(status: u16) -> Bytes {
+    let (code, title, detail) = match status {
+        431 => (
+            "headers_too_large",
+            "Request Header Fields Too Large",
+            "the request head is larger than the gateway accepts",
+        ),
+        414 => (
+            "uri_too_long",
+            "URI Too Long",
+            "the request target is longer than the gateway accepts",
+        ),
+        _ => (
+            "bad_request",
+            "Bad Request",
+            "the request head could not be parsed",
+        ),
+    };
+    let body = serde_json::json!({
+        "type": format!("urn:docgate:problem:{code}"),
+        "title": title,
+        "status": status,
+        "code": code,
+        "detail": detail,
+        "side": "client",
+    })
+    .to_string();
+    Bytes::from(format!(
+        "HTTP/1.1 {status} {title}\r\ncontent-type: application/problem+json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    ))
+}
+
+/// A connection whose writes are watched for hyper's own error answers (see
+/// [`hyper_error_status`]), which are replaced by problem+json.
+#[derive(Debug)]
+pub struct ProblemOnParseError<T> {
+    inner: T,
+    /// A replacement still being written, and how much of it is out.
+    pending: Option<(Bytes, usize)>,
+}
+
+impl<T> ProblemOnParseError<T> {
+    pub fn new(inner: T) -> Self {
+        ProblemOnParseError {
+            inner,
+            pending: None,
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> ProblemOnParseError<T> {
+    /// Write out the replacement, if one is pending.
+    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((bytes, done)) = &mut self.pending {
+            if *done == bytes.len() {
+                self.pending = None;
+                break;
+            }
+            let n = std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, &bytes[*done..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            *done += n;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ProblemOnParseError<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ProblemOnParseError<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        std::task::ready!(self.drive(cx))?;
+        if let Some(status) = hyper_error_status(buf) {
+            self.pending = Some((problem_answer(status), 0));
+            // The caller's bytes count as written; the replacement goes out instead.
+            let _ = self.drive(cx)?;
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        std::task::ready!(self.drive(cx))?;
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+            let total: usize = bufs.iter().map(|b| b.len()).sum();
+            if first.len() == total {
+                if let Some(status) = hyper_error_status(first) {
+                    self.pending = Some((problem_answer(status), 0));
+                    let _ = self.drive(cx)?;
+                    return Poll::Ready(Ok(total));
+                }
+            }
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.drive(cx))?;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.drive(cx))?;
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_hyper_s_bare_error_heads_are_recognised() {
+        let bare = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        assert_eq!(hyper_error_status(bare), Some(431));
+        let bad = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
+        assert_eq!(hyper_error_status(bad), Some(400));
+        let ours = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/problem+json\r\ncontent-length: 52\r\n\r\n";
+        assert_eq!(hyper_error_status(ours), None);
+        let with_body = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\nx";
+        assert_eq!(hyper_error_status(with_body), None);
+        assert_eq!(hyper_error_status(b"HTTP/1.1 200 OK\r\n\r\n"), None);
+    }
+
+    #[tokio::test]
+    async fn a_bare_431_goes_out_as_problem_json() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (client, server) = tokio::io::duplex(4096);
+        let mut wrapped = ProblemOnParseError::new(server);
+        wrapped
+            .write_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .expect("write");
+        wrapped.shutdown().await.expect("shutdown");
+        let mut out = String::new();
+        let mut client = client;
+        client.read_to_string(&mut out).await.expect("read");
+        assert!(out.starts_with("HTTP/1.1 431 "), "{out}");
+        assert!(out.contains("application/problem+json"));
+        assert!(out.contains("\"code\":\"headers_too_large\""));
+    }
 }

@@ -3,9 +3,9 @@
 //! API keys are compared by their SHA-256 digest in a map, so lookup time does not depend on
 //! how much of a guessed key is right, and the keys themselves are not kept around.
 
-use std::collections::HashMap;
+use std::{collections::BTreeMap, collections::HashMap, sync::Arc};
 
-use docgate_core::{Problem, Secret};
+use docgate_core::{Problem, Secret, TenantRef};
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
@@ -13,8 +13,12 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, Clone)]
 pub struct Tenant {
     pub name: String,
-    pub providers: Vec<String>,
+    pub providers: Arc<Vec<String>>,
+    /// `[tenants.options.<provider>]`, checked by each provider's registration.
+    pub options: Arc<BTreeMap<String, toml::Table>>,
     pub notify: Option<NotifyTarget>,
+    /// Uploads in flight at once; `None`: the default share of the global limit.
+    pub max_concurrent_uploads: Option<usize>,
 }
 
 /// Where a tenant's final receipts are POSTed.
@@ -25,8 +29,28 @@ pub struct NotifyTarget {
 }
 
 impl Tenant {
+    /// A tenant that may use `providers`, without options or notifications.
+    pub fn new(name: impl Into<String>, providers: Vec<String>) -> Tenant {
+        Tenant {
+            name: name.into(),
+            providers: Arc::new(providers),
+            options: Arc::default(),
+            notify: None,
+            max_concurrent_uploads: None,
+        }
+    }
+
     pub fn may_use(&self, provider: &str) -> bool {
         self.providers.iter().any(|p| p == provider)
+    }
+
+    /// What a provider's routes see of this tenant.
+    pub fn to_ref(&self) -> TenantRef {
+        TenantRef {
+            name: self.name.clone(),
+            providers: self.providers.clone(),
+            options: self.options.clone(),
+        }
     }
 }
 
@@ -86,11 +110,7 @@ mod tests {
         let mut t = Tenants::default();
         t.add(
             &Secret::new("k1"),
-            Tenant {
-                name: "acme".into(),
-                providers: vec!["taler".into()],
-                notify: None,
-            },
+            Tenant::new("acme", vec!["taler".into()]),
         );
         t
     }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use docgate_core::{DigestsHex, DocumentMeta, Prepared};
+use docgate_core::{DigestsHex, DocumentMeta, OwnedRef, Prepared};
 use docgate_server::ledger::{
     Finish, Inserted, Lease, Ledger, NewUpload, NotifyState, ProviderEvent, SqlLedger,
     StoredDocument, UploadStatus,
@@ -212,6 +212,7 @@ both_backends!(a_claim_is_exclusive_until_its_lease_expires, |ledger| {
         provider_reference: None,
         problem: None,
         upstream_status: Some(204),
+        owned: Vec::new(),
         now: 1200,
     };
     assert!(!ledger
@@ -358,41 +359,36 @@ both_backends!(releasing_leases_makes_work_due_again, |ledger| {
 });
 
 both_backends!(
-    references_of_delivered_uploads_belong_to_their_tenant,
+    identifiers_have_one_owner_the_first_tenant_to_claim_them,
     |ledger| {
         ledger
             .insert(new_upload("u1", None, Some(lease("a", 1000)), 10))
             .await
             .expect("insert");
-        let reference = json!({"document_id": "4/i/abc", "selfie": "4/i/def"});
+        let key = |v: &str| OwnedRef::new("s3_key", v);
         let fin = Finish {
-            status: UploadStatus::Delivered,
-            provider_reference: Some(reference),
-            problem: None,
-            upstream_status: None,
-            now: 20,
+            owned: vec![key("4/i/abc"), key("4/i/def")],
+            ..Finish::delivered(
+                UploadStatus::Delivered,
+                json!({"document_id": "4/i/abc", "selfie": "4/i/def"}),
+                Vec::new(),
+                None,
+            )
         };
         assert!(ledger.finish("u1", "a:t", fin).await.expect("finish"));
-        assert!(ledger
-            .owns_reference("acme", "taler", "4/i/def")
-            .await
-            .expect("owns"));
-        assert!(!ledger
-            .owns_reference("globex", "taler", "4/i/def")
-            .await
-            .expect("owns"));
-        assert!(!ledger
-            .owns_reference("acme", "taler", "4/i/zzz")
-            .await
-            .expect("owns"));
-        ledger
-            .add_references("globex", "taler", &["4/i/post".into()], "presigned-post")
-            .await
-            .expect("add");
-        assert!(ledger
-            .owns_reference("globex", "taler", "4/i/post")
-            .await
-            .expect("owns"));
+        assert!(ledger.owns_ref("acme", "taler", &key("4/i/def")).await.expect("owns"));
+        assert!(!ledger.owns_ref("globex", "taler", &key("4/i/def")).await.expect("owns"));
+        assert!(!ledger.owns_ref("acme", "taler", &key("4/i/zzz")).await.expect("owns"));
+        assert!(!ledger.owns_ref("acme", "ost", &key("4/i/def")).await.expect("owns"), "per provider");
+
+        let user = OwnedRef::new("user", "11001");
+        assert!(ledger.claim_ref("globex", "ost", &user, "kyc").await.expect("claim"));
+        assert!(ledger.claim_ref("globex", "ost", &user, "kyc").await.expect("again"), "idempotent");
+        assert!(
+            !ledger.claim_ref("acme", "ost", &user, "kyc").await.expect("claim"),
+            "regression: a second tenant cannot take over another tenant's OST user"
+        );
+        assert!(!ledger.owns_ref("acme", "ost", &user).await.expect("owns"));
     }
 );
 
@@ -414,6 +410,7 @@ both_backends!(notifications_are_claimed_once_final_and_retried, |ledger| {
         provider_reference: None,
         problem: Some(json!({"code": "provider_rejected"})),
         upstream_status: Some(403),
+        owned: Vec::new(),
         now: 50,
     };
     assert!(ledger.finish("u1", "a:t", fin).await.expect("finish"));
@@ -469,6 +466,7 @@ both_backends!(spool_removal_lists_final_uploads_once, |ledger| {
         provider_reference: Some(json!({})),
         problem: None,
         upstream_status: Some(412),
+        owned: Vec::new(),
         now: 20,
     };
     assert!(ledger.finish("u1", "a:t", fin).await.expect("finish"));
@@ -489,12 +487,14 @@ both_backends!(spool_removal_lists_final_uploads_once, |ledger| {
     assert_eq!(ledger.live_upload_ids().await.expect("live"), vec!["u2"]);
 });
 
-both_backends!(events_are_recorded_once, |ledger| {
+both_backends!(events_are_recorded_once_and_shown_to_their_subject_s_owner, |ledger| {
+    let user = OwnedRef::new("user", "236");
     let e = ProviderEvent {
         provider: "ost".into(),
         event_id: "236".into(),
         name: "user_register".into(),
         received_at: 5,
+        subject: Some(user.clone()),
         payload: json!({"id": "236"}),
     };
     assert!(ledger.record_event(&e).await.expect("record"));
@@ -502,7 +502,16 @@ both_backends!(events_are_recorded_once, |ledger| {
         !ledger.record_event(&e).await.expect("record"),
         "a replay is refused"
     );
-    assert_eq!(ledger.list_events("ost", 10).await.expect("list"), vec![e]);
+    let anonymous = ProviderEvent {
+        event_id: "237".into(),
+        subject: None,
+        ..e.clone()
+    };
+    assert!(ledger.record_event(&anonymous).await.expect("record"));
+    assert!(ledger.list_events("acme", "ost", 10).await.expect("list").is_empty());
+    ledger.claim_ref("acme", "ost", &user, "kyc").await.expect("claim");
+    assert_eq!(ledger.list_events("acme", "ost", 10).await.expect("list"), vec![e]);
+    assert!(ledger.list_events("globex", "ost", 10).await.expect("list").is_empty());
 });
 
 both_backends!(status_counts_group_by_provider_and_status, |ledger| {
@@ -577,3 +586,90 @@ both_backends!(claims_only_take_providers_this_replica_offers, |ledger| {
         .expect("claim")
         .is_empty());
 });
+
+/// A ledger as docgate wrote it before versioned migrations: the same tables, no
+/// `_sqlx_migrations`, and ownership in `upload_refs` (where one OST user could belong to
+/// two tenants).
+const BEFORE_VERSIONS: &str = "
+    CREATE TABLE uploads (
+        id TEXT PRIMARY KEY, tenant TEXT NOT NULL, provider TEXT NOT NULL, idempotency_key TEXT,
+        fingerprint TEXT NOT NULL, status TEXT NOT NULL, prepared TEXT NOT NULL,
+        documents TEXT NOT NULL, attempts BIGINT NOT NULL DEFAULT 0, next_attempt_at BIGINT,
+        lease_owner TEXT, lease_until BIGINT, last_upstream_status BIGINT, last_error TEXT,
+        provider_reference TEXT, problem TEXT, created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL, delivered_at BIGINT, notify_state TEXT NOT NULL,
+        notify_attempts BIGINT NOT NULL DEFAULT 0, notify_next_at BIGINT,
+        spool_removed BIGINT NOT NULL DEFAULT 0);
+    CREATE UNIQUE INDEX uploads_idempotency ON uploads (tenant, idempotency_key);
+    CREATE TABLE upload_refs (provider TEXT NOT NULL, reference TEXT NOT NULL,
+        tenant TEXT NOT NULL, upload_id TEXT NOT NULL, PRIMARY KEY (provider, reference, tenant));
+    CREATE TABLE provider_events (provider TEXT NOT NULL, event_id TEXT NOT NULL,
+        name TEXT NOT NULL, received_at BIGINT NOT NULL, payload TEXT NOT NULL,
+        PRIMARY KEY (provider, event_id));
+    INSERT INTO uploads (id, tenant, provider, fingerprint, status, prepared, documents,
+        created_at, updated_at, notify_state)
+        VALUES ('old-1', 'acme', 'ost', 'f', 'delivered', '{}', '[]', 1, 2, 'none');
+    INSERT INTO upload_refs VALUES ('ost', '4/i/abc', 'acme', 'old-1');
+    INSERT INTO upload_refs VALUES ('ost', 'user:11001', 'acme', 'kyc-submit');
+    INSERT INTO upload_refs VALUES ('ost', 'user:11002', 'acme', 'kyc-submit');
+    INSERT INTO upload_refs VALUES ('ost', 'user:11002', 'globex', 'kyc-submit');
+    INSERT INTO provider_events VALUES ('ost', 'e1', 'user_register', 3, '{}');
+";
+
+async fn assert_upgraded(ledger: &dyn Ledger) {
+    let rec = ledger.get("old-1").await.expect("get").expect("kept");
+    assert_eq!(rec.status, UploadStatus::Delivered);
+    let owns = |t: &'static str, kind: &'static str, v: &'static str| async move {
+        ledger
+            .owns_ref(t, "ost", &OwnedRef::new(kind, v))
+            .await
+            .expect("owns")
+    };
+    assert!(owns("acme", "s3_key", "4/i/abc").await);
+    assert!(owns("acme", "user", "11001").await);
+    assert!(!owns("globex", "user", "11001").await);
+    // Contested before the ownership rule: nobody's until an operator decides.
+    assert!(!owns("acme", "user", "11002").await);
+    assert!(!owns("globex", "user", "11002").await);
+    assert!(!ledger
+        .claim_ref("globex", "ost", &OwnedRef::new("user", "11002"), "kyc")
+        .await
+        .expect("claim"));
+}
+
+#[tokio::test]
+async fn a_ledger_from_before_versioned_migrations_is_upgraded_in_place_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = SqlLedger::sqlite_url(&dir.path().join("ledger.sqlite"));
+    {
+        let old = sqlx::SqlitePool::connect(&url).await.expect("old sqlite");
+        sqlx::raw_sql(BEFORE_VERSIONS).execute(&old).await.expect("old schema");
+        old.close().await;
+    }
+    let ledger = SqlLedger::connect(&url).await.expect("migrates");
+    assert_upgraded(&ledger).await;
+    drop(ledger);
+    // Opening again is a no-op.
+    let again = SqlLedger::connect(&url).await.expect("reopens");
+    assert_upgraded(&again).await;
+}
+
+#[tokio::test]
+async fn a_ledger_from_before_versioned_migrations_is_upgraded_in_place_postgres() {
+    let base = postgres_base();
+    let schema = format!("ledger_upgrade_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&base).await.expect("PostgreSQL");
+    admin
+        .execute(format!("CREATE SCHEMA {schema}").as_str())
+        .await
+        .expect("schema");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    {
+        let old = sqlx::PgPool::connect(&url).await.expect("old pg");
+        sqlx::raw_sql(BEFORE_VERSIONS).execute(&old).await.expect("old schema");
+        old.close().await;
+    }
+    let ledger = SqlLedger::connect(&url).await.expect("migrates");
+    assert_upgraded(&ledger).await;
+}

@@ -22,6 +22,7 @@ impl Sandbox {
             "127.0.0.1:0".parse().expect("addr"),
             dir.path(),
             Some(KEY.into()),
+            docgate_providers::ALL,
         )
         .await
         .expect("sandbox");
@@ -32,6 +33,12 @@ impl Sandbox {
             client: reqwest::Client::new(),
             _dir: dir,
         }
+    }
+
+    fn ost(&self) -> &docgate_ost::emulator::Emulator {
+        self.emulators
+            .emulator_as("ost")
+            .expect("the sandbox runs the OST emulator")
     }
 
     fn url(&self, path: &str) -> String {
@@ -105,15 +112,14 @@ async fn documents_land_in_s3_unchanged_and_the_keys_can_be_submitted() {
     let keys = &receipt["provider_reference"];
     for (slot, bytes) in [("document_id", &id), ("selfie", &selfie)] {
         let key = keys[slot].as_str().expect("an S3 key per slot");
-        let path = s.emulators.ost.object_path(key).expect("object path");
+        let path = s.ost().object_path(key).expect("object path");
         assert_eq!(
             &std::fs::read(path).expect("object stored"),
             bytes,
             "{slot} byte-identical in S3"
         );
         let get = s
-            .emulators
-            .ost
+            .ost()
             .presigned_get(key, Duration::from_secs(60))
             .await
             .expect("presign");
@@ -197,7 +203,7 @@ async fn size_bounds_are_enforced_before_anything_reaches_ost() {
     assert_eq!(body["code"], "payload_too_small", "{body}");
     let res = upload(jpeg(21 * 1024 * 1024, 4)).await.expect("send");
     assert_eq!(res.status(), 413);
-    assert_eq!(s.emulators.ost.faults.requests(), 0, "OST was never called");
+    assert_eq!(s.ost().faults.requests(), 0, "OST was never called");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,7 +245,7 @@ async fn a_presigned_form_posts_straight_to_s3() {
     );
     let key = form_spec["fields"]["key"].as_str().expect("key");
     assert_eq!(
-        std::fs::read(s.emulators.ost.object_path(key).expect("path")).expect("stored"),
+        std::fs::read(s.ost().object_path(key).expect("path")).expect("stored"),
         photo
     );
     // The key handed out is this tenant's: it may be submitted.
@@ -263,7 +269,7 @@ async fn a_presigned_form_posts_straight_to_s3() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_are_verified_refused_when_tampered_stale_or_replayed() {
     let s = Sandbox::start().await;
-    let secret = s.emulators.ost.webhook_secret().to_owned();
+    let secret = s.ost().webhook_secret().to_owned();
     let url = s.url("/v1/webhooks/ost");
     let event: Map<String, Value> = serde_json::from_value(json!({
         "created_at": "1541144915",

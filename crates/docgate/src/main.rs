@@ -2,7 +2,8 @@
 //!
 //! - `docgate serve [--config FILE] [--listen ADDR] [--data-dir DIR]` — without `--config`, the
 //!   sandbox: every provider wired to an in-process emulator.
-//! - `docgate emulate <taler|sila|finext|ost> [--listen ADDR] [--data-dir DIR]` — one emulator.
+//! - `docgate emulate <provider> [--listen ADDR] [--data-dir DIR] [its own flags]` — one
+//!   emulator (in builds with the `sandbox` feature, the default).
 //! - `docgate upload --provider P [--field k=v]… SLOT=FILE…` — post documents to a gateway.
 //! - `docgate hash [--digest sha256,sha512,md5|all] FILE` — the digest pipeline on a file.
 //!
@@ -14,10 +15,11 @@
 mod hash;
 mod upload;
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{ffi::OsString, net::SocketAddr, path::PathBuf};
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{builder::PossibleValuesParser, Parser, Subcommand};
+use docgate_core::registration::{EmulatorError, EmulatorLaunch};
 use docgate_server::{config::Config, sandbox, serve::termination_signal, Gateway, Setup};
 
 #[derive(Parser, Debug)]
@@ -45,20 +47,13 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// Run one provider emulator alone.
+    /// Run one provider emulator alone (`docgate emulate <provider> --help` for its flags).
     Emulate {
-        provider: EmulatedProvider,
-        #[arg(long, default_value = "127.0.0.1:0")]
-        listen: SocketAddr,
-        #[arg(long, default_value = "docgate-emulator-data")]
-        data_dir: PathBuf,
-        /// OST only: the API key the emulator accepts (generated when absent).
-        #[arg(long)]
-        api_key: Option<String>,
-        /// OST only: the API secret the emulator accepts (generated when absent). These are
-        /// emulator test credentials, not real secrets.
-        #[arg(long)]
-        api_secret: Option<String>,
+        #[arg(value_parser = PossibleValuesParser::new(docgate_providers::ALL.iter().map(|r| r.name)))]
+        provider: String,
+        /// The emulator's own flags: --listen ADDR, --data-dir DIR, and the provider's.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
     },
     /// Upload documents to a running gateway (API key from $DOCGATE_API_KEY).
     Upload(upload::UploadArgs),
@@ -69,14 +64,6 @@ enum Command {
         digest: String,
         file: PathBuf,
     },
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum EmulatedProvider {
-    Taler,
-    Sila,
-    Finext,
-    Ost,
 }
 
 fn init_tracing() {
@@ -100,15 +87,9 @@ async fn main() -> anyhow::Result<()> {
             init_tracing();
             serve(config, listen, data_dir).await
         }
-        Command::Emulate {
-            provider,
-            listen,
-            data_dir,
-            api_key,
-            api_secret,
-        } => {
+        Command::Emulate { provider, args } => {
             init_tracing();
-            emulate(provider, listen, data_dir, api_key, api_secret).await
+            emulate(&provider, args).await
         }
         Command::Upload(args) => upload::run(args).await,
         Command::Hash { digest, file } => hash::run(&digest, &file).await,
@@ -129,13 +110,19 @@ async fn serve(
             if let Some(d) = data_dir {
                 config.data_dir = d;
             }
-            (Setup::from_config(config)?, None)
+            (Setup::from_config(config, docgate_providers::ALL)?, None)
         }
         None => {
+            if docgate_providers::ALL.iter().all(|r| r.emulator.is_none()) {
+                anyhow::bail!(
+                    "this build has no emulators (built without the `sandbox` feature): \
+                     run it with --config docgate.toml"
+                );
+            }
             let listen = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
             let data_dir = data_dir.unwrap_or_else(|| PathBuf::from("docgate-data"));
             let key = std::env::var("DOCGATE_SANDBOX_KEY").ok();
-            let (setup, sandbox) = sandbox::setup(listen, &data_dir, key)
+            let (setup, sandbox) = sandbox::setup(listen, &data_dir, key, docgate_providers::ALL)
                 .await
                 .context("starting the sandbox")?;
             (setup, Some(sandbox))
@@ -170,72 +157,30 @@ async fn serve(
     Ok(())
 }
 
-async fn emulate(
-    provider: EmulatedProvider,
-    listen: SocketAddr,
-    data_dir: PathBuf,
-    api_key: Option<String>,
-    api_secret: Option<String>,
-) -> anyhow::Result<()> {
-    if (api_key.is_some() || api_secret.is_some()) && !matches!(provider, EmulatedProvider::Ost) {
-        anyhow::bail!("--api-key/--api-secret are only for the OST emulator");
-    }
-    let (name, url, banner, server) = match provider {
-        EmulatedProvider::Taler => {
-            let e = docgate_taler::emulator::start(docgate_taler::emulator::EmulatorOptions::new(
-                listen, data_dir,
-            ))
-            .await?;
-            (
-                "taler",
-                e.url(),
-                e.banner(),
-                Box::new(e) as Box<dyn std::any::Any + Send>,
-            )
+async fn emulate(provider: &str, args: Vec<OsString>) -> anyhow::Result<()> {
+    let start = docgate_providers::find(provider)
+        .and_then(|r| r.emulator)
+        .ok_or_else(|| {
+            anyhow::anyhow!("this build has no {provider} emulator (built without `sandbox`)")
+        })?;
+    let emulator = match start(EmulatorLaunch::Cli(args)).await {
+        Ok(e) => e,
+        Err(EmulatorError::Help(text)) => {
+            print!("{text}");
+            return Ok(());
         }
-        EmulatedProvider::Sila => {
-            let e = docgate_sila::emulator::start(docgate_sila::emulator::EmulatorOptions::new(
-                listen, data_dir,
-            ))
-            .await?;
-            (
-                "sila",
-                e.url(),
-                e.banner(),
-                Box::new(e) as Box<dyn std::any::Any + Send>,
-            )
+        Err(EmulatorError::Usage(text)) => {
+            eprint!("{text}");
+            std::process::exit(2);
         }
-        EmulatedProvider::Finext => {
-            let e = docgate_finext::emulator::start(
-                docgate_finext::emulator::EmulatorOptions::new(listen, data_dir),
-            )
-            .await?;
-            (
-                "finext",
-                e.url(),
-                e.banner(),
-                Box::new(e) as Box<dyn std::any::Any + Send>,
-            )
-        }
-        EmulatedProvider::Ost => {
-            let mut opts = docgate_ost::emulator::EmulatorOptions::new(listen, data_dir);
-            opts.api_key = api_key;
-            opts.api_secret = api_secret;
-            let e = docgate_ost::emulator::start(opts).await?;
-            (
-                "ost",
-                e.url(),
-                e.banner(),
-                Box::new(e) as Box<dyn std::any::Any + Send>,
-            )
-        }
+        Err(e) => return Err(e).context(format!("starting the {provider} emulator")),
     };
     // The listening line comes last: scripts wait for it as the "ready" signal.
-    for line in banner {
+    for line in emulator.banner() {
         println!("{line}");
     }
-    println!("{name} emulator listening on {url}");
+    println!("{provider} emulator listening on {}", emulator.url());
     termination_signal().await;
-    drop(server);
+    drop(emulator);
     Ok(())
 }

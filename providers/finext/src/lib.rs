@@ -23,14 +23,17 @@ pub mod base64_stream;
 pub mod body;
 pub mod config;
 pub mod dates;
+#[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod outcome;
 pub mod provider;
 pub mod sign;
 pub mod submission;
 pub mod vocab;
+pub mod registration;
 
 pub use config::{FinextConfig, FinextConfigError};
 pub use dates::DateFormat;
 pub use provider::FinextProvider;
 pub use submission::{Endpoint, Proof, Submission};
+pub use registration::REGISTRATION;

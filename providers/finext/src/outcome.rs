@@ -82,6 +82,7 @@ pub fn interpret(
                 "code": OK_CODE,
                 "msg": msg,
             }),
+            owned: Vec::new(),
             upstream_status: upstream,
         },
         Some((code, msg)) if code != OK_CODE => {
@@ -95,11 +96,12 @@ pub fn interpret(
                     msg.as_str()
                 }
             );
-            Outcome::Rejected(
+            Outcome::rejected(
                 Problem::provider_rejected(upstream, summary)
                     .with_extra("upstream_code", code)
                     .with_extra("upstream_msg", msg)
                     .with_extra("request_id", attempt.request_id),
+                upstream,
             )
         }
         _ if status.is_success() => Outcome::RetryLater {
@@ -111,7 +113,7 @@ pub fn interpret(
             ),
             upstream_status: upstream,
         },
-        _ => Outcome::Rejected(Problem::provider_rejected(
+        _ => Outcome::rejected(Problem::provider_rejected(
             upstream,
             format!(
                 "Finext answered HTTP {} to {}: {}",
@@ -119,7 +121,7 @@ pub fn interpret(
                 attempt.endpoint.name(),
                 summarize_body(body)
             ),
-        )),
+        ), upstream),
     }
 }
 
@@ -170,6 +172,7 @@ mod tests {
             Outcome::Delivered {
                 reference,
                 upstream_status,
+            ..
             } => {
                 assert_eq!(upstream_status, Some(200));
                 assert_eq!(reference["endpoint"], "addAddressProof");
@@ -186,7 +189,7 @@ mod tests {
     #[test]
     fn other_codes_are_rejected_with_code_and_message() {
         match answer(200, r#"{"code": 10401, "msg": "sign mismatch"}"#) {
-            Outcome::Rejected(p) => {
+            Outcome::Rejected { problem: p, .. } => {
                 assert_eq!(p.code, "provider_rejected");
                 assert_eq!(p.extra["upstream_code"], 10401);
                 assert_eq!(p.extra["upstream_msg"], "sign mismatch");
@@ -197,7 +200,7 @@ mod tests {
         }
         assert!(matches!(
             answer(404, r#"{"code":10404,"msg":"no such endpoint"}"#),
-            Outcome::Rejected(_)
+            Outcome::Rejected { .. }
         ));
     }
 
@@ -231,7 +234,7 @@ mod tests {
         assert!(!answer(200, "<html>gateway</html>").is_final());
         assert!(!answer(200, r#"{"msg":"ok"}"#).is_final());
         assert!(!answer(200, "").is_final());
-        assert!(matches!(answer(401, "Unauthorized"), Outcome::Rejected(_)));
-        assert!(matches!(answer(302, ""), Outcome::Rejected(_)));
+        assert!(matches!(answer(401, "Unauthorized"), Outcome::Rejected { .. }));
+        assert!(matches!(answer(302, ""), Outcome::Rejected { .. }));
     }
 }

@@ -245,11 +245,11 @@ impl Provider for FinextProvider {
     ) -> Outcome {
         let submission: Submission = match prepared.parse() {
             Ok(s) => s,
-            Err(p) => return Outcome::Rejected(p),
+            Err(p) => return Outcome::rejected(p, None),
         };
         let metas: Vec<DocumentMeta> = documents.iter().map(|d| d.meta.clone()).collect();
         if let Err(p) = self.check(prepared, &metas) {
-            return Outcome::Rejected(p);
+            return Outcome::rejected(p, None);
         }
         let with_ext = |slot: &str| {
             documents
@@ -261,7 +261,7 @@ impl Provider for FinextProvider {
                 })
         };
         let Some(front) = with_ext(FRONT) else {
-            return Outcome::Rejected(Problem::invalid_metadata(vec![FieldError::missing(FRONT)]));
+            return Outcome::rejected(Problem::invalid_metadata(vec![FieldError::missing(FRONT)]), None);
         };
         let back = with_ext(BACK);
 
@@ -295,7 +295,7 @@ impl Provider for FinextProvider {
             Ok(r) => r,
             Err(e) => {
                 if let Some(what) = fault.get() {
-                    return Outcome::Rejected(Problem::internal(format!("finext: {what}")));
+                    return Outcome::rejected(Problem::internal(format!("finext: {what}")), None);
                 }
                 return outcome::transport_failure(&e, self.config.timeout);
             }

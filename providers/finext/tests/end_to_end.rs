@@ -65,6 +65,7 @@ async fn an_address_proof_with_front_and_back_is_delivered_and_stored_byte_ident
     let Outcome::Delivered {
         reference,
         upstream_status,
+    ..
     } = outcome
     else {
         panic!("not delivered: {outcome:?}");
@@ -177,7 +178,7 @@ async fn a_passport_needs_only_its_front_and_other_ids_need_a_back() {
     // deliver refuses on its own too, without sending anything.
     let outcome = h.provider.deliver(&h.ctx(1), &prepared, &docs).await;
     assert!(
-        matches!(outcome, Outcome::Rejected(ref p) if p.code == "invalid_metadata"),
+        matches!(outcome, Outcome::Rejected { problem: ref p, .. } if p.code == "invalid_metadata"),
         "{outcome:?}"
     );
     assert_eq!(h.emulator.submissions().len(), 1);
@@ -221,7 +222,7 @@ async fn a_client_with_the_wrong_date_format_is_refused_by_the_emulator() {
     let prepared = provider.prepare(&f).expect("valid metadata");
     let docs = vec![h.document("front", jpeg(1000, 4)).await];
     match provider.deliver(&h.ctx(1), &prepared, &docs).await {
-        Outcome::Rejected(p) => assert_eq!(p.extra["upstream_code"], 10422, "{p}"),
+        Outcome::Rejected { problem: p, .. } => assert_eq!(p.extra["upstream_code"], 10422, "{p}"),
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -334,7 +335,7 @@ async fn a_refusal_names_the_code_and_the_message() {
         .expect("valid metadata");
     let docs = vec![h.document("front", jpeg(1000, 7)).await];
     match provider.deliver(&h.ctx(1), &prepared, &docs).await {
-        Outcome::Rejected(p) => {
+        Outcome::Rejected { problem: p, .. } => {
             assert_eq!(p.code, "provider_rejected");
             assert_eq!(p.status, 502);
             assert_eq!(p.extra["upstream_code"], 10401);

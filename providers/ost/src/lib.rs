@@ -12,13 +12,17 @@
 
 pub mod api;
 pub mod config;
+#[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod envelope;
 pub mod kyc;
 pub mod provider;
 pub mod signing;
 pub mod webhook;
+pub mod registration;
+pub mod routes;
 
 pub use config::{OstConfig, OstConfigError};
 pub use provider::OstProvider;
 pub use webhook::{WebhookError, WebhookEvent};
+pub use registration::REGISTRATION;

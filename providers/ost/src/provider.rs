@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use docgate_core::{
     provider::fields, upstream, DeliveryContext, DigestSet, Document, DocumentMeta, FieldError,
-    FieldSpec, Fields, MediaRange, Outcome, Prepared, Problem, Provider, SlotSpec, Slots,
+    FieldSpec, Fields, MediaRange, Outcome, OwnedRef, Prepared, Problem, Provider, SlotSpec, Slots,
     UploadPolicy,
 };
 use serde_json::{json, Map, Value};
@@ -328,6 +328,10 @@ impl Provider for OstProvider {
         }
     }
 
+    fn routes(self: std::sync::Arc<Self>) -> docgate_core::ProviderRoutes {
+        crate::routes::routes(self)
+    }
+
     async fn deliver(
         &self,
         _ctx: &DeliveryContext,
@@ -346,7 +350,7 @@ impl Provider for OstProvider {
             let mut last_refusal = None;
             for doc in pending {
                 let Some(target) = targets.get(&doc.meta.slot) else {
-                    return Outcome::Rejected(malformed_answer("for-put", "a slot is missing"));
+                    return Outcome::rejected(malformed_answer("for-put", "a slot is missing"), Some(200));
                 };
                 match self.put_document(target, doc).await {
                     Ok(()) => {
@@ -358,7 +362,7 @@ impl Provider for OstProvider {
                         last_refusal = Some((status, summary));
                     }
                     Err(PutError::Refused { status, summary }) => {
-                        return Outcome::Rejected(Problem::provider_rejected(Some(status), summary))
+                        return Outcome::rejected(Problem::provider_rejected(Some(status), summary), Some(status))
                     }
                     Err(PutError::Transient {
                         status,
@@ -375,16 +379,26 @@ impl Provider for OstProvider {
             }
             match last_refusal {
                 None => {
+                    // The S3 keys are the tenant's: only it may name them in a KYC submission.
+                    let owned = keys
+                        .values()
+                        .filter_map(Value::as_str)
+                        .map(|k| OwnedRef::new(kyc::KEY_REF, k))
+                        .collect();
                     return Outcome::Delivered {
                         reference: Value::Object(keys),
+                        owned,
                         upstream_status: Some(200),
-                    }
+                    };
                 }
                 Some((status, summary)) if refreshed => {
-                    return Outcome::Rejected(Problem::provider_rejected(
+                    return Outcome::rejected(
+                        Problem::provider_rejected(
+                            Some(status),
+                            format!("{summary} (also with freshly fetched URLs)"),
+                        ),
                         Some(status),
-                        format!("{summary} (also with freshly fetched URLs)"),
-                    ))
+                    )
                 }
                 Some(_) => {
                     refreshed = true;
@@ -474,7 +488,7 @@ fn api_outcome(e: ApiError) -> Outcome {
             upstream_status: e.upstream_status(),
         }
     } else {
-        Outcome::Rejected(e.to_problem())
+        Outcome::rejected(e.to_problem(), e.upstream_status())
     }
 }
 

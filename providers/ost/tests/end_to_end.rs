@@ -68,6 +68,7 @@ async fn documents_land_in_s3_byte_identical_with_their_content_type() {
     let Outcome::Delivered {
         reference,
         upstream_status,
+    ..
     } = outcome
     else {
         panic!("not delivered: {outcome:?}");
@@ -132,7 +133,7 @@ async fn urls_refused_again_after_the_refetch_reject_the_delivery() {
     ];
     emu.expire_next_urls(2);
     let outcome = provider.deliver(&ctx(dir.path()), &prepared(), &docs).await;
-    let Outcome::Rejected(problem) = outcome else {
+    let Outcome::Rejected { problem, .. } = outcome else {
         panic!("expected a rejection: {outcome:?}");
     };
     assert_eq!(problem.code, "provider_rejected");
@@ -164,7 +165,7 @@ async fn s3_checks_the_bytes_against_the_md5_docgate_computed() {
     let outcome = provider
         .deliver(&ctx(dir.path()), &prepared(), &[doc])
         .await;
-    let Outcome::Rejected(problem) = outcome else {
+    let Outcome::Rejected { problem, .. } = outcome else {
         panic!("expected a rejection: {outcome:?}");
     };
     assert_eq!(problem.extra["upstream_status"], 400);
@@ -200,7 +201,7 @@ async fn ost_failures_map_to_retry_or_rejection() {
     );
     emu.faults.fail_next(1, 422);
     let outcome = deliver().await;
-    let Outcome::Rejected(problem) = outcome else {
+    let Outcome::Rejected { problem, .. } = outcome else {
         panic!("{outcome:?}")
     };
     assert_eq!(problem.extra["ost_code"], "UNPROCESSABLE_ENTITY");
@@ -212,7 +213,7 @@ async fn ost_failures_map_to_retry_or_rejection() {
     let mut config = emu.sandbox_config();
     config.api_secret = docgate_core::Secret::new("not-the-secret");
     let wrong = OstProvider::new(config).expect("config");
-    let Outcome::Rejected(problem) = wrong.deliver(&ctx(dir.path()), &prepared(), &docs).await
+    let Outcome::Rejected { problem, .. } = wrong.deliver(&ctx(dir.path()), &prepared(), &docs).await
     else {
         panic!("expected a rejection");
     };

@@ -292,10 +292,10 @@ impl SilaProvider {
                 let user = match users.key_for(user_handle) {
                     Ok(Some(key)) => key,
                     Ok(None) => {
-                        return Outcome::Rejected(Problem::invalid_field(
+                        return Outcome::rejected(Problem::invalid_field(
                             fields::USER_HANDLE,
                             "docgate holds no signing key for this user_handle (any more)",
-                        ))
+                        ), None)
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "Sila user keystore unusable");
@@ -323,7 +323,7 @@ impl SilaProvider {
         let streams = documents.iter().map(|d| d.spool.stream()).collect();
         let body = match plan.stream(streams) {
             Ok(body) => body,
-            Err(e) => return Outcome::Rejected(Problem::internal(e.to_string())),
+            Err(e) => return Outcome::rejected(Problem::internal(e.to_string()), None),
         };
         let started = std::time::Instant::now();
         let result = request.body(reqwest::Body::wrap_stream(body)).send().await;
@@ -449,26 +449,26 @@ impl Provider for SilaProvider {
     ) -> Outcome {
         let prepared: PreparedUpload = match prepared.parse() {
             Ok(p) => p,
-            Err(problem) => return Outcome::Rejected(problem),
+            Err(problem) => return Outcome::rejected(problem, None),
         };
         let metas: Vec<&DocumentMeta> = documents.iter().map(|d| &d.meta).collect();
         for doc in documents {
             if doc.spool.len() != doc.meta.size {
-                return Outcome::Rejected(Problem::internal(format!(
+                return Outcome::rejected(Problem::internal(format!(
                     "spooled document `{}` is {} bytes, its record says {}",
                     doc.meta.slot,
                     doc.spool.len(),
                     doc.meta.size
-                )));
+                )), None);
             }
         }
         let (message, plan) =
             match self.outgoing(&prepared, &metas, now_unix(), reference_for(&ctx.upload_id)) {
                 Ok(out) => out,
-                Err(problem) => return Outcome::Rejected(problem),
+                Err(problem) => return Outcome::rejected(problem, None),
             };
         if let Some(problem) = self.too_large(&plan) {
-            return Outcome::Rejected(problem);
+            return Outcome::rejected(problem, None);
         }
         let data = message.to_bytes();
         self.send(ctx, &data, &plan, documents, &prepared.user_handle)

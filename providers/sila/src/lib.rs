@@ -19,6 +19,7 @@ pub mod client;
 pub mod config;
 pub mod credentials;
 pub mod doctypes;
+#[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod fields;
 pub mod message;
@@ -26,6 +27,8 @@ pub mod multipart;
 pub mod naming;
 pub mod response;
 pub mod signing;
+pub mod registration;
 
 pub use client::SilaProvider;
 pub use config::{AuthMode, SilaConfig, SilaConfigError};
+pub use registration::REGISTRATION;

@@ -18,6 +18,7 @@
 use std::time::Duration;
 
 use docgate_core::{
+    OwnedRef,
     upstream::{read_bounded, summarize_body, MAX_ERROR_BODY},
     Outcome, Problem,
 };
@@ -83,7 +84,7 @@ pub fn outcome(answer: &Answer) -> Outcome {
             reason: format!("Sila answered {status}: {message}"),
             upstream_status: Some(status),
         },
-        _ => Outcome::Rejected(rejected(status, &message, &body)),
+        _ => Outcome::rejected(rejected(status, &message, &body), Some(status)),
     }
 }
 
@@ -104,15 +105,32 @@ fn delivered(status: u16, body: &Value) -> Outcome {
         .with_extra("unsuccessful_uploads", Value::Array(failed.clone()))
         .with_extra("document_id", document_id)
         .with_extra("reference_id", reference_id);
-        return Outcome::Rejected(problem);
+        return Outcome::rejected(problem, Some(status));
     }
     if document_id.is_null() {
         tracing::warn!("Sila reported success without a document_id");
     }
+    // Sila's document ids belong to the tenant whose upload created them.
+    let owned = ids_of(&document_id)
+        .map(|id| OwnedRef::new(DOCUMENT_REF, id))
+        .collect();
     Outcome::Delivered {
         reference: json!({ "document_id": document_id, "reference_id": reference_id }),
+        owned,
         upstream_status: Some(status),
     }
+}
+
+/// The kind of [`OwnedRef`] a Sila document id is recorded as.
+pub const DOCUMENT_REF: &str = "document";
+
+/// One id or an array of ids (multi-document uploads).
+fn ids_of(value: &Value) -> impl Iterator<Item = String> + '_ {
+    let many = value.as_array().map(|a| a.iter()).into_iter().flatten();
+    std::iter::once(value)
+        .filter(|v| v.is_string())
+        .chain(many)
+        .filter_map(|v| v.as_str().map(str::to_owned))
 }
 
 fn rejected(status: u16, message: &str, body: &Value) -> Problem {
@@ -168,6 +186,7 @@ mod tests {
             single,
             Outcome::Delivered {
                 reference: json!({"document_id": "d1", "reference_id": "r"}),
+                owned: vec![OwnedRef::new(DOCUMENT_REF, "d1")],
                 upstream_status: Some(200)
             }
         );
@@ -187,7 +206,7 @@ mod tests {
             400,
             r#"{"success":false,"status":"FAILURE","message":"Bad request.","validation_details":{"document_type":"Invalid document_type"}}"#,
         ));
-        let Outcome::Rejected(p) = o else {
+        let Outcome::Rejected { problem: p, .. } = o else {
             panic!("rejected")
         };
         assert_eq!(p.code, "provider_rejected");
@@ -209,7 +228,7 @@ mod tests {
                 status,
                 r#"{"success":false,"status":"FAILURE","message":"no"}"#,
             ));
-            assert!(matches!(o, Outcome::Rejected(_)), "{status}");
+            assert!(matches!(o, Outcome::Rejected { .. }), "{status}");
         }
         for status in [500, 502, 503, 504, 429, 408] {
             let mut a = answer(
@@ -276,7 +295,7 @@ mod tests {
             200,
             r#"{"success":true,"status":"SUCCESS","document_id":["a"],"unsuccessful_uploads":[{"label":"b"}]}"#,
         ));
-        let Outcome::Rejected(p) = o else {
+        let Outcome::Rejected { problem: p, .. } = o else {
             panic!("rejected")
         };
         assert_eq!(p.extra["document_id"], json!(["a"]));

@@ -45,6 +45,7 @@ fn delivered(outcome: Outcome) -> Value {
         Outcome::Delivered {
             reference,
             upstream_status,
+        ..
         } => {
             assert_eq!(upstream_status, Some(200));
             reference
@@ -55,7 +56,7 @@ fn delivered(outcome: Outcome) -> Value {
 
 fn rejected(outcome: Outcome) -> docgate_core::Problem {
     match outcome {
-        Outcome::Rejected(p) => p,
+        Outcome::Rejected { problem: p, .. } => p,
         other => panic!("expected Rejected, got {other:?}"),
     }
 }

@@ -387,9 +387,9 @@ impl TalerProvider {
 
     async fn deliver_whole(&self, ctx: &DeliveryContext, payto: &Payto, doc: &Document) -> Outcome {
         let Some(h_body) = sha512_of(&doc.meta) else {
-            return Outcome::Rejected(Problem::internal(
+            return Outcome::rejected(Problem::internal(
                 "the document has no SHA-512 digest; the taler policy asks the ingest pass for one",
-            ));
+            ), None);
         };
         let splittable = zip_entry_count(&doc.meta) >= 2;
         if splittable && ctx.scratch_dir.join(SPLIT_MARKER).exists() {
@@ -406,14 +406,8 @@ impl TalerProvider {
             .await;
         let reference = self.reference(&h_body, &doc.meta);
         match answer {
-            Answer::Stored(status) => Outcome::Delivered {
-                reference,
-                upstream_status: Some(status),
-            },
-            Answer::AlreadyStored => Outcome::Duplicate {
-                reference,
-                upstream_status: Some(412),
-            },
+            Answer::Stored(status) => Outcome::delivered(reference, Some(status)),
+            Answer::AlreadyStored => Outcome::duplicate(reference, Some(412)),
             Answer::TooLarge(_) if splittable => {
                 tracing::info!(
                     upload = %ctx.upload_id,
@@ -426,7 +420,7 @@ impl TalerProvider {
                 self.deliver_parts(ctx, payto, doc, &h_body).await
             }
             Answer::TooLarge(refusal) | Answer::Refused(refusal) => {
-                Outcome::Rejected(self.rejection(&refusal))
+                Outcome::rejected(self.rejection(&refusal), Some(refusal.status))
             }
             Answer::Transient {
                 after,
@@ -460,7 +454,7 @@ impl TalerProvider {
         .await;
         let mut pending: VecDeque<Part> = match first {
             Ok(Some(parts)) => parts.into(),
-            Ok(None) => return Outcome::Rejected(self.unsplittable(&doc.meta, &[])),
+            Ok(None) => return Outcome::rejected(self.unsplittable(&doc.meta, &[]), None),
             Err(outcome) => return outcome,
         };
         let mut done: Vec<PartReport> = Vec::new();
@@ -469,10 +463,9 @@ impl TalerProvider {
         let mut budget = 4 * zip_entry_count(&doc.meta) + 16;
         while let Some(part) = pending.pop_front() {
             if budget == 0 {
-                return Outcome::Rejected(
+                return Outcome::rejected(
                     self.unsplittable(&doc.meta, &done)
-                        .with_detail("the exchange kept refusing the parts of the split ZIP"),
-                );
+                        .with_detail("the exchange kept refusing the parts of the split ZIP"), None);
             }
             budget -= 1;
             let body = match tokio::fs::File::open(&part.path).await {
@@ -513,23 +506,21 @@ impl TalerProvider {
                         Ok(Some(parts)) => {
                             parts.into_iter().rev().for_each(|p| pending.push_front(p))
                         }
-                        Ok(None) => return Outcome::Rejected(self.unsplittable(&doc.meta, &done)),
+                        Ok(None) => return Outcome::rejected(self.unsplittable(&doc.meta, &done), None),
                         Err(outcome) => return outcome,
                     }
                 }
                 Answer::TooLarge(_) => {
                     let entry = part.entries.first().cloned().unwrap_or_default();
-                    return Outcome::Rejected(
+                    return Outcome::rejected(
                         self.unsplittable(&doc.meta, &done)
-                            .with_extra("entry", entry),
-                    );
+                            .with_extra("entry", entry), None);
                 }
                 Answer::Refused(refusal) => {
-                    return Outcome::Rejected(
+                    return Outcome::rejected(
                         self.rejection(&refusal)
                             .with_extra("part", part.name.as_str())
-                            .with_extra("parts", parts_value(&done)),
-                    )
+                            .with_extra("parts", parts_value(&done)), None)
                 }
                 Answer::Transient {
                     after,
@@ -552,15 +543,9 @@ impl TalerProvider {
         reference["split"] = Value::Bool(true);
         reference["parts"] = parts_value(&done);
         if done.iter().all(|p| p.status == "already_stored") {
-            Outcome::Duplicate {
-                reference,
-                upstream_status: Some(412),
-            }
+            Outcome::duplicate(reference, Some(412))
         } else {
-            Outcome::Delivered {
-                reference,
-                upstream_status: Some(204),
-            }
+            Outcome::delivered(reference, Some(204))
         }
     }
 
@@ -605,12 +590,12 @@ where
             format!("splitting the ZIP failed on our side: {e}"),
             None,
         )),
-        Ok(Err(e)) => Err(Outcome::Rejected(Problem::internal(format!(
+        Ok(Err(e)) => Err(Outcome::rejected(Problem::internal(format!(
             "splitting the ZIP failed: {e}"
-        )))),
-        Err(e) => Err(Outcome::Rejected(Problem::internal(format!(
+        )), None)),
+        Err(e) => Err(Outcome::rejected(Problem::internal(format!(
             "splitting the ZIP failed: {e}"
-        )))),
+        )), None)),
     }
 }
 
@@ -694,18 +679,18 @@ impl Provider for TalerProvider {
     ) -> Outcome {
         let prepared: TalerPrepared = match prepared.parse() {
             Ok(p) => p,
-            Err(problem) => return Outcome::Rejected(problem),
+            Err(problem) => return Outcome::rejected(problem, None),
         };
         let payto = match Payto::parse(&prepared.payto) {
             Ok(p) => p,
-            Err(e) => return Outcome::Rejected(e.to_problem()),
+            Err(e) => return Outcome::rejected(e.to_problem(), None),
         };
         let metas: Vec<DocumentMeta> = documents.iter().map(|d| d.meta.clone()).collect();
         if let Err(problem) = self.check(&Prepared(Value::Null), &metas) {
-            return Outcome::Rejected(problem);
+            return Outcome::rejected(problem, None);
         }
         let Some(doc) = documents.first() else {
-            return Outcome::Rejected(Problem::invalid_metadata(vec![FieldError::missing(SLOT)]));
+            return Outcome::rejected(Problem::invalid_metadata(vec![FieldError::missing(SLOT)]), None);
         };
         self.deliver_whole(ctx, &payto, doc).await
     }

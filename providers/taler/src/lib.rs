@@ -19,12 +19,15 @@
 pub mod client;
 pub mod config;
 pub mod crockford;
+#[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod payto;
 pub mod signing;
 pub mod split;
 pub mod wire;
+pub mod registration;
 
 pub use client::{TalerPrepared, TalerProvider};
 pub use config::{TalerConfig, TalerConfigError};
 pub use signing::PaytoHash;
+pub use registration::REGISTRATION;

@@ -32,6 +32,7 @@ async fn a_pdf_is_delivered_once_and_a_repeat_is_a_duplicate() {
     let Outcome::Delivered {
         reference,
         upstream_status,
+    ..
     } = &first
     else {
         panic!("expected Delivered, got {first:?}");
@@ -94,7 +95,7 @@ async fn an_unknown_key_is_rejected_with_404_and_taler_s_error_detail() {
     let outcome = client
         .deliver(&setup.ctx("u"), &prepared(&client, PAYTO), &[doc])
         .await;
-    let Outcome::Rejected(problem) = outcome else {
+    let Outcome::Rejected { problem, .. } = outcome else {
         panic!("expected Rejected, got {outcome:?}");
     };
     assert_eq!(problem.code, "provider_rejected");
@@ -131,7 +132,7 @@ async fn a_registered_key_with_the_wrong_scheme_is_rejected_with_403() {
         let outcome = client
             .deliver(&setup.ctx("u"), &prepared(&client, PAYTO), &[doc])
             .await;
-        let Outcome::Rejected(problem) = outcome else {
+        let Outcome::Rejected { problem, .. } = outcome else {
             panic!("expected Rejected, got {outcome:?}");
         };
         assert_eq!(problem.extra["upstream_status"], 403);
@@ -382,7 +383,7 @@ async fn a_zip_with_an_oversized_entry_is_rejected_with_413() {
     let outcome = client
         .deliver(&setup.ctx("zip"), &prepared(&client, PAYTO), &[doc])
         .await;
-    let Outcome::Rejected(problem) = &outcome else {
+    let Outcome::Rejected { problem, .. } = &outcome else {
         panic!("expected Rejected, got {outcome:?}");
     };
     assert_eq!(problem.extra["upstream_status"], 413);
@@ -409,7 +410,7 @@ async fn a_single_entry_zip_or_a_pdf_over_the_limit_is_rejected_without_splittin
         let outcome = client
             .deliver(&setup.ctx("big"), &prepared(&client, PAYTO), &[doc])
             .await;
-        let Outcome::Rejected(problem) = &outcome else {
+        let Outcome::Rejected { problem, .. } = &outcome else {
             panic!("expected Rejected, got {outcome:?}");
         };
         assert_eq!(problem.extra["upstream_status"], 413);

@@ -24,7 +24,6 @@ use std::{
 
 use docgate_core::{DeliveryContext, Document, Outcome, Problem, SpoolDir, Spooled};
 use rand::Rng;
-use serde_json::Value;
 use tokio::sync::{watch, Notify};
 
 use crate::{
@@ -55,6 +54,20 @@ pub fn backoff(settings: &DeliverySettings, attempt: u32) -> Duration {
     let base = exp.min(settings.max_backoff);
     let jitter = rand::thread_rng().gen_range(0.8..=1.2);
     base.mul_f64(jitter)
+}
+
+/// The problem of an upload given up on.
+fn gave_up(attempt: u32, age: Duration, reason: &str) -> Problem {
+    Problem::new(
+        http::StatusCode::BAD_GATEWAY,
+        "delivery_failed",
+        "Delivery failed",
+    )
+    .with_side(docgate_core::Side::Upstream)
+    .with_detail(format!(
+        "gave up after {attempt} attempts over {} s: {reason}",
+        age.as_secs()
+    ))
 }
 
 /// Spool paths are stored relative to the spool root so that replicas sharing a spool
@@ -245,65 +258,25 @@ impl Deliverer {
                 // Shutting down: the worker hands the lease back once every task has stopped.
                 Attempt::Cancelled => return Ok(()),
             };
-            let kind = match &outcome {
-                Outcome::Delivered { .. } => "delivered",
-                Outcome::Duplicate { .. } => "duplicate",
-                Outcome::Rejected(_) => "rejected",
-                Outcome::RetryLater { .. } => "retry_later",
-            };
+            let kind = outcome.kind();
             self.metrics.attempt(&rec.provider, kind, started.elapsed());
             tracing::info!(upload = %id, provider = %rec.provider, attempt, outcome = kind, "delivery attempt");
-            let (status, reference, problem, upstream) = match outcome {
+            let upstream = outcome.upstream_status();
+            let finish = match outcome {
                 Outcome::Delivered {
-                    reference,
-                    upstream_status,
-                } => (
-                    UploadStatus::Delivered,
-                    Some(reference),
-                    None,
-                    upstream_status,
-                ),
+                    reference, owned, ..
+                } => Finish::delivered(UploadStatus::Delivered, reference, owned, upstream),
                 Outcome::Duplicate {
-                    reference,
-                    upstream_status,
-                } => (
-                    UploadStatus::Duplicate,
-                    Some(reference),
-                    None,
-                    upstream_status,
-                ),
-                Outcome::Rejected(problem) => {
-                    let upstream = Outcome::Rejected(problem.clone()).upstream_status();
-                    (
-                        UploadStatus::Rejected,
-                        None,
-                        Some(problem.to_json()),
-                        upstream,
-                    )
+                    reference, owned, ..
+                } => Finish::delivered(UploadStatus::Duplicate, reference, owned, upstream),
+                Outcome::Rejected { problem, .. } => {
+                    Finish::refused(UploadStatus::Rejected, &problem, upstream)
                 }
-                Outcome::RetryLater {
-                    after,
-                    reason,
-                    upstream_status,
-                } => {
+                Outcome::RetryLater { after, reason, .. } => {
                     let age = Duration::from_millis((now_ms() - rec.created_at).max(0) as u64);
                     if attempt >= max_attempts || age >= max_age {
-                        let problem = Problem::new(
-                            http::StatusCode::BAD_GATEWAY,
-                            "delivery_failed",
-                            "Delivery failed",
-                        )
-                        .with_side(docgate_core::Side::Upstream)
-                        .with_detail(format!(
-                            "gave up after {attempt} attempts over {} s: {reason}",
-                            age.as_secs()
-                        ));
-                        (
-                            UploadStatus::Failed,
-                            None,
-                            Some(problem.to_json()),
-                            upstream_status,
-                        )
+                        let problem = gave_up(attempt, age, &reason);
+                        Finish::refused(UploadStatus::Failed, &problem, upstream)
                     } else {
                         let wait = backoff(&self.settings, attempt)
                             .max(after.unwrap_or_default().min(MAX_RETRY_AFTER));
@@ -313,24 +286,33 @@ impl Deliverer {
                                 _ = self.cancel.cancelled() => return Ok(()),
                             }
                         }
-                        let next = now_ms()
-                            .saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
-                        if self
-                            .ledger
-                            .reschedule(id, &owner, next, &reason, upstream_status, now_ms())
-                            .await?
-                        {
-                            self.publish(id, UploadStatus::RetryScheduled);
-                            self.wake.notify_one();
-                        }
-                        return Ok(());
+                        return self.retry_later(id, &owner, wait, &reason, upstream).await;
                     }
                 }
             };
-            return self
-                .finish(&rec, &owner, status, reference, problem, upstream)
-                .await;
+            return self.finish(&rec, &owner, finish).await;
         }
+    }
+
+    /// Hand a transient failure back to the ledger for any replica's worker, later.
+    async fn retry_later(
+        &self,
+        id: &str,
+        owner: &str,
+        wait: Duration,
+        reason: &str,
+        upstream: Option<u16>,
+    ) -> Result<(), LedgerError> {
+        let next = now_ms().saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
+        if self
+            .ledger
+            .reschedule(id, owner, next, reason, upstream, now_ms())
+            .await?
+        {
+            self.publish(id, UploadStatus::RetryScheduled);
+            self.wake.notify_one();
+        }
+        Ok(())
     }
 
     /// Run one attempt within `attempt_timeout`, renewing the lease every third of its length
@@ -368,18 +350,9 @@ impl Deliverer {
         &self,
         rec: &UploadRecord,
         owner: &str,
-        status: UploadStatus,
-        reference: Option<Value>,
-        problem: Option<Value>,
-        upstream_status: Option<u16>,
+        finish: Finish,
     ) -> Result<(), LedgerError> {
-        let finish = Finish {
-            status,
-            provider_reference: reference,
-            problem,
-            upstream_status,
-            now: now_ms(),
-        };
+        let status = finish.status;
         if !self.ledger.finish(&rec.id, owner, finish).await? {
             tracing::warn!(upload = %rec.id, "lease lost before the outcome could be recorded");
             return Ok(());

@@ -22,7 +22,8 @@
 pub mod sql;
 
 use async_trait::async_trait;
-use docgate_core::{DocumentMeta, Prepared};
+use docgate_core::{DocumentMeta, OwnedRef, Prepared};
+pub use docgate_core::ProviderEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -31,12 +32,7 @@ pub use sql::SqlLedger;
 /// Milliseconds since the Unix epoch: the ledger's clock unit.
 pub type Millis = i64;
 
-pub fn now_ms() -> Millis {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    now.as_millis() as i64
-}
+pub use docgate_core::now_ms;
 
 /// Where an upload's delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -199,6 +195,41 @@ pub enum Inserted {
     Existing(UploadRecord),
 }
 
+impl Finish {
+    /// Delivered or duplicate: the provider's reference and what the tenant now owns.
+    pub fn delivered(
+        status: UploadStatus,
+        reference: Value,
+        owned: Vec<OwnedRef>,
+        upstream_status: Option<u16>,
+    ) -> Finish {
+        Finish {
+            status,
+            provider_reference: Some(reference),
+            problem: None,
+            upstream_status,
+            owned,
+            now: now_ms(),
+        }
+    }
+
+    /// Rejected or failed, with the problem the frontend gets.
+    pub fn refused(
+        status: UploadStatus,
+        problem: &docgate_core::Problem,
+        upstream_status: Option<u16>,
+    ) -> Finish {
+        Finish {
+            status,
+            provider_reference: None,
+            problem: Some(problem.to_json()),
+            upstream_status,
+            owned: Vec::new(),
+            now: now_ms(),
+        }
+    }
+}
+
 /// A final outcome to record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finish {
@@ -206,23 +237,17 @@ pub struct Finish {
     pub provider_reference: Option<Value>,
     pub problem: Option<Value>,
     pub upstream_status: Option<u16>,
+    /// Identifiers the uploading tenant now owns (first owner wins).
+    pub owned: Vec<OwnedRef>,
     pub now: Millis,
-}
-
-/// A recorded inbound provider event (e.g. an OST webhook).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ProviderEvent {
-    pub provider: String,
-    pub event_id: String,
-    pub name: String,
-    pub received_at: Millis,
-    pub payload: Value,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     #[error("ledger database: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("ledger schema migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("ledger row is corrupt: {0}")]
     Corrupt(String),
     #[error("ledger configuration: {0}")]
@@ -233,6 +258,18 @@ impl LedgerError {
     /// Database errors are usually transient (connection lost, lock timeout).
     pub fn retryable(&self) -> bool {
         matches!(self, LedgerError::Db(_))
+    }
+
+    /// The database's storage is full: SQLite's `SQLITE_FULL` (13), PostgreSQL's
+    /// `disk_full` (53100), or the operating system's ENOSPC/EDQUOT underneath.
+    pub fn is_out_of_space(&self) -> bool {
+        match self {
+            LedgerError::Db(sqlx::Error::Database(e)) => {
+                matches!(e.code().as_deref(), Some("13") | Some("53100"))
+            }
+            LedgerError::Db(sqlx::Error::Io(e)) => crate::admission::is_out_of_space(e),
+            _ => false,
+        }
     }
 }
 
@@ -317,50 +354,34 @@ pub trait Ledger: Send + Sync + std::fmt::Debug + 'static {
     /// Every spool path of uploads whose spool has not been removed (orphan detection).
     async fn live_upload_ids(&self) -> LedgerResult<Vec<String>>;
 
-    /// Record references handed to a tenant outside an upload (e.g. presigned form keys).
-    async fn add_references(
+    /// Make `tenant` the owner of `subject` unless another tenant is; `source` says what
+    /// handed it out. True when `tenant` owns it (now or before).
+    async fn claim_ref(
         &self,
         tenant: &str,
         provider: &str,
-        references: &[String],
+        subject: &OwnedRef,
         source: &str,
-    ) -> LedgerResult<()>;
-
-    /// Does `reference` appear in a delivered upload of this tenant and provider (or was it
-    /// handed to the tenant through [`Ledger::add_references`])?
-    async fn owns_reference(
-        &self,
-        tenant: &str,
-        provider: &str,
-        reference: &str,
     ) -> LedgerResult<bool>;
+
+    /// Does `tenant` own `subject`?
+    async fn owns_ref(&self, tenant: &str, provider: &str, subject: &OwnedRef)
+        -> LedgerResult<bool>;
 
     /// Record an inbound provider event; false when `(provider, event_id)` was seen before.
     async fn record_event(&self, event: &ProviderEvent) -> LedgerResult<bool>;
 
-    async fn list_events(&self, provider: &str, limit: u32) -> LedgerResult<Vec<ProviderEvent>>;
+    /// The newest events of `provider` about subjects `tenant` owns.
+    async fn list_events(
+        &self,
+        tenant: &str,
+        provider: &str,
+        limit: u32,
+    ) -> LedgerResult<Vec<ProviderEvent>>;
 
     /// `(provider, status, count)` for metrics.
     async fn status_counts(&self) -> LedgerResult<Vec<(String, UploadStatus, u64)>>;
 
     /// Liveness of the database (readiness probe).
     async fn ping(&self) -> LedgerResult<()>;
-}
-
-/// Every string leaf of a provider reference (ids, S3 keys, part hashes): what a tenant may
-/// later refer to.
-pub fn reference_strings(reference: &Value) -> Vec<String> {
-    fn walk(v: &Value, out: &mut Vec<String>) {
-        match v {
-            Value::String(s) => out.push(s.clone()),
-            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
-            Value::Object(o) => o.values().for_each(|x| walk(x, out)),
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    walk(reference, &mut out);
-    out.sort();
-    out.dedup();
-    out
 }

@@ -6,7 +6,7 @@
 use std::{str::FromStr, time::Duration};
 
 use async_trait::async_trait;
-use docgate_core::Prepared;
+use docgate_core::{OwnedRef, Prepared};
 use sqlx::{
     any::{AnyConnectOptions, AnyPoolOptions, AnyRow},
     AnyPool, ConnectOptions, Executor, Row,
@@ -38,51 +38,10 @@ pub struct SqlLedger {
     dialect: Dialect,
 }
 
-const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS uploads (
-        id TEXT PRIMARY KEY,
-        tenant TEXT NOT NULL,
-        provider TEXT NOT NULL,
-        idempotency_key TEXT,
-        fingerprint TEXT NOT NULL,
-        status TEXT NOT NULL,
-        prepared TEXT NOT NULL,
-        documents TEXT NOT NULL,
-        attempts BIGINT NOT NULL DEFAULT 0,
-        next_attempt_at BIGINT,
-        lease_owner TEXT,
-        lease_until BIGINT,
-        last_upstream_status BIGINT,
-        last_error TEXT,
-        provider_reference TEXT,
-        problem TEXT,
-        created_at BIGINT NOT NULL,
-        updated_at BIGINT NOT NULL,
-        delivered_at BIGINT,
-        notify_state TEXT NOT NULL,
-        notify_attempts BIGINT NOT NULL DEFAULT 0,
-        notify_next_at BIGINT,
-        spool_removed BIGINT NOT NULL DEFAULT 0
-    )",
-    "CREATE UNIQUE INDEX IF NOT EXISTS uploads_idempotency ON uploads (tenant, idempotency_key)",
-    "CREATE INDEX IF NOT EXISTS uploads_due ON uploads (status, next_attempt_at)",
-    "CREATE INDEX IF NOT EXISTS uploads_notify ON uploads (notify_state, notify_next_at)",
-    "CREATE TABLE IF NOT EXISTS upload_refs (
-        provider TEXT NOT NULL,
-        reference TEXT NOT NULL,
-        tenant TEXT NOT NULL,
-        upload_id TEXT NOT NULL,
-        PRIMARY KEY (provider, reference, tenant)
-    )",
-    "CREATE TABLE IF NOT EXISTS provider_events (
-        provider TEXT NOT NULL,
-        event_id TEXT NOT NULL,
-        name TEXT NOT NULL,
-        received_at BIGINT NOT NULL,
-        payload TEXT NOT NULL,
-        PRIMARY KEY (provider, event_id)
-    )",
-];
+/// The schema, in versions (`migrations/NNNN_*.sql`, portable between SQLite and
+/// PostgreSQL). A ledger from before versioning is adopted as version 1: that migration only
+/// creates what is missing.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 const COLUMNS: &str =
     "id, tenant, provider, idempotency_key, fingerprint, status, prepared, documents, \
@@ -135,23 +94,11 @@ impl SqlLedger {
         self.dialect
     }
 
+    /// Bring the schema to the newest version. On PostgreSQL sqlx takes an advisory lock, so
+    /// replicas starting together do not race.
     async fn migrate(&self) -> LedgerResult<()> {
-        let mut conn = self.pool.acquire().await?;
-        if self.dialect == Dialect::Postgres {
-            // Replicas starting together must not race on CREATE TABLE.
-            conn.execute("SELECT pg_advisory_lock(7310142)").await?;
-        }
-        let mut result = Ok(());
-        for stmt in SCHEMA {
-            if let Err(e) = conn.execute(*stmt).await {
-                result = Err(e.into());
-                break;
-            }
-        }
-        if self.dialect == Dialect::Postgres {
-            conn.execute("SELECT pg_advisory_unlock(7310142)").await?;
-        }
-        result
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
     }
 
     async fn select_one(&self, sql: &str, id: &str) -> LedgerResult<Option<UploadRecord>> {
@@ -375,24 +322,15 @@ impl Ledger for SqlLedger {
         if done.rows_affected() != 1 {
             return Ok(false);
         }
-        if let Some(reference) = &f.provider_reference {
+        if !f.owned.is_empty() {
             let row = sqlx::query("SELECT tenant, provider FROM uploads WHERE id = $1")
                 .bind(id.to_owned())
                 .fetch_one(&mut *tx)
                 .await?;
             let tenant: String = row.try_get("tenant")?;
             let provider: String = row.try_get("provider")?;
-            for r in reference_strings(reference) {
-                sqlx::query(
-                    "INSERT INTO upload_refs (provider, reference, tenant, upload_id) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(provider.clone())
-                .bind(r)
-                .bind(tenant.clone())
-                .bind(id.to_owned())
-                .execute(&mut *tx)
-                .await?;
+            for r in &f.owned {
+                insert_owned(&mut tx, &tenant, &provider, r, id, f.now).await?;
             }
         }
         tx.commit().await?;
@@ -527,82 +465,66 @@ impl Ledger for SqlLedger {
             .collect()
     }
 
-    async fn add_references(
+    async fn claim_ref(
         &self,
         tenant: &str,
         provider: &str,
-        references: &[String],
+        subject: &OwnedRef,
         source: &str,
-    ) -> LedgerResult<()> {
+    ) -> LedgerResult<bool> {
         let mut tx = self.pool.begin().await?;
-        for r in references {
-            sqlx::query(
-                "INSERT INTO upload_refs (provider, reference, tenant, upload_id) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(provider.to_owned())
-            .bind(r.clone())
-            .bind(tenant.to_owned())
-            .bind(source.to_owned())
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_owned(&mut tx, tenant, provider, subject, source, now_ms()).await?;
+        let owner = owner_of(&mut tx, provider, subject).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(owner.as_deref() == Some(tenant))
     }
 
-    async fn owns_reference(
+    async fn owns_ref(
         &self,
         tenant: &str,
         provider: &str,
-        reference: &str,
+        subject: &OwnedRef,
     ) -> LedgerResult<bool> {
-        let row = sqlx::query(
-            "SELECT upload_id FROM upload_refs WHERE provider = $1 AND reference = $2 AND tenant = $3",
-        )
-        .bind(provider.to_owned())
-        .bind(reference.to_owned())
-        .bind(tenant.to_owned())
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.is_some())
+        let mut conn = self.pool.acquire().await?;
+        Ok(owner_of(&mut conn, provider, subject).await?.as_deref() == Some(tenant))
     }
 
     async fn record_event(&self, e: &ProviderEvent) -> LedgerResult<bool> {
         let done = sqlx::query(
-            "INSERT INTO provider_events (provider, event_id, name, received_at, payload) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            "INSERT INTO provider_events (provider, event_id, name, received_at, payload, subject_kind, subject) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
         )
         .bind(e.provider.clone())
         .bind(e.event_id.clone())
         .bind(e.name.clone())
         .bind(e.received_at)
         .bind(to_text(&e.payload)?)
+        .bind(e.subject.as_ref().map(|s| s.kind.clone()))
+        .bind(e.subject.as_ref().map(|s| s.value.clone()))
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
-    async fn list_events(&self, provider: &str, limit: u32) -> LedgerResult<Vec<ProviderEvent>> {
+    async fn list_events(
+        &self,
+        tenant: &str,
+        provider: &str,
+        limit: u32,
+    ) -> LedgerResult<Vec<ProviderEvent>> {
         let rows = sqlx::query(
-            "SELECT provider, event_id, name, received_at, payload FROM provider_events \
-             WHERE provider = $1 ORDER BY received_at DESC, event_id LIMIT $2",
+            "SELECT e.provider, e.event_id, e.name, e.received_at, e.payload, e.subject_kind, e.subject \
+             FROM provider_events e JOIN owned_refs o \
+               ON o.provider = e.provider AND o.kind = e.subject_kind AND o.value = e.subject \
+             WHERE e.provider = $1 AND o.tenant = $2 \
+             ORDER BY e.received_at DESC, e.event_id LIMIT $3",
         )
         .bind(provider.to_owned())
+        .bind(tenant.to_owned())
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ProviderEvent {
-                    provider: r.try_get("provider")?,
-                    event_id: r.try_get("event_id")?,
-                    name: r.try_get("name")?,
-                    received_at: r.try_get("received_at")?,
-                    payload: json_col(r, "payload")?,
-                })
-            })
-            .collect()
+        rows.iter().map(decode_event).collect()
     }
 
     async fn status_counts(&self) -> LedgerResult<Vec<(String, UploadStatus, u64)>> {
@@ -629,4 +551,57 @@ impl Ledger for SqlLedger {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+}
+
+fn decode_event(r: &AnyRow) -> LedgerResult<ProviderEvent> {
+    let kind: Option<String> = r.try_get("subject_kind")?;
+    let value: Option<String> = r.try_get("subject")?;
+    Ok(ProviderEvent {
+        provider: r.try_get("provider")?,
+        event_id: r.try_get("event_id")?,
+        name: r.try_get("name")?,
+        received_at: r.try_get("received_at")?,
+        subject: kind.zip(value).map(|(k, v)| OwnedRef::new(k, v)),
+        payload: json_col(r, "payload")?,
+    })
+}
+
+/// Record `tenant` as the owner of `subject` unless someone already is.
+async fn insert_owned(
+    conn: &mut sqlx::AnyConnection,
+    tenant: &str,
+    provider: &str,
+    subject: &OwnedRef,
+    source: &str,
+    now: Millis,
+) -> LedgerResult<()> {
+    sqlx::query(
+        "INSERT INTO owned_refs (provider, kind, value, tenant, source, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+    )
+    .bind(provider.to_owned())
+    .bind(subject.kind.clone())
+    .bind(subject.value.clone())
+    .bind(tenant.to_owned())
+    .bind(source.to_owned())
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn owner_of(
+    conn: &mut sqlx::AnyConnection,
+    provider: &str,
+    subject: &OwnedRef,
+) -> LedgerResult<Option<String>> {
+    let row = sqlx::query(
+        "SELECT tenant FROM owned_refs WHERE provider = $1 AND kind = $2 AND value = $3",
+    )
+    .bind(provider.to_owned())
+    .bind(subject.kind.clone())
+    .bind(subject.value.clone())
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|r| r.try_get("tenant")).transpose()?)
 }

@@ -1,5 +1,5 @@
-//! HTTP handlers, one module per area of the API.
+//! HTTP handlers, one module per area of the API. Providers' own routes are mounted from
+//! their registrations (see `app::router`).
 
 pub mod ops;
-pub mod ost;
 pub mod uploads;

@@ -4,21 +4,14 @@ use axum::{
     extract::State,
     response::{IntoResponse, Response},
 };
-use http::{header, HeaderMap, HeaderValue, StatusCode};
+use http::{header, HeaderValue, StatusCode};
 use serde_json::json;
 
-use crate::{
-    app::AppState,
-    http::{json_response, ApiError},
-};
+use crate::{app::AppState, auth::Caller, http::json_response};
 
 /// `GET /v1/providers`: every provider the tenant may use, with its fields and policy, so a
 /// frontend can validate before uploading.
-pub async fn providers(State(app): State<AppState>, headers: HeaderMap) -> Response {
-    let tenant = match app.tenants.authenticate(&headers) {
-        Ok(t) => t,
-        Err(p) => return ApiError(p).into_response(),
-    };
+pub async fn providers(State(app): State<AppState>, Caller(tenant): Caller) -> Response {
     let list: Vec<_> = app
         .registry
         .all()
@@ -40,7 +33,9 @@ pub async fn healthz() -> Response {
     json_response(StatusCode::OK, &json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: the ledger answers and the spool is writable.
+/// `GET /readyz`: the ledger answers, the spool is writable and storage is above the
+/// reserve (`limits.min_free_space`): a replica that would refuse uploads with 507 is not
+/// ready for them.
 pub async fn readyz(State(app): State<AppState>) -> Response {
     // Details go to the log, not to this unauthenticated route.
     let ledger = match app.ledger.ping().await {
@@ -59,8 +54,18 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
         }
     };
     let _ = tokio::fs::remove_file(&probe).await;
-    let ok = ledger == "ok" && spool == "ok";
-    let body = json!({ "status": if ok { "ready" } else { "not_ready" }, "ledger": ledger, "spool": spool });
+    let storage = if app.admission.space.shortage().is_some() {
+        "low"
+    } else {
+        "ok"
+    };
+    let ok = ledger == "ok" && spool == "ok" && storage == "ok";
+    let body = json!({
+        "status": if ok { "ready" } else { "not_ready" },
+        "ledger": ledger,
+        "spool": spool,
+        "storage": storage,
+    });
     json_response(
         if ok {
             StatusCode::OK

@@ -91,9 +91,8 @@ impl Harness {
             tenants.add(
                 &docgate_core::Secret::new(key),
                 Tenant {
-                    name: name.into(),
-                    providers: providers.into_iter().map(String::from).collect(),
                     notify,
+                    ..Tenant::new(name, providers.into_iter().map(String::from).collect())
                 },
             );
         }

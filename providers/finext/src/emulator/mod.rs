@@ -15,6 +15,8 @@
 //! Memory stays bounded whatever the document size: bodies are spooled to `tmp/` and decoded
 //! from there by [`scan`].
 
+mod launch;
+pub use launch::launch;
 pub mod codes;
 mod handler;
 pub mod replay;

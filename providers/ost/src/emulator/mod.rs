@@ -10,6 +10,8 @@
 //!   already expired, so S3 refuses them (the client's refetch path);
 //! * `POST /__emulator/webhooks` `{"url"?, "event"}` — sign and send an event.
 
+mod launch;
+pub use launch::launch;
 mod api;
 mod s3;
 mod state;

@@ -11,6 +11,8 @@
 //! `PUT|GET /__emulator/faults` (fault injection, answered in Sila's envelope) and
 //! `GET /__emulator/documents` (what was stored). Everything else is a JSON 404/405.
 
+mod launch;
+pub use launch::launch;
 pub mod catalog;
 pub mod documents;
 pub mod envelope;

@@ -10,6 +10,8 @@
 //! own envelope for the injected statuses. `GET /__emulator/taler/stored?payto=…` lists what
 //! was stored for a customer, for tests written in any language.
 
+mod launch;
+pub use launch::launch;
 mod handler;
 mod store;
 

@@ -1,0 +1,199 @@
+//! How a provider plugs into the gateway: one [`Registration`] per provider crate.
+//!
+//! The gateway knows providers only through this table entry. A provider crate exports one
+//! `static REGISTRATION: Registration` that says its name, how to build it from its
+//! `[providers.<name>]` configuration section, which per-tenant options it understands, and —
+//! when its `emulator` cargo feature is on — how to start its emulator. The server, the
+//! sandbox, `docgate emulate` and `GET /v1/providers` all iterate the same table
+//! (`docgate_providers::ALL`), so adding a provider is its crate plus one line there.
+//!
+//! Provider-specific HTTP routes (OST's presigned posts, KYC submissions, webhooks) come from
+//! [`Provider::routes`](crate::Provider::routes): the provider mounts them itself, reaching
+//! the gateway's tenants and ledger only through [`GatewayHost`](crate::host::GatewayHost).
+
+use std::{ffi::OsString, fmt, future::Future, path::PathBuf, pin::Pin, sync::Arc};
+
+use crate::provider::Provider;
+
+/// Provider crates name configuration types through this (no direct `toml` dependency).
+pub use toml;
+
+/// A boxed future, as the registration's function pointers return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Everything wrong with one piece of configuration, reported at once (a config check must
+/// not make the operator fix one problem per start).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConfigIssues(pub Vec<ConfigIssue>);
+
+/// One problem in a configuration: where (a dotted path such as `providers.taler.purpose`)
+/// and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigIssues {
+    pub fn one(path: impl Into<String>, message: impl fmt::Display) -> ConfigIssues {
+        ConfigIssues(vec![ConfigIssue {
+            path: path.into(),
+            message: message.to_string(),
+        }])
+    }
+
+    pub fn push(&mut self, path: impl Into<String>, message: impl fmt::Display) {
+        self.0.push(ConfigIssue {
+            path: path.into(),
+            message: message.to_string(),
+        });
+    }
+
+    pub fn extend(&mut self, other: ConfigIssues) {
+        self.0.extend(other.0);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `Ok(value)` when nothing was found wrong.
+    pub fn into_result<T>(self, value: T) -> Result<T, ConfigIssues> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(self)
+        }
+    }
+
+    /// Prefix every path (a provider reports paths inside its own section).
+    pub fn under(mut self, prefix: &str) -> ConfigIssues {
+        for issue in &mut self.0 {
+            issue.path = if issue.path.is_empty() {
+                prefix.to_owned()
+            } else {
+                format!("{prefix}.{}", issue.path)
+            };
+        }
+        self
+    }
+}
+
+impl fmt::Display for ConfigIssues {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, issue) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            if issue.path.is_empty() {
+                write!(f, "{}", issue.message)?;
+            } else {
+                write!(f, "{}: {}", issue.path, issue.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigIssues {}
+
+/// Deserialize a provider's section, mapping serde's error to an issue at its path.
+pub fn section<T: serde::de::DeserializeOwned>(value: toml::Value) -> Result<T, ConfigIssues> {
+    T::deserialize(value).map_err(|e| ConfigIssues::one("", e.message().trim()))
+}
+
+/// Build a provider from its section with its own constructor: the usual `from_config`.
+pub fn build<C, P, E>(
+    value: toml::Value,
+    new: fn(C) -> Result<P, E>,
+) -> Result<Arc<dyn Provider>, ConfigIssues>
+where
+    C: serde::de::DeserializeOwned,
+    P: Provider,
+    E: fmt::Display,
+{
+    let config: C = section(value)?;
+    let provider = new(config).map_err(|e| ConfigIssues::one("", e))?;
+    Ok(Arc::new(provider))
+}
+
+/// How an emulator is launched.
+#[derive(Debug, Clone)]
+pub enum EmulatorLaunch {
+    /// `docgate emulate <name> ARGS…`: the provider parses its own arguments (including the
+    /// common `--listen` and `--data-dir`).
+    Cli(Vec<OsString>),
+    /// Inside the sandbox: a loopback port of its choosing, state under `data_dir`, and the
+    /// gateway's URL (for emulators that call the gateway back, such as OST's webhooks).
+    Sandbox {
+        data_dir: PathBuf,
+        gateway_url: String,
+    },
+}
+
+/// Why an emulator did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    /// Bad command-line arguments (the message is clap's, ready to print).
+    #[error("{0}")]
+    Usage(String),
+    /// `--help` was asked for: print this and exit successfully.
+    #[error("{0}")]
+    Help(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Config(#[from] ConfigIssues),
+}
+
+/// A running emulator; dropping it stops it.
+pub trait RunningEmulator: Send + Sync + fmt::Debug {
+    fn url(&self) -> String;
+    /// Lines for the terminal: credentials, control routes.
+    fn banner(&self) -> Vec<String>;
+    /// The provider, configured to deliver to this emulator (the sandbox).
+    fn sandbox_provider(&self) -> Result<Arc<dyn Provider>, ConfigIssues>;
+    /// The concrete emulator, for tests that drive its control API in Rust.
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+/// Starts a provider's emulator.
+pub type StartEmulator =
+    fn(EmulatorLaunch) -> BoxFuture<'static, Result<Box<dyn RunningEmulator>, EmulatorError>>;
+
+/// One provider, as the gateway's table lists it.
+#[derive(Clone, Copy)]
+pub struct Registration {
+    /// The name in the API (`provider=taler`) and the config section (`[providers.taler]`).
+    pub name: &'static str,
+    /// Build the provider from its configuration section. Reports every problem at once.
+    pub from_config: fn(toml::Value) -> Result<Arc<dyn Provider>, ConfigIssues>,
+    /// Check a tenant's `[tenants.options.<name>]` table; `None`: the provider has none.
+    pub tenant_options: Option<fn(&toml::Table) -> Result<(), ConfigIssues>>,
+    /// Its emulator, when the crate's `emulator` feature is on.
+    pub emulator: Option<StartEmulator>,
+}
+
+impl fmt::Debug for Registration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registration")
+            .field("name", &self.name)
+            .field("tenant_options", &self.tenant_options.is_some())
+            .field("emulator", &self.emulator.is_some())
+            .finish()
+    }
+}
+
+impl Registration {
+    /// Validate a tenant's options for this provider.
+    pub fn check_tenant_options(&self, options: &toml::Table) -> Result<(), ConfigIssues> {
+        match self.tenant_options {
+            Some(check) => check(options),
+            None if options.is_empty() => Ok(()),
+            None => Err(ConfigIssues::one(
+                "",
+                format!("provider `{}` takes no tenant options", self.name),
+            )),
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! The accept step: validate the whole upload, make it durable, record it, start its
+//! delivery and answer.
+//!
+//! "Accepted" is a promise: a 2xx (or a 202) only after every document is fsynced in the
+//! spool **and** the ledger row is committed. A failure on the way — a full disk above all —
+//! removes whatever was written and answers with a problem that says so (507 with
+//! Retry-After when space ran out), never a 2xx.
+
+use std::sync::Arc;
+
+use axum::response::Response;
+use docgate_core::{Document, DocumentMeta, FieldError, Fields, Problem, Provider};
+use http::HeaderValue;
+use sha2::{Digest, Sha256};
+
+use super::{wait, Intake, Result};
+use crate::{
+    admission::{insufficient_storage, is_out_of_space},
+    delivery::{relative_spool_path, upload_dir},
+    ledger::{now_ms, Inserted, LedgerError, NewUpload, StoredDocument, UploadRecord},
+    receipt::upload_response,
+};
+
+/// What was uploaded, for comparing requests under the same Idempotency-Key: the provider,
+/// the fields and each document's slot, size and SHA-256 (not filenames or declared types).
+pub fn fingerprint(provider: &str, fields: &Fields, documents: &[DocumentMeta]) -> String {
+    let mut docs: Vec<(&str, &str, u64)> = documents
+        .iter()
+        .map(|d| (d.slot.as_str(), d.digests.sha256.as_str(), d.size))
+        .collect();
+    docs.sort();
+    let canonical =
+        serde_json::json!({ "provider": provider, "fields": fields, "documents": docs });
+    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+}
+
+/// The provider's whole-request checks: metadata, required slots, cross-document rules.
+fn check_complete(
+    provider: &dyn Provider,
+    fields: &Fields,
+    documents: &[Document],
+) -> Result<docgate_core::Prepared> {
+    let prepared = provider.prepare(fields)?;
+    let present: Vec<&str> = documents.iter().map(|d| d.meta.slot.as_str()).collect();
+    let missing = provider.policy().missing_slots(&present);
+    if !missing.is_empty() {
+        return Err(Problem::invalid_metadata(
+            missing.iter().map(|s| FieldError::missing(*s)).collect(),
+        ));
+    }
+    if documents.is_empty() {
+        return Err(
+            Problem::invalid_metadata(vec![FieldError::missing("document")])
+                .with_detail("an upload needs at least one document part"),
+        );
+    }
+    let metas: Vec<DocumentMeta> = documents.iter().map(|d| d.meta.clone()).collect();
+    provider.check(&prepared, &metas)?;
+    Ok(prepared)
+}
+
+/// Validate, persist, record, deliver and answer.
+pub async fn accept(
+    intake: Intake,
+    provider: Arc<dyn Provider>,
+    fields: Fields,
+    documents: Vec<Document>,
+) -> Result<Response> {
+    let app = &intake.app;
+    let prepared = check_complete(provider.as_ref(), &fields, &documents)?;
+    let metas: Vec<DocumentMeta> = documents.iter().map(|d| d.meta.clone()).collect();
+    let id = uuid::Uuid::new_v4().to_string();
+    let stored = persist(&intake, &id, &documents).await?;
+    let total: u64 = metas.iter().map(|d| d.size).sum();
+    drop(documents);
+
+    let fp = fingerprint(provider.name(), &fields, &metas);
+    let new = NewUpload {
+        id: id.clone(),
+        tenant: intake.tenant.name.clone(),
+        provider: provider.name().to_owned(),
+        idempotency_key: intake.idempotency_key.clone(),
+        fingerprint: fp.clone(),
+        prepared,
+        documents: stored,
+        now: now_ms(),
+        lease: Some(app.deliverer.lease()),
+        notify: intake.tenant.notify.is_some(),
+    };
+    let inserted = record(&intake, new).await?;
+    let Intake {
+        app,
+        permit,
+        respond_async,
+        ..
+    } = intake;
+    drop(permit);
+    match inserted {
+        Inserted::New(rec) => {
+            app.metrics.bytes_received(&rec.provider, total);
+            let mut waiter = app.deliverer.watch(&rec.id, rec.status);
+            app.deliverer.spawn_drive(rec.clone());
+            if respond_async {
+                let mut res = upload_response(&rec);
+                res.headers_mut().insert(
+                    "preference-applied",
+                    HeaderValue::from_static("respond-async"),
+                );
+                return Ok(res);
+            }
+            let rec = wait::for_final(&app, rec, &mut waiter.rx).await;
+            Ok(upload_response(&rec))
+        }
+        Inserted::Existing(rec) => {
+            remove_upload_dir(&app, &id).await;
+            replay(&app, rec, &fp, respond_async).await
+        }
+    }
+}
+
+/// The same Idempotency-Key again: the original upload, or 409 for different content.
+async fn replay(
+    app: &crate::app::AppState,
+    rec: UploadRecord,
+    fingerprint: &str,
+    respond_async: bool,
+) -> Result<Response> {
+    if rec.fingerprint != fingerprint {
+        return Err(Problem::new(
+            http::StatusCode::CONFLICT,
+            "idempotency_conflict",
+            "Idempotency-Key reused",
+        )
+        .with_detail("this Idempotency-Key was used for a different upload")
+        .with_extra("upload_id", rec.id.as_str()));
+    }
+    let rec = if respond_async || rec.status.is_terminal() {
+        rec
+    } else {
+        let mut waiter = app.deliverer.watch(&rec.id, rec.status);
+        wait::for_final(app, rec, &mut waiter.rx).await
+    };
+    let mut res = upload_response(&rec);
+    res.headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    Ok(res)
+}
+
+/// Move every document to its durable place under `uploads/<id>/` (fsynced). On failure
+/// nothing of the upload is left behind.
+async fn persist(intake: &Intake, id: &str, documents: &[Document]) -> Result<Vec<StoredDocument>> {
+    let app = &intake.app;
+    let mut stored = Vec::with_capacity(documents.len());
+    for doc in documents {
+        let relative = relative_spool_path(id, &doc.meta.slot);
+        if let Err(e) = doc.spool.persist(&app.spool.root().join(&relative)).await {
+            remove_upload_dir(app, id).await;
+            return Err(storage_failed(app, &e));
+        }
+        stored.push(StoredDocument {
+            meta: doc.meta.clone(),
+            spool_path: relative,
+        });
+    }
+    Ok(stored)
+}
+
+/// A write that failed: 507 when space ran out (and the space watch believes it at once),
+/// else 500. Either way nothing was accepted.
+pub fn storage_failed(app: &crate::app::AppState, e: &std::io::Error) -> Problem {
+    if is_out_of_space(e) {
+        app.admission.space.out_of_space();
+        tracing::warn!(error = %e, "out of space while storing an upload");
+        insufficient_storage("the gateway ran out of storage while storing the upload; nothing was accepted")
+    } else {
+        tracing::error!(error = %e, "could not make an upload durable");
+        Problem::internal("the document could not be stored; nothing was accepted")
+    }
+}
+
+/// Why ingesting a document failed, as the client is told: the body's own fault (it stalled,
+/// trickled, was cut) first, then a full disk (507), then what the pipeline found.
+pub fn ingest_failed(
+    app: &crate::app::AppState,
+    faults: &crate::body::FaultCell,
+    e: docgate_core::IngestError,
+) -> Problem {
+    if let Some(fault) = faults.get() {
+        return fault.to_problem();
+    }
+    match &e {
+        docgate_core::IngestError::Spool(io) => storage_failed(app, io),
+        _ => e.to_problem(),
+    }
+}
+
+/// Record the upload. An error may still have committed (a connection lost after the
+/// commit): look before removing the documents of an upload that might be recorded.
+async fn record(intake: &Intake, new: NewUpload) -> Result<Inserted> {
+    let app = &intake.app;
+    let id = new.id.clone();
+    let error = match app.ledger.insert(new).await {
+        Ok(inserted) => return Ok(inserted),
+        Err(e) => e,
+    };
+    match app.ledger.get(&id).await {
+        Ok(Some(rec)) => Ok(Inserted::New(rec)),
+        Ok(None) => {
+            remove_upload_dir(app, &id).await;
+            Err(ledger_refused(app, &error))
+        }
+        Err(_) => {
+            // Unknown: keep the documents (the orphan sweep removes them if the upload
+            // really was not recorded) and let the client retry with its key.
+            tracing::error!(error = %error, upload = %id, "could not record an upload, nor tell whether it was");
+            Err(ledger_unavailable(
+                "the upload may not have been recorded; retry with the same Idempotency-Key",
+            ))
+        }
+    }
+}
+
+fn ledger_refused(app: &crate::app::AppState, e: &LedgerError) -> Problem {
+    if e.is_out_of_space() {
+        app.admission.space.out_of_space();
+        tracing::warn!(error = %e, "the ledger is out of space");
+        return insufficient_storage(
+            "the gateway's ledger ran out of storage; nothing was accepted",
+        );
+    }
+    tracing::error!(error = %e, "could not record an upload");
+    ledger_unavailable("the upload could not be recorded; nothing was accepted")
+}
+
+fn ledger_unavailable(detail: &str) -> Problem {
+    Problem::new(
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        "ledger_unavailable",
+        "Ledger unavailable",
+    )
+    .with_detail(detail)
+    .with_side(docgate_core::Side::Gateway)
+    .with_retry_after(std::time::Duration::from_secs(1))
+}
+
+async fn remove_upload_dir(app: &crate::app::AppState, id: &str) {
+    let _ = tokio::fs::remove_dir_all(upload_dir(&app.spool, id)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_depends_on_provider_fields_and_content_not_document_order() {
+        let doc = |slot: &str, sha: &str| DocumentMeta {
+            slot: slot.into(),
+            filename: None,
+            size: 1,
+            media_type: "image/png".into(),
+            declared_type: None,
+            digests: docgate_core::DigestsHex {
+                sha256: sha.into(),
+                sha512: None,
+                md5: None,
+            },
+            entries: None,
+        };
+        let f: Fields = [("a".to_string(), "1".to_string())].into_iter().collect();
+        let ab = fingerprint("p", &f, &[doc("a", "1"), doc("b", "2")]);
+        assert_eq!(ab, fingerprint("p", &f, &[doc("b", "2"), doc("a", "1")]));
+        assert_ne!(ab, fingerprint("q", &f, &[doc("a", "1"), doc("b", "2")]));
+        assert_ne!(
+            ab,
+            fingerprint("p", &Fields::new(), &[doc("a", "1"), doc("b", "2")])
+        );
+        assert_ne!(ab, fingerprint("p", &f, &[doc("a", "1"), doc("b", "3")]));
+    }
+}

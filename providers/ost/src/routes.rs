@@ -1,0 +1,277 @@
+//! OST's routes in the gateway, beyond uploads (mounted from [`OstProvider::routes`]).
+//!
+//! Under `/v1/providers/ost` (tenant API key):
+//! - `POST /presigned-post`: presigned S3 forms for a browser to post documents straight to
+//!   OST's bucket. **Those bytes never pass through docgate**: no size, type or content check
+//!   happens on them. So the route is off unless the tenant's configuration turns it on
+//!   (`[tenants.options.ost] presigned_post = true`); the inspected browser path is an upload
+//!   session. The S3 keys handed out are recorded as the tenant's.
+//! - `POST /users/{user_id}/kyc`: KYC details for a user. Every `*_file_path` must be an S3 key
+//!   this tenant owns, and the user becomes the tenant's on its first submission: another
+//!   tenant's submission, status read or events for that user answer 404.
+//! - `GET /users/{user_id}/kyc`: the user's KYC status at OST, for the owning tenant.
+//! - `GET /events`: recorded webhook events about this tenant's users.
+//!
+//! Under `/v1/webhooks/ost` (no API key; OST's signature authenticates): `POST /`.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use axum::{
+    body::Bytes,
+    extract::{Path, State},
+    routing::{get, post},
+    Json, Router,
+};
+use docgate_core::{
+    host::HostRef, now_ms, registration::ConfigIssues, registration::toml, ApiTenant, OwnedRef,
+    Problem, ProviderEvent, ProviderRoutes, TenantRef,
+};
+use http::{header, HeaderMap, StatusCode};
+use serde_json::{json, Map, Value};
+
+use crate::{
+    kyc::{self, KEY_REF, USER_REF},
+    OstProvider,
+};
+
+const OST: &str = "ost";
+
+/// The tenant option that turns on uninspected direct-to-S3 posts.
+pub const PRESIGNED_POST: &str = "presigned_post";
+
+/// The registration's check of `[tenants.options.ost]`.
+pub fn check_tenant_options(options: &toml::Table) -> Result<(), ConfigIssues> {
+    let mut issues = ConfigIssues::default();
+    for (key, value) in options {
+        match key.as_str() {
+            PRESIGNED_POST if value.is_bool() => {}
+            PRESIGNED_POST => issues.push(key.as_str(), "must be true or false"),
+            other => issues.push(
+                other,
+                format!("unknown option (OST takes `{PRESIGNED_POST}`)"),
+            ),
+        }
+    }
+    issues.into_result(())
+}
+
+/// The routes OST mounts.
+pub fn routes(ost: Arc<OstProvider>) -> ProviderRoutes {
+    let api = Router::new()
+        .route("/presigned-post", post(presigned_post))
+        .route("/users/{user_id}/kyc", post(submit_kyc).get(kyc_status))
+        .route("/events", get(events))
+        .with_state(ost.clone());
+    let webhook = Router::new().route("/", post(webhook)).with_state(ost);
+    ProviderRoutes {
+        api: Some(api),
+        webhook: Some(webhook),
+    }
+}
+
+type Answer = Result<Json<Value>, Problem>;
+
+fn ost_tenant(tenant: &TenantRef) -> Result<(), Problem> {
+    tenant.require(OST)
+}
+
+fn json_object(body: &[u8]) -> Result<Map<String, Value>, Problem> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(Problem::bad_request("the body must be a JSON object")),
+        Err(e) => Err(Problem::bad_request(format!("the body is not JSON: {e}"))),
+    }
+}
+
+/// Body: `{"files": {"document_id": "image/jpeg", "selfie": "image/png"}}`.
+async fn presigned_post(
+    State(ost): State<Arc<OstProvider>>,
+    ApiTenant(tenant): ApiTenant,
+    HostRef(host): HostRef,
+    body: Bytes,
+) -> Answer {
+    ost_tenant(&tenant)?;
+    if !tenant.flag(OST, PRESIGNED_POST) {
+        return Err(Problem::forbidden(
+            "direct-to-S3 posts are off for this tenant: their bytes bypass docgate's checks. \
+             Use an upload session, or set [tenants.options.ost] presigned_post = true",
+        ));
+    }
+    let files = requested_files(&json_object(&body)?)?;
+    let forms = ost.presigned_post(&files).await?;
+    for form in forms.as_object().into_iter().flat_map(|m| m.values()) {
+        if let Some(key) = form["fields"]["key"].as_str() {
+            host.claim(&tenant.name, OST, &OwnedRef::new(KEY_REF, key))
+                .await?;
+        }
+    }
+    Ok(Json(json!({ "file_upload_post": forms })))
+}
+
+fn requested_files(body: &Map<String, Value>) -> Result<BTreeMap<String, String>, Problem> {
+    match body.get("files") {
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| {
+                v.as_str()
+                    .map(|s| (k.clone(), s.to_owned()))
+                    .ok_or_else(|| {
+                        Problem::invalid_field(&format!("files.{k}"), "a content type string")
+                    })
+            })
+            .collect(),
+        _ => Err(Problem::invalid_field(
+            "files",
+            "an object of slot → content type",
+        )),
+    }
+}
+
+/// 404 unless `user_id` is this tenant's (or, with `claim`, becomes it now).
+async fn own_user(
+    host: &HostRef,
+    tenant: &TenantRef,
+    user_id: &str,
+    claim: bool,
+) -> Result<(), Problem> {
+    // OST user ids are numbers: `011001` and `11001` are the same user.
+    let user_id = user_id.trim();
+    let canonical = user_id
+        .parse::<u64>()
+        .map_or_else(|_| user_id.to_owned(), |n| n.to_string());
+    let subject = OwnedRef::new(USER_REF, canonical);
+    let mine = if claim {
+        host.0.claim(&tenant.name, OST, &subject).await?
+    } else {
+        host.0.owns(&tenant.name, OST, &subject).await?
+    };
+    if mine {
+        Ok(())
+    } else {
+        Err(Problem::not_found(format!("no OST user `{user_id}`")))
+    }
+}
+
+/// Body: the KYC fields as a JSON object (`first_name`, …, `document_id_file_path`, …).
+async fn submit_kyc(
+    State(ost): State<Arc<OstProvider>>,
+    ApiTenant(tenant): ApiTenant,
+    host: HostRef,
+    Path(user_id): Path<String>,
+    body: Bytes,
+) -> Answer {
+    ost_tenant(&tenant)?;
+    let fields: BTreeMap<String, Value> = json_object(&body)?.into_iter().collect();
+    let mut foreign = Vec::new();
+    for key in kyc::referenced_keys(&fields) {
+        if !host
+            .0
+            .owns(&tenant.name, OST, &OwnedRef::new(KEY_REF, &key))
+            .await?
+        {
+            foreign.push(key);
+        }
+    }
+    if !foreign.is_empty() {
+        return Err(Problem::forbidden(
+            "these document keys did not come from this tenant's uploads or presigned forms",
+        )
+        .with_extra("keys", foreign));
+    }
+    own_user(&host, &tenant, &user_id, true).await?;
+    Ok(Json(ost.submit_kyc(&user_id, &fields).await?))
+}
+
+async fn kyc_status(
+    State(ost): State<Arc<OstProvider>>,
+    ApiTenant(tenant): ApiTenant,
+    host: HostRef,
+    Path(user_id): Path<String>,
+) -> Answer {
+    ost_tenant(&tenant)?;
+    own_user(&host, &tenant, &user_id, false).await?;
+    Ok(Json(ost.kyc_status(&user_id).await?))
+}
+
+/// Recorded events about this tenant's users, newest first.
+async fn events(ApiTenant(tenant): ApiTenant, HostRef(host): HostRef) -> Answer {
+    ost_tenant(&tenant)?;
+    let events = host.events(&tenant.name, OST, 200).await?;
+    Ok(Json(json!({ "events": events })))
+}
+
+/// OST's signed webhook. The signature, age and replays are checked; the event is recorded
+/// and answered at once (OST wants an answer within 10 s).
+async fn webhook(
+    State(ost): State<Arc<OstProvider>>,
+    HostRef(host): HostRef,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), Problem> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let params = crate::webhook::params_from_body(content_type, &body)
+        .map_err(|e| Problem::bad_request(e.to_string()))?;
+    let event = ost.verify_webhook(&params, now_ms() / 1000)?;
+    let payload = Value::Object(event.params.clone());
+    let recorded = ProviderEvent {
+        provider: OST.into(),
+        event_id: event.id.clone(),
+        name: event.name.clone(),
+        received_at: now_ms(),
+        subject: event_user(&payload).map(|u| OwnedRef::new(USER_REF, u)),
+        payload,
+    };
+    if !host.record_event(&recorded).await? {
+        return Err(
+            Problem::new(StatusCode::CONFLICT, "webhook_replayed", "Webhook replayed")
+                .with_detail(format!("event {} was already received", event.id)),
+        );
+    }
+    tracing::info!(event = %event.id, name = %event.name, "OST webhook recorded");
+    Ok((StatusCode::OK, Json(json!({ "received": event.id }))))
+}
+
+/// The OST user an event is about: `data.<result_type>.user_id`, or `.id` for user events.
+fn event_user(payload: &Value) -> Option<String> {
+    let data = payload.get("data")?;
+    let kind = data.get("result_type")?.as_str()?;
+    let object = data.get(kind)?;
+    let id = object
+        .get("user_id")
+        .or_else(|| (kind == "user").then(|| object.get("id")).flatten())?;
+    match id {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_attributed_to_their_user() {
+        let kyc =
+            json!({"data": {"result_type": "user_kyc", "user_kyc": {"user_id": 11001, "id": 7}}});
+        assert_eq!(event_user(&kyc).as_deref(), Some("11001"));
+        let user = json!({"data": {"result_type": "user", "user": {"id": "11493"}}});
+        assert_eq!(event_user(&user).as_deref(), Some("11493"));
+        assert_eq!(
+            event_user(&json!({"data": {"result_type": "other", "other": {"id": 1}}})),
+            None
+        );
+        assert_eq!(event_user(&json!({})), None);
+    }
+
+    #[test]
+    fn tenant_options_are_checked() {
+        let ok: toml::Table = toml::from_str("presigned_post = true").expect("toml");
+        assert!(check_tenant_options(&ok).is_ok());
+        let bad: toml::Table =
+            toml::from_str("presigned_post = \"yes\"\nother = 1").expect("toml");
+        assert_eq!(check_tenant_options(&bad).map_err(|e| e.0.len()), Err(2));
+    }
+}

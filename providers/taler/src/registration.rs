@@ -1,0 +1,18 @@
+//! This provider's line in the gateway's table (`docgate_providers::ALL`).
+
+use docgate_core::registration::{build, Registration, StartEmulator};
+
+use crate::TalerProvider;
+
+/// How the gateway builds, configures and emulates this provider.
+pub static REGISTRATION: Registration = Registration {
+    name: "taler",
+    from_config: |section| build(section, TalerProvider::new),
+    tenant_options: None,
+    emulator: EMULATOR,
+};
+
+#[cfg(feature = "emulator")]
+const EMULATOR: Option<StartEmulator> = Some(|launch| Box::pin(crate::emulator::launch(launch)));
+#[cfg(not(feature = "emulator"))]
+const EMULATOR: Option<StartEmulator> = None;
