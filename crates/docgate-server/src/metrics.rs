@@ -252,4 +252,122 @@ mod tests {
         assert!(text.contains("docgate_spool_bytes 42"));
         assert!(m.render(&[], 0).contains("docgate_uploads_in_flight 0"));
     }
+
+    /// A metrics registry with every family populated, as a busy gateway has it.
+    fn populated() -> Metrics {
+        let m = Metrics::default();
+        m.bytes_received("taler", 10);
+        m.bytes_received("sila", 7);
+        m.attempt("taler", "delivered", Duration::from_millis(30));
+        m.attempt("taler", "retry_later", Duration::from_millis(5));
+        m.attempt("sila", "duplicate", Duration::from_secs(2));
+        m.attempt("sila", "rejected", Duration::from_millis(40));
+        m.rejected("payload_too_large");
+        m.rejected("payload_too_large");
+        m.rejected("unsupported_media_type");
+        m.notification("sent");
+        m.notification("failed");
+        m.notification("retry");
+        m
+    }
+
+    /// Each sample as `name{labels} value` (value normalised through f64, since `1` and `1.0`
+    /// are the same sample to a scraper) plus the HELP/TYPE lines, sorted: sample order within
+    /// a family is not part of the format.
+    fn exposition(text: &str) -> Vec<String> {
+        let mut lines: Vec<String> = text
+            .lines()
+            .map(|line| {
+                if line.starts_with('#') {
+                    return line.to_owned();
+                }
+                let (series, value) = line.rsplit_once(' ').expect("sample has a value");
+                let value: f64 = value.parse().expect("sample value is a number");
+                format!("{series} {value}")
+            })
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    /// The exposition rendered by the hand-written encoder this module used before
+    /// prometheus-client; dashboards and alerts depend on these names, labels and types.
+    const GOLDEN: &str = r#"
+# HELP docgate_bytes_received_total Document bytes accepted, by provider.
+# HELP docgate_delivery_attempts_total Delivery attempts by provider and outcome.
+# HELP docgate_delivery_duration_seconds Time of successful delivery attempts.
+# HELP docgate_notifications_total Tenant notifications by outcome.
+# HELP docgate_rejections_total Requests refused, by problem code.
+# HELP docgate_spool_bytes Bytes of documents waiting in the spool.
+# HELP docgate_uploads Uploads in the ledger by provider and status.
+# HELP docgate_uploads_in_flight Uploads being received right now.
+# TYPE docgate_bytes_received_total counter
+# TYPE docgate_delivery_attempts_total counter
+# TYPE docgate_delivery_duration_seconds histogram
+# TYPE docgate_notifications_total counter
+# TYPE docgate_rejections_total counter
+# TYPE docgate_spool_bytes gauge
+# TYPE docgate_uploads gauge
+# TYPE docgate_uploads_in_flight gauge
+docgate_bytes_received_total{provider="sila"} 7
+docgate_bytes_received_total{provider="taler"} 10
+docgate_delivery_attempts_total{provider="sila",outcome="duplicate"} 1
+docgate_delivery_attempts_total{provider="sila",outcome="rejected"} 1
+docgate_delivery_attempts_total{provider="taler",outcome="delivered"} 1
+docgate_delivery_attempts_total{provider="taler",outcome="retry_later"} 1
+docgate_delivery_duration_seconds_bucket{provider="sila",le="+Inf"} 1
+docgate_delivery_duration_seconds_bucket{provider="sila",le="0.005"} 0
+docgate_delivery_duration_seconds_bucket{provider="sila",le="0.01"} 0
+docgate_delivery_duration_seconds_bucket{provider="sila",le="0.025"} 0
+docgate_delivery_duration_seconds_bucket{provider="sila",le="0.05"} 0
+docgate_delivery_duration_seconds_bucket{provider="sila",le="0.1"} 0
+docgate_delivery_duration_seconds_bucket{provider="sila",le="0.25"} 0
+docgate_delivery_duration_seconds_bucket{provider="sila",le="0.5"} 0
+docgate_delivery_duration_seconds_bucket{provider="sila",le="1"} 0
+docgate_delivery_duration_seconds_bucket{provider="sila",le="10"} 1
+docgate_delivery_duration_seconds_bucket{provider="sila",le="2.5"} 1
+docgate_delivery_duration_seconds_bucket{provider="sila",le="30"} 1
+docgate_delivery_duration_seconds_bucket{provider="sila",le="5"} 1
+docgate_delivery_duration_seconds_bucket{provider="taler",le="+Inf"} 1
+docgate_delivery_duration_seconds_bucket{provider="taler",le="0.005"} 0
+docgate_delivery_duration_seconds_bucket{provider="taler",le="0.01"} 0
+docgate_delivery_duration_seconds_bucket{provider="taler",le="0.025"} 0
+docgate_delivery_duration_seconds_bucket{provider="taler",le="0.05"} 1
+docgate_delivery_duration_seconds_bucket{provider="taler",le="0.1"} 1
+docgate_delivery_duration_seconds_bucket{provider="taler",le="0.25"} 1
+docgate_delivery_duration_seconds_bucket{provider="taler",le="0.5"} 1
+docgate_delivery_duration_seconds_bucket{provider="taler",le="1"} 1
+docgate_delivery_duration_seconds_bucket{provider="taler",le="10"} 1
+docgate_delivery_duration_seconds_bucket{provider="taler",le="2.5"} 1
+docgate_delivery_duration_seconds_bucket{provider="taler",le="30"} 1
+docgate_delivery_duration_seconds_bucket{provider="taler",le="5"} 1
+docgate_delivery_duration_seconds_count{provider="sila"} 1
+docgate_delivery_duration_seconds_count{provider="taler"} 1
+docgate_delivery_duration_seconds_sum{provider="sila"} 2
+docgate_delivery_duration_seconds_sum{provider="taler"} 0.03
+docgate_notifications_total{outcome="failed"} 1
+docgate_notifications_total{outcome="retry"} 1
+docgate_notifications_total{outcome="sent"} 1
+docgate_rejections_total{code="payload_too_large"} 2
+docgate_rejections_total{code="unsupported_media_type"} 1
+docgate_spool_bytes 4096
+docgate_uploads_in_flight 1
+docgate_uploads{provider="sila",status="pending"} 1
+docgate_uploads{provider="taler",status="delivered"} 3
+"#;
+
+    #[test]
+    fn exposition_matches_the_hand_written_format() {
+        let m = populated();
+        let _guard = m.upload_started();
+        let text = m.render(
+            &[
+                ("taler".into(), "delivered", 3),
+                ("sila".into(), "pending", 1),
+            ],
+            4096,
+        );
+        let expected: Vec<String> = GOLDEN.trim().lines().map(str::to_owned).collect();
+        assert_eq!(exposition(&text), expected, "rendered:\n{text}");
+    }
 }
