@@ -76,7 +76,7 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
     )
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// `GET /metrics`: Prometheus text format (0.0.4).
 pub async fn metrics(State(app): State<AppState>) -> Response {
     let counts = app.ledger.status_counts().await.unwrap_or_default();
     let uploads: Vec<(String, &str, u64)> = counts
@@ -90,7 +90,7 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     let mut res = app.metrics.render(&uploads, spool_bytes).into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
     );
     res
 }
