@@ -4,6 +4,7 @@
 //! (to refuse it the way OST does), so both sides agree by construction.
 
 pub mod ethereum;
+pub use ethereum::AddressCheck;
 pub mod lists;
 mod submission;
 
