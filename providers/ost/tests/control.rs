@@ -19,7 +19,7 @@ use axum::{
     Router,
 };
 use docgate_ost::{
-    emulator::{Emitted, Emulator, KycChange},
+    emulator::{Emitted, Emulator},
     OstProvider, WebhookEvent,
 };
 use serde_json::{json, Value};
