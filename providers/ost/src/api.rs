@@ -15,6 +15,37 @@ use crate::{
     signing,
 };
 
+/// OST's API paths (under the base URL).
+pub mod endpoints {
+    pub const USERS: &str = "/api/v2/users";
+    pub const USERS_KYC: &str = "/api/v2/users-kyc";
+    pub const USERS_KYC_DETAIL: &str = "/api/v2/users-kyc-detail";
+    pub const FOR_PUT: &str = "/api/v2/users-kyc/pre-signed-urls/for-put";
+    pub const FOR_POST: &str = "/api/v2/users-kyc/pre-signed-urls/for-post";
+    pub const ETHEREUM_ADDRESS_VALIDATION: &str = "/api/v2/ethereum-address-validation";
+}
+
+/// The emails OST sends a user about their case, on the client's request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KycEmail {
+    /// Only for an approved case.
+    Approve,
+    /// Only for a denied case.
+    Deny,
+    /// Only when an admin reported an issue.
+    ReportIssue,
+}
+
+impl KycEmail {
+    fn path(self) -> &'static str {
+        match self {
+            KycEmail::Approve => "approve",
+            KycEmail::Deny => "deny",
+            KycEmail::ReportIssue => "report-issue",
+        }
+    }
+}
+
 /// Successful OST answers are small (five URLs and POST policies); more is not OST.
 const MAX_ANSWER_BYTES: usize = 256 * 1024;
 
@@ -148,6 +179,81 @@ impl OstApi {
             )
             .body(signed.wire);
         self.send(request).await
+    }
+
+    /// `POST /users` (`users.create`): a user for `email` → `{"result_type": "user", "user"}`.
+    pub async fn create_user(&self, email: &str) -> Result<Value, ApiError> {
+        let mut params = Map::new();
+        params.insert("email".into(), Value::String(email.to_owned()));
+        self.post(endpoints::USERS, params).await
+    }
+
+    /// `GET /users/{id}` (`users.get`).
+    pub async fn user(&self, id: u64) -> Result<Value, ApiError> {
+        self.get(&format!("{}/{id}", endpoints::USERS), Map::new())
+            .await
+    }
+
+    /// `GET /users` (`users.list`): `params` are `filters`, `page_number`, `order`, `limit`
+    /// (a previous answer's `meta.next_page_payload` fits as is).
+    pub async fn users(&self, params: Map<String, Value>) -> Result<Value, ApiError> {
+        self.get(endpoints::USERS, params).await
+    }
+
+    /// `POST /users-kyc/{user_id}` (`users_kyc.submit_kyc`) with the KYC fields.
+    pub async fn submit_kyc(
+        &self,
+        user_id: u64,
+        fields: Map<String, Value>,
+    ) -> Result<Value, ApiError> {
+        self.post(&format!("{}/{user_id}", endpoints::USERS_KYC), fields)
+            .await
+    }
+
+    /// `GET /users-kyc/{user_id}` (`users_kyc.get`): the status of the user's last
+    /// submission → `{"result_type": "user_kyc", "user_kyc": {kyc_status, admin_status, …}}`.
+    pub async fn user_kyc(&self, user_id: u64) -> Result<Value, ApiError> {
+        self.get(&format!("{}/{user_id}", endpoints::USERS_KYC), Map::new())
+            .await
+    }
+
+    /// `GET /users-kyc` (`users_kyc.list`), with the list parameters of [`OstApi::users`].
+    pub async fn users_kyc(&self, params: Map<String, Value>) -> Result<Value, ApiError> {
+        self.get(endpoints::USERS_KYC, params).await
+    }
+
+    /// `GET /users-kyc-detail/{user_id}` (`users_kyc_details.get`): the submitted details
+    /// (files as short-lived URLs), if the OST account shares them through the API.
+    pub async fn user_kyc_detail(&self, user_id: u64) -> Result<Value, ApiError> {
+        self.get(
+            &format!("{}/{user_id}", endpoints::USERS_KYC_DETAIL),
+            Map::new(),
+        )
+        .await
+    }
+
+    /// `POST /users-kyc/{user_id}/email/{approve|deny|report-issue}`
+    /// (`users_kyc.email_approve` …): OST emails the user about their case.
+    pub async fn email_user(
+        &self,
+        user_id: u64,
+        email: KycEmail,
+        template_vars: Map<String, Value>,
+    ) -> Result<Value, ApiError> {
+        let mut params = Map::new();
+        if !template_vars.is_empty() {
+            params.insert("template_vars".into(), Value::Object(template_vars));
+        }
+        let endpoint = format!("{}/{user_id}/email/{}", endpoints::USERS_KYC, email.path());
+        self.post(&endpoint, params).await
+    }
+
+    /// `GET /ethereum-address-validation` (`validators.verify_ethereum_address`).
+    pub async fn verify_ethereum_address(&self, address: &str) -> Result<Value, ApiError> {
+        let mut params = Map::new();
+        params.insert("ethereum_address".into(), Value::String(address.to_owned()));
+        self.get(endpoints::ETHEREUM_ADDRESS_VALIDATION, params)
+            .await
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, ApiError> {

@@ -36,9 +36,7 @@ use crate::{
     webhook::{self, WebhookError, WebhookEvent},
 };
 
-pub const FOR_PUT: &str = "/api/v2/users-kyc/pre-signed-urls/for-put";
-pub const FOR_POST: &str = "/api/v2/users-kyc/pre-signed-urls/for-post";
-pub const USERS_KYC: &str = "/api/v2/users-kyc";
+pub use crate::api::endpoints::{FOR_POST, FOR_PUT, USERS_KYC};
 
 /// The client for one OST account.
 #[derive(Debug)]
@@ -163,11 +161,21 @@ impl OstProvider {
             .map_err(|e| e.to_problem())
     }
 
-    /// The status of a user's last KYC submission: `GET /api/v2/users-kyc/{user_id}`.
+    /// The status of a user's last KYC submission: `GET /api/v2/users-kyc/{user_id}` →
+    /// OST's `data` (`{"result_type": "user_kyc", "user_kyc": {"kyc_status", "admin_status",
+    /// "aml_status", "whitelist_status", "admin_action_types", …}}`).
     pub async fn kyc_status(&self, user_id: &str) -> Result<Value, Problem> {
         let user_id = parse_user_id(user_id)?;
+        self.api.user_kyc(user_id).await.map_err(|e| e.to_problem())
+    }
+
+    /// The details of a user's last KYC submission: `GET /api/v2/users-kyc-detail/{user_id}`
+    /// → OST's `data` (`user_kyc_detail` with the fields and 12-hour file URLs, or only
+    /// `user_kyc: {id, created_at}` when the OST account does not share KYC data).
+    pub async fn kyc_details(&self, user_id: &str) -> Result<Value, Problem> {
+        let user_id = parse_user_id(user_id)?;
         self.api
-            .get(&format!("{USERS_KYC}/{user_id}"), Map::new())
+            .user_kyc_detail(user_id)
             .await
             .map_err(|e| e.to_problem())
     }

@@ -431,8 +431,8 @@ async fn emulated_webhooks_verify_and_tampered_ones_do_not() {
     let relaxed = {
         // This emulator's account requires every mandatory field; send them.
         let mut f: BTreeMap<String, Value> = serde_json::from_value(json!({
-            "first_name": "A", "last_name": "B", "birthdate": "01/01/1990", "country": "X",
-            "nationality": "Y", "document_id_number": "Z1",
+            "first_name": "A", "last_name": "B", "birthdate": "01/01/1990", "country": "India",
+            "nationality": "Indian", "document_id_number": "Z1",
             "document_id_file_path": reference["selfie"], "ethereum_address":
             "0xdfbc84ccac430f2c0455c437adf417095d7ad68e", "estimated_participation_amount": "1",
             "street_address": "s", "city": "c", "state": "st", "postal_code": "p"

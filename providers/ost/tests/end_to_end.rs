@@ -333,8 +333,8 @@ async fn submit_kyc_forwards_the_delivered_keys_and_reports_ost_refusals_per_fie
         panic!("not delivered");
     };
     let mut fields: std::collections::BTreeMap<String, Value> = serde_json::from_value(json!({
-        "first_name": "Ada", "last_name": "Lovelace", "birthdate": "10/12/1815",
-        "country": "UK", "nationality": "British", "document_id_number": "AL1815",
+        "first_name": "Ada", "last_name": "Lovelace", "birthdate": "10/12/1985",
+        "country": "United Kingdom", "nationality": "British", "document_id_number": "AL1815",
         "document_id_file_path": reference["document_id"],
         "selfie_file_path": reference["selfie"],
         "investor_proof_files_path": [reference["investor_proof_file1"]],

@@ -8,12 +8,13 @@ mod common;
 
 use std::{process::Stdio, time::Duration};
 
+use docgate_ost::emulator::KycStatus;
 use serde_json::Value;
 
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_real_python_sdk_presigns_uploads_and_submits_against_the_emulator() {
+async fn the_real_python_sdk_calls_every_service_method_against_the_emulator() {
     let python = std::env::var("DOCGATE_INTEROP_PYTHON").unwrap_or_else(|_| {
         panic!(
             "DOCGATE_INTEROP_PYTHON is not set: point it at a python with \
@@ -75,10 +76,34 @@ async fn the_real_python_sdk_presigns_uploads_and_submits_against_the_emulator()
     let stored = std::fs::read(emu.object_path(post_key).expect("path")).expect("posted");
     assert!(stored == pdf_bytes, "the form upload's bytes differ");
 
-    // The submission the SDK made is on record with the SDK's keys.
+    // The submission the SDK made is on record with the SDK's keys, decided as the script
+    // asked through the control API.
     let user_id = result["user_id"].as_u64().expect("user id");
     let kyc = emu.kyc(user_id).expect("submission recorded");
     assert_eq!(kyc.details["selfie_file_path"], result["keys"]["selfie"]);
     assert_eq!(result["submission_count"], 1);
+    assert_eq!(kyc.state.kyc_status(), KycStatus::Approved);
+    assert_eq!(kyc.state.last_acted_by, "Interop Admin");
+    assert_eq!(result["detail_selfie_bytes"], jpeg_bytes.len());
+    assert_eq!(
+        result["statuses"],
+        serde_json::json!({user_id.to_string(): "approved", "11002": "denied", "11003": "pending"})
+    );
+
+    // The three emails the SDK asked for, and only those (the refused ones sent nothing).
+    let sent: Vec<(u64, String)> = emu
+        .sent_emails()
+        .into_iter()
+        .map(|e| (e.user_id, e.template))
+        .collect();
+    assert_eq!(
+        sent,
+        vec![
+            (user_id, "kyc_approved".to_string()),
+            (11002, "kyc_denied".to_string()),
+            (11003, "kyc_issue".to_string())
+        ]
+    );
+    assert_eq!(emu.sent_emails()[0].template_vars["name"], "Aniket");
     emu.stop().await.expect("stop");
 }

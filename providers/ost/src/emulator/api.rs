@@ -6,9 +6,12 @@
 //! parameter), act. Routing is by hand rather than by axum's router because the path must be
 //! normalised first: the real SDK joins `base_url + endpoint`, so a base URL with a trailing
 //! slash or a mount prefix reaches us as `//api/v2/...` or `/prefix/api/v2/...`.
+//!
+//! The endpoints live in [`super::presign`], [`super::users`], [`super::users_kyc`],
+//! [`super::kyc_detail`] and [`super::validators`].
 
 use std::{
-    collections::BTreeMap,
+    path::PathBuf,
     sync::{
         atomic::{AtomicU32, Ordering},
         Arc, Mutex, MutexGuard,
@@ -23,16 +26,17 @@ use axum::{
     Json,
 };
 use http::{Method, StatusCode};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::{
-    s3::{object_path, Presigner},
+    kyc_detail, presign,
+    s3::Presigner,
     state::Registry,
-    webhooks,
+    users, users_kyc, validators,
+    webhooks::{Emitted, WebhookSender},
 };
 use crate::{
     envelope::{success_body, ErrorData, OstError},
-    kyc,
     signing::{self, AuthError},
 };
 
@@ -49,15 +53,15 @@ pub(crate) struct Shared {
     pub size_range: (u64, u64),
     pub client_id: u32,
     pub required_kyc_fields: Vec<String>,
+    /// The account's "send KYC data through the API" setting.
+    pub kyc_details_visible: bool,
     pub presigner: Presigner,
-    pub s3_root: std::path::PathBuf,
+    pub s3_root: PathBuf,
     pub bucket: String,
     pub registry: Mutex<Registry>,
     /// The next N presigned-URL answers are issued already expired (fault injection for S3).
     pub expire_next: AtomicU32,
-    pub webhook_secret: String,
-    pub webhook_url: Mutex<Option<String>>,
-    pub http: reqwest::Client,
+    pub webhooks: Arc<WebhookSender>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -78,15 +82,8 @@ impl Shared {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn webhook_url(&self) -> Option<String> {
-        self.webhook_url
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
     /// When the URLs of this answer are signed: now, or far enough back to be expired.
-    fn signing_time(&self) -> SystemTime {
+    pub fn signing_time(&self) -> SystemTime {
         let expire = self
             .expire_next
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -99,6 +96,15 @@ impl Shared {
             now
         }
     }
+
+    /// Build an event with the next event id and queue it for the webhook URL.
+    pub fn emit(&self, build: impl FnOnce(u64) -> Map<String, Value>) -> Emitted {
+        if self.webhooks.url().is_none() {
+            return Emitted::NoUrl;
+        }
+        let id = self.registry().next_event_id();
+        self.webhooks.emit(build(id))
+    }
 }
 
 /// An OST error answer.
@@ -110,17 +116,23 @@ pub(crate) fn failure(status: StatusCode, internal_id: &str, msg: Option<String>
     (status, Json(err.to_body())).into_response()
 }
 
-fn bad_request(internal_id: &str, error_data: Vec<ErrorData>) -> Response {
+/// 400 `BAD_REQUEST` naming each bad parameter.
+pub(crate) fn bad_request(internal_id: &str, error_data: Vec<ErrorData>) -> Response {
     let err =
         OstError::for_status(StatusCode::BAD_REQUEST, internal_id).with_error_data(error_data);
     (StatusCode::BAD_REQUEST, Json(err.to_body())).into_response()
 }
 
-fn success(data: Value) -> Response {
+/// 422 `UNPROCESSABLE_ENTITY`: understood, but not possible in the current state.
+pub(crate) fn unprocessable(internal_id: &str, msg: String) -> Response {
+    failure(StatusCode::UNPROCESSABLE_ENTITY, internal_id, Some(msg))
+}
+
+pub(crate) fn success(data: Value) -> Response {
     (StatusCode::OK, Json(success_body(data))).into_response()
 }
 
-fn not_found() -> Response {
+pub(crate) fn not_found() -> Response {
     failure(StatusCode::NOT_FOUND, "emu_not_found", None)
 }
 
@@ -129,36 +141,87 @@ pub(crate) fn fault_envelope(status: StatusCode) -> Response {
     failure(status, "emu_injected_fault", None)
 }
 
+/// Parameters other than `allowed` are refused, as a typo should be.
+pub(crate) fn unexpected(params: &Map<String, Value>, allowed: &[&str]) -> Vec<ErrorData> {
+    params
+        .keys()
+        .filter(|k| !allowed.contains(&k.as_str()))
+        .map(|k| ErrorData::new(k, "is not a parameter of this endpoint"))
+        .collect()
+}
+
+/// The email endpoints under `/users-kyc/{user_id}/email/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EmailKind {
+    Approve,
+    Deny,
+    ReportIssue,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
     PresignPut,
     PresignPost,
-    SubmitKyc(u64),
-    GetKyc(u64),
     AddUser,
-    GetUser(u64),
+    ListUsers,
+    GetUser(String),
+    ListKyc,
+    SubmitKyc(String),
+    GetKyc(String),
+    Email(String, EmailKind),
+    GetKycDetail(String),
+    ValidateEthereumAddress,
+}
+
+/// OST's routes take any `[0-9a-z.-]` id and let the service refuse a non-integer one (400);
+/// anything else does not match a route (404).
+fn id_segment(s: &str) -> Option<String> {
+    (!s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'))
+    .then(|| s.to_owned())
 }
 
 fn route(method: &Method, endpoint: &str) -> Option<Route> {
     let segments: Vec<&str> = endpoint.trim_start_matches('/').split('/').collect();
-    let id = |s: &str| {
-        s.parse::<u64>()
-            .ok()
-            .filter(|_| s.bytes().all(|b| b.is_ascii_digit()))
-    };
-    match (method, segments.as_slice()) {
-        (&Method::GET, ["api", "v2", "users-kyc", "pre-signed-urls", "for-put"]) => {
-            Some(Route::PresignPut)
+    let rest = segments.strip_prefix(&["api", "v2"])?;
+    let get = method == Method::GET;
+    let post = method == Method::POST;
+    match rest {
+        ["users-kyc", "pre-signed-urls", "for-put"] if get => Some(Route::PresignPut),
+        ["users-kyc", "pre-signed-urls", "for-post"] if get => Some(Route::PresignPost),
+        ["users"] if post => Some(Route::AddUser),
+        ["users"] if get => Some(Route::ListUsers),
+        ["users", id] if get => id_segment(id).map(Route::GetUser),
+        ["users-kyc"] if get => Some(Route::ListKyc),
+        ["users-kyc", id] if post => id_segment(id).map(Route::SubmitKyc),
+        ["users-kyc", id] if get => id_segment(id).map(Route::GetKyc),
+        ["users-kyc", id, "email", action] if post => {
+            let kind = match *action {
+                "approve" => EmailKind::Approve,
+                "deny" => EmailKind::Deny,
+                "report-issue" => EmailKind::ReportIssue,
+                _ => return None,
+            };
+            id_segment(id).map(|id| Route::Email(id, kind))
         }
-        (&Method::GET, ["api", "v2", "users-kyc", "pre-signed-urls", "for-post"]) => {
-            Some(Route::PresignPost)
-        }
-        (&Method::POST, ["api", "v2", "users-kyc", user]) => id(user).map(Route::SubmitKyc),
-        (&Method::GET, ["api", "v2", "users-kyc", user]) => id(user).map(Route::GetKyc),
-        (&Method::POST, ["api", "v2", "users"]) => Some(Route::AddUser),
-        (&Method::GET, ["api", "v2", "users", user]) => id(user).map(Route::GetUser),
+        ["users-kyc-detail", id] if get => id_segment(id).map(Route::GetKycDetail),
+        ["ethereum-address-validation"] if get => Some(Route::ValidateEthereumAddress),
         _ => None,
     }
+}
+
+/// A path id as an integer, or OST's 400 naming `parameter`.
+pub(crate) fn numeric_id(raw: &str, parameter: &str) -> Result<u64, Response> {
+    raw.parse::<u64>()
+        .ok()
+        .filter(|_| raw.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| {
+            bad_request(
+                "emu_invalid_id",
+                vec![ErrorData::new(parameter, "must be an integer")],
+            )
+        })
 }
 
 /// The one handler behind every API path.
@@ -182,48 +245,76 @@ pub(crate) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
         query
     };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let params = match authenticate(&shared, &path, &raw_params, now) {
+        Ok(params) => params,
+        Err(resp) => return *resp,
+    };
+    dispatch(&shared, route, params, now).await
+}
+
+async fn dispatch(
+    shared: &Arc<Shared>,
+    route: Route,
+    params: Map<String, Value>,
+    now: i64,
+) -> Response {
+    let with_id = |raw: &str, parameter: &str| numeric_id(raw, parameter);
+    let result = match route {
+        Route::PresignPut => Ok(presign::presign(shared, params, presign::Kind::Put).await),
+        Route::PresignPost => Ok(presign::presign(shared, params, presign::Kind::Post).await),
+        Route::AddUser => Ok(users::add(shared, params, now)),
+        Route::ListUsers => Ok(users::list(shared, &params)),
+        Route::GetUser(id) => with_id(&id, "id").map(|id| users::get(shared, id, &params)),
+        Route::ListKyc => Ok(users_kyc::list(shared, &params)),
+        Route::SubmitKyc(id) => {
+            with_id(&id, "user_id").map(|id| users_kyc::submit(shared, id, params, now))
+        }
+        Route::GetKyc(id) => with_id(&id, "user_id").map(|id| users_kyc::get(shared, id, &params)),
+        Route::Email(id, kind) => {
+            with_id(&id, "user_id").map(|id| users_kyc::email(shared, id, kind, params, now))
+        }
+        Route::GetKycDetail(id) => match with_id(&id, "user_id") {
+            Ok(id) => Ok(kyc_detail::get(shared, id, &params).await),
+            Err(e) => Err(e),
+        },
+        Route::ValidateEthereumAddress => Ok(validators::ethereum_address(&params)),
+    };
+    result.unwrap_or_else(|refusal| refusal)
+}
+
+/// Check the signature and timestamp; the parameters without the authentication ones.
+fn authenticate(
+    shared: &Shared,
+    path: &str,
+    raw_params: &str,
+    now: i64,
+) -> Result<Map<String, Value>, Box<Response>> {
     let window = i64::try_from(shared.timestamp_window.as_secs()).unwrap_or(i64::MAX);
     let verified = signing::verify_request(
-        &path,
+        path,
         &shared.mount,
-        &raw_params,
+        raw_params,
         |key| (key == shared.api_key).then(|| shared.api_secret.clone()),
         now,
         window,
     );
-    let params = match verified {
-        Ok(v) => v.params,
-        Err(AuthError::Malformed(e)) => {
-            return bad_request(
-                "emu_malformed_params",
-                vec![ErrorData::new("params", e.to_string())],
-            )
-        }
+    match verified {
+        Ok(v) => Ok(v.params),
+        Err(AuthError::Malformed(e)) => Err(Box::new(bad_request(
+            "emu_malformed_params",
+            vec![ErrorData::new("params", e.to_string())],
+        ))),
         Err(e) => {
-            tracing::info!(%endpoint, "OST emulator refused a request: {e}");
-            return failure(
+            tracing::info!(%path, "OST emulator refused a request: {e}");
+            Err(Box::new(failure(
                 StatusCode::UNAUTHORIZED,
                 auth_internal_id(&e),
                 Some(format!(
                     "{} ({e})",
                     crate::envelope::message_for_status(StatusCode::UNAUTHORIZED)
                 )),
-            );
+            )))
         }
-    };
-    match route {
-        Route::PresignPut => presign(&shared, params, Kind::Put).await,
-        Route::PresignPost => presign(&shared, params, Kind::Post).await,
-        Route::SubmitKyc(user) => submit_kyc(&shared, user, params, now),
-        Route::GetKyc(user) => match shared.registry().kyc(user) {
-            Some(k) => success(json!({"result_type": "user_kyc", "user_kyc": k.to_json()})),
-            None => not_found(),
-        },
-        Route::AddUser => add_user(&shared, params, now),
-        Route::GetUser(user) => match shared.registry().user(user) {
-            Some(u) => success(json!({"result_type": "user", "user": u.to_json()})),
-            None => not_found(),
-        },
     }
 }
 
@@ -257,179 +348,15 @@ async fn read_form(body: Body) -> Result<String, Box<Response>> {
     })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Put,
-    Post,
-}
-
-/// Parameters other than `allowed` are refused, as a typo should be.
-fn unexpected(params: &Map<String, Value>, allowed: &[&str]) -> Vec<ErrorData> {
-    params
-        .keys()
-        .filter(|k| !allowed.contains(&k.as_str()))
-        .map(|k| ErrorData::new(k, "is not a parameter of this endpoint"))
-        .collect()
-}
-
-async fn presign(shared: &Shared, params: Map<String, Value>, kind: Kind) -> Response {
-    let mut errors = unexpected(&params, &["files"]);
-    let files: BTreeMap<String, String> = match params.get("files") {
-        Some(Value::Object(map)) => map
-            .iter()
-            .map(|(slot, ct)| (slot.clone(), ct.as_str().unwrap_or("").to_owned()))
-            .collect(),
-        Some(_) => {
-            errors.push(ErrorData::new(
-                "files",
-                "must be an object of slot → content type",
-            ));
-            BTreeMap::new()
-        }
-        None => BTreeMap::new(),
-    };
-    if errors.is_empty() {
-        errors = kyc::check_files(&files);
-    }
-    if !errors.is_empty() {
-        return bad_request("emu_presign_invalid_files", errors);
-    }
-    let start = shared.signing_time();
-    let mut answer = Map::new();
-    for (slot, content_type) in &files {
-        let kind_dir = if content_type.starts_with("image/") {
-            "i"
-        } else {
-            "d"
-        };
-        let key = format!(
-            "{}/{kind_dir}/{}",
-            shared.client_id,
-            uuid::Uuid::new_v4().simple()
-        );
-        let entry = match kind {
-            Kind::Put => match shared
-                .presigner
-                .put_url(&key, content_type, start, shared.url_lifetime)
-                .await
-            {
-                Ok(url) => json!({"url": url, "fields": {"key": key}}),
-                Err(e) => {
-                    tracing::error!("OST emulator could not presign: {e}");
-                    return failure(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "emu_presign_failed",
-                        None,
-                    );
-                }
-            },
-            Kind::Post => shared.presigner.post_form(
-                &key,
-                content_type,
-                start,
-                shared.url_lifetime,
-                shared.size_range,
-            ),
-        };
-        answer.insert(slot.clone(), entry);
-    }
-    let (result_type, member) = match kind {
-        Kind::Put => ("file_upload_put", "file_upload_put"),
-        Kind::Post => ("file_upload_post", "file_upload_post"),
-    };
-    success(json!({"result_type": result_type, member: answer}))
-}
-
-fn submit_kyc(
-    shared: &Arc<Shared>,
-    user_id: u64,
-    params: Map<String, Value>,
-    now: i64,
-) -> Response {
-    if shared.registry().user(user_id).is_none() {
-        return not_found();
-    }
-    let fields: BTreeMap<String, Value> = params.clone().into_iter().collect();
-    let mut errors = kyc::check_kyc_fields(&fields);
-    for required in &shared.required_kyc_fields {
-        if !fields.contains_key(required) {
-            errors.push(ErrorData::new(required, "is required"));
-        }
-    }
-    let invalid: Vec<&str> = errors.iter().map(|e| e.parameter.as_str()).collect();
-    let mut missing_files = Vec::new();
-    for (name, value) in &fields {
-        if invalid.contains(&name.as_str()) {
-            continue;
-        }
-        let keys: Vec<&str> = match value {
-            Value::String(s) if name.ends_with("_file_path") => vec![s.trim()],
-            Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
-            _ => Vec::new(),
-        };
-        for key in keys {
-            let stored = object_path(&shared.s3_root, &shared.bucket, key)
-                .map(|p| p.is_file())
-                .unwrap_or(false);
-            if !stored {
-                missing_files.push(ErrorData::new(name, format!("no uploaded file at `{key}`")));
-            }
-        }
-    }
-    errors.extend(missing_files);
-    if !errors.is_empty() {
-        return bad_request("emu_kyc_invalid", errors);
-    }
-    let record = shared.registry().submit(user_id, params, now);
-    if let Some(url) = shared.webhook_url() {
-        let event_id = shared.registry().next_event_id();
-        let event = webhooks::kyc_submit_event(event_id, &record, now);
-        let (http, secret) = (shared.http.clone(), shared.webhook_secret.clone());
-        tokio::spawn(async move {
-            match webhooks::send(&http, &secret, &url, event).await {
-                Ok(d) => tracing::info!(status = d.status, "OST emulator sent kyc_submit"),
-                Err(e) => tracing::warn!("OST emulator could not send kyc_submit: {e}"),
-            }
-        });
-    }
-    success(json!({"result_type": "user_kyc", "user_kyc": record.to_json()}))
-}
-
-fn add_user(shared: &Shared, params: Map<String, Value>, now: i64) -> Response {
-    let mut errors = unexpected(&params, &["email"]);
-    let email = params
-        .get("email")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .trim();
-    let plausible = email
-        .split_once('@')
-        .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
-        && !email.contains(char::is_whitespace);
-    if !plausible {
-        errors.push(ErrorData::new("email", "must be a valid email address"));
-    }
-    if !errors.is_empty() {
-        return bad_request("emu_user_invalid", errors);
-    }
-    match shared.registry().add_user(email, now) {
-        Some(user) => success(json!({"result_type": "user", "user": user.to_json()})),
-        None => bad_request(
-            "emu_user_duplicate",
-            vec![ErrorData::new("email", "is already registered")],
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn routes_need_numeric_ids_and_the_right_method() {
+    fn routes_need_the_right_method_and_id_shape() {
         assert_eq!(
             route(&Method::POST, "/api/v2/users-kyc/11035"),
-            Some(Route::SubmitKyc(11035))
+            Some(Route::SubmitKyc("11035".into()))
         );
         assert_eq!(
             route(&Method::GET, "/api/v2/users-kyc/pre-signed-urls/for-put"),
@@ -439,7 +366,20 @@ mod tests {
             route(&Method::POST, "/api/v2/users-kyc/pre-signed-urls/for-put"),
             None
         );
+        assert_eq!(
+            route(&Method::POST, "/api/v2/users-kyc/7/email/report-issue"),
+            Some(Route::Email("7".into(), EmailKind::ReportIssue))
+        );
+        assert_eq!(
+            route(&Method::GET, "/api/v2/users-kyc/abc"),
+            Some(Route::GetKyc("abc".into())),
+            "OST's service refuses it, not its router"
+        );
         assert_eq!(route(&Method::GET, "/api/v2/users-kyc/+1"), None);
         assert_eq!(route(&Method::DELETE, "/api/v2/users/1"), None);
+        assert_eq!(
+            route(&Method::POST, "/api/v2/users-kyc/7/email/other"),
+            None
+        );
     }
 }

@@ -2,19 +2,38 @@
 //!
 //! Two servers on loopback ports: the OST API (HMAC-checked, OST's envelope everywhere, fault
 //! injection) and a real S3 (s3s-fs) that verifies the SigV4 URLs and POST policies the API
-//! hands out. See the crate README for every endpoint and error code.
+//! hands out. Every endpoint of OST's API reference is served (users, users-kyc,
+//! users-kyc-detail, the presigned-URL utilities, the Ethereum address validator, and the
+//! email endpoints of the SDK); see the crate README for each one and every error code.
 //!
-//! Control endpoints on the API server (never signed; they are the test harness's):
-//! * `GET|PUT /__emulator/faults` — fail, delay or drop the next API requests;
+//! Control endpoints on the API server (never signed; they are the test harness's), in
+//! [`control`] and `docgate_emulator`:
+//! * `GET|PUT /__emulator/faults` — fail, delay or drop the next API requests, or all of them
+//!   for a while (an outage);
 //! * `GET|PUT /__emulator/urls` `{"expire_next": N}` — the next N presign answers are issued
 //!   already expired, so S3 refuses them (the client's refetch path);
-//! * `POST /__emulator/webhooks` `{"url"?, "event"}` — sign and send an event.
+//! * `POST /__emulator/users/{id}/kyc/{approve|deny|report-issue|aml|whitelist|reopen|
+//!   ethereum-address}` — what OST's admins and processes do to a case, with its webhook;
+//! * `POST /__emulator/users`, `POST /__emulator/users/{id}/double-opt-in`,
+//!   `DELETE /__emulator/users/{id}` — user events;
+//! * `GET|POST /__emulator/webhooks`, `PUT /__emulator/webhooks/url` — deliveries, a one-off
+//!   signed event, the webhook URL; `GET /__emulator/emails` — the emails OST would have sent.
 
 mod launch;
 pub use launch::launch;
 mod api;
+mod args;
+mod control;
+pub mod events;
+mod kyc_detail;
+mod listing;
+mod presign;
 mod s3;
 mod state;
+pub mod status;
+mod users;
+mod users_kyc;
+mod validators;
 mod webhooks;
 
 use std::{
@@ -24,15 +43,18 @@ use std::{
     time::Duration,
 };
 
-use axum::{extract::State, response::IntoResponse, routing::get, Json, Router};
+use axum::Router;
 use docgate_core::Secret;
-use http::StatusCode;
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
+pub use args::EmulatorArgs;
 pub use s3::{public_addr, S3Server, REGION};
-pub use state::{User, UserKyc};
-pub use webhooks::WebhookDelivery;
+pub use state::{AddUserError, ControlError, SentEmail, User, UserKyc, MAX_USERS};
+pub use status::{
+    AdminActionType, AdminStatus, AmlStatus, ChangeError, KycChange, KycState, KycStatus,
+    WhitelistStatus,
+};
+pub use webhooks::{DeliveryRecord, Emitted, WebhookDelivery};
 
 use crate::{config::OstConfig, kyc};
 
@@ -53,8 +75,18 @@ pub struct EmulatorOptions {
     pub api_secret: Option<String>,
     /// The secret it signs webhooks with (generated when `None`).
     pub webhook_secret: Option<String>,
-    /// Where `kyc_submit` events go after each submission (none when `None`).
+    /// Where the emulator sends its webhook events (none when `None`); they are signed over
+    /// exactly this URL.
     pub webhook_url: Option<String>,
+    /// Retries of a failed delivery (OST: 6).
+    pub webhook_retries: u32,
+    /// The first retry's delay, doubling after each (OST: 1 hour; here 1 s, so tests and
+    /// people see retries happen).
+    pub webhook_retry_base: Duration,
+    /// One delivery attempt's limit (OST: 10 s).
+    pub webhook_timeout: Duration,
+    /// Events in flight at most; more are dropped (and counted).
+    pub webhook_capacity: usize,
     /// The S3 server's address (default: the API's IP, any port).
     pub s3_listen: Option<SocketAddr>,
     pub bucket: String,
@@ -71,6 +103,9 @@ pub struct EmulatorOptions {
     pub mount: String,
     /// Fields a submission must contain (OST: the account's selection).
     pub required_kyc_fields: Vec<String>,
+    /// The account's "send KYC data through the API" setting: `users-kyc-detail` answers
+    /// with the data (true) or only its id and time (false).
+    pub kyc_details_visible: bool,
     /// How many users exist at start, with ids from [`FIRST_USER_ID`].
     pub seed_users: u64,
 }
@@ -93,6 +128,11 @@ impl EmulatorOptions {
             max_document_bytes: crate::config::DEFAULT_MAX_DOCUMENT_BYTES,
             mount: String::new(),
             required_kyc_fields: kyc::KYC_MANDATORY.iter().map(|s| (*s).to_owned()).collect(),
+            webhook_retries: 6,
+            webhook_retry_base: Duration::from_secs(1),
+            webhook_timeout: Duration::from_secs(10),
+            webhook_capacity: 256,
+            kyc_details_visible: true,
             seed_users: 10,
         }
     }
@@ -107,6 +147,7 @@ pub struct Emulator {
     shared: Arc<api::Shared>,
     s3_access_key: String,
     s3_secret_key: Secret,
+    _stop_webhooks: StopWebhooksOnDrop,
 }
 
 fn invalid(msg: String) -> std::io::Error {
@@ -122,8 +163,17 @@ fn generated(len: usize) -> String {
     s
 }
 
-/// Start the API and its S3.
-pub async fn start(opts: EmulatorOptions) -> std::io::Result<Emulator> {
+/// A webhook URL must be absolute http(s): it is posted to and signed over as written.
+pub(crate) fn check_webhook_url(url: &str) -> Result<(), String> {
+    match url::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        _ => Err(format!(
+            "webhook URL `{url}` is not an absolute http(s) URL"
+        )),
+    }
+}
+
+fn check_options(opts: &EmulatorOptions) -> std::io::Result<()> {
     const SEVEN_DAYS: Duration = Duration::from_secs(7 * 24 * 3600);
     if opts.url_expiry < Duration::from_secs(1) || opts.url_expiry > SEVEN_DAYS {
         return Err(invalid(format!(
@@ -136,6 +186,29 @@ pub async fn start(opts: EmulatorOptions) -> std::io::Result<Emulator> {
             "min_document_bytes exceeds max_document_bytes".into(),
         ));
     }
+    if let Some(url) = &opts.webhook_url {
+        check_webhook_url(url).map_err(invalid)?;
+    }
+    if opts.webhook_capacity == 0 || opts.webhook_timeout.is_zero() {
+        return Err(invalid(
+            "webhook_capacity and webhook_timeout must be above zero".into(),
+        ));
+    }
+    if let Some(unknown) = opts
+        .required_kyc_fields
+        .iter()
+        .find(|f| !kyc::KYC_FIELDS.contains(&f.as_str()))
+    {
+        return Err(invalid(format!(
+            "required field `{unknown}` is not a KYC field"
+        )));
+    }
+    Ok(())
+}
+
+/// Start the API and its S3.
+pub async fn start(opts: EmulatorOptions) -> std::io::Result<Emulator> {
+    check_options(&opts)?;
     let s3_root = opts.data_dir.join("s3");
     tokio::fs::create_dir_all(&s3_root).await?;
 
@@ -155,15 +228,48 @@ pub async fn start(opts: EmulatorOptions) -> std::io::Result<Emulator> {
     let s3 = S3Server::start(&settings).await?;
     let presigner = s3::Presigner::new(&s3.url, &opts.bucket, &s3_access_key, &s3_secret_key);
 
+    let shared = Arc::new(shared_state(&opts, presigner, s3_root)?);
+    let faults = docgate_emulator::Faults::new();
+    let protocol = Router::new()
+        .fallback(api::handle)
+        .with_state(shared.clone());
+    let router =
+        docgate_emulator::with_faults(protocol, faults.clone(), Arc::new(api::fault_envelope))
+            .merge(control::routes(shared.clone()));
+    let server = docgate_emulator::serve(router, opts.listen).await?;
+    Ok(Emulator {
+        server,
+        faults,
+        s3,
+        s3_access_key,
+        s3_secret_key: Secret::new(s3_secret_key),
+        _stop_webhooks: StopWebhooksOnDrop(shared.webhooks.clone()),
+        shared,
+    })
+}
+
+fn shared_state(
+    opts: &EmulatorOptions,
+    presigner: s3::Presigner,
+    s3_root: PathBuf,
+) -> std::io::Result<api::Shared> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let mut registry = state::Registry::new(FIRST_USER_ID);
     for n in 0..opts.seed_users {
-        registry.add_user(&format!("user{}@emulator.ost.test", FIRST_USER_ID + n), now);
+        let email = format!("user{}@emulator.ost.test", FIRST_USER_ID + n);
+        registry
+            .add_user(&email, now)
+            .map_err(|e| invalid(format!("cannot seed user {email}: {e:?}")))?;
     }
-    let http = reqwest::Client::builder()
-        .build()
-        .map_err(|e| std::io::Error::other(crate::api::describe(e)))?;
-    let shared = Arc::new(api::Shared {
+    let webhooks = webhooks::WebhookSender::new(webhooks::WebhookSettings {
+        secret: opts.webhook_secret.clone().unwrap_or_else(|| generated(32)),
+        url: opts.webhook_url.clone(),
+        retries: opts.webhook_retries,
+        retry_base: opts.webhook_retry_base,
+        timeout: opts.webhook_timeout,
+        capacity: opts.webhook_capacity,
+    })?;
+    Ok(api::Shared {
         api_key: opts.api_key.clone().unwrap_or_else(|| generated(16)),
         api_secret: opts.api_secret.clone().unwrap_or_else(|| generated(32)),
         mount: opts.mount.clone(),
@@ -172,31 +278,13 @@ pub async fn start(opts: EmulatorOptions) -> std::io::Result<Emulator> {
         size_range: (opts.min_document_bytes, opts.max_document_bytes),
         client_id: opts.client_id,
         required_kyc_fields: opts.required_kyc_fields.clone(),
+        kyc_details_visible: opts.kyc_details_visible,
         presigner,
         s3_root,
         bucket: opts.bucket.clone(),
         registry: Mutex::new(registry),
         expire_next: Default::default(),
-        webhook_secret: opts.webhook_secret.clone().unwrap_or_else(|| generated(32)),
-        webhook_url: Mutex::new(opts.webhook_url.clone()),
-        http,
-    });
-
-    let faults = docgate_emulator::Faults::new();
-    let protocol = Router::new()
-        .fallback(api::handle)
-        .with_state(shared.clone());
-    let router =
-        docgate_emulator::with_faults(protocol, faults.clone(), Arc::new(api::fault_envelope))
-            .merge(control_routes(shared.clone()));
-    let server = docgate_emulator::serve(router, opts.listen).await?;
-    Ok(Emulator {
-        server,
-        faults,
-        s3,
-        shared,
-        s3_access_key,
-        s3_secret_key: Secret::new(s3_secret_key),
+        webhooks,
     })
 }
 
@@ -215,8 +303,8 @@ impl Emulator {
             self.shared.api_key.clone(),
             Secret::new(self.shared.api_secret.clone()),
         );
-        if let Some(url) = self.shared.webhook_url() {
-            config.webhook_secret = Some(Secret::new(self.shared.webhook_secret.clone()));
+        if let Some(url) = self.shared.webhooks.url() {
+            config.webhook_secret = Some(Secret::new(self.shared.webhooks.secret()));
             config.webhook_url = Some(url);
         }
         config
@@ -236,7 +324,11 @@ impl Emulator {
                 self.shared.bucket,
                 self.s3_root().display()
             ),
-            format!("webhook_secret={}", self.shared.webhook_secret),
+            format!("webhook_secret={}", self.shared.webhooks.secret()),
+            match self.shared.webhooks.url() {
+                Some(url) => format!("webhooks go to {url}"),
+                None => "no webhook URL (set one with PUT /__emulator/webhooks/url)".into(),
+            },
         ];
         if let (Some(first), Some(last)) = (users.first(), users.last()) {
             lines.push(format!(
@@ -244,8 +336,9 @@ impl Emulator {
             ));
         }
         lines.push(
-            "control: /__emulator/faults, /__emulator/urls {\"expire_next\":N}, \
-             POST /__emulator/webhooks {\"url\",\"event\"}"
+            "control: /__emulator/faults, /__emulator/urls, /__emulator/webhooks, \
+             /__emulator/emails, POST /__emulator/users/{id}/kyc/{approve|deny|report-issue|\
+             aml|whitelist|reopen|ethereum-address}"
                 .into(),
         );
         lines
@@ -260,16 +353,16 @@ impl Emulator {
     }
 
     pub fn webhook_secret(&self) -> &str {
-        &self.shared.webhook_secret
+        self.shared.webhooks.secret()
     }
 
-    /// Send `kyc_submit` events to `url` from now on (`None`: stop).
+    /// Send webhook events to `url` from now on (`None`: stop).
     pub fn set_webhook_url(&self, url: Option<String>) {
-        *self
-            .shared
-            .webhook_url
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = url;
+        self.shared.webhooks.set_url(url);
+    }
+
+    pub fn webhook_url(&self) -> Option<String> {
+        self.shared.webhooks.url()
     }
 
     /// The S3 endpoint (path-style: `<endpoint>/<bucket>/<key>`).
@@ -310,18 +403,53 @@ impl Emulator {
         self.shared.expire_next.store(n, Ordering::SeqCst);
     }
 
-    /// Create a user as OST's signup would; `None` if the email is taken.
+    /// Create a user quietly (no event); `None` if the email is taken.
     pub fn add_user(&self, email: &str) -> Option<User> {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        self.shared.registry().add_user(email, now)
+        self.shared.registry().add_user(email, now).ok()
     }
 
-    /// A user's last KYC submission.
+    /// A user signs up on OST's site: `user_register` (source `web`) is sent.
+    pub fn sign_up(&self, email: &str) -> Result<(User, Emitted), AddUserError> {
+        control::sign_up(&self.shared, email)
+    }
+
+    /// A user confirms the double opt-in email: `user_dopt_in` is sent.
+    pub fn double_opt_in(&self, user_id: u64) -> Option<(User, Emitted)> {
+        control::double_opt_in(&self.shared, user_id)
+    }
+
+    /// An admin deletes a user: `user_deleted` is sent.
+    pub fn delete_user(&self, user_id: u64) -> Option<(User, Emitted)> {
+        control::delete_user(&self.shared, user_id)
+    }
+
+    /// A user's KYC case (last submission and statuses).
     pub fn kyc(&self, user_id: u64) -> Option<UserKyc> {
         self.shared.registry().kyc(user_id).cloned()
     }
 
-    /// Sign `event` as OST does and post it to `url`.
+    /// Change a case as OST's admins, AML screening or whitelisting would; the documented
+    /// event (`kyc_status_update`, `kyc_reopen`, `update_ethereum_address`) is sent.
+    pub fn change_kyc(
+        &self,
+        user_id: u64,
+        change: &KycChange,
+    ) -> Result<(UserKyc, Emitted), ControlError> {
+        control::change_kyc(&self.shared, user_id, change)
+    }
+
+    /// The emails OST would have sent (the latest ones).
+    pub fn sent_emails(&self) -> Vec<SentEmail> {
+        self.shared.registry().emails()
+    }
+
+    /// Finished webhook deliveries (the latest ones), oldest first.
+    pub fn webhook_deliveries(&self) -> Vec<DeliveryRecord> {
+        self.shared.webhooks.deliveries()
+    }
+
+    /// Sign `event` as OST does and post it to `url` once.
     pub async fn send_webhook(
         &self,
         url: &str,
@@ -330,10 +458,21 @@ impl Emulator {
         send_completed(&self.shared, url, event).await
     }
 
-    /// Stop both servers, letting in-flight requests finish.
+    /// Stop both servers, letting in-flight requests finish; pending webhooks are abandoned.
     pub async fn stop(self) -> std::io::Result<()> {
+        self.shared.webhooks.shutdown();
         self.s3.stop().await;
         self.server.stop().await
+    }
+}
+
+/// Abandons pending webhooks when the emulator goes away (their tasks hold the sender).
+#[derive(Debug)]
+struct StopWebhooksOnDrop(Arc<webhooks::WebhookSender>);
+
+impl Drop for StopWebhooksOnDrop {
+    fn drop(&mut self) {
+        self.0.shutdown();
     }
 }
 
@@ -344,56 +483,6 @@ async fn send_completed(
 ) -> Result<WebhookDelivery, String> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let id = shared.registry().next_event_id();
-    let event = webhooks::complete_event(event, id, now);
-    webhooks::send(&shared.http, &shared.webhook_secret, url, event).await
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UrlFaults {
-    expire_next: u32,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WebhookRequest {
-    #[serde(default)]
-    url: Option<String>,
-    event: Map<String, Value>,
-}
-
-fn control_routes(shared: Arc<api::Shared>) -> Router {
-    async fn show_urls(State(s): State<Arc<api::Shared>>) -> Json<Value> {
-        Json(json!({"expire_next": s.expire_next.load(Ordering::SeqCst)}))
-    }
-    async fn set_urls(
-        State(s): State<Arc<api::Shared>>,
-        Json(plan): Json<UrlFaults>,
-    ) -> Json<Value> {
-        s.expire_next.store(plan.expire_next, Ordering::SeqCst);
-        Json(json!({"expire_next": plan.expire_next}))
-    }
-    async fn post_webhook(
-        State(s): State<Arc<api::Shared>>,
-        Json(req): Json<WebhookRequest>,
-    ) -> axum::response::Response {
-        let Some(url) = req.url.or_else(|| s.webhook_url()) else {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"error": "no url given and no webhook_url configured"})),
-            )
-                .into_response();
-        };
-        match send_completed(&s, &url, req.event).await {
-            Ok(delivery) => Json(json!(delivery)).into_response(),
-            Err(e) => (StatusCode::BAD_GATEWAY, Json(json!({"error": e}))).into_response(),
-        }
-    }
-    Router::new()
-        .route(
-            "/__emulator/urls",
-            get(show_urls).put(set_urls).post(set_urls),
-        )
-        .route("/__emulator/webhooks", axum::routing::post(post_webhook))
-        .with_state(shared)
+    let event = events::complete_event(event, id, now);
+    shared.webhooks.send_once(url, event).await
 }

@@ -144,3 +144,81 @@ pub fn form_body(fields: &serde_json::Value, content_type: &str, file: &[u8]) ->
 pub fn prepared() -> docgate_core::Prepared {
     docgate_core::Prepared(serde_json::json!({}))
 }
+
+/// A signed API client for the emulator (its own credentials).
+pub fn ost_api(emu: &Emulator) -> docgate_ost::api::OstApi {
+    docgate_ost::api::OstApi::new(
+        reqwest::Client::new(),
+        &emu.url(),
+        emu.api_key(),
+        docgate_core::Secret::new(emu.api_secret()),
+        Duration::from_secs(10),
+    )
+}
+
+/// `serde_json::json!` object literal → `Map`.
+pub fn object(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    match v {
+        serde_json::Value::Object(m) => m,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+/// Upload `data` for `slot` through a presigned PUT URL; the S3 key.
+pub async fn upload(emu: &Emulator, slot: &str, content_type: &str, data: Vec<u8>) -> String {
+    let mut files = serde_json::Map::new();
+    files.insert(slot.into(), content_type.into());
+    let answer = ost_api(emu)
+        .get(
+            docgate_ost::provider::FOR_PUT,
+            object(serde_json::json!({ "files": files })),
+        )
+        .await
+        .expect("for-put");
+    let target = &answer["file_upload_put"][slot];
+    let status = reqwest::Client::new()
+        .put(target["url"].as_str().expect("url"))
+        .header(http::header::CONTENT_TYPE, content_type)
+        .body(data)
+        .send()
+        .await
+        .expect("PUT")
+        .status();
+    assert_eq!(status, 200, "PUT to S3");
+    target["fields"]["key"].as_str().expect("key").to_owned()
+}
+
+/// Every mandatory KYC field, valid, naming the given document keys.
+pub fn kyc_details(document_id: &str, selfie: &str) -> serde_json::Map<String, serde_json::Value> {
+    object(serde_json::json!({
+        "first_name": "Ada", "last_name": "Lovelace", "birthdate": "10/12/1985",
+        "country": "india", "nationality": "indian", "document_id_number": "arqpa7659a",
+        "document_id_file_path": document_id, "selfie_file_path": selfie,
+        "ethereum_address": "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+        "estimated_participation_amount": "2.5", "street_address": "1 Main St",
+        "city": "Pune", "state": "MH", "postal_code": "411001"
+    }))
+}
+
+/// Upload an ID and a selfie (each 210 KiB, inside OST's range) and submit them for `user`.
+pub async fn submit_valid(emu: &Emulator, user: u64) -> serde_json::Value {
+    let id = upload(emu, "document_id", "image/jpeg", jpeg(210 * 1024)).await;
+    let selfie = upload(emu, "selfie", "image/png", png(210 * 1024)).await;
+    ost_api(emu)
+        .submit_kyc(user, kyc_details(&id, &selfie))
+        .await
+        .expect("submitted")
+}
+
+/// The refusal an API call got: (status, OST code, internal id, error_data parameters).
+pub fn refusal(e: docgate_ost::api::ApiError) -> (u16, String, String, Vec<String>) {
+    match e {
+        docgate_ost::api::ApiError::Refused { status, err, .. } => (
+            status,
+            err.code,
+            err.internal_id,
+            err.error_data.into_iter().map(|d| d.parameter).collect(),
+        ),
+        other => panic!("not an OST refusal: {other:?}"),
+    }
+}

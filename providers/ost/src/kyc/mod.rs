@@ -3,9 +3,20 @@
 //! Shared by the client (to refuse bad input before spending a signed call) and the emulator
 //! (to refuse it the way OST does), so both sides agree by construction.
 
+pub mod ethereum;
+pub use ethereum::AddressCheck;
+pub mod lists;
+mod submission;
+
 use std::collections::BTreeMap;
 
 use serde_json::Value;
+
+pub use submission::{
+    check_submission, parse_birthdate, today_utc, validate_submission, validate_submission_with,
+    FieldIssue, FieldProblem, SubmissionRules, MAX_AGE_YEARS, MAX_NAME_CHARS, MAX_TEXT_CHARS,
+    MIN_AGE_YEARS, MIN_PARTICIPATION_AMOUNT,
+};
 
 use crate::envelope::ErrorData;
 
@@ -111,99 +122,14 @@ pub const KYC_MANDATORY: [&str; 14] = [
 /// At most this many investor proofs (OST has two slots for them).
 pub const MAX_INVESTOR_PROOFS: usize = 2;
 
-/// Longest accepted text value; OST's are form fields, not documents.
-const MAX_TEXT: usize = 255;
-
 /// Check submission fields by name, shape and format (not which are required: that is each
 /// OST client's own setting). Values are strings, except `investor_proof_files_path` (an array
 /// of strings) and `estimated_participation_amount` (a string or a number).
 pub fn check_kyc_fields(fields: &BTreeMap<String, Value>) -> Vec<ErrorData> {
-    let mut errors = Vec::new();
-    for (name, value) in fields {
-        if !KYC_FIELDS.contains(&name.as_str()) {
-            errors.push(ErrorData::new(name, "is not a KYC field"));
-            continue;
-        }
-        if let Err(msg) = check_value(name, value) {
-            errors.push(ErrorData::new(name, msg));
-        }
+    match check_submission(fields, &SubmissionRules::formats_only(today_utc())) {
+        Ok(_) => Vec::new(),
+        Err(problems) => problems.iter().map(FieldProblem::to_error_data).collect(),
     }
-    errors
-}
-
-fn check_value(name: &str, value: &Value) -> Result<(), String> {
-    match name {
-        "investor_proof_files_path" => {
-            let Value::Array(items) = value else {
-                return Err("must be an array of file paths".into());
-            };
-            if items.len() > MAX_INVESTOR_PROOFS {
-                return Err(format!("at most {MAX_INVESTOR_PROOFS} files"));
-            }
-            for item in items {
-                match item {
-                    Value::String(s) if is_file_key(s) => {}
-                    _ => return Err("every entry must be a file path from a pre-signed URL".into()),
-                }
-            }
-            Ok(())
-        }
-        "estimated_participation_amount" => {
-            let text = match value {
-                Value::Number(n) => n.to_string(),
-                Value::String(s) => s.trim().to_owned(),
-                _ => return Err("must be a number".into()),
-            };
-            match text.parse::<f64>() {
-                Ok(v) if v.is_finite() && v >= 0.0 => Ok(()),
-                _ => Err("must be a non-negative number".into()),
-            }
-        }
-        _ => {
-            let Value::String(s) = value else {
-                return Err("must be a string".into());
-            };
-            let s = s.trim();
-            if s.is_empty() {
-                return Err("must not be empty".into());
-            }
-            if s.chars().count() > MAX_TEXT {
-                return Err(format!("must be at most {MAX_TEXT} characters"));
-            }
-            match name {
-                "birthdate" if !is_birthdate(s) => Err("must be a date as dd/mm/yyyy".into()),
-                "ethereum_address" if !is_ethereum_address(s) => {
-                    Err("must be 0x followed by 40 hex digits".into())
-                }
-                n if n.ends_with("_file_path") && !is_file_key(s) => {
-                    Err("must be a file path from a pre-signed URL".into())
-                }
-                _ => Ok(()),
-            }
-        }
-    }
-}
-
-/// `dd/mm/yyyy` naming a real calendar day.
-pub fn is_birthdate(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('/').collect();
-    let [d, m, y] = parts.as_slice() else {
-        return false;
-    };
-    if d.len() != 2 || m.len() != 2 || y.len() != 4 {
-        return false;
-    }
-    let (Ok(d), Ok(m), Ok(y)) = (d.parse::<u8>(), m.parse::<u8>(), y.parse::<i32>()) else {
-        return false;
-    };
-    let Ok(month) = time::Month::try_from(m) else {
-        return false;
-    };
-    time::Date::from_calendar_date(y, month, d).is_ok()
-}
-
-pub fn is_ethereum_address(s: &str) -> bool {
-    s.len() == 42 && s.starts_with("0x") && s[2..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The shape of the S3 keys OST hands out: `<client>/<i|d>/<hex>` (e.g. `4/i/a117…`). Anything
@@ -275,7 +201,8 @@ mod tests {
             "selfie_file_path": "../../etc/passwd",
             "investor_proof_files_path": "4/d/5cfaefa078eb75f3a6470474053ef175",
             "estimated_participation_amount": "-1",
-            "city": ""
+            "city": 5,
+            "state": ""
         }));
         let mut names: Vec<String> = check_kyc_fields(&f)
             .into_iter()
