@@ -97,12 +97,15 @@ impl World {
         (res.status().as_u16(), res.json().await.expect("json"))
     }
 
-    /// An OST upload of a selfie by `key`'s tenant: its receipt.
+    /// An OST upload of an ID document and a selfie by `key`'s tenant: its receipt.
     async fn upload_selfie(&self, key: &str, idempotency: &str, seed: u32) -> (u16, Value) {
-        let form = reqwest::multipart::Form::new().text("provider", "ost").part(
-            "selfie",
-            reqwest::multipart::Part::bytes(jpeg(210 * 1024, seed)).file_name("me.jpg"),
-        );
+        let part = |seed| {
+            reqwest::multipart::Part::bytes(jpeg(210 * 1024, seed)).file_name("doc.jpg")
+        };
+        let form = reqwest::multipart::Form::new()
+            .text("provider", "ost")
+            .part("document_id", part(seed))
+            .part("selfie", part(seed + 1000));
         let res = self
             .client
             .post(self.url("/v1/uploads"))
@@ -114,6 +117,19 @@ impl World {
             .expect("upload");
         (res.status().as_u16(), res.json().await.expect("json"))
     }
+}
+
+/// A complete, valid KYC submission naming the documents of `receipt`.
+fn kyc(first_name: &str, receipt: &Value) -> Value {
+    let keys = &receipt["provider_reference"];
+    json!({
+        "first_name": first_name, "last_name": "Lovelace", "birthdate": "10/12/1990",
+        "country": "india", "nationality": "indian", "document_id_number": "arqpa7659a",
+        "document_id_file_path": keys["document_id"], "selfie_file_path": keys["selfie"],
+        "ethereum_address": "0xdfbc84ccac430f2c0455c437adf417095d7ad68e",
+        "estimated_participation_amount": "2", "street_address": "1 Main St", "city": "Pune",
+        "state": "MH", "postal_code": "411001"
+    })
 }
 
 /// A JPEG of exactly `len` bytes (a JFIF header, noise, and an end-of-image marker).
@@ -150,26 +166,15 @@ async fn receipts_and_idempotency_keys_are_per_tenant() {
 async fn regression_a_second_tenant_cannot_take_over_an_ost_user() {
     let w = World::start().await;
     let (_, acme) = w.upload_selfie(ACME, "a1", 3).await;
-    let acme_key = acme["provider_reference"]["selfie"].as_str().expect("key");
     let (status, body) = w
-        .post_json(
-            ACME,
-            "/v1/providers/ost/users/11001/kyc",
-            json!({"first_name": "Ada", "selfie_file_path": acme_key}),
-        )
+        .post_json(ACME, "/v1/providers/ost/users/11001/kyc", kyc("Ada", &acme))
         .await;
-    assert_ne!(status, 404, "acme's own user: {body}");
-    assert_ne!(status, 403, "acme's own key: {body}");
+    assert_eq!(status, 200, "acme's own user and keys: {body}");
 
     let (_, globex) = w.upload_selfie(GLOBEX, "g1", 4).await;
-    let globex_key = globex["provider_reference"]["selfie"].as_str().expect("key");
     let calls_before = w.ost.faults.requests();
     let (status, body) = w
-        .post_json(
-            GLOBEX,
-            "/v1/providers/ost/users/11001/kyc",
-            json!({"first_name": "Eve", "selfie_file_path": globex_key}),
-        )
+        .post_json(GLOBEX, "/v1/providers/ost/users/11001/kyc", kyc("Eve", &globex))
         .await;
     assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{body}");
     assert_eq!(w.ost.faults.requests(), calls_before, "OST was not called");
@@ -177,13 +182,9 @@ async fn regression_a_second_tenant_cannot_take_over_an_ost_user() {
     assert_eq!(status, 404, "globex cannot read acme's user's status");
     let (status, body) = w.get(ACME, "/v1/providers/ost/users/011001/kyc").await;
     assert_eq!(status, 200, "acme reads its user (leading zeros are the same id): {body}");
-    // Nor can acme point OST at globex's document.
+    // Nor can acme point OST at globex's documents.
     let (status, body) = w
-        .post_json(
-            ACME,
-            "/v1/providers/ost/users/11001/kyc",
-            json!({"first_name": "Ada", "selfie_file_path": globex_key}),
-        )
+        .post_json(ACME, "/v1/providers/ost/users/11001/kyc", kyc("Ada", &globex))
         .await;
     assert_eq!(status, 403, "{body}");
 }
@@ -192,15 +193,10 @@ async fn regression_a_second_tenant_cannot_take_over_an_ost_user() {
 async fn events_about_a_user_are_shown_only_to_the_tenant_that_owns_it() {
     let w = World::start().await;
     let (_, acme) = w.upload_selfie(ACME, "a1", 5).await;
-    let key = acme["provider_reference"]["selfie"].as_str().expect("key");
     let (status, body) = w
-        .post_json(
-            ACME,
-            "/v1/providers/ost/users/11001/kyc",
-            json!({"first_name": "Ada", "selfie_file_path": key}),
-        )
+        .post_json(ACME, "/v1/providers/ost/users/11001/kyc", kyc("Ada", &acme))
         .await;
-    assert_ne!(status, 404, "{body}");
+    assert_eq!(status, 200, "{body}");
     let url = w.url("/v1/webhooks/ost");
     let event: Map<String, Value> = serde_json::from_value(json!({
         "created_at": "1541144915",
@@ -224,6 +220,30 @@ async fn events_about_a_user_are_shown_only_to_the_tenant_that_owns_it() {
     assert!(seen(&acme_events), "{acme_events}");
     let (_, globex_events) = w.get(GLOBEX, "/v1/providers/ost/events").await;
     assert!(!seen(&globex_events), "globex must not see acme's user's PII: {globex_events}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kyc_submission_missing_three_fields_names_all_three_and_ost_is_never_called() {
+    let w = World::start().await;
+    let (_, acme) = w.upload_selfie(ACME, "a1", 6).await;
+    let mut body = kyc("Ada", &acme);
+    for field in ["last_name", "birthdate", "city"] {
+        body.as_object_mut().expect("object").remove(field);
+    }
+    let calls_before = w.ost.faults.requests();
+    let (status, problem) = w
+        .post_json(ACME, "/v1/providers/ost/users/11001/kyc", body)
+        .await;
+    assert_eq!((status, problem["code"].as_str()), (422, Some("invalid_metadata")), "{problem}");
+    let mut named: Vec<&str> = problem["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["field"].as_str())
+        .collect();
+    named.sort_unstable();
+    assert_eq!(named, ["birthdate", "city", "last_name"]);
+    assert_eq!(w.ost.faults.requests(), calls_before, "OST was not called");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,10 +6,13 @@
 //!   happens on them. So the route is off unless the tenant's configuration turns it on
 //!   (`[tenants.options.ost] presigned_post = true`); the inspected browser path is an upload
 //!   session. The S3 keys handed out are recorded as the tenant's.
-//! - `POST /users/{user_id}/kyc`: KYC details for a user. Every `*_file_path` must be an S3 key
+//! - `POST /users/{user_id}/kyc`: KYC details for a user, checked first (required fields,
+//!   formats, OST's country lists, the Ethereum address checksum: 422 listing every bad field,
+//!   and OST is not called). Every `*_file_path` must be an S3 key
 //!   this tenant owns, and the user becomes the tenant's on its first submission: another
 //!   tenant's submission, status read or events for that user answer 404.
-//! - `GET /users/{user_id}/kyc`: the user's KYC status at OST, for the owning tenant.
+//! - `GET /users/{user_id}/kyc`: the user's KYC status and details at OST, for the owning
+//!   tenant (`{"status": …, "details": …}`, OST's own `data` objects).
 //! - `GET /events`: recorded webhook events about this tenant's users.
 //!
 //! Under `/v1/webhooks/ost` (no API key; OST's signature authenticates): `POST /`.
@@ -161,7 +164,8 @@ async fn submit_kyc(
     body: Bytes,
 ) -> Answer {
     ost_tenant(&tenant)?;
-    let fields: BTreeMap<String, Value> = json_object(&body)?.into_iter().collect();
+    // Every bad field at once, before OST (or the user's ownership) is touched.
+    let fields = kyc::validate_submission(&json_object(&body)?)?;
     let mut foreign = Vec::new();
     for key in kyc::referenced_keys(&fields) {
         if !host
@@ -190,7 +194,9 @@ async fn kyc_status(
 ) -> Answer {
     ost_tenant(&tenant)?;
     own_user(&host, &tenant, &user_id, false).await?;
-    Ok(Json(ost.kyc_status(&user_id).await?))
+    let status = ost.kyc_status(&user_id).await?;
+    let details = ost.kyc_details(&user_id).await?;
+    Ok(Json(json!({ "status": status, "details": details })))
 }
 
 /// Recorded events about this tenant's users, newest first.

@@ -8,27 +8,12 @@ use docgate_core::{
 };
 use docgate_emulator::cli::Launch;
 
-use super::{start, Emulator, EmulatorOptions};
-
-/// `docgate emulate ost`'s own flags.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct LaunchArgs {
-    /// The API key the emulator accepts (generated when absent). A test credential.
-    #[arg(long)]
-    pub api_key: Option<String>,
-    /// The API secret the emulator accepts (generated when absent). A test credential, not a
-    /// real secret.
-    #[arg(long)]
-    pub api_secret: Option<String>,
-}
+use super::{start, Emulator, EmulatorArgs};
 
 /// The registration's emulator entry. In the sandbox, OST's webhooks go to the gateway.
 pub async fn launch(launch: EmulatorLaunch) -> Result<Box<dyn RunningEmulator>, EmulatorError> {
-    let launch = Launch::<LaunchArgs>::from("ost", launch)?;
-    let mut options = EmulatorOptions::new(launch.listen, launch.data_dir);
-    options.api_key = launch.args.api_key;
-    options.api_secret = launch.args.api_secret;
-    let emulator = start(options).await?;
+    let launch = Launch::<EmulatorArgs>::from("ost", launch)?;
+    let emulator = start(launch.args.into_options(launch.listen, launch.data_dir)).await?;
     if let Some(gateway) = &launch.gateway_url {
         emulator.set_webhook_url(Some(format!("{gateway}/v1/webhooks/ost")));
     }
