@@ -23,10 +23,13 @@ pub mod registration;
 pub mod secret;
 pub mod size;
 pub mod spool;
+pub mod store;
 pub mod upstream;
 
 pub use digest::{DigestPipeline, Digests, DigestsHex};
-pub use ingest::{ingest, recheck, Document, DocumentMeta, IngestError, IngestRequest};
+pub use ingest::{
+    ingest, ingest_into, recheck, Document, DocumentMeta, IngestError, IngestRequest,
+};
 pub use media::MediaRange;
 pub use policy::{DigestSet, SlotSpec, Slots, UploadPolicy};
 pub use problem::{FieldError, FieldErrorKind, Problem, Side};
@@ -44,4 +47,5 @@ pub fn now_ms() -> i64 {
         .unwrap_or_default();
     i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
 }
-pub use spool::{ByteStream, SpoolDir, Spooled};
+pub use spool::{ByteStream, Spool, SpoolDir, Spooled};
+pub use store::{LocalStore, ObjectStore};

@@ -2,20 +2,22 @@
 //!
 //! A document is written here as it streams in, so the provider can be called — and called
 //! again after a failure or a restart — without asking the frontend to send it twice.
-//! Small documents stay in memory (no disk I/O for the many tiny selfies and rejected
-//! uploads); past `memory_threshold` the spool switches to a file. Either way a [`Spooled`]
-//! can be read as a stream any number of times.
+//! Small documents stay in memory until the upload is accepted (no I/O for the many tiny
+//! selfies and refused uploads); past `memory_threshold` the document streams into an
+//! object of the spool's [`ObjectStore`] (a local directory by default). Either way a
+//! [`Spooled`] can be read as a stream any number of times.
 //!
-//! Lifecycle: ingest writes into `tmp/`; a temporary spool deletes its file when the last
-//! handle is dropped, so a rejected upload leaves nothing behind. Once the gateway accepts an
-//! upload it calls [`Spooled::persist`], which moves (or writes) the bytes to their durable
-//! path and fsyncs them; from then on the ledger owns the file and removes it when delivery
-//! is final. Whatever is left in `tmp/` at start-up is an orphan of a crash and is removed.
+//! Lifecycle: a document is written under its final key and committed (durable) when its
+//! body ends. Until the upload is recorded its [`Spooled`] is *temporary*: dropping the last
+//! handle deletes it, so a refused upload leaves nothing behind. Once the gateway has
+//! recorded the upload it calls [`Spooled::persist`] (which writes in-memory documents out
+//! and makes the object permanent); from then on the ledger owns it and removes it when
+//! delivery is final. A crash between the two leaves an object no ledger row names: the
+//! orphan sweep removes it.
 
 use std::{
     fmt, io,
-    path::{Path, PathBuf},
-    pin::Pin,
+    path::Path,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -24,189 +26,149 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
-use tokio::io::AsyncWriteExt;
+
+pub use crate::store::{ByteStream, ReadSeek};
+use crate::store::{LocalStore, ObjectStore, ObjectWriter};
 
 /// Size of the blocks the pipeline moves around (network → digests → spool → provider).
 pub const BLOCK: usize = 256 * 1024;
 
-/// A boxed stream of document bytes.
-pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'static>>;
-
-/// A directory of spooled documents.
+/// Where documents are spooled, and from which size on they leave memory.
 #[derive(Debug, Clone)]
 pub struct SpoolDir {
-    root: PathBuf,
+    store: Arc<dyn ObjectStore>,
     memory_threshold: usize,
 }
 
+/// The spool's name in most of the code: a store plus the memory threshold.
+pub type Spool = SpoolDir;
+
 impl SpoolDir {
-    /// `root` is created if missing. Documents up to `memory_threshold` bytes stay in memory.
-    pub fn new(root: impl Into<PathBuf>, memory_threshold: usize) -> io::Result<SpoolDir> {
-        let root = root.into();
-        std::fs::create_dir_all(root.join("tmp"))?;
-        Ok(SpoolDir {
-            root,
+    /// A spool in a local directory (created if missing). Documents up to
+    /// `memory_threshold` bytes stay in memory until persisted.
+    pub fn new(root: impl Into<std::path::PathBuf>, memory_threshold: usize) -> io::Result<SpoolDir> {
+        Ok(SpoolDir::with_store(
+            Arc::new(LocalStore::new(root)?),
             memory_threshold,
-        })
+        ))
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
+    pub fn with_store(store: Arc<dyn ObjectStore>, memory_threshold: usize) -> SpoolDir {
+        SpoolDir {
+            store,
+            memory_threshold,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The local directory, when the store is local.
+    pub fn local_root(&self) -> Option<&Path> {
+        self.store.local_root()
     }
 
     pub fn memory_threshold(&self) -> usize {
         self.memory_threshold
     }
 
-    /// A fresh writer for one document.
-    pub fn writer(&self) -> SpoolWriter {
+    /// A writer for one document under `key`.
+    pub fn writer(&self, key: impl Into<String>) -> SpoolWriter {
         SpoolWriter {
-            dir: self.clone(),
+            spool: self.clone(),
+            key: key.into(),
             mem: BytesMut::new(),
-            file: None,
+            object: None,
             len: 0,
         }
     }
 
-    /// Remove temporary files a crash left behind: those not modified for `min_age`. (An
-    /// upload still being received writes to its file continuously, and replicas sharing a
-    /// spool must not remove each other's live files.) Returns how many were removed.
-    pub fn remove_orphans(&self, min_age: std::time::Duration) -> io::Result<usize> {
-        let mut removed = 0;
-        let now = std::time::SystemTime::now();
-        for entry in std::fs::read_dir(self.root.join("tmp"))? {
-            let entry = entry?;
-            let meta = entry.metadata()?;
-            let age = meta
-                .modified()
-                .ok()
-                .and_then(|m| now.duration_since(m).ok())
-                .unwrap_or_default();
-            if meta.is_file() && age >= min_age {
-                std::fs::remove_file(entry.path())?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-
-    /// Bytes currently stored under the spool root (for metrics).
-    pub fn disk_usage(&self) -> u64 {
-        fn walk(p: &Path) -> u64 {
-            let Ok(rd) = std::fs::read_dir(p) else {
-                return 0;
-            };
-            rd.flatten()
-                .map(|e| match e.file_type() {
-                    Ok(t) if t.is_dir() => walk(&e.path()),
-                    Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
-                    Err(_) => 0,
-                })
-                .sum()
-        }
-        walk(&self.root)
-    }
-
-    fn temp_path(&self) -> PathBuf {
-        self.root
-            .join("tmp")
-            .join(format!("{}.part", uuid::Uuid::new_v4().simple()))
+    /// A document already in the store (after a restart, or on another replica).
+    pub fn stored(&self, key: impl Into<String>, len: u64) -> Spooled {
+        Spooled::stored(self.store.clone(), key.into(), len, false)
     }
 }
 
 /// Writes one document into the spool; see the module docs.
 pub struct SpoolWriter {
-    dir: SpoolDir,
+    spool: SpoolDir,
+    key: String,
     mem: BytesMut,
-    file: Option<(tokio::fs::File, TempFile)>,
+    object: Option<Box<dyn ObjectWriter>>,
     len: u64,
 }
 
 impl fmt::Debug for SpoolWriter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SpoolWriter")
+            .field("key", &self.key)
             .field("len", &self.len)
-            .field("on_disk", &self.file.is_some())
+            .field("in_store", &self.object.is_some())
             .finish()
     }
 }
 
 impl SpoolWriter {
-    pub async fn write(&mut self, block: &[u8]) -> io::Result<()> {
+    pub async fn write(&mut self, block: Bytes) -> io::Result<()> {
         self.len += block.len() as u64;
-        if self.file.is_none() {
-            if self.mem.len() + block.len() <= self.dir.memory_threshold {
-                self.mem.extend_from_slice(block);
+        if self.object.is_none() {
+            if self.mem.len() + block.len() <= self.spool.memory_threshold {
+                self.mem.extend_from_slice(&block);
                 return Ok(());
             }
-            let temp = TempFile::new(self.dir.temp_path());
-            let mut file = tokio::fs::File::create(&temp.path).await?;
+            let mut object = self.spool.store.put(&self.key).await?;
             if !self.mem.is_empty() {
-                file.write_all(&self.mem).await?;
-                self.mem = BytesMut::new();
+                object.write(std::mem::take(&mut self.mem).freeze()).await?;
             }
-            self.file = Some((file, temp));
+            self.object = Some(object);
         }
-        if let Some((file, _)) = &mut self.file {
-            file.write_all(block).await?;
+        match &mut self.object {
+            Some(object) => object.write(block).await,
+            None => Ok(()),
         }
-        Ok(())
     }
 
+    /// The document as written: in memory, or committed in the store (temporary until
+    /// persisted).
     pub async fn finish(self) -> io::Result<Spooled> {
-        let backing = match self.file {
-            None => Backing::Memory(self.mem.freeze()),
-            Some((mut file, temp)) => {
-                file.flush().await?;
-                drop(file);
-                Backing::File(temp)
+        match self.object {
+            None => Ok(Spooled::from_bytes(self.mem.freeze())),
+            Some(object) => {
+                object.commit().await?;
+                Ok(Spooled::stored(
+                    self.spool.store.clone(),
+                    self.key,
+                    self.len,
+                    true,
+                ))
             }
-        };
-        Ok(Spooled {
-            inner: Arc::new(Inner {
-                backing,
-                len: self.len,
-            }),
-        })
-    }
-}
-
-/// A file that is removed on drop unless kept.
-#[derive(Debug)]
-struct TempFile {
-    path: PathBuf,
-    delete: AtomicBool,
-}
-
-impl TempFile {
-    fn new(path: PathBuf) -> TempFile {
-        TempFile {
-            path,
-            delete: AtomicBool::new(true),
-        }
-    }
-
-    fn kept(path: PathBuf) -> TempFile {
-        TempFile {
-            path,
-            delete: AtomicBool::new(false),
         }
     }
 }
 
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if self.delete.load(Ordering::Acquire) {
-            // Best effort: a leftover is collected by `remove_orphans` at the next start.
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
-#[derive(Debug)]
+/// Where a spooled document's bytes are.
 enum Backing {
     Memory(Bytes),
-    File(TempFile),
+    Stored {
+        store: Arc<dyn ObjectStore>,
+        key: String,
+        /// Deleted when the last handle drops (not yet persisted).
+        temporary: AtomicBool,
+    },
+}
+
+impl fmt::Debug for Backing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Backing::Memory(b) => write!(f, "Memory({} bytes)", b.len()),
+            Backing::Stored { key, temporary, .. } => f
+                .debug_struct("Stored")
+                .field("key", key)
+                .field("temporary", &temporary.load(Ordering::Relaxed))
+                .finish(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -215,18 +177,40 @@ struct Inner {
     len: u64,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let Backing::Stored {
+            store,
+            key,
+            temporary,
+        } = &self.backing
+        else {
+            return;
+        };
+        if !temporary.load(Ordering::Acquire) {
+            return;
+        }
+        // Best effort: a leftover is an orphan the periodic sweep removes.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let store = store.clone();
+            let key = key.clone();
+            runtime.spawn(async move {
+                if let Err(e) = store.delete(&key).await {
+                    tracing::debug!(key, error = %e, "could not remove a refused document");
+                }
+            });
+        }
+    }
+}
+
 /// A complete spooled document: cheap to clone, readable any number of times.
 #[derive(Debug, Clone)]
 pub struct Spooled {
     inner: Arc<Inner>,
 }
 
-/// `Read + Seek` for blocking consumers (ZIP inspection and splitting).
-pub trait ReadSeek: io::Read + io::Seek + Send {}
-impl<T: io::Read + io::Seek + Send> ReadSeek for T {}
-
 impl Spooled {
-    /// A spool that lives in memory only (tests, derived documents).
+    /// A document in memory only (tests, derived documents, small uploads until persisted).
     pub fn from_bytes(bytes: Bytes) -> Spooled {
         let len = bytes.len() as u64;
         Spooled {
@@ -237,14 +221,27 @@ impl Spooled {
         }
     }
 
-    /// Re-open a durable spool file (after a restart). The file is not removed on drop.
-    pub fn open_persisted(path: impl Into<PathBuf>, len: u64) -> Spooled {
+    fn stored(store: Arc<dyn ObjectStore>, key: String, len: u64, temporary: bool) -> Spooled {
         Spooled {
             inner: Arc::new(Inner {
-                backing: Backing::File(TempFile::kept(path.into())),
+                backing: Backing::Stored {
+                    store,
+                    key,
+                    temporary: AtomicBool::new(temporary),
+                },
                 len,
             }),
         }
+    }
+
+    /// A durable local file (tests and tools). It is not removed on drop; a path that is not
+    /// a readable file fails when read.
+    pub fn open_persisted(path: impl AsRef<Path>, len: u64) -> Spooled {
+        let path = path.as_ref();
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::at(dir));
+        Spooled::stored(store, name.to_owned(), len, false)
     }
 
     pub fn len(&self) -> u64 {
@@ -259,43 +256,45 @@ impl Spooled {
         matches!(self.inner.backing, Backing::Memory(_))
     }
 
-    /// The file behind this spool, if it is on disk.
-    pub fn path(&self) -> Option<&Path> {
+    /// The store key, once the document is in a store.
+    pub fn key(&self) -> Option<&str> {
         match &self.inner.backing {
-            Backing::File(t) => Some(&t.path),
+            Backing::Stored { key, .. } => Some(key),
             Backing::Memory(_) => None,
         }
     }
 
-    /// The whole document as a stream of blocks of at most `BLOCK` bytes.
+    /// The whole document as a stream of blocks.
     pub fn stream(&self) -> ByteStream {
+        self.stream_from(0)
+    }
+
+    /// The document from byte `from` on.
+    pub fn stream_from(&self, from: u64) -> ByteStream {
         match &self.inner.backing {
             Backing::Memory(bytes) => {
-                let bytes = bytes.clone();
+                let start = usize::try_from(from).unwrap_or(usize::MAX).min(bytes.len());
+                let bytes = bytes.slice(start..);
                 let blocks: Vec<io::Result<Bytes>> = (0..bytes.len())
                     .step_by(BLOCK)
-                    .map(|start| Ok(bytes.slice(start..bytes.len().min(start + BLOCK))))
+                    .map(|s| Ok(bytes.slice(s..bytes.len().min(s + BLOCK))))
                     .collect();
                 Box::pin(futures_util::stream::iter(blocks))
             }
-            Backing::File(temp) => {
-                let path = temp.path.clone();
-                // Hold a handle so a temporary file outlives every reader.
+            Backing::Stored { store, key, .. } => {
+                // Hold a handle so a temporary object outlives every reader.
                 let keep_alive = self.clone();
-                let expected = self.len();
-                let opened = async move {
-                    let file = tokio::fs::File::open(&path).await?;
-                    Ok::<_, io::Error>(tokio_util::io::ReaderStream::with_capacity(file, BLOCK))
-                };
+                let (store, key, len) = (store.clone(), key.clone(), self.len());
+                let opened = async move { store.get(&key, from, len).await };
                 let stream = futures_util::stream::once(opened)
                     .map(|r| match r {
-                        Ok(s) => s.boxed(),
+                        Ok(s) => s,
                         Err(e) => futures_util::stream::once(async move { Err(e) }).boxed(),
                     })
                     .flatten();
                 Box::pin(LengthChecked {
                     inner: Box::pin(stream),
-                    expected,
+                    expected: len.saturating_sub(from),
                     seen: 0,
                     _keep: keep_alive,
                 })
@@ -303,14 +302,11 @@ impl Spooled {
         }
     }
 
-    /// A blocking reader over the whole document.
+    /// A blocking reader over the whole document (call from a blocking thread).
     pub fn blocking_reader(&self) -> io::Result<Box<dyn ReadSeek>> {
         match &self.inner.backing {
             Backing::Memory(bytes) => Ok(Box::new(io::Cursor::new(bytes.clone()))),
-            Backing::File(temp) => Ok(Box::new(io::BufReader::with_capacity(
-                64 * 1024,
-                std::fs::File::open(&temp.path)?,
-            ))),
+            Backing::Stored { store, key, .. } => store.open_blocking(key, self.len()),
         }
     }
 
@@ -328,37 +324,38 @@ impl Spooled {
         Ok(out.freeze())
     }
 
-    /// Make the document durable at `path` (fsynced, with its directory) and return the
-    /// handle that reads it from there. The file is no longer removed on drop.
-    pub async fn persist(&self, path: &Path) -> io::Result<Spooled> {
-        if let Some(parent) = path.parent() {
-            tokio::fs::create_dir_all(parent).await?;
-        }
+    /// Make the document durable under `key` in `spool` and permanent (no longer removed on
+    /// drop): a document in memory is written out and committed; one already in the store
+    /// under that key was committed when it was written.
+    pub async fn persist(&self, spool: &SpoolDir, key: &str) -> io::Result<Spooled> {
         match &self.inner.backing {
-            Backing::Memory(bytes) => {
-                let mut f = tokio::fs::File::create(path).await?;
-                f.write_all(bytes).await?;
-                f.sync_all().await?;
+            Backing::Stored {
+                key: stored,
+                temporary,
+                ..
+            } if stored == key => {
+                temporary.store(false, Ordering::Release);
+                Ok(self.clone())
             }
-            Backing::File(temp) => {
-                tokio::fs::rename(&temp.path, path).await?;
-                temp.delete.store(false, Ordering::Release);
-                tokio::fs::File::open(path).await?.sync_all().await?;
+            _ => {
+                let mut object = spool.store.put(key).await?;
+                let mut stream = self.stream();
+                while let Some(block) = stream.next().await {
+                    object.write(block?).await?;
+                }
+                object.commit().await?;
+                Ok(Spooled::stored(
+                    spool.store.clone(),
+                    key.to_owned(),
+                    self.len(),
+                    false,
+                ))
             }
         }
-        // The new name must survive a crash too: sync the directory holding it and the one
-        // above (which may just have been created). Some filesystems cannot sync a
-        // directory; that is not an error worth failing the upload for.
-        for dir in path.ancestors().skip(1).take(2) {
-            if let Ok(d) = tokio::fs::File::open(dir).await {
-                let _ = d.sync_all().await;
-            }
-        }
-        Ok(Spooled::open_persisted(path, self.len()))
     }
 }
 
-/// Fails the stream if the file is shorter or longer than recorded: a truncated spool must
+/// Fails the stream if the object is shorter or longer than recorded: a truncated spool must
 /// never be delivered as if it were the whole document.
 struct LengthChecked {
     inner: ByteStream,
@@ -371,7 +368,7 @@ impl Stream for LengthChecked {
     type Item = io::Result<Bytes>;
 
     fn poll_next(
-        mut self: Pin<&mut Self>,
+        mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
         use std::task::Poll;
@@ -381,14 +378,14 @@ impl Stream for LengthChecked {
                 if self.seen > self.expected {
                     return Poll::Ready(Some(Err(io::Error::new(
                         io::ErrorKind::InvalidData,
-                        "spool file is longer than recorded",
+                        "spooled document is longer than recorded",
                     ))));
                 }
                 Poll::Ready(Some(Ok(b)))
             }
             Poll::Ready(None) if self.seen != self.expected => {
                 let msg = format!(
-                    "spool file has {} bytes, {} recorded",
+                    "spooled document has {} bytes, {} recorded",
                     self.seen, self.expected
                 );
                 self.seen = self.expected; // report once
@@ -413,75 +410,77 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn small_documents_stay_in_memory_and_big_ones_go_to_disk() {
+    async fn small_documents_stay_in_memory_and_big_ones_go_to_the_store() {
         let dir = tempfile::tempdir().expect("tempdir");
         let spool = SpoolDir::new(dir.path(), 1000).expect("spool");
-        let mut w = spool.writer();
-        w.write(&[1u8; 600]).await.expect("write");
-        w.write(&[2u8; 400]).await.expect("write");
+        let mut w = spool.writer("a");
+        w.write(Bytes::from(vec![1u8; 600])).await.expect("write");
+        w.write(Bytes::from(vec![2u8; 400])).await.expect("write");
         let small = w.finish().await.expect("finish");
         assert!(small.is_in_memory());
         assert_eq!(small.len(), 1000);
 
-        let mut w = spool.writer();
-        w.write(&[1u8; 600]).await.expect("write");
-        w.write(&[2u8; 401]).await.expect("write");
+        let mut w = spool.writer("b");
+        w.write(Bytes::from(vec![1u8; 600])).await.expect("write");
+        w.write(Bytes::from(vec![2u8; 401])).await.expect("write");
         let big = w.finish().await.expect("finish");
         assert!(!big.is_in_memory());
         let data = collect(&big).await;
         assert_eq!(data.len(), 1001);
         assert!(data[..600].iter().all(|&b| b == 1) && data[600..].iter().all(|&b| b == 2));
-        // re-readable
-        assert_eq!(collect(&big).await, data);
+        assert_eq!(collect(&big).await, data, "re-readable");
+        let mut tail = Vec::new();
+        let mut s = big.stream_from(1000);
+        while let Some(b) = s.next().await {
+            tail.extend_from_slice(&b.expect("read"));
+        }
+        assert_eq!(tail, vec![2u8]);
     }
 
     #[tokio::test]
-    async fn a_temporary_spool_file_is_removed_when_the_last_handle_drops() {
+    async fn a_temporary_document_is_removed_when_the_last_handle_drops() {
         let dir = tempfile::tempdir().expect("tempdir");
         let spool = SpoolDir::new(dir.path(), 0).expect("spool");
-        let mut w = spool.writer();
-        w.write(b"hello").await.expect("write");
+        let mut w = spool.writer("doc");
+        w.write(Bytes::from_static(b"hello")).await.expect("write");
         let s = w.finish().await.expect("finish");
-        let path = s.path().expect("on disk").to_owned();
+        let path = dir.path().join("doc");
         let stream = s.stream();
         drop(s);
-        assert!(path.exists(), "a live reader keeps the file");
+        assert!(path.exists(), "a live reader keeps the object");
         drop(stream);
-        assert!(!path.exists());
+        // The removal runs as a task: give it its turn, with a deadline.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while path.exists() {
+            assert!(tokio::time::Instant::now() < deadline, "never removed");
+            tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     #[tokio::test]
-    async fn persisted_spools_survive_their_handles_and_reopen() {
+    async fn persisted_documents_survive_their_handles_and_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         let spool = SpoolDir::new(dir.path(), 4).expect("spool");
-        for payload in [&b"abc"[..], &b"longer than four"[..]] {
-            let mut w = spool.writer();
-            w.write(payload).await.expect("write");
+        for (key, payload) in [("m", &b"abc"[..]), ("d", &b"longer than four"[..])] {
+            let mut w = spool.writer(key);
+            w.write(Bytes::copy_from_slice(payload)).await.expect("write");
             let s = w.finish().await.expect("finish");
-            let dest = dir
-                .path()
-                .join("uploads")
-                .join(format!("{}", payload.len()));
-            let durable = s.persist(&dest).await.expect("persist");
+            let durable = s.persist(&spool, key).await.expect("persist");
             drop(s);
             drop(durable);
-            let reopened = Spooled::open_persisted(&dest, payload.len() as u64);
+            tokio::task::yield_now().await;
+            let reopened = spool.stored(key, payload.len() as u64);
             assert_eq!(collect(&reopened).await, payload);
         }
-        assert_eq!(
-            spool
-                .remove_orphans(std::time::Duration::ZERO)
-                .expect("orphans"),
-            0
-        );
     }
 
     #[tokio::test]
-    async fn a_truncated_spool_file_fails_the_stream() {
+    async fn a_truncated_object_fails_the_stream() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("doc");
-        std::fs::write(&path, b"abc").expect("write");
-        let s = Spooled::open_persisted(&path, 10);
+        std::fs::write(dir.path().join("doc"), b"abc").expect("write");
+        let spool = SpoolDir::new(dir.path(), 0).expect("spool");
+        let s = spool.stored("doc", 10);
         let mut st = s.stream();
         assert!(st.next().await.expect("chunk").is_ok());
         assert!(st.next().await.expect("error").is_err());

@@ -27,6 +27,7 @@ pub mod registry;
 pub mod routes;
 pub mod sandbox;
 pub mod serve;
+pub mod spool_keys;
 pub mod tenants;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
@@ -215,6 +216,7 @@ impl Gateway {
             ledger.clone(),
             registry.clone(),
             spool.clone(),
+            setup.data_dir.join("scratch"),
             setup.delivery.clone(),
             metrics.clone(),
         ));

@@ -222,9 +222,11 @@ mod tests {
     use docgate_core::SpoolDir;
 
     async fn spooled(dir: &SpoolDir, data: &[u8], pieces: usize) -> Spooled {
-        let mut w = dir.writer();
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut w = dir.writer(format!("doc-{n}"));
         for chunk in data.chunks(pieces.max(1)) {
-            w.write(chunk).await.expect("write");
+            w.write(Bytes::copy_from_slice(chunk)).await.expect("write");
         }
         w.finish().await.expect("finish")
     }

@@ -190,9 +190,12 @@ async fn documents_streamed_from_a_file_spool() {
     let mut pdf = fixture("tiny.pdf");
     pdf.resize(3 * 1024 * 1024, b' ');
     let spool = docgate_core::SpoolDir::new(dir.path().join("spool"), 0).expect("spool dir");
-    let mut writer = spool.writer();
+    let mut writer = spool.writer("statement");
     for block in pdf.chunks(100_000) {
-        writer.write(block).await.expect("write");
+        writer
+            .write(bytes::Bytes::copy_from_slice(block))
+            .await
+            .expect("write");
     }
     let spooled = writer.finish().await.expect("finish");
     assert!(!spooled.is_in_memory());

@@ -17,12 +17,12 @@ pub mod worker;
 use std::{
     collections::HashMap,
     future::Future,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use docgate_core::{DeliveryContext, Document, Outcome, Problem, SpoolDir, Spooled};
+use docgate_core::{DeliveryContext, Document, Outcome, Problem, SpoolDir};
 use rand::Rng;
 use tokio::sync::{watch, Notify};
 
@@ -31,6 +31,7 @@ use crate::{
     ledger::{now_ms, Finish, Lease, Ledger, LedgerError, UploadRecord, UploadStatus},
     metrics::Metrics,
     registry::Registry,
+    spool_keys,
 };
 
 /// Waits shorter than this are slept through while holding the lease.
@@ -70,22 +71,14 @@ fn gave_up(attempt: u32, age: Duration, reason: &str) -> Problem {
     ))
 }
 
-/// Spool paths are stored relative to the spool root so that replicas sharing a spool
-/// directory (mounted anywhere) agree on them.
-pub fn upload_dir(spool: &SpoolDir, id: &str) -> PathBuf {
-    spool.root().join("uploads").join(id)
-}
-
-pub fn relative_spool_path(id: &str, slot: &str) -> String {
-    format!("uploads/{id}/{slot}")
-}
-
 /// Runs deliveries and tells waiting requests how they went.
 #[derive(Debug)]
 pub struct Deliverer {
     pub ledger: Arc<dyn Ledger>,
     pub registry: Arc<Registry>,
     pub spool: SpoolDir,
+    /// Where deliveries keep derived files (local; lost files are derived again).
+    pub scratch_root: PathBuf,
     pub settings: DeliverySettings,
     pub metrics: Arc<Metrics>,
     /// This replica's lease owner name.
@@ -97,6 +90,9 @@ pub struct Deliverer {
     pub tasks: tokio_util::task::TaskTracker,
     /// Cancelled when shutdown's grace period is over: running attempts stop unrecorded.
     pub cancel: tokio_util::sync::CancellationToken,
+    /// Deliveries running at once on this replica (`delivery.worker_concurrency`), whether a
+    /// request or the worker started them.
+    pub slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// A request waiting for an upload's delivery; unregisters itself when dropped.
@@ -123,13 +119,18 @@ impl Deliverer {
         ledger: Arc<dyn Ledger>,
         registry: Arc<Registry>,
         spool: SpoolDir,
+        scratch_root: PathBuf,
         settings: DeliverySettings,
         metrics: Arc<Metrics>,
     ) -> Deliverer {
+        let slots = Arc::new(tokio::sync::Semaphore::new(
+            settings.worker_concurrency.max(1),
+        ));
         Deliverer {
             ledger,
             registry,
             spool,
+            scratch_root,
             settings,
             metrics,
             node: format!("docgate-{}", uuid::Uuid::new_v4().simple()),
@@ -137,6 +138,7 @@ impl Deliverer {
             wake: Notify::new(),
             tasks: tokio_util::task::TaskTracker::new(),
             cancel: tokio_util::sync::CancellationToken::new(),
+            slots,
         }
     }
 
@@ -189,7 +191,7 @@ impl Deliverer {
             .iter()
             .map(|d| Document {
                 meta: d.meta.clone(),
-                spool: Spooled::open_persisted(self.spool.root().join(&d.spool_path), d.meta.size),
+                spool: self.spool.stored(&d.spool_path, d.meta.size),
             })
             .collect()
     }
@@ -225,7 +227,7 @@ impl Deliverer {
         };
         let (max_attempts, max_age) = self.settings.limits_for(&rec.provider);
         let documents = self.documents(&rec);
-        let scratch_dir = upload_dir(&self.spool, id).join("scratch");
+        let scratch_dir = self.scratch_dir(id);
         loop {
             let Some(attempt) = self
                 .ledger
@@ -359,25 +361,26 @@ impl Deliverer {
         }
         self.publish(&rec.id, status);
         if self.settings.retention.is_zero() {
-            self.remove_spool(&rec.id).await?;
+            self.remove_spool(rec).await?;
         }
         Ok(())
     }
 
-    /// Remove an upload's spooled documents (its delivery is final).
-    pub async fn remove_spool(&self, id: &str) -> Result<(), LedgerError> {
-        remove_dir(&upload_dir(&self.spool, id)).await;
-        self.ledger.mark_spool_removed(id).await
-    }
-}
-
-async fn remove_dir(dir: &Path) {
-    match tokio::fs::remove_dir_all(dir).await {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            tracing::warn!(dir = %dir.display(), error = %e, "could not remove spool directory")
+    /// Remove an upload's spooled documents and scratch (its delivery is final). The ledger
+    /// notes it only once every object is gone, so a failed removal is tried again.
+    pub async fn remove_spool(&self, rec: &UploadRecord) -> Result<(), LedgerError> {
+        let keys: Vec<String> = rec.documents.iter().map(|d| d.spool_path.clone()).collect();
+        let removed = spool_keys::remove(&self.spool, &keys).await;
+        let _ = tokio::fs::remove_dir_all(self.scratch_dir(&rec.id)).await;
+        match removed {
+            Ok(()) => self.ledger.mark_spool_removed(&rec.id).await,
+            Err(_) => Ok(()),
         }
+    }
+
+    /// Derived files of one upload's deliveries (e.g. ZIP parts): local and regenerable.
+    pub fn scratch_dir(&self, id: &str) -> PathBuf {
+        self.scratch_root.join(id)
     }
 }
 

@@ -5,24 +5,37 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::sync::Semaphore;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use super::{notify::Notifier, Deliverer};
-use crate::ledger::now_ms;
+use crate::{ledger::now_ms, spool_keys};
 
-/// How often finished uploads' spools and orphans are looked at.
+/// How often finished uploads' spools are removed.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
+
+/// How often the spool is swept for orphans (a listing of the whole spool).
+const ORPHANS_EVERY: Duration = Duration::from_secs(60);
 
 /// Spool directories without a ledger row are removed once this old (a request may be
 /// between making its documents durable and recording them).
 const ORPHAN_AGE: Duration = Duration::from_secs(3600);
 
 impl Deliverer {
-    /// Drive a claimed upload in the background (tracked for graceful shutdown).
-    pub fn spawn_drive(self: &Arc<Self>, rec: crate::ledger::UploadRecord) {
+    /// A delivery slot now, if one is free: deliveries started by a request and by the
+    /// worker share `delivery.worker_concurrency`.
+    pub fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().ok()
+    }
+
+    /// Drive a claimed upload in the background (tracked for graceful shutdown), holding
+    /// `slot` until it is done.
+    pub fn spawn_drive(self: &Arc<Self>, rec: crate::ledger::UploadRecord, slot: OwnedSemaphorePermit) {
         let me = self.clone();
-        self.tasks.spawn(async move { me.drive(rec).await });
+        self.tasks.spawn(async move {
+            me.drive(rec).await;
+            drop(slot);
+        });
     }
 
     /// Run until `shutdown`. Then: wait up to `grace` for running deliveries, cancel the ones
@@ -39,16 +52,16 @@ impl Deliverer {
             self.settings.poll_interval,
             shutdown.clone(),
         ));
-        let permits = Arc::new(Semaphore::new(self.settings.worker_concurrency.max(1)));
         let providers: Vec<String> = self.registry.names().map(str::to_owned).collect();
         let mut last_housekeeping = tokio::time::Instant::now();
+        let mut last_sweep = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(self.settings.poll_interval) => {}
                 _ = self.wake.notified() => {}
             }
-            let free = permits.available_permits();
+            let free = self.slots.available_permits();
             if free > 0 {
                 match self
                     .ledger
@@ -57,14 +70,10 @@ impl Deliverer {
                 {
                     Ok(claimed) => {
                         for rec in claimed {
-                            let Ok(permit) = permits.clone().acquire_owned().await else {
+                            let Ok(slot) = self.slots.clone().acquire_owned().await else {
                                 break;
                             };
-                            let me = self.clone();
-                            self.tasks.spawn(async move {
-                                me.drive(rec).await;
-                                drop(permit);
-                            });
+                            self.spawn_drive(rec, slot);
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "claiming due deliveries failed"),
@@ -73,8 +82,13 @@ impl Deliverer {
             if last_housekeeping.elapsed() >= HOUSEKEEPING_EVERY {
                 last_housekeeping = tokio::time::Instant::now();
                 self.remove_expired_spools().await;
-                if let Err(e) = self.remove_orphans(ORPHAN_AGE).await {
-                    tracing::warn!(error = %e, "orphan spool sweep failed");
+            }
+            if last_sweep.elapsed() >= ORPHANS_EVERY {
+                last_sweep = tokio::time::Instant::now();
+                match self.remove_orphans(ORPHAN_AGE).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(removed = n, "removed orphaned spool objects"),
+                    Err(e) => tracing::warn!(error = %e, "orphan spool sweep failed"),
                 }
             }
         }
@@ -103,7 +117,7 @@ impl Deliverer {
         match self.ledger.spool_removal_due(before, 100).await {
             Ok(due) => {
                 for rec in due {
-                    if let Err(e) = self.remove_spool(&rec.id).await {
+                    if let Err(e) = self.remove_spool(&rec).await {
                         tracing::warn!(upload = %rec.id, error = %e, "spool removal failed");
                     }
                 }
@@ -112,39 +126,33 @@ impl Deliverer {
         }
     }
 
-    /// Remove spool directories that no ledger row refers to (a crash between persisting and
-    /// recording, or a client gone in between) and stale temporary files — only those older
-    /// than `min_age`: a replica sharing the spool may be between those two steps right now.
+    /// Remove spooled objects that no ledger row refers to (a crash between writing and
+    /// recording, or a client gone in between) and stale temporary objects — only those
+    /// older than `min_age`: a replica sharing the spool may be between those two steps
+    /// right now. Runs at start and then periodically.
     pub async fn remove_orphans(&self, min_age: Duration) -> std::io::Result<usize> {
         let live: std::collections::HashSet<String> = match self.ledger.live_upload_ids().await {
             Ok(ids) => ids.into_iter().collect(),
             Err(e) => return Err(std::io::Error::other(e.to_string())),
         };
-        let spool = self.spool.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut removed = spool.remove_orphans(min_age)?;
-            let Ok(entries) = std::fs::read_dir(spool.root().join("uploads")) else {
-                return Ok(removed);
-            };
-            let now = std::time::SystemTime::now();
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let old_enough = entry
-                    .metadata()
-                    .ok()
-                    .and_then(|m| m.modified().ok())
-                    .and_then(|m| now.duration_since(m).ok())
-                    .is_some_and(|age| age >= min_age);
-                if !live.contains(&name)
-                    && old_enough
-                    && std::fs::remove_dir_all(entry.path()).is_ok()
-                {
-                    removed += 1;
-                }
+        let now = std::time::SystemTime::now();
+        let old_enough = |modified: std::time::SystemTime| {
+            now.duration_since(modified)
+                .is_ok_and(|age| age >= min_age)
+        };
+        let mut orphans = Vec::new();
+        for object in self.spool.store().list(spool_keys::UPLOADS).await? {
+            let owned = spool_keys::upload_of(&object.key).is_some_and(|id| live.contains(id));
+            if !owned && old_enough(object.modified) {
+                orphans.push(object.key);
             }
-            Ok(removed)
-        })
-        .await
-        .map_err(std::io::Error::other)?
+        }
+        for object in self.spool.store().list(spool_keys::TMP).await? {
+            if old_enough(object.modified) {
+                orphans.push(object.key);
+            }
+        }
+        spool_keys::remove(&self.spool, &orphans).await?;
+        Ok(orphans.len())
     }
 }

@@ -33,6 +33,15 @@ pub async fn healthz() -> Response {
     json_response(StatusCode::OK, &json!({"status": "ok"}))
 }
 
+/// Write, commit and remove a tiny object: the spool takes writes.
+async fn spool_probe(spool: &docgate_core::SpoolDir) -> std::io::Result<()> {
+    let key = format!("{}ready-{}", crate::spool_keys::TMP, uuid::Uuid::new_v4().simple());
+    let mut probe = spool.store().put(&key).await?;
+    probe.write(bytes::Bytes::from_static(b"ready")).await?;
+    probe.commit().await?;
+    spool.store().delete(&key).await
+}
+
 /// `GET /readyz`: the ledger answers, the spool is writable and storage is above the
 /// reserve (`limits.min_free_space`): a replica that would refuse uploads with 507 is not
 /// ready for them.
@@ -45,15 +54,13 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
             "unavailable"
         }
     };
-    let probe = app.spool.root().join("tmp").join(".ready");
-    let spool = match tokio::fs::write(&probe, b"").await {
+    let spool = match spool_probe(&app.spool).await {
         Ok(()) => "ok",
         Err(e) => {
             tracing::warn!(error = %e, "readiness: spool not writable");
             "not_writable"
         }
     };
-    let _ = tokio::fs::remove_file(&probe).await;
     let storage = if app.admission.space.shortage().is_some() {
         "low"
     } else {
@@ -83,10 +90,10 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         .into_iter()
         .map(|(p, s, n)| (p, s.as_str(), n))
         .collect();
-    let spool = app.spool.clone();
-    let spool_bytes = tokio::task::spawn_blocking(move || spool.disk_usage())
-        .await
-        .unwrap_or(0);
+    let spool_bytes = match app.spool.store().list("").await {
+        Ok(objects) => objects.iter().map(|o| o.size).sum(),
+        Err(_) => 0,
+    };
     let mut res = app.metrics.render(&uploads, spool_bytes).into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,

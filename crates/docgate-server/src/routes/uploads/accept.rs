@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use super::{wait, Intake, Result};
 use crate::{
     admission::{insufficient_storage, is_out_of_space},
-    delivery::{relative_spool_path, upload_dir},
+    spool_keys,
     ledger::{now_ms, Inserted, LedgerError, NewUpload, StoredDocument, UploadRecord},
     receipt::upload_response,
 };
@@ -69,12 +69,14 @@ pub async fn accept(
     let app = &intake.app;
     let prepared = check_complete(provider.as_ref(), &fields, &documents)?;
     let metas: Vec<DocumentMeta> = documents.iter().map(|d| d.meta.clone()).collect();
-    let id = uuid::Uuid::new_v4().to_string();
-    let stored = persist(&intake, &id, &documents).await?;
+    let id = intake.id.clone();
+    let stored = persist(&intake, &documents).await?;
     let total: u64 = metas.iter().map(|d| d.size).sum();
     drop(documents);
 
     let fp = fingerprint(provider.name(), &fields, &metas);
+    // Deliver at once when a delivery slot is free; else the worker takes it when one is.
+    let slot = app.deliverer.try_slot();
     let new = NewUpload {
         id: id.clone(),
         tenant: intake.tenant.name.clone(),
@@ -84,10 +86,11 @@ pub async fn accept(
         prepared,
         documents: stored,
         now: now_ms(),
-        lease: Some(app.deliverer.lease()),
+        lease: slot.as_ref().map(|_| app.deliverer.lease()),
         notify: intake.tenant.notify.is_some(),
     };
-    let inserted = record(&intake, new).await?;
+    let keys: Vec<String> = new.documents.iter().map(|d| d.spool_path.clone()).collect();
+    let inserted = record(&intake, new, &keys).await?;
     let Intake {
         app,
         permit,
@@ -99,7 +102,10 @@ pub async fn accept(
         Inserted::New(rec) => {
             app.metrics.bytes_received(&rec.provider, total);
             let mut waiter = app.deliverer.watch(&rec.id, rec.status);
-            app.deliverer.spawn_drive(rec.clone());
+            match slot {
+                Some(slot) => app.deliverer.spawn_drive(rec.clone(), slot),
+                None => app.deliverer.wake.notify_one(),
+            }
             if respond_async {
                 let mut res = upload_response(&rec);
                 res.headers_mut().insert(
@@ -112,7 +118,7 @@ pub async fn accept(
             Ok(upload_response(&rec))
         }
         Inserted::Existing(rec) => {
-            remove_upload_dir(&app, &id).await;
+            let _ = spool_keys::remove(&app.spool, &keys).await;
             replay(&app, rec, &fp, respond_async).await
         }
     }
@@ -146,20 +152,24 @@ async fn replay(
     Ok(res)
 }
 
-/// Move every document to its durable place under `uploads/<id>/` (fsynced). On failure
-/// nothing of the upload is left behind.
-async fn persist(intake: &Intake, id: &str, documents: &[Document]) -> Result<Vec<StoredDocument>> {
+/// Make every document durable under its key (documents still in memory are written out;
+/// the others were committed when their body ended). On failure nothing of the upload is
+/// left behind.
+async fn persist(intake: &Intake, documents: &[Document]) -> Result<Vec<StoredDocument>> {
     let app = &intake.app;
     let mut stored = Vec::with_capacity(documents.len());
     for doc in documents {
-        let relative = relative_spool_path(id, &doc.meta.slot);
-        if let Err(e) = doc.spool.persist(&app.spool.root().join(&relative)).await {
-            remove_upload_dir(app, id).await;
+        let key = intake.key(&doc.meta.slot);
+        if let Err(e) = doc.spool.persist(&app.spool, &key).await {
+            let mut written: Vec<String> =
+                stored.iter().map(|d: &StoredDocument| d.spool_path.clone()).collect();
+            written.push(key);
+            let _ = spool_keys::remove(&app.spool, &written).await;
             return Err(storage_failed(app, &e));
         }
         stored.push(StoredDocument {
             meta: doc.meta.clone(),
-            spool_path: relative,
+            spool_path: key,
         });
     }
     Ok(stored)
@@ -196,7 +206,7 @@ pub fn ingest_failed(
 
 /// Record the upload. An error may still have committed (a connection lost after the
 /// commit): look before removing the documents of an upload that might be recorded.
-async fn record(intake: &Intake, new: NewUpload) -> Result<Inserted> {
+async fn record(intake: &Intake, new: NewUpload, keys: &[String]) -> Result<Inserted> {
     let app = &intake.app;
     let id = new.id.clone();
     let error = match app.ledger.insert(new).await {
@@ -206,7 +216,7 @@ async fn record(intake: &Intake, new: NewUpload) -> Result<Inserted> {
     match app.ledger.get(&id).await {
         Ok(Some(rec)) => Ok(Inserted::New(rec)),
         Ok(None) => {
-            remove_upload_dir(app, &id).await;
+            let _ = spool_keys::remove(&app.spool, keys).await;
             Err(ledger_refused(app, &error))
         }
         Err(_) => {
@@ -241,10 +251,6 @@ fn ledger_unavailable(detail: &str) -> Problem {
     .with_detail(detail)
     .with_side(docgate_core::Side::Gateway)
     .with_retry_after(std::time::Duration::from_secs(1))
-}
-
-async fn remove_upload_dir(app: &crate::app::AppState, id: &str) {
-    let _ = tokio::fs::remove_dir_all(upload_dir(&app.spool, id)).await;
 }
 
 #[cfg(test)]

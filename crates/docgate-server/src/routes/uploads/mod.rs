@@ -50,6 +50,8 @@ type Result<T> = std::result::Result<T, Problem>;
 #[derive(Debug)]
 struct Intake {
     app: AppState,
+    /// The upload's id, chosen before its body is read: documents are spooled under it.
+    id: String,
     tenant: Tenant,
     idempotency_key: Option<String>,
     respond_async: bool,
@@ -59,12 +61,20 @@ struct Intake {
 }
 
 impl Intake {
+    /// Where a document of this upload is spooled.
+    fn key(&self, slot: &str) -> String {
+        crate::spool_keys::document_key(&self.id, slot)
+    }
+}
+
+impl Intake {
     /// Read what the head says and take the upload's slots.
     fn open(app: &AppState, tenant: Tenant, headers: &HeaderMap) -> Result<Intake> {
         let idempotency_key = request::idempotency_key(headers)?;
         let permit = app.admission.admit(&tenant.name)?;
         Ok(Intake {
             app: app.clone(),
+            id: uuid::Uuid::new_v4().to_string(),
             tenant,
             idempotency_key,
             respond_async: request::wants_async(headers),

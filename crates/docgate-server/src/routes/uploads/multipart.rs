@@ -13,7 +13,7 @@ use axum::{
     response::Response,
 };
 use docgate_core::{
-    ingest, policy::MULTIPART_OVERHEAD_ALLOWANCE, provider::fields::only_missing, recheck,
+    ingest_into, policy::MULTIPART_OVERHEAD_ALLOWANCE, provider::fields::only_missing, recheck,
     Document, FieldError, Fields, IngestRequest, Problem, Provider, UploadPolicy,
 };
 use futures_util::StreamExt;
@@ -42,7 +42,7 @@ pub async fn post_multipart(
     let intake = Intake::open(&app, tenant, &headers)?;
     let _in_flight = app.metrics.upload_started();
     let mut form = head.form(&app, body, &intake.faults);
-    let mut receiver = Receiver::new(&app, &intake.tenant, head, intake.faults.clone());
+    let mut receiver = Receiver::new(&app, &intake, head);
     while let Some(part) = form
         .next_field()
         .await
@@ -125,6 +125,7 @@ impl Head {
 /// The form being received, part by part.
 struct Receiver<'a> {
     app: &'a AppState,
+    intake: &'a Intake,
     tenant: &'a Tenant,
     head: Head,
     faults: FaultCell,
@@ -137,12 +138,13 @@ struct Receiver<'a> {
 }
 
 impl<'a> Receiver<'a> {
-    fn new(app: &'a AppState, tenant: &'a Tenant, head: Head, faults: FaultCell) -> Receiver<'a> {
+    fn new(app: &'a AppState, intake: &'a Intake, head: Head) -> Receiver<'a> {
         Receiver {
             app,
-            tenant,
+            intake,
+            tenant: &intake.tenant,
             head,
-            faults,
+            faults: intake.faults.clone(),
             fields: Fields::new(),
             field_bytes: 0,
             documents: Vec::new(),
@@ -282,7 +284,8 @@ impl<'a> Receiver<'a> {
                 e
             })
         });
-        let doc = ingest(stream, request, &self.app.spool)
+        let key = self.intake.key(&request.slot);
+        let doc = ingest_into(stream, request, &self.app.spool, &key)
             .await
             .map_err(|e| ingest_failed(self.app, &self.faults, e))?;
         self.used += doc.meta.size;

@@ -6,7 +6,7 @@ use axum::{
     response::Response,
 };
 use docgate_core::{
-    ingest, media::normalize_declared, IngestRequest, Problem, Slots, UploadPolicy,
+    ingest_into, media::normalize_declared, IngestRequest, Problem, Slots, UploadPolicy,
 };
 use http::{header, HeaderMap};
 
@@ -81,7 +81,8 @@ pub async fn put_raw(
         max_bytes: policy.max_document_bytes.min(policy.max_request_bytes),
         idle_timeout: app.limits.body_idle_timeout,
     };
-    let doc = ingest(body, request, &app.spool)
+    let key = intake.key(&request.slot);
+    let doc = ingest_into(body, request, &app.spool, &key)
         .await
         .map_err(|e| ingest_failed(&app, &faults, e))?;
     accept(intake, provider, fields, vec![doc]).await

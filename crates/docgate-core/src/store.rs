@@ -1,0 +1,408 @@
+//! Where spooled bytes live: [`ObjectStore`], a flat namespace of durable objects.
+//!
+//! The spool (see [`crate::spool`]) decides *what* to keep; a store decides *where*. The
+//! local directory store ([`LocalStore`]) is the default; an S3 bucket or an encrypting
+//! wrapper implement the same trait, so ingest, delivery and retention never know which one
+//! they use.
+//!
+//! The one promise every store keeps: once [`ObjectWriter::commit`] returns `Ok`, the object
+//! survives a crash of this process (and, for a shared store, is readable by every replica).
+//! A writer dropped without commit leaves nothing that a sweep would not remove.
+
+use std::{
+    fmt, io,
+    path::{Path, PathBuf},
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::SystemTime,
+};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use tokio::{io::AsyncWriteExt, sync::Notify};
+
+/// A boxed stream of document bytes.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'static>>;
+
+/// `Read + Seek` for blocking consumers (ZIP inspection and splitting).
+pub trait ReadSeek: io::Read + io::Seek + Send {}
+impl<T: io::Read + io::Seek + Send> ReadSeek for T {}
+
+/// One object as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    pub modified: SystemTime,
+}
+
+/// Writes one object; see the module docs for what `commit` promises.
+#[async_trait]
+pub trait ObjectWriter: Send {
+    async fn write(&mut self, block: Bytes) -> io::Result<()>;
+    /// Make the object durable under its key.
+    async fn commit(self: Box<Self>) -> io::Result<()>;
+}
+
+/// A flat namespace of durable objects. Keys are relative, `/`-separated, and made of
+/// characters safe in file names (the gateway builds them; no client input reaches them
+/// unchecked).
+#[async_trait]
+pub trait ObjectStore: Send + Sync + fmt::Debug + 'static {
+    /// Start writing `key` (replacing it if it exists).
+    async fn put(&self, key: &str) -> io::Result<Box<dyn ObjectWriter>>;
+    /// The object's bytes from `from` to `len` (the length recorded when it was written).
+    async fn get(&self, key: &str, from: u64, len: u64) -> io::Result<ByteStream>;
+    /// A blocking reader over the whole object (call from a blocking thread).
+    fn open_blocking(&self, key: &str, len: u64) -> io::Result<Box<dyn ReadSeek>>;
+    /// Remove `key`; a missing key is not an error.
+    async fn delete(&self, key: &str) -> io::Result<()>;
+    /// Every object whose key starts with `prefix`.
+    async fn list(&self, prefix: &str) -> io::Result<Vec<ObjectInfo>>;
+    /// The local directory holding the objects, if the store is local (free-space checks,
+    /// readiness probes).
+    fn local_root(&self) -> Option<&Path> {
+        None
+    }
+}
+
+/// Objects as files under a directory.
+///
+/// A commit fsyncs the file, then the directory holding its name — the second is shared:
+/// commits that finish while a directory sync is running wait for the next one, so N
+/// concurrent uploads cost N file syncs but far fewer directory syncs.
+#[derive(Debug)]
+pub struct LocalStore {
+    root: PathBuf,
+    dir_sync: DirSync,
+}
+
+impl LocalStore {
+    /// `root` is created if missing.
+    pub fn new(root: impl Into<PathBuf>) -> io::Result<LocalStore> {
+        let root = root.into();
+        std::fs::create_dir_all(&root)?;
+        Ok(LocalStore {
+            root,
+            dir_sync: DirSync::default(),
+        })
+    }
+
+    /// A store over an existing directory (nothing is created).
+    pub fn at(root: impl Into<PathBuf>) -> LocalStore {
+        LocalStore {
+            root: root.into(),
+            dir_sync: DirSync::default(),
+        }
+    }
+
+    /// The file behind `key`.
+    pub fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    fn checked_path(&self, key: &str) -> io::Result<PathBuf> {
+        let safe = !key.is_empty()
+            && !key.starts_with('/')
+            && key
+                .split('/')
+                .all(|seg| !seg.is_empty() && seg != "." && seg != "..");
+        if safe {
+            Ok(self.path(key))
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("not a spool key: {key:?}"),
+            ))
+        }
+    }
+}
+
+struct LocalWriter {
+    file: tokio::fs::File,
+    path: PathBuf,
+    committed: bool,
+    dir_sync: DirSync,
+}
+
+impl Drop for LocalWriter {
+    fn drop(&mut self) {
+        if !self.committed {
+            // Best effort; the orphan sweep removes what this misses.
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[async_trait]
+impl ObjectWriter for LocalWriter {
+    async fn write(&mut self, block: Bytes) -> io::Result<()> {
+        self.file.write_all(&block).await
+    }
+
+    async fn commit(mut self: Box<Self>) -> io::Result<()> {
+        self.file.flush().await?;
+        self.file.sync_all().await?;
+        let dir = self.path.parent().map(Path::to_owned);
+        if let Some(dir) = dir {
+            self.dir_sync.sync(&dir).await?;
+        }
+        self.committed = true;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ObjectStore for LocalStore {
+    async fn put(&self, key: &str) -> io::Result<Box<dyn ObjectWriter>> {
+        let path = self.checked_path(key)?;
+        if let Some(parent) = path.parent() {
+            if parent != self.root {
+                tokio::fs::create_dir_all(parent).await?;
+            }
+        }
+        let file = tokio::fs::File::create(&path).await?;
+        Ok(Box::new(LocalWriter {
+            file,
+            path,
+            committed: false,
+            dir_sync: self.dir_sync.clone(),
+        }))
+    }
+
+    async fn get(&self, key: &str, from: u64, len: u64) -> io::Result<ByteStream> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let path = self.checked_path(key)?;
+        let mut file = tokio::fs::File::open(&path).await?;
+        if from > 0 {
+            file.seek(io::SeekFrom::Start(from)).await?;
+        }
+        // One byte past the recorded end, so a file longer than recorded is noticed.
+        let limited = file.take(len.saturating_sub(from).saturating_add(1));
+        let stream = tokio_util::io::ReaderStream::with_capacity(limited, crate::spool::BLOCK);
+        Ok(Box::pin(stream.map(|r| r.map(Bytes::from))))
+    }
+
+    fn open_blocking(&self, key: &str, _len: u64) -> io::Result<Box<dyn ReadSeek>> {
+        let file = std::fs::File::open(self.checked_path(key)?)?;
+        Ok(Box::new(io::BufReader::with_capacity(64 * 1024, file)))
+    }
+
+    async fn delete(&self, key: &str) -> io::Result<()> {
+        match tokio::fs::remove_file(self.checked_path(key)?).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> io::Result<Vec<ObjectInfo>> {
+        let root = self.root.clone();
+        let prefix = prefix.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            list_dir(&root, &root, &prefix, &mut out)?;
+            Ok(out)
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    fn local_root(&self) -> Option<&Path> {
+        Some(&self.root)
+    }
+}
+
+/// Files under `dir` whose key (path relative to `root`) starts with `prefix`.
+fn list_dir(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectInfo>) -> io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        let Some(key) = path
+            .strip_prefix(root)
+            .ok()
+            .and_then(|p| p.to_str())
+            .map(|k| k.replace(std::path::MAIN_SEPARATOR, "/"))
+        else {
+            continue;
+        };
+        let meta = entry.metadata()?;
+        if meta.is_dir() {
+            // Descend only where keys under the prefix can be.
+            if prefix.starts_with(&format!("{key}/")) || key.starts_with(prefix) {
+                list_dir(root, &path, prefix, out)?;
+            }
+        } else if key.starts_with(prefix) {
+            out.push(ObjectInfo {
+                key,
+                size: meta.len(),
+                modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Shared directory syncs: a caller asking for a sync of a directory either starts one or,
+/// when one is already running, waits for the next — which covers every name created
+/// before it started.
+#[derive(Debug, Clone, Default)]
+struct DirSync {
+    state: Arc<Mutex<DirSyncState>>,
+    done: Arc<Notify>,
+}
+
+#[derive(Debug, Default)]
+struct DirSyncState {
+    /// Syncs started and finished so far (each a generation).
+    started: u64,
+    finished: u64,
+    running: bool,
+    last_error: Option<(u64, io::ErrorKind)>,
+}
+
+impl DirSync {
+    fn lock(&self) -> std::sync::MutexGuard<'_, DirSyncState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Return once a sync of `dir` that started after this call has finished.
+    async fn sync(&self, dir: &Path) -> io::Result<()> {
+        // A sync already running may have started before our name was created: we need
+        // the next one.
+        let needed = {
+            let s = self.lock();
+            s.started + 1
+        };
+        loop {
+            let notified = self.done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let start = {
+                let mut s = self.lock();
+                if s.finished >= needed {
+                    return match s.last_error {
+                        Some((generation, kind)) if generation >= needed => Err(kind.into()),
+                        _ => Ok(()),
+                    };
+                }
+                if s.running {
+                    false
+                } else {
+                    s.running = true;
+                    s.started += 1;
+                    true
+                }
+            };
+            if start {
+                let result = sync_dir(dir.to_owned()).await;
+                let mut s = self.lock();
+                s.running = false;
+                s.finished = s.started;
+                if let Err(e) = &result {
+                    s.last_error = Some((s.finished, e.kind()));
+                }
+                drop(s);
+                self.done.notify_waiters();
+                return result;
+            }
+            notified.await;
+        }
+    }
+}
+
+async fn sync_dir(dir: PathBuf) -> io::Result<()> {
+    tokio::task::spawn_blocking(move || match std::fs::File::open(&dir) {
+        Ok(d) => match d.sync_all() {
+            // Some filesystems cannot sync a directory: not worth failing an upload for.
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => Ok(()),
+            other => other,
+        },
+        Err(e) => Err(e),
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn collect(mut s: ByteStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(b) = s.next().await {
+            out.extend_from_slice(&b.expect("read"));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn committed_objects_read_back_whole_or_from_an_offset() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::new(dir.path()).expect("store");
+        let mut w = store.put("uploads/a.file").await.expect("put");
+        w.write(Bytes::from_static(b"hello ")).await.expect("write");
+        w.write(Bytes::from_static(b"world")).await.expect("write");
+        w.commit().await.expect("commit");
+        assert_eq!(
+            collect(store.get("uploads/a.file", 0, 11).await.expect("get")).await,
+            b"hello world"
+        );
+        assert_eq!(
+            collect(store.get("uploads/a.file", 6, 11).await.expect("get")).await,
+            b"world"
+        );
+        let listed = store.list("uploads/").await.expect("list");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].key, "uploads/a.file");
+        store.delete("uploads/a.file").await.expect("delete");
+        store.delete("uploads/a.file").await.expect("deleting twice is fine");
+        assert!(store.list("uploads/").await.expect("list").is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_uncommitted_writer_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::new(dir.path()).expect("store");
+        let mut w = store.put("x").await.expect("put");
+        w.write(Bytes::from_static(b"partial")).await.expect("write");
+        drop(w);
+        assert!(store.list("").await.expect("list").is_empty());
+    }
+
+    #[tokio::test]
+    async fn keys_cannot_leave_the_root() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::new(dir.path().join("s")).expect("store");
+        for bad in ["../x", "/etc/passwd", "a/../../b", "", "a//b"] {
+            assert!(store.put(bad).await.is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_commits_share_directory_syncs_and_all_succeed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(LocalStore::new(dir.path()).expect("store"));
+        let tasks: Vec<_> = (0..32)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut w = store.put(&format!("u{i}")).await.expect("put");
+                    w.write(Bytes::from(vec![i as u8; 1000])).await.expect("write");
+                    w.commit().await.expect("commit");
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task");
+        }
+        assert_eq!(store.list("u").await.expect("list").len(), 32);
+        let s = store.dir_sync.lock();
+        assert!(s.finished <= 32 && s.finished >= 1);
+    }
+}

@@ -1,0 +1,55 @@
+//! Where an upload's documents are kept in the spool, and removing them.
+//!
+//! Every document of an upload is one object, `uploads/<upload id>.<slot>` — a flat name, so
+//! accepting an upload creates no directory (one fewer metadata write to sync). Slot names
+//! are restricted to `[A-Za-z0-9_-]` by the upload policy and the upload id is a UUID, so a
+//! key never contains anything a client chose freely. Ledgers written before this layout
+//! name `uploads/<upload id>/<slot>`; both are read and both are swept.
+
+use docgate_core::SpoolDir;
+
+/// The spool key of one document.
+pub fn document_key(upload_id: &str, slot: &str) -> String {
+    format!("uploads/{upload_id}.{slot}")
+}
+
+/// The prefix every upload document key starts with.
+pub const UPLOADS: &str = "uploads/";
+
+/// Temporary objects (documents ingested outside an upload, probes).
+pub const TMP: &str = "tmp/";
+
+/// The upload a document key belongs to.
+pub fn upload_of(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix(UPLOADS)?;
+    let end = rest.find(['.', '/']).unwrap_or(rest.len());
+    Some(&rest[..end]).filter(|id| !id.is_empty())
+}
+
+/// Remove the objects `keys` (missing ones are fine). Returns the first error, after trying
+/// every key.
+pub async fn remove(spool: &SpoolDir, keys: &[String]) -> std::io::Result<()> {
+    let mut first_error = None;
+    for key in keys {
+        if let Err(e) = spool.store().delete(key).await {
+            tracing::warn!(key, error = %e, "could not remove a spooled document");
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_their_upload_in_both_layouts() {
+        let key = document_key("5f0c-1", "front");
+        assert_eq!(key, "uploads/5f0c-1.front");
+        assert_eq!(upload_of(&key), Some("5f0c-1"));
+        assert_eq!(upload_of("uploads/5f0c-1/front"), Some("5f0c-1"));
+        assert_eq!(upload_of("tmp/x"), None);
+        assert_eq!(upload_of("uploads/"), None);
+    }
+}
