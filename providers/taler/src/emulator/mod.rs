@@ -10,6 +10,7 @@
 //! own envelope for the injected statuses. `GET /__emulator/taler/stored?payto=…` lists what
 //! was stored for a customer, for tests written in any language.
 
+mod args;
 mod handler;
 mod store;
 
@@ -31,6 +32,7 @@ use docgate_core::{archive::ZipRules, MediaRange, Secret};
 use docgate_emulator::{Faults, RunningServer};
 use ed25519_dalek::VerifyingKey;
 
+pub use args::EmulatorArgs;
 pub use store::StoredBody;
 
 use crate::{
@@ -141,6 +143,8 @@ pub struct Emulator {
     pub faults: Arc<Faults>,
     shared: Arc<Shared>,
     sandbox_key: ExternKey,
+    /// The third parties registered at start besides the sandbox key (for the banner).
+    known_keys: Vec<String>,
     data_dir: PathBuf,
 }
 
@@ -187,13 +191,16 @@ pub async fn start(opts: EmulatorOptions) -> io::Result<Emulator> {
     let sandbox_key = sandbox_key(&opts)?;
     let mut registry = HashSet::new();
     registry.insert(sandbox_key.verifying_key().to_bytes());
+    let mut known_keys = Vec::with_capacity(opts.known_keys.len());
     for public in &opts.known_keys {
         let key = signing::parse_public(public).ok_or_else(|| {
             invalid_input(format!(
                 "taler emulator known key `{public}` is not a Crockford EdDSA public key"
             ))
         })?;
-        registry.insert(key.to_bytes());
+        if registry.insert(key.to_bytes()) {
+            known_keys.push(crockford::encode(key.as_bytes()));
+        }
     }
     let ranges = |list: &[&str]| -> Vec<MediaRange> {
         list.iter()
@@ -241,6 +248,7 @@ pub async fn start(opts: EmulatorOptions) -> io::Result<Emulator> {
         faults,
         shared,
         sandbox_key,
+        known_keys,
         data_dir: opts.data_dir,
     })
 }
@@ -314,11 +322,16 @@ impl Emulator {
     /// Lines the CLI prints after "taler emulator listening on http://ADDR".
     pub fn banner(&self) -> Vec<String> {
         let url = self.url();
-        vec![
-            format!(
-                "  POST {url}/kyc-bulk/{}   (sandbox EXTERN_PUB)",
-                self.extern_pub()
-            ),
+        let mut lines = vec![format!(
+            "  POST {url}/kyc-bulk/{}   (sandbox EXTERN_PUB)",
+            self.extern_pub()
+        )];
+        lines.extend(
+            self.known_keys
+                .iter()
+                .map(|public| format!("  POST {url}/kyc-bulk/{public}   (registered third party)")),
+        );
+        lines.extend([
             format!(
                 "  sandbox extern key (Ed25519 seed, Crockford; test credential): {}",
                 self.sandbox_key.seed_crockford()
@@ -334,7 +347,8 @@ impl Emulator {
             ),
             format!("  stored: curl '{url}/__emulator/taler/stored?payto=payto://iban/DE89370400440532013000'"),
             format!("  data: {}", self.data_dir.display()),
-        ]
+        ]);
+        lines
     }
 
     /// Register another third party (its public key in Crockford base32).
