@@ -3,9 +3,9 @@
 
 The SDK is used unmodified. It has no base-URL option, so -- as its own design allows --
 the module-level ``endPoints`` table is pointed at the emulator before ``App()`` is built.
-The only other hook is a wrapper around ``requests.post`` that *records* HTTP status codes:
-the SDK's upload call returns just the JSON body, and a refusal must be checked for Sila's
-status as well as its envelope.
+The only other hook is a wrapper around ``requests.post`` and ``requests.Session.post`` that
+*records* HTTP status codes: the SDK's upload and get calls return just the JSON body on a
+refusal, and a refusal must be checked for Sila's status as well as its envelope.
 
 Checks, each must hold or the script exits non-zero:
   * ``App()`` starts (it fetches five message templates from /0.2/getmessage);
@@ -13,13 +13,18 @@ Checks, each must hold or the script exits non-zero:
   * ``uploadDocument`` (one PNG) and ``uploadDocuments`` (PNG + PDF) succeed;
   * tampered uploads are refused with Sila's status and envelope: a hash that is not the
     file's (400), a signature by an unregistered user key (403), a PNG declared as a PDF
-    (400) and an unknown document type (400).
+    (400) and an unknown document type (400);
+  * ``listDocuments`` lists exactly the three uploaded documents, and with filters
+    (``doc_types``, ``search``, dates, ``sort_by``) plus page/per_page/order pages them;
+  * ``getDocument`` returns each uploaded file byte-identical with its Content-Type, and is
+    refused for an unknown id (404) and for an unregistered user key (403).
 
 Usage: sila_sdk_interop.py --base-url http://127.0.0.1:PORT --fixtures DIR
 (DIR holds red1x1.png and tiny.pdf). Prints one JSON line per check.
 """
 
 import argparse
+import datetime
 import hashlib
 import json
 import sys
@@ -45,6 +50,17 @@ def _recording_post(*args, **kwargs):
 
 
 requests.post = _recording_post
+
+_original_session_post = requests.Session.post
+
+
+def _recording_session_post(self, *args, **kwargs):
+    response = _original_session_post(self, *args, **kwargs)
+    STATUSES.append(response.status_code)
+    return response
+
+
+requests.Session.post = _recording_session_post
 
 FAILED = []
 
@@ -213,11 +229,97 @@ def main():
         {"http_status": STATUSES[-1], "body": unknown_type},
     )
 
+    uploaded = {
+        single.get("document_id"): ("image/png", png),
+        ids[0]: ("image/png", png),
+        ids[1]: ("application/pdf", pdf),
+    }
+    check_listing(silasdk, app, uploaded)
+    check_retrieval(silasdk, app, uploaded)
+
     if FAILED:
         print(json.dumps({"failed": FAILED}), file=sys.stderr)
         return 1
     print(json.dumps({"result": "all checks passed"}))
     return 0
+
+
+def check_listing(silasdk, app, uploaded):
+    everything = silasdk.Documents.listDocuments(app, {"user_handle": USER_HANDLE}, USER_KEY)
+    listed = {d.get("document_id") for d in everything.get("documents", [])}
+    check(
+        "list_documents",
+        everything.get("status_code") == 200
+        and everything.get("success") is True
+        and listed == set(uploaded)
+        and everything.get("pagination", {}).get("total_count") == len(uploaded),
+        everything,
+    )
+
+    today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+    # Both PNGs are driver's licences named "Driver's license" and "license front"; sorted
+    # by name, descending, one per page: page 1 holds "license front", and there are 2 pages.
+    filtered = silasdk.Documents.listDocuments(
+        app,
+        {
+            "user_handle": USER_HANDLE,
+            "start_date": today,
+            "end_date": today,
+            "doc_types": ["id_drivers_license"],
+            "search": "license",
+            "sort_by": "name",
+        },
+        USER_KEY,
+        1,
+        1,
+        "desc",
+    )
+    docs = filtered.get("documents", [])
+    check(
+        "list_documents_filtered_sorted_paged",
+        filtered.get("status_code") == 200
+        and len(docs) == 1
+        and docs[0].get("name") == "license front"
+        and docs[0].get("type") == "id_drivers_license"
+        and filtered.get("pagination", {}).get("total_count") == 2
+        and filtered.get("pagination", {}).get("total_pages") == 2,
+        filtered,
+    )
+
+
+def check_retrieval(silasdk, app, uploaded):
+    for number, (document_id, (mime, content)) in enumerate(uploaded.items(), start=1):
+        got = silasdk.Documents.getDocument(
+            app, {"user_handle": USER_HANDLE, "document_id": document_id}, USER_KEY
+        )
+        check(
+            f"get_document_{number}_{mime.split('/')[1]}",
+            got.get("status_code") == 200
+            and got.get("headers", {}).get("Content-Type") == mime
+            and got.get("headers", {}).get("Content-Length") == str(len(content))
+            and got.get("content") == content,
+            {k: v for k, v in got.items() if k != "content"},
+        )
+
+    unknown = silasdk.Documents.getDocument(
+        app, {"user_handle": USER_HANDLE, "document_id": "00000000-0000-4000-8000-000000000000"},
+        USER_KEY,
+    )
+    check(
+        "get_unknown_document_is_refused",
+        STATUSES[-1] == 404 and is_failure_envelope(unknown),
+        {"http_status": STATUSES[-1], "body": unknown},
+    )
+
+    some_id = next(iter(uploaded))
+    stranger = silasdk.Documents.getDocument(
+        app, {"user_handle": USER_HANDLE, "document_id": some_id}, STRANGER_KEY
+    )
+    check(
+        "get_document_with_unregistered_key_is_refused",
+        STATUSES[-1] == 403 and is_failure_envelope(stranger),
+        {"http_status": STATUSES[-1], "body": stranger},
+    )
 
 
 if __name__ == "__main__":

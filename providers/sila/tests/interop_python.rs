@@ -1,7 +1,9 @@
 //! Interop with the real Sila Python SDK (`silasdk` from PyPI, pinned in
 //! `interop/requirements.txt`): the SDK, unmodified, talks to the emulator and must succeed
-//! with `uploadDocument` and `uploadDocuments` and be refused — with Sila's status and
-//! envelope — for tampered uploads. See `interop/sila_sdk_interop.py` for the checks.
+//! with `uploadDocument` and `uploadDocuments`, be refused — with Sila's status and
+//! envelope — for tampered uploads, list what it uploaded with `listDocuments` (filters,
+//! paging, order) and fetch each file back byte-identical with `getDocument`. See
+//! `interop/sila_sdk_interop.py` for the checks.
 //!
 //! `DOCGATE_INTEROP_PYTHON` names a Python with those requirements installed (the repo's
 //! test script builds a venv from every `providers/*/interop/requirements.txt`). Without it

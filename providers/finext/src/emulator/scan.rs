@@ -1,27 +1,42 @@
-//! A small streaming JSON reader that decodes base64 string values straight into files.
+//! The Finext emulator's body reader: a streaming JSON reader (`struson`) with base64 string
+//! values decoded straight into files by the `base64` crate's streaming decoder.
 //!
 //! A Finext request is one flat JSON object, but two of its strings may be 85 MiB of base64.
-//! A general JSON parser would build those strings in memory. This reader walks the (already
-//! spooled) body once through a buffered reader: short fields are collected as text (with a
-//! length cap), document fields are unescaped and base64-decoded on the fly into a file
-//! while their size, SHA-256 and first bytes (for sniffing) are taken, and unknown fields are
-//! skipped. Memory stays at a few buffers whatever the body size.
+//! A general JSON parser would build those strings in memory. Here the (already spooled) body
+//! is read once: short fields are collected as text (with a length cap), document fields flow
+//! from struson's string reader through `base64::read::DecoderReader` into a file while their
+//! size, SHA-256 and first bytes (for sniffing) are taken, and unknown fields are skipped
+//! without being kept. Memory stays at a few buffers whatever the body size.
+//!
+//! struson reads field names and numbers whole, so the bytes it may pull from the body while
+//! reading one are capped (by `Guarded`, below): a 60 MiB field name is refused, not
+//! buffered.
 //!
 //! It is strict where ambiguity could hide an attack (duplicate keys, trailing data, lone
-//! surrogates, control characters in strings) and strict about base64: the standard alphabet
-//! with padding, no line breaks, no data-URI prefix. JSON escapes inside base64 (`\/`, as
-//! PHP's `json_encode` writes) are plain JSON and are accepted.
+//! surrogates, control characters in strings, more than [`MAX_FIELDS`] fields) and strict
+//! about base64: the standard alphabet with padding, no line breaks, no data-URI prefix. JSON
+//! escapes inside base64 (`\/`, as PHP's `json_encode` writes) are plain JSON and are
+//! accepted.
 
 use std::{
+    cell::Cell,
     collections::{BTreeMap, BTreeSet},
     fs::File,
-    io::{self, BufRead, BufWriter, Write},
+    io::{self, BufWriter, Read, Write},
     path::{Path, PathBuf},
+    rc::Rc,
 };
 
-use base64::{engine::general_purpose::STANDARD, DecodeError, DecodeSliceError, Engine};
+// The tests (which see this module's imports) encode with the engine's trait.
+#[cfg(test)]
+use base64::Engine;
+use base64::{engine::general_purpose::STANDARD, read::DecoderReader, DecodeError};
 use docgate_core::media::SNIFF_BYTES;
 use sha2::{Digest, Sha256};
+use struson::reader::{
+    JsonReader, JsonReaderPosition, JsonStreamReader, JsonSyntaxError, ReaderError, ReaderSettings,
+    SyntaxErrorKind, ValueType,
+};
 
 /// What to look for in the body.
 #[derive(Debug, Clone)]
@@ -78,81 +93,215 @@ pub enum ScanError {
     TooLong(String, usize),
 }
 
-const MAX_DEPTH: usize = 32;
+/// Deepest nesting accepted inside skipped values.
+const MAX_DEPTH: u32 = 32;
+/// Longest field name.
 const MAX_KEY: usize = 256;
+/// Longest number kept as text.
+const MAX_NUMBER: usize = 64;
+/// Most fields in the object: the set of names seen is kept to refuse duplicates.
+pub const MAX_FIELDS: usize = 256;
+/// Bytes struson may read beyond a capped name or number: it refills a buffer of 1 KiB, and
+/// the token may start anywhere in the one it holds.
+const READ_SLACK: u64 = 4096;
+/// Decoded bytes handled per step (a multiple of 3, so whole base64 quads decode into it).
+const DECODE_CHUNK: usize = 48 * 1024;
 
 /// Read one JSON object from `reader`.
-pub fn scan<R: BufRead>(reader: R, spec: &ScanSpec<'_>) -> Result<Scanned, ScanError> {
-    let mut c = Cursor {
-        r: reader,
-        offset: 0,
+pub fn scan<R: Read>(reader: R, spec: &ScanSpec<'_>) -> Result<Scanned, ScanError> {
+    let guard = Rc::new(GuardState::default());
+    let settings = ReaderSettings {
+        // Without path tracking, skipped names and strings are never kept.
+        track_path: false,
+        // The object itself is one level.
+        max_nesting_depth: Some(MAX_DEPTH + 1),
+        // Any valid JSON number is fine in a skipped field.
+        restrict_number_values: false,
+        ..ReaderSettings::default()
     };
+    let json = JsonStreamReader::new_custom(
+        Guarded {
+            inner: reader,
+            state: guard.clone(),
+        },
+        settings,
+    );
+    let mut r = Reader { json, guard };
+    match r.json.peek() {
+        Ok(ValueType::Object) => {}
+        Ok(_) | Err(ReaderError::SyntaxError(_)) => {
+            return Err(syntax_at(0, "expected a JSON object"))
+        }
+        Err(e) => return Err(r.error(e)),
+    }
+    r.json.begin_object().map_err(|e| r.error(e))?;
     let mut out = Scanned::default();
     let mut seen = BTreeSet::new();
-    c.skip_ws()?;
-    c.eat(b'{', "expected a JSON object")?;
-    c.skip_ws()?;
-    if c.peek()? == Some(b'}') {
-        c.bump();
-    } else {
-        loop {
-            c.skip_ws()?;
-            c.eat(b'"', "expected a field name")?;
-            let mut key = TextSink::new(MAX_KEY);
-            c.string(&mut key)
-                .map_err(|e| e.or_too_long("(field name)"))?;
-            let key = key.finish(&c)?;
-            if !seen.insert(key.clone()) {
-                return Err(ScanError::DuplicateKey(key));
+    while r.json.has_next().map_err(|e| r.error(e))? {
+        let key = r.name()?;
+        if seen.contains(&key) {
+            return Err(ScanError::DuplicateKey(key));
+        }
+        if seen.len() == MAX_FIELDS {
+            return Err(syntax_at(
+                r.position(),
+                &format!("more than {MAX_FIELDS} fields"),
+            ));
+        }
+        seen.insert(key.clone());
+        r.field(key, spec, &mut out)?;
+    }
+    r.json.end_object().map_err(|e| r.error(e))?;
+    let Reader { json, guard } = r;
+    json.consume_trailing_whitespace()
+        .map_err(|e| reader_error(&guard, e))?;
+    Ok(out)
+}
+
+/// The JSON reader and what its input guard saw.
+struct Reader<R: Read> {
+    json: JsonStreamReader<Guarded<R>>,
+    guard: Rc<GuardState>,
+}
+
+impl<R: Read> Reader<R> {
+    fn error(&self, e: ReaderError) -> ScanError {
+        reader_error(&self.guard, e)
+    }
+
+    fn position(&self) -> u64 {
+        offset(&self.json.current_position(false))
+    }
+
+    /// A field name, at most [`MAX_KEY`] bytes (and never more than that plus
+    /// [`READ_SLACK`] read while looking for its end).
+    fn name(&mut self) -> Result<String, ScanError> {
+        let name = self
+            .capped(MAX_KEY, |json| json.next_name_owned())
+            .map_err(|e| e.or_too_long("(field name)"))?;
+        if name.len() > MAX_KEY {
+            return Err(ScanError::TooLong("(field name)".into(), MAX_KEY));
+        }
+        Ok(name)
+    }
+
+    /// Run one struson call that keeps its token whole, with the input capped meanwhile.
+    fn capped<T>(
+        &mut self,
+        max: usize,
+        read: impl FnOnce(&mut JsonStreamReader<Guarded<R>>) -> Result<T, ReaderError>,
+    ) -> Result<T, ScanError> {
+        self.guard.budget.set(Some(max as u64 + READ_SLACK));
+        let result = read(&mut self.json);
+        self.guard.budget.set(None);
+        result.map_err(|e| match self.guard.over_budget.get() {
+            true => ScanError::TooLong(String::new(), max),
+            false => self.error(e),
+        })
+    }
+
+    /// The value of field `key`: decoded, kept, or skipped.
+    fn field(
+        &mut self,
+        key: String,
+        spec: &ScanSpec<'_>,
+        out: &mut Scanned,
+    ) -> Result<(), ScanError> {
+        let is_document = spec.documents.contains(&key.as_str());
+        let is_text = spec.texts.contains(&key.as_str());
+        if !is_document && !is_text {
+            return self.json.skip_value().map_err(|e| self.error(e));
+        }
+        match self.json.peek().map_err(|e| self.error(e))? {
+            ValueType::Null => self.json.next_null().map_err(|e| self.error(e)),
+            ValueType::String if is_document => {
+                let path = spec.out_dir.join(format!("{}-{key}.part", spec.prefix));
+                let doc = self.document(path, spec.max_document_bytes)?;
+                out.documents.insert(key, doc);
+                Ok(())
             }
-            c.skip_ws()?;
-            c.eat(b':', "expected `:`")?;
-            c.skip_ws()?;
-            let next = c.peek()?;
-            if spec.documents.contains(&key.as_str()) {
-                match next {
-                    Some(b'"') => {
-                        c.bump();
-                        let path = spec.out_dir.join(format!("{}-{key}.part", spec.prefix));
-                        let mut sink = Base64Sink::create(path, spec.max_document_bytes)?;
-                        c.string(&mut sink)?;
-                        out.documents.insert(key, sink.finish()?);
-                    }
-                    Some(b'n') => c.literal(b"null")?,
-                    other => return Err(c.wrong_type(other, key)),
-                }
-            } else if spec.texts.contains(&key.as_str()) {
-                match next {
-                    Some(b'"') => {
-                        c.bump();
-                        let mut sink = TextSink::new(spec.max_text);
-                        c.string(&mut sink).map_err(|e| e.or_too_long(&key))?;
-                        let text = sink.finish(&c)?;
-                        out.texts.insert(key, text);
-                    }
-                    Some(b'-' | b'0'..=b'9') => {
-                        let n = c.number()?;
-                        out.texts.insert(key, n);
-                    }
-                    Some(b'n') => c.literal(b"null")?,
-                    other => return Err(c.wrong_type(other, key)),
-                }
-            } else {
-                c.skip_value(0)?;
+            ValueType::String => {
+                let text = self.text(spec.max_text).map_err(|e| e.or_too_long(&key))?;
+                out.texts.insert(key, text);
+                Ok(())
             }
-            c.skip_ws()?;
-            match c.next()? {
-                Some(b',') => continue,
-                Some(b'}') => break,
-                _ => return Err(c.syntax("expected `,` or `}`")),
+            ValueType::Number if is_text => {
+                let number = self.number()?;
+                out.texts.insert(key, number);
+                Ok(())
             }
+            _ => Err(ScanError::NotAString(key)),
         }
     }
-    c.skip_ws()?;
-    if c.peek()?.is_some() {
-        return Err(c.syntax("unexpected data after the JSON object"));
+
+    /// A string value of at most `max` bytes.
+    fn text(&mut self, max: usize) -> Result<String, ScanError> {
+        let mut bytes = Vec::new();
+        let at = self.position();
+        {
+            let string = self
+                .json
+                .next_string_reader()
+                .map_err(|e| reader_error(&self.guard, e))?;
+            string
+                .take(max as u64 + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| string_error(&self.guard, e, at))?;
+        }
+        if bytes.len() > max {
+            // Nothing more is read from this body: the rest of the string stays unread.
+            return Err(ScanError::TooLong(String::new(), max));
+        }
+        String::from_utf8(bytes).map_err(|_| syntax_at(at, "string is not valid UTF-8"))
     }
-    Ok(out)
+
+    /// A number, kept as written.
+    fn number(&mut self) -> Result<String, ScanError> {
+        let at = self.position();
+        let number = self
+            .capped(MAX_NUMBER, |json| json.next_number_as_string())
+            .map_err(|e| match e {
+                ScanError::TooLong(..) => syntax_at(at, "number too long"),
+                other => other,
+            })?;
+        if number.len() > MAX_NUMBER {
+            return Err(syntax_at(at, "number too long"));
+        }
+        Ok(number)
+    }
+
+    /// A base64 string value decoded into `path`. A base64 problem or an oversized document
+    /// does not end the scan (the rest of the body is still needed to check the signature):
+    /// the string is read to its end and the problem is reported with the document.
+    fn document(&mut self, path: PathBuf, limit: u64) -> Result<DecodedDocument, ScanError> {
+        let at = self.position();
+        let mut out = DecodedFile::create(path, limit)?;
+        let string = self
+            .json
+            .next_string_reader()
+            .map_err(|e| reader_error(&self.guard, e))?;
+        let mut decoder = DecoderReader::new(string, &STANDARD);
+        let mut chunk = vec![0u8; DECODE_CHUNK];
+        let problem = loop {
+            match decoder.read(&mut chunk) {
+                Ok(0) => break None,
+                Ok(n) => {
+                    if let Err(problem) = out.accept(&chunk[..n])? {
+                        break Some(problem);
+                    }
+                }
+                Err(e) => match base64_problem(&e) {
+                    Some(problem) => break Some(problem),
+                    None => return Err(string_error(&self.guard, e, at)),
+                },
+            }
+        };
+        if problem.is_some() {
+            io::copy(&mut decoder.into_inner(), &mut io::sink())
+                .map_err(|e| string_error(&self.guard, e, at))?;
+        }
+        Ok(out.finish(problem)?)
+    }
 }
 
 impl ScanError {
@@ -164,411 +313,187 @@ impl ScanError {
     }
 }
 
-/// Receives a string's contents: runs of raw bytes and unescaped characters.
-trait StringSink {
-    fn bytes(&mut self, run: &[u8]) -> Result<(), ScanError>;
-    fn char(&mut self, c: char) -> Result<(), ScanError>;
+fn syntax_at(offset: u64, what: &str) -> ScanError {
+    ScanError::Syntax {
+        offset,
+        what: what.to_owned(),
+    }
 }
 
-struct Cursor<R> {
-    r: R,
-    offset: u64,
+fn offset(position: &JsonReaderPosition) -> u64 {
+    position.data_pos.unwrap_or(0)
 }
 
-impl<R: BufRead> Cursor<R> {
-    fn syntax(&self, what: &str) -> ScanError {
-        ScanError::Syntax {
-            offset: self.offset,
-            what: what.to_owned(),
-        }
-    }
+/// What the input guard saw, shared with the scan: struson reports a failed read of its
+/// input only as an I/O error, so whether it was the guard's cap, the body file, or (in a
+/// string) invalid UTF-8 is told from here, not from the error's text.
+#[derive(Debug, Default)]
+struct GuardState {
+    /// Bytes struson may still read (`None`: no cap).
+    budget: Cell<Option<u64>>,
+    over_budget: Cell<bool>,
+    io_failed: Cell<bool>,
+}
 
-    /// A value of the wrong JSON type where a string belongs — or no value at all.
-    fn wrong_type(&self, first: Option<u8>, key: String) -> ScanError {
-        match first {
-            Some(b'{' | b'[' | b't' | b'f' | b'-' | b'0'..=b'9') => ScanError::NotAString(key),
-            _ => self.syntax("expected a value"),
-        }
-    }
+/// The body as struson reads it, with the cap of [`Reader::capped`].
+struct Guarded<R> {
+    inner: R,
+    state: Rc<GuardState>,
+}
 
-    fn peek(&mut self) -> Result<Option<u8>, ScanError> {
-        Ok(self.r.fill_buf()?.first().copied())
-    }
-
-    /// Consume the byte `peek` just returned.
-    fn bump(&mut self) {
-        self.r.consume(1);
-        self.offset += 1;
-    }
-
-    fn next(&mut self) -> Result<Option<u8>, ScanError> {
-        let b = self.peek()?;
-        if b.is_some() {
-            self.bump();
-        }
-        Ok(b)
-    }
-
-    /// Consume the byte `want`, or fail saying `what` was expected.
-    fn eat(&mut self, want: u8, what: &str) -> Result<(), ScanError> {
-        match self.next()? {
-            Some(b) if b == want => Ok(()),
-            _ => Err(self.syntax(what)),
-        }
-    }
-
-    fn skip_ws(&mut self) -> Result<(), ScanError> {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek()? {
-            self.bump();
-        }
-        Ok(())
-    }
-
-    fn literal(&mut self, word: &[u8]) -> Result<(), ScanError> {
-        for &want in word {
-            if self.next()? != Some(want) {
-                return Err(self.syntax("invalid literal"));
+impl<R: Read> Read for Guarded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = match self.state.budget.get() {
+            None => buf.len(),
+            Some(0) => {
+                self.state.over_budget.set(true);
+                return Err(io::Error::other("token longer than its cap"));
             }
-        }
-        Ok(())
-    }
-
-    fn number(&mut self) -> Result<String, ScanError> {
-        let mut text = String::new();
-        while let Some(b @ (b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')) = self.peek()? {
-            if text.len() >= 64 {
-                return Err(self.syntax("number too long"));
-            }
-            text.push(b as char);
-            self.bump();
-        }
-        if serde_json::from_str::<serde_json::Number>(&text).is_err() {
-            return Err(self.syntax("invalid number"));
-        }
-        Ok(text)
-    }
-
-    /// The contents of a string whose opening quote was consumed, through its closing quote.
-    fn string(&mut self, sink: &mut dyn StringSink) -> Result<(), ScanError> {
-        loop {
-            let (run, special) = {
-                let buf = self.r.fill_buf()?;
-                if buf.is_empty() {
-                    return Err(self.syntax("unterminated string"));
-                }
-                let run = buf
-                    .iter()
-                    .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-                    .unwrap_or(buf.len());
-                sink.bytes(&buf[..run])?;
-                (run, buf.get(run).copied())
-            };
-            self.r.consume(run);
-            self.offset += run as u64;
-            match special {
-                None => continue,
-                Some(b'"') => {
-                    self.bump();
-                    return Ok(());
-                }
-                Some(b'\\') => {
-                    self.bump();
-                    let c = self.escape()?;
-                    sink.char(c)?;
-                }
-                Some(_) => return Err(self.syntax("control character in a string")),
-            }
-        }
-    }
-
-    fn escape(&mut self) -> Result<char, ScanError> {
-        let c = match self.next()? {
-            Some(b'"') => '"',
-            Some(b'\\') => '\\',
-            Some(b'/') => '/',
-            Some(b'b') => '\u{8}',
-            Some(b'f') => '\u{c}',
-            Some(b'n') => '\n',
-            Some(b'r') => '\r',
-            Some(b't') => '\t',
-            Some(b'u') => {
-                let first = self.hex4()?;
-                let code = if (0xD800..0xDC00).contains(&first) {
-                    if self.next()? != Some(b'\\') || self.next()? != Some(b'u') {
-                        return Err(self.syntax("lone surrogate in \\u escape"));
-                    }
-                    let second = self.hex4()?;
-                    if !(0xDC00..0xE000).contains(&second) {
-                        return Err(self.syntax("lone surrogate in \\u escape"));
-                    }
-                    0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00)
-                } else {
-                    first
-                };
-                return char::from_u32(code)
-                    .ok_or_else(|| self.syntax("lone surrogate in \\u escape"));
-            }
-            _ => return Err(self.syntax("invalid escape")),
+            Some(left) => buf.len().min(usize::try_from(left).unwrap_or(usize::MAX)),
         };
-        Ok(c)
-    }
-
-    fn hex4(&mut self) -> Result<u32, ScanError> {
-        let mut v = 0u32;
-        for _ in 0..4 {
-            let d = self
-                .next()?
-                .and_then(|b| (b as char).to_digit(16))
-                .ok_or_else(|| self.syntax("invalid \\u escape"))?;
-            v = v * 16 + d;
+        let n = self.inner.read(&mut buf[..want]).inspect_err(|_| {
+            self.state.io_failed.set(true);
+        })?;
+        if let Some(left) = self.state.budget.get() {
+            self.state.budget.set(Some(left - n as u64));
         }
-        Ok(v)
+        Ok(n)
     }
+}
 
-    fn skip_value(&mut self, depth: usize) -> Result<(), ScanError> {
-        if depth > MAX_DEPTH {
-            return Err(self.syntax("nesting too deep"));
+/// A struson error as the scan reports it.
+fn reader_error(guard: &GuardState, e: ReaderError) -> ScanError {
+    match e {
+        ReaderError::SyntaxError(e) => json_syntax(&e),
+        ReaderError::MaxNestingDepthExceeded { location, .. } => {
+            syntax_at(offset(&location), "nesting too deep")
         }
-        match self.peek()? {
-            Some(b'"') => {
-                self.bump();
-                self.string(&mut SkipSink)
+        ReaderError::UnsupportedNumberValue { location, .. } => {
+            syntax_at(offset(&location), "invalid number")
+        }
+        ReaderError::IoError { error, location } => {
+            if guard.io_failed.get() {
+                ScanError::Io(error)
+            } else {
+                // struson's only other input failure: bytes that are not UTF-8.
+                syntax_at(offset(&location), "the body is not valid UTF-8")
             }
-            Some(b'-' | b'0'..=b'9') => self.number().map(drop),
-            Some(b't') => self.literal(b"true"),
-            Some(b'f') => self.literal(b"false"),
-            Some(b'n') => self.literal(b"null"),
-            Some(open @ (b'{' | b'[')) => {
-                self.bump();
-                let close = if open == b'{' { b'}' } else { b']' };
-                self.skip_ws()?;
-                if self.peek()? == Some(close) {
-                    self.bump();
-                    return Ok(());
-                }
-                loop {
-                    self.skip_ws()?;
-                    if open == b'{' {
-                        self.eat(b'"', "expected a field name")?;
-                        self.string(&mut SkipSink)?;
-                        self.skip_ws()?;
-                        self.eat(b':', "expected `:`")?;
-                        self.skip_ws()?;
-                    }
-                    self.skip_value(depth + 1)?;
-                    self.skip_ws()?;
-                    match self.next()? {
-                        Some(b',') => continue,
-                        Some(b) if b == close => return Ok(()),
-                        _ => return Err(self.syntax("expected `,` or the end of the value")),
-                    }
-                }
-            }
-            _ => Err(self.syntax("expected a value")),
         }
+        other => syntax_at(0, &other.to_string()),
     }
 }
 
-struct SkipSink;
-
-impl StringSink for SkipSink {
-    fn bytes(&mut self, _: &[u8]) -> Result<(), ScanError> {
-        Ok(())
+/// An error from a string value's reader: a JSON syntax error inside the string, the body
+/// file failing, or invalid UTF-8.
+fn string_error(guard: &GuardState, e: io::Error, at: u64) -> ScanError {
+    if let Some(syntax) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<JsonSyntaxError>())
+    {
+        return json_syntax(syntax);
     }
-    fn char(&mut self, _: char) -> Result<(), ScanError> {
-        Ok(())
+    if guard.io_failed.get() {
+        ScanError::Io(e)
+    } else {
+        syntax_at(at, "string is not valid UTF-8")
     }
 }
 
-struct TextSink {
-    bytes: Vec<u8>,
-    max: usize,
-}
-
-impl TextSink {
-    fn new(max: usize) -> TextSink {
-        TextSink {
-            bytes: Vec::new(),
-            max,
+fn json_syntax(e: &JsonSyntaxError) -> ScanError {
+    let what = match e.kind {
+        SyntaxErrorKind::NotEscapedControlCharacter => "control character in a string",
+        SyntaxErrorKind::UnpairedSurrogatePairEscapeSequence => "lone surrogate in \\u escape",
+        SyntaxErrorKind::UnknownEscapeSequence | SyntaxErrorKind::MalformedEscapeSequence => {
+            "invalid escape"
         }
-    }
-
-    fn finish<R>(self, at: &Cursor<R>) -> Result<String, ScanError> {
-        String::from_utf8(self.bytes).map_err(|_| ScanError::Syntax {
-            offset: at.offset,
-            what: "string is not valid UTF-8".into(),
-        })
-    }
-}
-
-impl StringSink for TextSink {
-    fn bytes(&mut self, run: &[u8]) -> Result<(), ScanError> {
-        if self.bytes.len() + run.len() > self.max {
-            return Err(ScanError::TooLong(String::new(), self.max));
+        SyntaxErrorKind::MalformedNumber | SyntaxErrorKind::TrailingDataAfterNumber => {
+            "invalid number"
         }
-        self.bytes.extend_from_slice(run);
-        Ok(())
-    }
-
-    fn char(&mut self, c: char) -> Result<(), ScanError> {
-        let mut buf = [0u8; 4];
-        self.bytes(c.encode_utf8(&mut buf).as_bytes())
-    }
+        SyntaxErrorKind::InvalidLiteral | SyntaxErrorKind::TrailingDataAfterLiteral => {
+            "invalid literal"
+        }
+        SyntaxErrorKind::MissingColon => "expected `:`",
+        SyntaxErrorKind::ExpectingMemberNameOrObjectEnd => "expected a field name",
+        SyntaxErrorKind::MissingComma
+        | SyntaxErrorKind::UnexpectedComma
+        | SyntaxErrorKind::UnexpectedColon
+        | SyntaxErrorKind::UnexpectedClosingBracket
+        | SyntaxErrorKind::TrailingCommaNotEnabled => "expected `,` or `}`",
+        SyntaxErrorKind::IncompleteDocument => "the body ends early: expected a value, `,` or `}`",
+        SyntaxErrorKind::TrailingData => "unexpected data after the JSON object",
+        SyntaxErrorKind::CommentsNotEnabled
+        | SyntaxErrorKind::IncompleteComment
+        | SyntaxErrorKind::BlockCommentNotClosed => "comments are not JSON",
+        _ => "expected a value",
+    };
+    syntax_at(offset(&e.location), what)
 }
 
-/// Base64 characters in, decoded bytes out to a file. Errors do not stop the scan (the rest
-/// of the body must still be read to check the signature); they are reported afterwards.
-struct Base64Sink {
+/// The document problem a decoding error stands for, if it is one.
+fn base64_problem(e: &io::Error) -> Option<DocumentProblem> {
+    let decode = e.get_ref()?.downcast_ref::<DecodeError>()?;
+    // Positions count base64 characters from the start of the string value.
+    let what = match *decode {
+        DecodeError::InvalidByte(at, byte) => {
+            format!("invalid character {:?} at character {at}", byte as char)
+        }
+        DecodeError::InvalidLastSymbol(at, _) => {
+            format!("non-canonical final character at character {at}")
+        }
+        DecodeError::InvalidLength(len) => {
+            format!("the text ends at character {len} inside a 4-character group (data truncated)")
+        }
+        DecodeError::InvalidPadding => "padding missing or wrong at the end of the text".to_owned(),
+    };
+    Some(DocumentProblem::Base64(what))
+}
+
+/// Where a decoded document goes, with its size, digest and head taken on the way.
+struct DecodedFile {
     out: BufWriter<File>,
     path: PathBuf,
-    quad: [u8; 4],
-    quad_len: usize,
-    /// Base64 characters consumed so far (for error positions).
-    chars: u64,
-    padded: bool,
     size: u64,
     limit: u64,
     sha: Sha256,
     head: Vec<u8>,
-    scratch: Vec<u8>,
-    problem: Option<DocumentProblem>,
 }
 
-/// Base64 is decoded in slices of this many characters (a multiple of 4).
-const DECODE_SLICE: usize = 64 * 1024;
-
-impl Base64Sink {
-    fn create(path: PathBuf, limit: u64) -> io::Result<Base64Sink> {
+impl DecodedFile {
+    fn create(path: PathBuf, limit: u64) -> io::Result<DecodedFile> {
         let file = File::create(&path)?;
-        Ok(Base64Sink {
+        Ok(DecodedFile {
             out: BufWriter::with_capacity(256 * 1024, file),
             path,
-            quad: [0; 4],
-            quad_len: 0,
-            chars: 0,
-            padded: false,
             size: 0,
             limit,
             sha: Sha256::new(),
             head: Vec::new(),
-            scratch: vec![0; DECODE_SLICE / 4 * 3],
-            problem: None,
         })
     }
 
-    fn fail(&mut self, problem: DocumentProblem) {
-        self.problem.get_or_insert(problem);
-    }
-
-    /// Decode whole quads (`chars.len()` is a multiple of 4).
-    fn decode(&mut self, chars: &[u8]) -> io::Result<()> {
-        if self.problem.is_some() || chars.is_empty() {
-            return Ok(());
-        }
-        if self.padded {
-            self.fail(DocumentProblem::Base64(format!(
-                "data after the padding at character {}",
-                self.chars
-            )));
-            return Ok(());
-        }
-        let n = match STANDARD.decode_slice(chars, &mut self.scratch) {
-            Ok(n) => n,
-            Err(e) => {
-                let what = match e {
-                    DecodeSliceError::DecodeError(DecodeError::InvalidByte(at, byte)) => format!(
-                        "invalid character {:?} at character {}",
-                        byte as char,
-                        self.chars + at as u64
-                    ),
-                    DecodeSliceError::DecodeError(DecodeError::InvalidLastSymbol(at, _)) => {
-                        format!(
-                            "non-canonical final character at character {}",
-                            self.chars + at as u64
-                        )
-                    }
-                    other => other.to_string(),
-                };
-                self.fail(DocumentProblem::Base64(what));
-                return Ok(());
-            }
-        };
-        self.chars += chars.len() as u64;
-        self.padded = chars.last() == Some(&b'=');
-        self.size += n as u64;
+    /// Take decoded bytes; past the limit they are refused (and nothing more is written).
+    fn accept(&mut self, decoded: &[u8]) -> io::Result<Result<(), DocumentProblem>> {
+        self.size += decoded.len() as u64;
         if self.size > self.limit {
-            self.fail(DocumentProblem::TooLarge { limit: self.limit });
-            return Ok(());
+            return Ok(Err(DocumentProblem::TooLarge { limit: self.limit }));
         }
-        let decoded = &self.scratch[..n];
         if self.head.len() < SNIFF_BYTES {
             let take = (SNIFF_BYTES - self.head.len()).min(decoded.len());
             self.head.extend_from_slice(&decoded[..take]);
         }
         self.sha.update(decoded);
-        self.out.write_all(decoded)
+        self.out.write_all(decoded).map(Ok)
     }
 
-    fn feed(&mut self, mut run: &[u8]) -> io::Result<()> {
-        if self.problem.is_some() {
-            return Ok(());
-        }
-        if self.quad_len > 0 {
-            let take = (4 - self.quad_len).min(run.len());
-            self.quad[self.quad_len..self.quad_len + take].copy_from_slice(&run[..take]);
-            self.quad_len += take;
-            run = &run[take..];
-            if self.quad_len < 4 {
-                return Ok(());
-            }
-            let quad = self.quad;
-            self.quad_len = 0;
-            self.decode(&quad)?;
-        }
-        let whole = run.len() / 4 * 4;
-        for slice in run[..whole].chunks(DECODE_SLICE) {
-            self.decode(slice)?;
-        }
-        let tail = &run[whole..];
-        self.quad[..tail.len()].copy_from_slice(tail);
-        self.quad_len = tail.len();
-        Ok(())
-    }
-
-    fn finish(mut self) -> io::Result<DecodedDocument> {
-        if self.quad_len != 0 {
-            let at = self.chars;
-            self.fail(DocumentProblem::Base64(format!(
-                "the text ends at character {} inside a 4-character group (padding missing or data truncated)",
-                at + self.quad_len as u64
-            )));
-        }
+    fn finish(mut self, problem: Option<DocumentProblem>) -> io::Result<DecodedDocument> {
         self.out.flush()?;
         Ok(DecodedDocument {
             path: self.path,
             size: self.size,
             sha256: self.sha.finalize().into(),
             head: self.head,
-            problem: self.problem,
+            problem,
         })
-    }
-}
-
-impl StringSink for Base64Sink {
-    fn bytes(&mut self, run: &[u8]) -> Result<(), ScanError> {
-        Ok(self.feed(run)?)
-    }
-
-    fn char(&mut self, c: char) -> Result<(), ScanError> {
-        if c.is_ascii() {
-            Ok(self.feed(&[c as u8])?)
-        } else {
-            let at = self.chars + self.quad_len as u64;
-            self.fail(DocumentProblem::Base64(format!(
-                "invalid character {c:?} at character {at}"
-            )));
-            Ok(())
-        }
     }
 }
 
@@ -712,5 +637,126 @@ mod tests {
             .expect_err("deep")
             .to_string()
             .contains("deep"));
+    }
+}
+
+#[cfg(test)]
+mod bounds {
+    use super::*;
+
+    fn spec(dir: &Path) -> ScanSpec<'_> {
+        ScanSpec {
+            documents: &["doc"],
+            texts: &["a", "timestamp"],
+            max_text: 32,
+            max_document_bytes: 1 << 20,
+            out_dir: dir,
+            prefix: "b",
+        }
+    }
+
+    /// A body that counts how many of its bytes were read.
+    struct Counted<'a> {
+        body: &'a [u8],
+        read: Rc<Cell<usize>>,
+    }
+
+    impl Read for Counted<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.body.read(buf)?;
+            self.read.set(self.read.get() + n);
+            Ok(n)
+        }
+    }
+
+    /// Scan `body`; the error and how many bytes were read before it.
+    fn refused(body: &[u8]) -> (ScanError, usize) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let read = Rc::new(Cell::new(0));
+        let reader = Counted {
+            body,
+            read: read.clone(),
+        };
+        let err = scan(reader, &spec(dir.path())).expect_err("refused");
+        (err, read.get())
+    }
+
+    #[test]
+    fn a_huge_field_name_is_refused_while_reading_it() {
+        let body = format!(r#"{{"{}":1}}"#, "k".repeat(8 << 20));
+        let (err, read) = refused(body.as_bytes());
+        assert!(
+            matches!(err, ScanError::TooLong(ref field, MAX_KEY) if field == "(field name)"),
+            "{err}"
+        );
+        assert!(read < 16 * 1024, "read {read} bytes of an 8 MiB name");
+    }
+
+    #[test]
+    fn a_huge_number_in_a_text_field_is_refused_while_reading_it() {
+        let body = format!(r#"{{"timestamp":{}}}"#, "9".repeat(8 << 20));
+        let (err, read) = refused(body.as_bytes());
+        assert!(err.to_string().contains("number too long"), "{err}");
+        assert!(read < 16 * 1024, "read {read} bytes of an 8 MiB number");
+    }
+
+    #[test]
+    fn a_long_text_is_refused_after_reading_just_past_its_cap() {
+        let body = format!(r#"{{"a":"{}"}}"#, "t".repeat(8 << 20));
+        let (err, read) = refused(body.as_bytes());
+        assert!(err.to_string().contains("longer than 32"), "{err}");
+        assert!(read < 16 * 1024, "read {read} bytes of an 8 MiB text");
+    }
+
+    #[test]
+    fn huge_unknown_values_are_skipped_and_numbers_in_them_are_any_json_number() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let body = format!(
+            r#"{{"skip":"{}","n":1e999,"a":"kept"}}"#,
+            "x".repeat(8 << 20)
+        );
+        let scanned = scan(body.as_bytes(), &spec(dir.path())).expect("scans");
+        assert_eq!(scanned.texts["a"], "kept");
+    }
+
+    #[test]
+    fn more_than_max_fields_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fields: Vec<String> = (0..=MAX_FIELDS).map(|i| format!(r#""f{i}":0"#)).collect();
+        let body = format!("{{{}}}", fields.join(","));
+        let err = scan(body.as_bytes(), &spec(dir.path())).expect_err("refused");
+        assert!(err.to_string().contains("more than 256 fields"), "{err}");
+        let fields: Vec<String> = (0..MAX_FIELDS).map(|i| format!(r#""f{i}":0"#)).collect();
+        let body = format!("{{{}}}", fields.join(","));
+        scan(body.as_bytes(), &spec(dir.path())).expect("exactly the maximum is fine");
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_a_json_error_even_inside_a_document() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut body = br#"{"doc":"aGVs"#.to_vec();
+        body.push(0xff);
+        body.extend_from_slice(br#"bG8="}"#);
+        let err = scan(body.as_slice(), &spec(dir.path())).expect_err("refused");
+        assert!(
+            matches!(err, ScanError::Syntax { ref what, .. } if what.contains("UTF-8")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_failing_body_file_is_an_io_error_not_a_syntax_error() {
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::other("disk gone"))
+            }
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = scan(Broken, &spec(dir.path())).expect_err("refused");
+        assert!(matches!(err, ScanError::Io(_)), "{err}");
+        let broken_mid_document = io::Read::chain(&br#"{"doc":"aGVs"#[..], Broken);
+        let err = scan(broken_mid_document, &spec(dir.path())).expect_err("refused");
+        assert!(matches!(err, ScanError::Io(_)), "{err}");
     }
 }

@@ -18,28 +18,11 @@ use http::{HeaderMap, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::{
-    documents::message_header,
-    envelope::{self, failure, Failure},
+    envelope::{self, Failure},
+    signed::{query_pairs, query_value, read_signed, Paging},
     EmulatorState,
 };
 use crate::doctypes::DOCUMENT_TYPES;
-
-/// JSON bodies of the non-upload endpoints are small; this bounds what is buffered.
-const MAX_JSON_BODY: usize = 64 * 1024;
-const DEFAULT_PER_PAGE: u64 = 20;
-const MAX_PER_PAGE: u64 = 100;
-
-fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
-    // A leading `&` (the Python SDK writes `?&page=1`) is an empty pair and is skipped.
-    serde_urlencoded::from_str(raw.unwrap_or_default()).unwrap_or_default()
-}
-
-fn query_value<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    pairs
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
 
 /// The template for each message the SDK asks for. Shapes follow Sila's documented messages;
 /// the SDK only needs `message` (its key) and keeps the rest as a template.
@@ -125,106 +108,33 @@ async fn list(
     body: Body,
     started: Instant,
 ) -> Result<Response, Failure> {
-    let declared = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let early = if declared.is_some_and(|n| n > MAX_JSON_BODY as u64) {
-        Err(failure(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            envelope::message_for(StatusCode::PAYLOAD_TOO_LARGE),
-        ))
-    } else {
-        state.registry.presented(headers, false)
-    };
-    let presented = match early {
-        Ok(presented) => presented,
-        Err(refusal) => {
-            docgate_emulator::drain_in_background(body);
-            return Err(refusal);
-        }
-    };
-    let raw = axum::body::to_bytes(body, MAX_JSON_BODY)
-        .await
-        .map_err(|_| {
-            failure(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                envelope::message_for(StatusCode::PAYLOAD_TOO_LARGE),
-            )
-        })?;
-    let message: Map<String, Value> = match serde_json::from_slice::<Value>(&raw) {
-        Ok(Value::Object(map)) => map,
-        _ => {
-            return Err(Failure::bad_request(
-                json!({"body": "the body must be a JSON object with a header"}),
-            ))
-        }
-    };
-    let header = message_header(&message, false)?;
-    // With a user_handle in the header, the user must be registered too (no user signature
-    // is required here: the app alone may list types).
-    state
-        .registry
-        .verify(&presented, &raw, &header.app_handle, None)
-        .map_err(|f| f.with_reference(header.reference.clone()))?;
-    state
-        .check_fresh(header.created)
-        .map_err(|f| f.with_reference(header.reference.clone()))?;
-
+    // The app alone may list types: no user signature is required here.
+    let signed = read_signed(state, headers, body, false).await?;
+    let reference = signed.header.reference;
     let pairs = query_pairs(query);
     let mut errors = Map::new();
-    let mut number = |key: &str, default: u64, max: u64| -> u64 {
-        match query_value(&pairs, key).map(|v| v.trim().parse::<u64>()) {
-            None => default,
-            Some(Ok(n)) if (1..=max).contains(&n) => n,
-            Some(_) => {
-                errors.insert(
-                    key.into(),
-                    format!("{key} must be an integer from 1 to {max}").into(),
-                );
-                default
-            }
-        }
-    };
-    let page = number("page", 1, u64::from(u32::MAX));
-    let per_page = number("per_page", DEFAULT_PER_PAGE, MAX_PER_PAGE);
+    let paging = Paging::from_query(&pairs, &mut errors);
     if !errors.is_empty() {
-        return Err(Failure::bad_request(Value::Object(errors)).with_reference(header.reference));
+        return Err(Failure::bad_request(Value::Object(errors)).with_reference(reference));
     }
-    let known = &state.options.document_types;
-    let total = known.len() as u64;
-    let total_pages = total.div_ceil(per_page);
-    let types: Vec<Value> = known
-        .iter()
-        .skip(usize::try_from((page - 1).saturating_mul(per_page)).unwrap_or(usize::MAX))
-        .take(per_page as usize)
-        .map(|name| {
-            // Types added through the options have no documented label: show the name.
-            let documented = DOCUMENT_TYPES.iter().find(|t| t.name == name);
-            json!({
-                "name": name,
-                "label": documented.map_or(name.as_str(), |t| t.label),
-                "identity_type": documented.map_or("other", |t| t.identity_type),
-            })
+    let known = state.options.document_types.iter().map(|name| {
+        // Types added through the options have no documented label: show the name.
+        let documented = DOCUMENT_TYPES.iter().find(|t| t.name == name);
+        json!({
+            "name": name,
+            "label": documented.map_or(name.as_str(), |t| t.label),
+            "identity_type": documented.map_or("other", |t| t.identity_type),
         })
-        .collect();
+    });
+    let (types, pagination) = paging.slice(known.collect());
     let mut fields = Map::new();
     fields.insert(
         "reference".into(),
-        header
-            .reference
+        reference
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
             .into(),
     );
-    fields.insert(
-        "pagination".into(),
-        json!({
-            "returned_count": types.len(),
-            "total_count": total,
-            "current_page": page,
-            "total_pages": total_pages,
-        }),
-    );
+    fields.insert("pagination".into(), pagination);
     fields.insert("document_types".into(), Value::Array(types));
     Ok(envelope::success(
         "Document type details returned.",

@@ -202,8 +202,6 @@ async fn accept(
     // Parts arrive in the sender's order; ids are returned in that order.
     for (file, meta) in files.drain(..).zip(accepted) {
         let id = uuid::Uuid::new_v4().to_string();
-        let ext = docgate_core::media::extension_for(&meta.mime_type).unwrap_or("bin");
-        let dest = state.store.content_path(&id, ext);
         let stored = StoredDocument {
             document_id: id.clone(),
             reference: reference.clone(),
@@ -222,6 +220,7 @@ async fn accept(
             auth: auth.into(),
             received_at: time::OffsetDateTime::now_utc().unix_timestamp(),
         };
+        let dest = state.store.content_path_of(&stored);
         let saved = async {
             file.file.persist(&dest).await?;
             state.store.record(stored).await

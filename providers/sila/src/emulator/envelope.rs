@@ -22,10 +22,18 @@ pub fn elapsed(started: Instant) -> String {
 
 /// A `success: true` answer with the endpoint's own fields.
 pub fn success(message: &str, started: Instant, fields: Map<String, Value>) -> Response {
+    let mut with_message = Map::new();
+    with_message.insert("message".into(), message.into());
+    with_message.extend(fields);
+    success_without_message(started, with_message)
+}
+
+/// A `success: true` answer for the endpoints whose documented answer has no `message`
+/// (`/list_documents`).
+pub fn success_without_message(started: Instant, fields: Map<String, Value>) -> Response {
     let mut body = Map::new();
     body.insert("success".into(), Value::Bool(true));
     body.insert("status".into(), "SUCCESS".into());
-    body.insert("message".into(), message.into());
     body.extend(fields);
     body.insert("response_time_ms".into(), elapsed(started).into());
     (StatusCode::OK, Json(Value::Object(body))).into_response()

@@ -7,7 +7,8 @@
 //! it. By default it knows the public test identities from the notes (see [`TEST_APP_HANDLE`]
 //! and friends), so a sandbox works with no setup.
 //!
-//! Routes: `POST /0.2/documents`, `POST /0.2/document_types`, `GET /0.2/getmessage`;
+//! Routes: `POST /0.2/documents`, `POST /0.2/list_documents`, `POST /0.2/get_document`,
+//! `POST /0.2/document_types`, `GET /0.2/getmessage`;
 //! `PUT|GET /__emulator/faults` (fault injection, answered in Sila's envelope) and
 //! `GET /__emulator/documents` (what was stored). Everything else is a JSON 404/405.
 
@@ -15,9 +16,12 @@ mod launch;
 pub use launch::launch;
 pub mod catalog;
 pub mod documents;
+pub mod download;
 pub mod envelope;
 pub mod intake;
+pub mod listing;
 pub mod registry;
+pub mod signed;
 pub mod store;
 
 use std::{
@@ -191,6 +195,8 @@ pub struct Emulator {
 pub fn router(state: Arc<EmulatorState>) -> Router {
     Router::new()
         .route("/0.2/documents", post(documents::upload))
+        .route("/0.2/list_documents", post(listing::list_documents))
+        .route("/0.2/get_document", post(download::get_document))
         .route("/0.2/document_types", post(catalog::document_types))
         .route("/0.2/getmessage", get(catalog::get_message))
         .fallback(envelope::not_found)
@@ -279,7 +285,7 @@ impl Emulator {
             ));
         }
         lines.push(format!(
-            "endpoints: POST {0}/0.2/documents, POST {0}/0.2/document_types, GET {0}/0.2/getmessage",
+            "endpoints: POST {0}/0.2/documents, POST {0}/0.2/list_documents, POST {0}/0.2/get_document, POST {0}/0.2/document_types, GET {0}/0.2/getmessage",
             self.url()
         ));
         lines.push(format!(

@@ -43,6 +43,15 @@ pub struct StoredDocument {
     pub received_at: i64,
 }
 
+impl StoredDocument {
+    /// Whether this document was uploaded by `user_handle` through `app_handle` (handles are
+    /// case-insensitive, as in the registry).
+    pub fn belongs_to(&self, app_handle: &str, user_handle: &str) -> bool {
+        self.app_handle.eq_ignore_ascii_case(app_handle)
+            && self.user_handle.eq_ignore_ascii_case(user_handle)
+    }
+}
+
 /// The document store under the emulator's data dir.
 #[derive(Debug)]
 pub struct Store {
@@ -97,6 +106,23 @@ impl Store {
     /// Where the bytes of `document_id` with `extension` live.
     pub fn content_path(&self, document_id: &str, extension: &str) -> PathBuf {
         self.dir.join(format!("{document_id}.{extension}"))
+    }
+
+    /// Where the bytes of a recorded document live (the extension follows its media type,
+    /// as when it was stored).
+    pub fn content_path_of(&self, doc: &StoredDocument) -> PathBuf {
+        let ext = docgate_core::media::extension_for(&doc.mime_type).unwrap_or("bin");
+        self.content_path(&doc.document_id, ext)
+    }
+
+    /// The record of `document_id`, if one was accepted.
+    pub fn find(&self, document_id: &str) -> Option<StoredDocument> {
+        self.index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|d| d.document_id == document_id)
+            .cloned()
     }
 
     /// Record a document whose bytes are already at `content_path`.

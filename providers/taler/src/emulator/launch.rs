@@ -6,14 +6,14 @@ use docgate_core::{
     registration::{ConfigIssues, EmulatorError, EmulatorLaunch, RunningEmulator},
     Provider,
 };
-use docgate_emulator::cli::{Launch, NoArgs};
+use docgate_emulator::cli::Launch;
 
-use super::{start, Emulator, EmulatorOptions};
+use super::{start, Emulator, EmulatorArgs};
 
 /// The registration's emulator entry.
 pub async fn launch(launch: EmulatorLaunch) -> Result<Box<dyn RunningEmulator>, EmulatorError> {
-    let launch = Launch::<NoArgs>::from("taler", launch)?;
-    let emulator = start(EmulatorOptions::new(launch.listen, launch.data_dir)).await?;
+    let launch = Launch::<EmulatorArgs>::from("taler", launch)?;
+    let emulator = start(launch.args.into_options(launch.listen, launch.data_dir)).await?;
     Ok(Box::new(emulator))
 }
 

@@ -12,6 +12,7 @@
 
 mod launch;
 pub use launch::launch;
+mod args;
 mod handler;
 mod store;
 
@@ -33,6 +34,7 @@ use docgate_core::{archive::ZipRules, MediaRange, Secret};
 use docgate_emulator::{Faults, RunningServer};
 use ed25519_dalek::VerifyingKey;
 
+pub use args::EmulatorArgs;
 pub use store::StoredBody;
 
 use crate::{
@@ -143,6 +145,8 @@ pub struct Emulator {
     pub faults: Arc<Faults>,
     shared: Arc<Shared>,
     sandbox_key: ExternKey,
+    /// The third parties registered at start besides the sandbox key (for the banner).
+    known_keys: Vec<String>,
     data_dir: PathBuf,
 }
 
@@ -189,13 +193,16 @@ pub async fn start(opts: EmulatorOptions) -> io::Result<Emulator> {
     let sandbox_key = sandbox_key(&opts)?;
     let mut registry = HashSet::new();
     registry.insert(sandbox_key.verifying_key().to_bytes());
+    let mut known_keys = Vec::with_capacity(opts.known_keys.len());
     for public in &opts.known_keys {
         let key = signing::parse_public(public).ok_or_else(|| {
             invalid_input(format!(
                 "taler emulator known key `{public}` is not a Crockford EdDSA public key"
             ))
         })?;
-        registry.insert(key.to_bytes());
+        if registry.insert(key.to_bytes()) {
+            known_keys.push(crockford::encode(key.as_bytes()));
+        }
     }
     let ranges = |list: &[&str]| -> Vec<MediaRange> {
         list.iter()
@@ -243,6 +250,7 @@ pub async fn start(opts: EmulatorOptions) -> io::Result<Emulator> {
         faults,
         shared,
         sandbox_key,
+        known_keys,
         data_dir: opts.data_dir,
     })
 }
@@ -316,11 +324,16 @@ impl Emulator {
     /// Lines the CLI prints after "taler emulator listening on http://ADDR".
     pub fn banner(&self) -> Vec<String> {
         let url = self.url();
-        vec![
-            format!(
-                "  POST {url}/kyc-bulk/{}   (sandbox EXTERN_PUB)",
-                self.extern_pub()
-            ),
+        let mut lines = vec![format!(
+            "  POST {url}/kyc-bulk/{}   (sandbox EXTERN_PUB)",
+            self.extern_pub()
+        )];
+        lines.extend(
+            self.known_keys
+                .iter()
+                .map(|public| format!("  POST {url}/kyc-bulk/{public}   (registered third party)")),
+        );
+        lines.extend([
             format!(
                 "  sandbox extern key (Ed25519 seed, Crockford; test credential): {}",
                 self.sandbox_key.seed_crockford()
@@ -336,7 +349,8 @@ impl Emulator {
             ),
             format!("  stored: curl '{url}/__emulator/taler/stored?payto=payto://iban/DE89370400440532013000'"),
             format!("  data: {}", self.data_dir.display()),
-        ]
+        ]);
+        lines
     }
 
     /// Register another third party (its public key in Crockford base32).
