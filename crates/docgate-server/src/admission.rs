@@ -2,8 +2,11 @@
 //!
 //! Three things can say no before any body byte is read:
 //! - **slots** — `limits.max_concurrent_uploads` for the whole gateway and a per-tenant share
-//!   of it, so one tenant's burst (or its slow clients) cannot take every slot: 503
-//!   `too_many_uploads` with Retry-After;
+//!   of it, so one tenant's burst cannot take every slot: 503 `too_many_uploads` with
+//!   Retry-After. A slot is not a prize for whoever connected first, though: when none is
+//!   free, the slowest upload holding one — older than a couple of seconds and slower than
+//!   `8 × min_body_rate` — is cut (408 `body_too_slow`) and the new upload gets its slot. So a
+//!   crowd of clients trickling bytes cannot keep a fast one out, even within one tenant;
 //! - **space** — the spool's or the ledger's filesystem below `limits.min_free_space`: 507
 //!   `insufficient_storage` with Retry-After. Free space is sampled in the background and
 //!   re-checked at once after any write fails for lack of space, so a full disk is noticed
@@ -15,22 +18,64 @@ use std::{
     path::PathBuf,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     time::Duration,
 };
 
 use docgate_core::{Problem, Side};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore},
+    time::Instant,
+};
+use tokio_util::sync::CancellationToken;
 
 /// How often free space is sampled.
 const SPACE_SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
-/// A granted upload: holds its global and tenant slots until dropped.
+/// How long a new upload waits for the slot of an upload it preempted.
+const PREEMPT_WAIT: Duration = Duration::from_secs(2);
+
+/// An upload younger than this is not judged on its pace yet.
+const PREEMPT_MIN_AGE: Duration = Duration::from_secs(2);
+
+/// A granted upload: holds its global and tenant slots until dropped, and tells the
+/// admission how fast its body arrives.
 #[derive(Debug)]
 pub struct UploadPermit {
     _global: OwnedSemaphorePermit,
     _tenant: OwnedSemaphorePermit,
+    pub pace: Arc<Pace>,
+    registry: Arc<Mutex<Vec<Arc<Pace>>>>,
+}
+
+impl Drop for UploadPermit {
+    fn drop(&mut self) {
+        let mut running = lock(&self.registry);
+        running.retain(|p| !Arc::ptr_eq(p, &self.pace));
+    }
+}
+
+/// One upload's progress, shared between its body and the admission.
+#[derive(Debug)]
+pub struct Pace {
+    tenant: String,
+    started: Instant,
+    bytes: AtomicU64,
+    /// Cancelled when a waiting upload takes this one's slot.
+    pub preempted: CancellationToken,
+}
+
+impl Pace {
+    pub fn received(&self, n: usize) {
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Average bytes per second since the upload started.
+    fn rate(&self, now: Instant) -> u64 {
+        let ms = now.duration_since(self.started).as_millis().max(1) as u64;
+        self.bytes.load(Ordering::Relaxed).saturating_mul(1000) / ms
+    }
 }
 
 /// Upload slots and the free-space verdict.
@@ -38,7 +83,15 @@ pub struct UploadPermit {
 pub struct Admission {
     global: Arc<Semaphore>,
     tenants: HashMap<String, Arc<Semaphore>>,
+    /// Uploads holding slots (at most `max_concurrent_uploads`).
+    running: Arc<Mutex<Vec<Arc<Pace>>>>,
+    /// Below this average rate, a slot holder may be preempted.
+    slow: u64,
     pub space: Arc<SpaceWatch>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn too_many(detail: &str) -> Problem {
@@ -64,10 +117,12 @@ pub fn insufficient_storage(detail: impl Into<String>) -> Problem {
 }
 
 impl Admission {
-    /// `tenants`: each tenant's name and its number of slots.
+    /// `tenants`: each tenant's name and its number of slots. `min_body_rate` sets who
+    /// counts as slow (8× it).
     pub fn new(
         global: usize,
         tenants: impl IntoIterator<Item = (String, usize)>,
+        min_body_rate: u64,
         space: Arc<SpaceWatch>,
     ) -> Admission {
         Admission {
@@ -76,12 +131,14 @@ impl Admission {
                 .into_iter()
                 .map(|(name, n)| (name, Arc::new(Semaphore::new(n.max(1)))))
                 .collect(),
+            running: Arc::default(),
+            slow: min_body_rate.saturating_mul(8),
             space,
         }
     }
 
     /// Slots for one upload of `tenant`, or the reason it cannot start now.
-    pub fn admit(&self, tenant: &str) -> Result<UploadPermit, Problem> {
+    pub async fn admit(&self, tenant: &str) -> Result<UploadPermit, Problem> {
         if let Some(reason) = self.space.shortage() {
             return Err(insufficient_storage(reason));
         }
@@ -89,16 +146,66 @@ impl Admission {
             .tenants
             .get(tenant)
             .ok_or_else(|| Problem::internal("a tenant without upload slots"))?;
-        let tenant_permit = tenant_slots.clone().try_acquire_owned().map_err(|_| {
-            too_many("this tenant is receiving as many uploads as its share allows; retry shortly")
-        })?;
-        let global = self.global.clone().try_acquire_owned().map_err(|_| {
+        let tenant_permit = self
+            .slot(tenant_slots, Some(tenant))
+            .await
+            .ok_or_else(|| {
+                too_many("this tenant is receiving as many uploads as its share allows; retry shortly")
+            })?;
+        let global = self.slot(&self.global, None).await.ok_or_else(|| {
             too_many("the gateway is receiving as many uploads as it is configured for; retry shortly")
         })?;
+        let pace = Arc::new(Pace {
+            tenant: tenant.to_owned(),
+            started: Instant::now(),
+            bytes: AtomicU64::new(0),
+            preempted: CancellationToken::new(),
+        });
+        lock(&self.running).push(pace.clone());
         Ok(UploadPermit {
             _global: global,
             _tenant: tenant_permit,
+            pace,
+            registry: self.running.clone(),
         })
+    }
+
+    /// A slot of `slots`: a free one, or the one of the slowest upload (of `tenant`, when
+    /// given), which is preempted for it.
+    async fn slot(&self, slots: &Arc<Semaphore>, tenant: Option<&str>) -> Option<OwnedSemaphorePermit> {
+        if let Ok(p) = slots.clone().try_acquire_owned() {
+            return Some(p);
+        }
+        if !self.preempt_slowest(tenant) {
+            return None;
+        }
+        tokio::time::timeout(PREEMPT_WAIT, slots.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// Cut the slowest slot holder that is old enough and below the slow rate. False when
+    /// none qualifies.
+    fn preempt_slowest(&self, tenant: Option<&str>) -> bool {
+        let now = Instant::now();
+        let running = lock(&self.running);
+        let slowest = running
+            .iter()
+            .filter(|p| tenant.is_none_or(|t| p.tenant == t))
+            .filter(|p| !p.preempted.is_cancelled())
+            .filter(|p| now.duration_since(p.started) >= PREEMPT_MIN_AGE)
+            .map(|p| (p.rate(now), p))
+            .filter(|(rate, _)| *rate < self.slow)
+            .min_by_key(|(rate, _)| *rate);
+        match slowest {
+            Some((rate, pace)) => {
+                tracing::info!(tenant = %pace.tenant, rate, "preempting a slow upload for its slot");
+                pace.preempted.cancel();
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -191,23 +298,46 @@ pub fn is_out_of_space(e: &std::io::Error) -> bool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_tenant_cannot_take_more_than_its_share_and_others_still_get_slots() {
+    #[tokio::test]
+    async fn a_tenant_cannot_take_more_than_its_share_and_others_still_get_slots() {
         let space = SpaceWatch::new(vec![], 0);
-        let a = Admission::new(4, [("a".into(), 2), ("b".into(), 2)], space);
-        let _a1 = a.admit("a").expect("a1");
-        let _a2 = a.admit("a").expect("a2");
-        let refused = a.admit("a").expect_err("a3");
+        let a = Admission::new(4, [("a".into(), 2), ("b".into(), 2)], 0, space);
+        let _a1 = a.admit("a").await.expect("a1");
+        let _a2 = a.admit("a").await.expect("a2");
+        let refused = a.admit("a").await.expect_err("a3");
         assert_eq!(refused.code, "too_many_uploads");
-        assert!(a.admit("b").is_ok(), "b still has its share");
+        assert!(a.admit("b").await.is_ok(), "b still has its share");
     }
 
-    #[test]
-    fn the_global_bound_holds_across_tenants() {
+    #[tokio::test]
+    async fn the_global_bound_holds_across_tenants() {
         let space = SpaceWatch::new(vec![], 0);
-        let a = Admission::new(1, [("a".into(), 1), ("b".into(), 1)], space);
-        let _held = a.admit("a").expect("first");
-        assert_eq!(a.admit("b").map(|_| ()).map_err(|p| p.status.as_u16()), Err(503));
+        let a = Admission::new(1, [("a".into(), 1), ("b".into(), 1)], 0, space);
+        let _held = a.admit("a").await.expect("first");
+        let refused = a.admit("b").await.map(|_| ()).map_err(|p| p.status.as_u16());
+        assert_eq!(refused, Err(503));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn regression_a_trickling_upload_gives_its_slot_to_a_waiting_one() {
+        let space = SpaceWatch::new(vec![], 0);
+        let a = Arc::new(Admission::new(1, [("a".into(), 1)], 1024, space));
+        let slow = a.admit("a").await.expect("slow one");
+        slow.pace.received(3);
+        // Too young to judge: the newcomer is refused.
+        assert!(a.admit("a").await.is_err());
+        tokio::time::advance(Duration::from_secs(3)).await;
+        // The holder notices its preemption and ends, freeing the slot.
+        let preempted = slow.pace.preempted.clone();
+        let holder = tokio::spawn(async move {
+            preempted.cancelled().await;
+            drop(slow);
+        });
+        let fast = a.admit("a").await.expect("the slow one's slot");
+        holder.await.expect("holder");
+        fast.pace.received(10 << 20);
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(a.admit("a").await.is_err(), "a fast upload keeps its slot");
     }
 
     #[test]
@@ -215,8 +345,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let space = SpaceWatch::new(vec![dir.path().to_owned()], u64::MAX);
         assert!(space.shortage().is_some());
-        let a = Admission::new(1, [("a".into(), 1)], space);
-        let p = a.admit("a").expect_err("507");
+        let a = Admission::new(1, [("a".into(), 1)], 0, space);
+        let p = futures_util::FutureExt::now_or_never(a.admit("a"))
+            .expect("no wait")
+            .expect_err("507");
         assert_eq!((p.status.as_u16(), p.code.as_ref()), (507, "insufficient_storage"));
         assert!(p.retry_after.is_some());
 

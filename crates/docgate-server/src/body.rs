@@ -53,6 +53,8 @@ pub enum BodyFault {
     },
     #[error("the body did not complete within {0:?}")]
     Deadline(Duration),
+    #[error("the body arrived too slowly while other uploads waited for its slot")]
+    Preempted,
     #[error("the body exceeds the limit of {limit} bytes")]
     TooLarge { limit: u64 },
     #[error("a multipart part's headers exceed {limit} bytes")]
@@ -70,7 +72,7 @@ impl BodyFault {
         match self {
             BodyFault::Idle(_) => timeout("body_timeout"),
             BodyFault::TooSlow { min, .. } => timeout("body_too_slow").with_extra("min_rate", *min),
-            BodyFault::Deadline(_) => timeout("body_too_slow"),
+            BodyFault::Deadline(_) | BodyFault::Preempted => timeout("body_too_slow"),
             BodyFault::TooLarge { limit } => Problem::payload_too_large(*limit, "the request body"),
             BodyFault::PartHeaderTooLarge { limit } => Problem::new(
                 http::StatusCode::PAYLOAD_TOO_LARGE,
@@ -108,6 +110,8 @@ impl FaultCell {
 pub struct GuardedBody<S> {
     inner: S,
     rules: BodyRules,
+    /// The upload's pace as its admission sees it (and its preemption).
+    pace: Option<(Arc<crate::admission::Pace>, Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>)>,
     idle: Pin<Box<Sleep>>,
     deadline: Pin<Box<Sleep>>,
     window_start: Instant,
@@ -134,11 +138,22 @@ impl<S> GuardedBody<S> {
             window_start: now,
             window_bytes: 0,
             faults: FaultCell::default(),
+            pace: None,
         }
+    }
+
+    /// Report progress to the upload's admission, and end when it preempts the upload.
+    pub fn with_pace(mut self, pace: Arc<crate::admission::Pace>) -> GuardedBody<S> {
+        let preempted = Box::pin(pace.preempted.clone().cancelled_owned());
+        self.pace = Some((pace, preempted));
+        self
     }
 
     /// Count a chunk; a fault when the last window's average was below the minimum rate.
     fn pace(&mut self, len: usize) -> Option<BodyFault> {
+        if let Some((pace, _)) = &self.pace {
+            pace.received(len);
+        }
         let now = Instant::now();
         self.idle.as_mut().reset(now + self.rules.idle);
         self.window_bytes += len as u64;
@@ -171,6 +186,11 @@ where
         if self.deadline.as_mut().poll(cx).is_ready() {
             let fault = self.faults.record(BodyFault::Deadline(self.rules.deadline));
             return Poll::Ready(Some(Err(fault)));
+        }
+        if let Some((_, preempted)) = &mut self.pace {
+            if preempted.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Some(Err(self.faults.record(BodyFault::Preempted))));
+            }
         }
         match Pin::new(&mut self.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => match self.pace(chunk.len()) {

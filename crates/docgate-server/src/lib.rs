@@ -242,6 +242,7 @@ impl Gateway {
                     .unwrap_or_else(|| setup.limits.default_tenant_slots());
                 (t.name.clone(), slots)
             }),
+            setup.limits.min_body_rate,
             space.clone(),
         );
         let host: docgate_core::Host = Arc::new(host::Host {

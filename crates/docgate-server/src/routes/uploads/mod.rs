@@ -34,7 +34,7 @@ use crate::{
     admission::UploadPermit,
     app::AppState,
     auth::Caller,
-    body::FaultCell,
+    body::{FaultCell, GuardedBody},
     host::ledger_problem,
     receipt::receipt,
     tenants::Tenant,
@@ -61,6 +61,14 @@ struct Intake {
 }
 
 impl Intake {
+    /// The upload's body, held to the front door's pace rules and reporting to admission.
+    fn guard<S>(&self, body: S) -> GuardedBody<S> {
+        let mut guarded = GuardedBody::new(body, self.app.limits.body_rules())
+            .with_pace(self.permit.pace.clone());
+        guarded.faults = self.faults.clone();
+        guarded
+    }
+
     /// Where a document of this upload is spooled.
     fn key(&self, slot: &str) -> String {
         crate::spool_keys::document_key(&self.id, slot)
@@ -69,9 +77,9 @@ impl Intake {
 
 impl Intake {
     /// Read what the head says and take the upload's slots.
-    fn open(app: &AppState, tenant: Tenant, headers: &HeaderMap) -> Result<Intake> {
+    async fn open(app: &AppState, tenant: Tenant, headers: &HeaderMap) -> Result<Intake> {
         let idempotency_key = request::idempotency_key(headers)?;
-        let permit = app.admission.admit(&tenant.name)?;
+        let permit = app.admission.admit(&tenant.name).await?;
         Ok(Intake {
             app: app.clone(),
             id: uuid::Uuid::new_v4().to_string(),

@@ -26,7 +26,7 @@ use super::{
 use crate::{
     app::AppState,
     auth::Caller,
-    body::{BodyFault, FaultCell, GuardedBody},
+    body::{BodyFault, FaultCell},
     part_headers::{PartHeaderGuard, PartHeaderLimited},
     tenants::Tenant,
 };
@@ -39,9 +39,9 @@ pub async fn post_multipart(
     body: Body,
 ) -> Result<Response> {
     let head = Head::read(&app, &tenant, query.as_deref(), &headers)?;
-    let intake = Intake::open(&app, tenant, &headers)?;
+    let intake = Intake::open(&app, tenant, &headers).await?;
     let _in_flight = app.metrics.upload_started();
-    let mut form = head.form(&app, body, &intake.faults);
+    let mut form = head.form(&app, &intake, body);
     let mut receiver = Receiver::new(&app, &intake, head);
     while let Some(part) = form
         .next_field()
@@ -106,11 +106,10 @@ impl Head {
     }
 
     /// The parser over the guarded body.
-    fn form(&self, app: &AppState, body: Body, faults: &FaultCell) -> multer::Multipart<'static> {
-        let mut guarded = GuardedBody::new(body.into_data_stream(), app.limits.body_rules());
-        guarded.faults = faults.clone();
+    fn form(&self, app: &AppState, intake: &Intake, body: Body) -> multer::Multipart<'static> {
+        let guarded = intake.guard(body.into_data_stream());
         let guard = PartHeaderGuard::new(&self.boundary, app.limits.max_part_header_bytes);
-        let limited = PartHeaderLimited::new(guarded, guard, faults.clone());
+        let limited = PartHeaderLimited::new(guarded, guard, intake.faults.clone());
         let stream_limit = self.fallback.max_request_bytes.max(
             self.provider
                 .as_ref()

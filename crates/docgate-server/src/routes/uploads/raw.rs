@@ -13,7 +13,7 @@ use http::{header, HeaderMap};
 use super::{
     accept::{accept, ingest_failed},     declared_length, provider_for, request, Intake, Result,
 };
-use crate::{app::AppState, auth::Caller, body::GuardedBody};
+use crate::{app::AppState, auth::Caller};
 
 /// The one slot a raw body fills.
 fn single_slot(policy: &UploadPolicy) -> Result<String> {
@@ -69,10 +69,10 @@ pub async fn put_raw(
         request::disposition_filename(&headers).as_deref(),
         app.limits.max_filename_bytes,
     )?;
-    let intake = Intake::open(&app, tenant, &headers)?;
+    let intake = Intake::open(&app, tenant, &headers).await?;
     let _in_flight = app.metrics.upload_started();
-    let body = GuardedBody::new(body.into_data_stream(), app.limits.body_rules());
-    let faults = body.faults.clone();
+    let body = intake.guard(body.into_data_stream());
+    let faults = intake.faults.clone();
     let request = IngestRequest {
         slot,
         filename,
