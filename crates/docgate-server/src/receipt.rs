@@ -67,13 +67,19 @@ pub fn upload_response(rec: &UploadRecord) -> Response {
     let mut res = match rec.status {
         UploadStatus::Delivered => json_response(StatusCode::CREATED, &receipt(rec)),
         UploadStatus::Duplicate => json_response(StatusCode::OK, &receipt(rec)),
-        UploadStatus::Rejected | UploadStatus::Failed => {
+        UploadStatus::Rejected | UploadStatus::Failed | UploadStatus::Canceled => {
             let mut problem = rec
                 .problem
                 .as_ref()
                 .and_then(Problem::from_json)
-                .unwrap_or_else(|| {
-                    Problem::internal("the upload failed without a recorded reason")
+                .unwrap_or_else(|| match rec.status {
+                    UploadStatus::Canceled => Problem::new(
+                        StatusCode::CONFLICT,
+                        "upload_canceled",
+                        "Upload canceled",
+                    )
+                    .with_detail("an operator canceled this upload's delivery"),
+                    _ => Problem::internal("the upload failed without a recorded reason"),
                 });
             problem
                 .extra

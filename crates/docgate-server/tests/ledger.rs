@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use docgate_core::{DigestsHex, DocumentMeta, OwnedRef, Prepared};
 use docgate_server::ledger::{
-    Finish, Inserted, Lease, Ledger, NewUpload, NotifyState, ProviderEvent, SqlLedger,
-    StoredDocument, UploadStatus,
+    AttemptRecord, Finish, Inserted, Lease, Ledger, NewUpload, NotifyState, ProviderEvent,
+    Reschedule, SqlLedger, StoredDocument, UploadStatus,
 };
 use serde_json::json;
 use sqlx::Executor;
@@ -213,6 +213,7 @@ both_backends!(a_claim_is_exclusive_until_its_lease_expires, |ledger| {
         problem: None,
         upstream_status: Some(204),
         owned: Vec::new(),
+        attempt: None,
         now: 1200,
     };
     assert!(!ledger
@@ -295,7 +296,17 @@ both_backends!(reschedule_releases_the_lease_until_due, |ledger| {
         Some(1)
     );
     assert!(ledger
-        .reschedule("u1", "a:t", 500, "500 from provider", Some(500), 30)
+        .reschedule(
+            "u1",
+            "a:t",
+            Reschedule {
+                next_at: 500,
+                reason: "500 from provider".into(),
+                upstream_status: Some(500),
+                now: 30,
+                attempt: None,
+            }
+        )
         .await
         .expect("reschedule"));
     let rec = ledger.get("u1").await.expect("get").expect("exists");
@@ -411,6 +422,7 @@ both_backends!(notifications_are_claimed_once_final_and_retried, |ledger| {
         problem: Some(json!({"code": "provider_rejected"})),
         upstream_status: Some(403),
         owned: Vec::new(),
+        attempt: None,
         now: 50,
     };
     assert!(ledger.finish("u1", "a:t", fin).await.expect("finish"));
@@ -467,6 +479,7 @@ both_backends!(spool_removal_lists_final_uploads_once, |ledger| {
         problem: None,
         upstream_status: Some(412),
         owned: Vec::new(),
+        attempt: None,
         now: 20,
     };
     assert!(ledger.finish("u1", "a:t", fin).await.expect("finish"));
@@ -672,4 +685,75 @@ async fn a_ledger_from_before_versioned_migrations_is_upgraded_in_place_postgres
     }
     let ledger = SqlLedger::connect(&url).await.expect("migrates");
     assert_upgraded(&ledger).await;
+}
+
+both_backends!(history_records_every_attempt_and_the_outcome_in_order, |ledger| {
+    ledger
+        .insert(new_upload("u1", None, Some(lease("a", 1000)), 10))
+        .await
+        .expect("insert");
+    let attempt = |n: u32, outcome: &str, status: Option<u16>, error: Option<&str>| AttemptRecord {
+        attempt: n,
+        started_at: 10 + i64::from(n),
+        duration_ms: 7,
+        outcome: outcome.into(),
+        upstream_status: status,
+        error: error.map(str::to_owned),
+    };
+    assert!(ledger
+        .record_attempt("u1", "a:t", attempt(1, "retry_later", Some(500), Some("500")))
+        .await
+        .expect("record"));
+    assert!(
+        !ledger
+            .record_attempt("u1", "someone-else:t", attempt(1, "retry_later", None, None))
+            .await
+            .expect("record"),
+        "only the lease holder writes the history"
+    );
+    let fin = Finish::delivered(UploadStatus::Delivered, json!({}), Vec::new(), Some(204))
+        .after(attempt(2, "delivered", Some(204), None));
+    assert!(ledger.finish("u1", "a:t", fin).await.expect("finish"));
+    let history = ledger.history("u1").await.expect("history");
+    let kinds: Vec<&str> = history.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["received", "attempt", "attempt", "delivered"]);
+    assert_eq!(history[1].detail["upstream_status"], 500);
+    assert_eq!(history[1].detail["error"], "500");
+    assert_eq!(history[2].detail["attempt"], 2);
+    assert_eq!(history[2].detail["duration_ms"], 7);
+    let seqs: Vec<u64> = history.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+});
+
+/// Concurrent writes are each answered only after their batch commits, and a failing write
+/// does not take its batch down with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sqlite_writes_are_committed_together_and_fail_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = Arc::new(sqlite(&dir).await);
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let ledger = ledger.clone();
+            tokio::spawn(async move {
+                ledger
+                    .insert(new_upload(&format!("u{i}"), None, None, i))
+                    .await
+                    .expect("insert")
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert!(matches!(t.await.expect("task"), Inserted::New(_)));
+    }
+    // The same id again is a constraint violation: an error for that write only.
+    let dup = ledger.insert(new_upload("u1", None, None, 1)).await;
+    assert!(dup.is_err());
+    let after = ledger.insert(new_upload("u-after", None, None, 1)).await;
+    assert!(matches!(after, Ok(Inserted::New(_))), "{after:?}");
+    // Every write is durable: a fresh connection sees all of them.
+    drop(ledger);
+    let reopened = sqlite(&dir).await;
+    for i in 0..200 {
+        assert!(reopened.get(&format!("u{i}")).await.expect("get").is_some());
+    }
 }

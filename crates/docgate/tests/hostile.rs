@@ -163,7 +163,7 @@ impl Drop for Tmpfs {
 }
 
 fn payto(i: usize) -> String {
-    format!("payto://iban/DE89370400440532{i:06}")
+    format!("payto://x-taler-bank/bank.example.com/customer{i}")
 }
 
 /// Data dir on a 20 MB tmpfs, the provider in an outage, the disk filled by uploads: no

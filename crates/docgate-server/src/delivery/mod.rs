@@ -28,7 +28,10 @@ use tokio::sync::{watch, Notify};
 
 use crate::{
     config::DeliverySettings,
-    ledger::{now_ms, Finish, Lease, Ledger, LedgerError, UploadRecord, UploadStatus},
+    ledger::{
+        now_ms, AttemptRecord, Finish, Lease, Ledger, LedgerError, Reschedule, UploadRecord,
+        UploadStatus,
+    },
     metrics::Metrics,
     registry::Registry,
     spool_keys,
@@ -55,6 +58,15 @@ pub fn backoff(settings: &DeliverySettings, attempt: u32) -> Duration {
     let base = exp.min(settings.max_backoff);
     let jitter = rand::thread_rng().gen_range(0.8..=1.2);
     base.mul_f64(jitter)
+}
+
+/// What went wrong in an attempt, for its history (none when it succeeded).
+fn attempt_error(outcome: &Outcome) -> Option<String> {
+    match outcome {
+        Outcome::Rejected { problem, .. } => Some(problem.to_string()),
+        Outcome::RetryLater { reason, .. } => Some(reason.clone()),
+        Outcome::Delivered { .. } | Outcome::Duplicate { .. } => None,
+    }
 }
 
 /// The problem of an upload given up on.
@@ -215,14 +227,17 @@ impl Deliverer {
         let Some(provider) = self.registry.get(&rec.provider).cloned() else {
             // Not deliverable here (the provider list changed under us): hand it back for a
             // replica that can, rather than failing it.
-            let next = now_ms() + 60_000;
-            let reason = format!(
-                "provider `{}` is not configured on this replica",
-                rec.provider
-            );
-            self.ledger
-                .reschedule(id, &owner, next, &reason, None, now_ms())
-                .await?;
+            let r = Reschedule {
+                next_at: now_ms() + 60_000,
+                reason: format!(
+                    "provider `{}` is not configured on this replica",
+                    rec.provider
+                ),
+                upstream_status: None,
+                now: now_ms(),
+                attempt: None,
+            };
+            self.ledger.reschedule(id, &owner, r).await?;
             return Ok(());
         };
         let (max_attempts, max_age) = self.settings.limits_for(&rec.provider);
@@ -244,6 +259,7 @@ impl Deliverer {
                 scratch_dir: scratch_dir.clone(),
             };
             let started = Instant::now();
+            let started_at = now_ms();
             let outcome = match self
                 .attempt(
                     id,
@@ -264,6 +280,14 @@ impl Deliverer {
             self.metrics.attempt(&rec.provider, kind, started.elapsed());
             tracing::info!(upload = %id, provider = %rec.provider, attempt, outcome = kind, "delivery attempt");
             let upstream = outcome.upstream_status();
+            let record = AttemptRecord {
+                attempt,
+                started_at,
+                duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                outcome: kind.to_owned(),
+                upstream_status: upstream,
+                error: attempt_error(&outcome),
+            };
             let finish = match outcome {
                 Outcome::Delivered {
                     reference, owned, ..
@@ -283,16 +307,19 @@ impl Deliverer {
                         let wait = backoff(&self.settings, attempt)
                             .max(after.unwrap_or_default().min(MAX_RETRY_AFTER));
                         if wait <= INLINE_RETRY {
+                            if !self.ledger.record_attempt(id, &owner, record).await? {
+                                return Ok(());
+                            }
                             tokio::select! {
                                 _ = tokio::time::sleep(wait) => continue,
                                 _ = self.cancel.cancelled() => return Ok(()),
                             }
                         }
-                        return self.retry_later(id, &owner, wait, &reason, upstream).await;
+                        return self.retry_later(id, &owner, wait, reason, record).await;
                     }
                 }
             };
-            return self.finish(&rec, &owner, finish).await;
+            return self.finish(&rec, &owner, finish.after(record)).await;
         }
     }
 
@@ -302,15 +329,18 @@ impl Deliverer {
         id: &str,
         owner: &str,
         wait: Duration,
-        reason: &str,
-        upstream: Option<u16>,
+        reason: String,
+        attempt: AttemptRecord,
     ) -> Result<(), LedgerError> {
         let next = now_ms().saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
-        if self
-            .ledger
-            .reschedule(id, owner, next, reason, upstream, now_ms())
-            .await?
-        {
+        let r = Reschedule {
+            next_at: next,
+            reason,
+            upstream_status: attempt.upstream_status,
+            now: now_ms(),
+            attempt: Some(attempt),
+        };
+        if self.ledger.reschedule(id, owner, r).await? {
             self.publish(id, UploadStatus::RetryScheduled);
             self.wake.notify_one();
         }

@@ -20,6 +20,8 @@
 //! SQLite (embedded default) and PostgreSQL (scale-out). The same test suite runs against both.
 
 pub mod sql;
+mod sql_writes;
+pub mod writer;
 
 use async_trait::async_trait;
 use docgate_core::{DocumentMeta, OwnedRef, Prepared};
@@ -45,10 +47,12 @@ pub enum UploadStatus {
     Rejected,
     RetryScheduled,
     Failed,
+    /// An operator stopped it: no further attempts.
+    Canceled,
 }
 
 impl UploadStatus {
-    pub const ALL: [UploadStatus; 7] = [
+    pub const ALL: [UploadStatus; 8] = [
         UploadStatus::Received,
         UploadStatus::Delivering,
         UploadStatus::Delivered,
@@ -56,6 +60,7 @@ impl UploadStatus {
         UploadStatus::Rejected,
         UploadStatus::RetryScheduled,
         UploadStatus::Failed,
+        UploadStatus::Canceled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +72,7 @@ impl UploadStatus {
             UploadStatus::Rejected => "rejected",
             UploadStatus::RetryScheduled => "retry_scheduled",
             UploadStatus::Failed => "failed",
+            UploadStatus::Canceled => "canceled",
         }
     }
 
@@ -82,6 +88,7 @@ impl UploadStatus {
                 | UploadStatus::Duplicate
                 | UploadStatus::Rejected
                 | UploadStatus::Failed
+                | UploadStatus::Canceled
         )
     }
 }
@@ -159,6 +166,8 @@ pub struct UploadRecord {
     pub notify_attempts: u32,
     pub notify_next_at: Option<Millis>,
     pub spool_removed: bool,
+    /// When the upload's personal data was erased (only a tombstone is left).
+    pub erased_at: Option<Millis>,
 }
 
 /// A freshly accepted upload.
@@ -195,6 +204,43 @@ pub enum Inserted {
     Existing(UploadRecord),
 }
 
+/// One delivery attempt, as its history records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    pub started_at: Millis,
+    pub duration_ms: u64,
+    /// `delivered`, `duplicate`, `rejected` or `retry_later`.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A transient failure to record, and when to try again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reschedule {
+    pub next_at: Millis,
+    pub reason: String,
+    pub upstream_status: Option<u16>,
+    pub now: Millis,
+    /// The attempt that failed (none when the delivery was handed back without one).
+    pub attempt: Option<AttemptRecord>,
+}
+
+/// One entry of an upload's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UploadEvent {
+    pub seq: u64,
+    pub at: Millis,
+    /// `received`, `attempt`, `retry_scheduled`, `delivered`, `duplicate`, `rejected`,
+    /// `failed`, `retried`, `canceled`, `erased`.
+    pub kind: String,
+    /// Kind-specific facts (an attempt's number, duration, upstream status and error, …).
+    pub detail: Value,
+}
+
 impl Finish {
     /// Delivered or duplicate: the provider's reference and what the tenant now owns.
     pub fn delivered(
@@ -209,6 +255,7 @@ impl Finish {
             problem: None,
             upstream_status,
             owned,
+            attempt: None,
             now: now_ms(),
         }
     }
@@ -225,8 +272,15 @@ impl Finish {
             problem: Some(problem.to_json()),
             upstream_status,
             owned: Vec::new(),
+            attempt: None,
             now: now_ms(),
         }
+    }
+
+    /// The same outcome, recorded with the attempt that produced it.
+    pub fn after(mut self, attempt: AttemptRecord) -> Finish {
+        self.attempt = Some(attempt);
+        self
     }
 }
 
@@ -239,6 +293,8 @@ pub struct Finish {
     pub upstream_status: Option<u16>,
     /// Identifiers the uploading tenant now owns (first owner wins).
     pub owned: Vec<OwnedRef>,
+    /// The attempt that ended this way (recorded in the history).
+    pub attempt: Option<AttemptRecord>,
     pub now: Millis,
 }
 
@@ -248,6 +304,10 @@ pub enum LedgerError {
     Db(#[from] sqlx::Error),
     #[error("ledger schema migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the ledger's writes did not commit: {}", .0.message)]
+    Commit(writer::CommitFailure),
+    #[error("the ledger is shutting down")]
+    Closed,
     #[error("ledger row is corrupt: {0}")]
     Corrupt(String),
     #[error("ledger configuration: {0}")]
@@ -257,7 +317,10 @@ pub enum LedgerError {
 impl LedgerError {
     /// Database errors are usually transient (connection lost, lock timeout).
     pub fn retryable(&self) -> bool {
-        matches!(self, LedgerError::Db(_))
+        matches!(
+            self,
+            LedgerError::Db(_) | LedgerError::Commit(_) | LedgerError::Closed
+        )
     }
 
     /// The database's storage is full: SQLite's `SQLITE_FULL` (13), PostgreSQL's
@@ -268,6 +331,7 @@ impl LedgerError {
                 matches!(e.code().as_deref(), Some("13") | Some("53100"))
             }
             LedgerError::Db(sqlx::Error::Io(e)) => crate::admission::is_out_of_space(e),
+            LedgerError::Commit(f) => f.out_of_space,
             _ => false,
         }
     }
@@ -308,15 +372,15 @@ pub trait Ledger: Send + Sync + std::fmt::Debug + 'static {
     async fn finish(&self, id: &str, owner: &str, finish: Finish) -> LedgerResult<bool>;
 
     /// Record a transient failure and when to try again; releases the lease.
-    async fn reschedule(
-        &self,
-        id: &str,
-        owner: &str,
-        next_at: Millis,
-        reason: &str,
-        upstream_status: Option<u16>,
-        now: Millis,
-    ) -> LedgerResult<bool>;
+    async fn reschedule(&self, id: &str, owner: &str, r: Reschedule) -> LedgerResult<bool>;
+
+    /// Record an attempt in the history while keeping the lease (a short wait is slept
+    /// through before the next one). False when the lease was lost.
+    async fn record_attempt(&self, id: &str, owner: &str, a: AttemptRecord)
+        -> LedgerResult<bool>;
+
+    /// The upload's history, oldest first.
+    async fn history(&self, id: &str) -> LedgerResult<Vec<UploadEvent>>;
 
     /// Make every lease held by replica `node` (owners `<node>:<token>`) due again now
     /// (graceful shutdown).

@@ -2,17 +2,25 @@
 //! `Any` driver. The statements are written in the dialect both share (`$N` parameters,
 //! `ON CONFLICT … DO NOTHING`, `RETURNING`); the one real difference — row locking when
 //! claiming work — is [`Dialect::claim_lock`].
+//!
+//! Writes and reads take different paths. On SQLite every write goes through the group
+//! committer ([`super::writer`]): one connection, one transaction and one WAL sync per batch
+//! of concurrent writes, and no writer ever sleeps in SQLite's busy handler. Reads use a
+//! small pool of their own (WAL lets them run beside the writer). On PostgreSQL each write is
+//! a transaction on the pool; the server batches concurrent commits by itself.
+//! The statements of every write are in [`super::sql_writes`].
 
 use std::{str::FromStr, time::Duration};
 
 use async_trait::async_trait;
 use docgate_core::{OwnedRef, Prepared};
+use futures_util::{future::BoxFuture, FutureExt};
 use sqlx::{
     any::{AnyConnectOptions, AnyPoolOptions, AnyRow},
-    AnyPool, ConnectOptions, Executor, Row,
+    AnyConnection, AnyPool, ConnectOptions, Connection, Executor, Row,
 };
 
-use super::*;
+use super::{sql_writes as w, writer::Writer, *};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -22,7 +30,7 @@ pub enum Dialect {
 
 impl Dialect {
     /// Rows claimed by one replica are skipped by the others instead of waited for.
-    fn claim_lock(self) -> &'static str {
+    pub(super) fn claim_lock(self) -> &'static str {
         match self {
             Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
             // SQLite has one writer at a time: the UPDATE … WHERE id IN (SELECT …) is atomic.
@@ -36,6 +44,8 @@ impl Dialect {
 pub struct SqlLedger {
     pool: AnyPool,
     dialect: Dialect,
+    /// SQLite's group committer (`None` on PostgreSQL).
+    writer: Option<Writer>,
 }
 
 /// The schema, in versions (`migrations/NNNN_*.sql`, portable between SQLite and
@@ -43,16 +53,25 @@ pub struct SqlLedger {
 /// creates what is missing.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-const COLUMNS: &str =
+pub(super) const COLUMNS: &str =
     "id, tenant, provider, idempotency_key, fingerprint, status, prepared, documents, \
     attempts, next_attempt_at, lease_owner, lease_until, last_upstream_status, last_error, \
     provider_reference, problem, created_at, updated_at, delivered_at, notify_state, \
-    notify_attempts, notify_next_at, spool_removed";
+    notify_attempts, notify_next_at, spool_removed, erased_at";
 
-const TERMINAL: &str = "('delivered', 'duplicate', 'rejected', 'failed')";
+pub(super) const TERMINAL: &str = "('delivered', 'duplicate', 'rejected', 'failed', 'canceled')";
+
+/// The settings every SQLite connection gets: WAL (readers beside the writer), full syncs
+/// (a commit survives a power cut), and a busy timeout only as a last resort.
+async fn sqlite_settings(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    conn.execute("PRAGMA journal_mode = WAL").await?;
+    conn.execute("PRAGMA synchronous = FULL").await?;
+    conn.execute("PRAGMA busy_timeout = 10000").await?;
+    Ok(())
+}
 
 impl SqlLedger {
-    /// Connect to `url` (`sqlite://path` or `postgres://…`) and create the schema if needed.
+    /// Connect to `url` (`sqlite://path` or `postgres://…`) and bring the schema up to date.
     pub async fn connect(url: &str) -> LedgerResult<SqlLedger> {
         sqlx::any::install_default_drivers();
         let dialect = if url.starts_with("sqlite:") {
@@ -66,22 +85,25 @@ impl SqlLedger {
             )));
         };
         let options = AnyConnectOptions::from_str(url)?.disable_statement_logging();
-        let mut pool = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
-        pool = match dialect {
-            // One writer at a time anyway; WAL lets readers (status queries) run alongside.
-            Dialect::Sqlite => pool.max_connections(4).after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute("PRAGMA journal_mode = WAL").await?;
-                    conn.execute("PRAGMA synchronous = FULL").await?;
-                    conn.execute("PRAGMA busy_timeout = 10000").await?;
-                    Ok(())
-                })
-            }),
+        let pool = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        let pool = match dialect {
+            Dialect::Sqlite => pool
+                .max_connections(4)
+                .after_connect(|conn, _| Box::pin(sqlite_settings(conn))),
             Dialect::Postgres => pool.max_connections(16),
         };
-        let pool = pool.connect_with(options).await?;
-        let ledger = SqlLedger { pool, dialect };
+        let pool = pool.connect_with(options.clone()).await?;
+        let mut ledger = SqlLedger {
+            pool,
+            dialect,
+            writer: None,
+        };
         ledger.migrate().await?;
+        if dialect == Dialect::Sqlite {
+            let mut conn = AnyConnection::connect_with(&options).await?;
+            sqlite_settings(&mut conn).await?;
+            ledger.writer = Some(Writer::start(conn));
+        }
         Ok(ledger)
     }
 
@@ -101,6 +123,24 @@ impl SqlLedger {
         Ok(())
     }
 
+    /// Run one write: in the next SQLite batch, or in a PostgreSQL transaction of its own.
+    /// `Ok` means committed.
+    pub(super) async fn write<T, F>(&self, write: F) -> LedgerResult<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, LedgerResult<T>>
+            + Send
+            + 'static,
+    {
+        if let Some(writer) = &self.writer {
+            return writer.write(write).await;
+        }
+        let mut tx = self.pool.begin().await?;
+        let value = write(&mut tx).await?;
+        tx.commit().await?;
+        Ok(value)
+    }
+
     async fn select_one(&self, sql: &str, id: &str) -> LedgerResult<Option<UploadRecord>> {
         let row = sqlx::query(sql)
             .bind(id.to_owned())
@@ -114,7 +154,7 @@ fn opt_u16(v: Option<i64>) -> Option<u16> {
     v.and_then(|x| u16::try_from(x).ok())
 }
 
-fn json_col<T: serde::de::DeserializeOwned>(row: &AnyRow, col: &str) -> LedgerResult<T> {
+pub(super) fn json_col<T: serde::de::DeserializeOwned>(row: &AnyRow, col: &str) -> LedgerResult<T> {
     let text: String = row.try_get(col)?;
     serde_json::from_str(&text).map_err(|e| LedgerError::Corrupt(format!("{col}: {e}")))
 }
@@ -125,7 +165,11 @@ fn opt_json_col(row: &AnyRow, col: &str) -> LedgerResult<Option<Value>> {
         .transpose()
 }
 
-fn decode(row: &AnyRow) -> LedgerResult<UploadRecord> {
+fn count(row: &AnyRow, col: &str) -> LedgerResult<u32> {
+    Ok(u32::try_from(row.try_get::<i64, _>(col)?).unwrap_or(u32::MAX))
+}
+
+pub(super) fn decode(row: &AnyRow) -> LedgerResult<UploadRecord> {
     let status: String = row.try_get("status")?;
     let notify: String = row.try_get("notify_state")?;
     Ok(UploadRecord {
@@ -138,7 +182,7 @@ fn decode(row: &AnyRow) -> LedgerResult<UploadRecord> {
             .ok_or_else(|| LedgerError::Corrupt(format!("status `{status}`")))?,
         prepared: Prepared(json_col(row, "prepared")?),
         documents: json_col(row, "documents")?,
-        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+        attempts: count(row, "attempts")?,
         next_attempt_at: row.try_get("next_attempt_at")?,
         lease_owner: row.try_get("lease_owner")?,
         lease_until: row.try_get("lease_until")?,
@@ -151,71 +195,21 @@ fn decode(row: &AnyRow) -> LedgerResult<UploadRecord> {
         delivered_at: row.try_get("delivered_at")?,
         notify: NotifyState::parse(&notify)
             .ok_or_else(|| LedgerError::Corrupt(format!("notify_state `{notify}`")))?,
-        notify_attempts: u32::try_from(row.try_get::<i64, _>("notify_attempts")?)
-            .unwrap_or(u32::MAX),
+        notify_attempts: count(row, "notify_attempts")?,
         notify_next_at: row.try_get("notify_next_at")?,
         spool_removed: row.try_get::<i64, _>("spool_removed")? != 0,
+        erased_at: row.try_get("erased_at")?,
     })
 }
 
-fn to_text(v: &impl Serialize) -> LedgerResult<String> {
+pub(super) fn to_text(v: &impl Serialize) -> LedgerResult<String> {
     serde_json::to_string(v).map_err(|e| LedgerError::Corrupt(e.to_string()))
 }
 
 #[async_trait]
 impl Ledger for SqlLedger {
     async fn insert(&self, new: NewUpload) -> LedgerResult<Inserted> {
-        let (status, next_at, owner, until) = match &new.lease {
-            Some(l) => (
-                UploadStatus::Delivering,
-                None,
-                Some(l.owner.clone()),
-                Some(l.until),
-            ),
-            None => (UploadStatus::Received, Some(new.now), None, None),
-        };
-        let notify = if new.notify {
-            NotifyState::Pending
-        } else {
-            NotifyState::None
-        };
-        let sql = format!(
-            "INSERT INTO uploads ({COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11, NULL, NULL, NULL, NULL, $12, $12, NULL, $13, 0, NULL, 0) \
-             ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING {COLUMNS}"
-        );
-        // One statement: the row is inserted and read back atomically, so an error means
-        // nothing was recorded.
-        let inserted = sqlx::query(&sql)
-            .bind(new.id.clone())
-            .bind(new.tenant.clone())
-            .bind(new.provider.clone())
-            .bind(new.idempotency_key.clone())
-            .bind(new.fingerprint.clone())
-            .bind(status.as_str())
-            .bind(to_text(&new.prepared.0)?)
-            .bind(to_text(&new.documents)?)
-            .bind(next_at)
-            .bind(owner)
-            .bind(until)
-            .bind(new.now)
-            .bind(notify.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        if let Some(row) = inserted {
-            return Ok(Inserted::New(decode(&row)?));
-        }
-        let key = new
-            .idempotency_key
-            .ok_or_else(|| LedgerError::Corrupt(format!("upload id {} already exists", new.id)))?;
-        let sql =
-            format!("SELECT {COLUMNS} FROM uploads WHERE tenant = $1 AND idempotency_key = $2");
-        let row = sqlx::query(&sql)
-            .bind(new.tenant)
-            .bind(key)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(Inserted::Existing(decode(&row)?))
+        self.write(move |c| w::insert(c, new).boxed()).await
     }
 
     async fn get(&self, id: &str) -> LedgerResult<Option<UploadRecord>> {
@@ -233,46 +227,16 @@ impl Ledger for SqlLedger {
         if providers.is_empty() {
             return Ok(Vec::new());
         }
-        // Only providers this replica can deliver to: during a rolling change of the provider
-        // list, a replica must not take (and fail) work it cannot do.
-        let list: Vec<String> = (0..providers.len())
-            .map(|i| format!("${}", i + 5))
-            .collect();
-        let sql = format!(
-            "UPDATE uploads SET status = 'delivering', lease_owner = $1, lease_until = $2, updated_at = $3 \
-             WHERE id IN (SELECT id FROM uploads \
-                 WHERE ((status IN ('received', 'retry_scheduled') AND next_attempt_at <= $3) \
-                    OR (status = 'delivering' AND lease_until < $3)) \
-                   AND provider IN ({}) \
-                 ORDER BY next_attempt_at LIMIT $4 {}) \
-             RETURNING {COLUMNS}",
-            list.join(", "),
-            self.dialect.claim_lock()
-        );
-        let mut query = sqlx::query(&sql)
-            .bind(lease.owner.clone())
-            .bind(lease.until)
-            .bind(now)
-            .bind(i64::from(limit));
-        for p in providers {
-            query = query.bind(p.clone());
-        }
-        let rows = query.fetch_all(&self.pool).await?;
-        rows.iter().map(decode).collect()
+        let (dialect, owner, until) = (self.dialect, lease.owner.clone(), lease.until);
+        let providers = providers.to_vec();
+        self.write(move |c| w::claim_due(c, dialect, owner, until, now, limit, providers).boxed())
+            .await
     }
 
     async fn renew(&self, id: &str, lease: &Lease, now: Millis) -> LedgerResult<bool> {
-        let done = sqlx::query(
-            "UPDATE uploads SET lease_until = $3 \
-             WHERE id = $1 AND lease_owner = $2 AND status = 'delivering' AND lease_until >= $4",
-        )
-        .bind(id.to_owned())
-        .bind(lease.owner.clone())
-        .bind(lease.until)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let (id, owner, until) = (id.to_owned(), lease.owner.clone(), lease.until);
+        self.write(move |c| w::renew(c, id, owner, until, now).boxed())
+            .await
     }
 
     async fn start_attempt(
@@ -281,111 +245,60 @@ impl Ledger for SqlLedger {
         lease: &Lease,
         now: Millis,
     ) -> LedgerResult<Option<u32>> {
-        let row = sqlx::query(
-            "UPDATE uploads SET attempts = attempts + 1, lease_until = $3, updated_at = $4 \
-             WHERE id = $1 AND lease_owner = $2 AND status = 'delivering' AND lease_until >= $4 \
-             RETURNING attempts",
-        )
-        .bind(id.to_owned())
-        .bind(lease.owner.clone())
-        .bind(lease.until)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(match row {
-            Some(r) => Some(u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX)),
-            None => None,
-        })
+        let (id, owner, until) = (id.to_owned(), lease.owner.clone(), lease.until);
+        self.write(move |c| w::start_attempt(c, id, owner, until, now).boxed())
+            .await
     }
 
     async fn finish(&self, id: &str, owner: &str, f: Finish) -> LedgerResult<bool> {
-        let delivered_at =
-            matches!(f.status, UploadStatus::Delivered | UploadStatus::Duplicate).then_some(f.now);
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "UPDATE uploads SET status = $3, provider_reference = $4, problem = $5, \
-                 last_upstream_status = COALESCE($6, last_upstream_status), delivered_at = $7, \
-                 lease_owner = NULL, lease_until = NULL, next_attempt_at = NULL, updated_at = $8, \
-                 notify_next_at = $8 \
-             WHERE id = $1 AND lease_owner = $2 AND status = 'delivering'",
-        )
-        .bind(id.to_owned())
-        .bind(owner.to_owned())
-        .bind(f.status.as_str())
-        .bind(f.provider_reference.as_ref().map(to_text).transpose()?)
-        .bind(f.problem.as_ref().map(to_text).transpose()?)
-        .bind(f.upstream_status.map(i64::from))
-        .bind(delivered_at)
-        .bind(f.now)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() != 1 {
-            return Ok(false);
-        }
-        if !f.owned.is_empty() {
-            let row = sqlx::query("SELECT tenant, provider FROM uploads WHERE id = $1")
-                .bind(id.to_owned())
-                .fetch_one(&mut *tx)
-                .await?;
-            let tenant: String = row.try_get("tenant")?;
-            let provider: String = row.try_get("provider")?;
-            for r in &f.owned {
-                insert_owned(&mut tx, &tenant, &provider, r, id, f.now).await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(true)
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        self.write(move |c| w::finish(c, id, owner, f).boxed()).await
     }
 
-    async fn reschedule(
+    async fn reschedule(&self, id: &str, owner: &str, r: Reschedule) -> LedgerResult<bool> {
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        self.write(move |c| w::reschedule(c, id, owner, r).boxed())
+            .await
+    }
+
+    async fn record_attempt(
         &self,
         id: &str,
         owner: &str,
-        next_at: Millis,
-        reason: &str,
-        upstream_status: Option<u16>,
-        now: Millis,
+        a: AttemptRecord,
     ) -> LedgerResult<bool> {
-        let done = sqlx::query(
-            "UPDATE uploads SET status = 'retry_scheduled', next_attempt_at = $3, last_error = $4, \
-                 last_upstream_status = COALESCE($5, last_upstream_status), lease_owner = NULL, \
-                 lease_until = NULL, updated_at = $6 \
-             WHERE id = $1 AND lease_owner = $2 AND status = 'delivering'",
+        let (id, owner, now) = (id.to_owned(), owner.to_owned(), now_ms());
+        self.write(move |c| w::record_attempt(c, id, owner, a, now).boxed())
+            .await
+    }
+
+    async fn history(&self, id: &str) -> LedgerResult<Vec<UploadEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, at, kind, detail FROM upload_events WHERE upload_id = $1 ORDER BY seq",
         )
         .bind(id.to_owned())
-        .bind(owner.to_owned())
-        .bind(next_at)
-        .bind(reason.to_owned())
-        .bind(upstream_status.map(i64::from))
-        .bind(now)
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(done.rows_affected() == 1)
+        rows.iter()
+            .map(|r| {
+                Ok(UploadEvent {
+                    seq: u64::try_from(r.try_get::<i64, _>("seq")?).unwrap_or(0),
+                    at: r.try_get("at")?,
+                    kind: r.try_get("kind")?,
+                    detail: json_col(r, "detail")?,
+                })
+            })
+            .collect()
     }
 
     async fn release_node(&self, node: &str, now: Millis) -> LedgerResult<u64> {
-        let done = sqlx::query(
-            "UPDATE uploads SET status = 'retry_scheduled', next_attempt_at = $2, lease_owner = NULL, \
-                 lease_until = NULL, updated_at = $2 \
-             WHERE lease_owner LIKE $1 AND status = 'delivering'",
-        )
-        .bind(format!("{node}:%"))
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+        let like = format!("{node}:%");
+        self.write(move |c| w::release(c, like, now).boxed()).await
     }
 
     async fn release_all(&self, now: Millis) -> LedgerResult<u64> {
-        let done = sqlx::query(
-            "UPDATE uploads SET status = 'retry_scheduled', next_attempt_at = $1, lease_owner = NULL, \
-                 lease_until = NULL, updated_at = $1 \
-             WHERE status = 'delivering'",
-        )
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+        self.write(move |c| w::release(c, "%".into(), now).boxed())
+            .await
     }
 
     async fn claim_notifications(
@@ -394,21 +307,9 @@ impl Ledger for SqlLedger {
         hold_until: Millis,
         limit: u32,
     ) -> LedgerResult<Vec<UploadRecord>> {
-        let sql = format!(
-            "UPDATE uploads SET notify_next_at = $2 \
-             WHERE id IN (SELECT id FROM uploads \
-                 WHERE notify_state = 'pending' AND status IN {TERMINAL} AND notify_next_at <= $1 \
-                 ORDER BY notify_next_at LIMIT $3 {}) \
-             RETURNING {COLUMNS}",
-            self.dialect.claim_lock()
-        );
-        let rows = sqlx::query(&sql)
-            .bind(now)
-            .bind(hold_until)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(decode).collect()
+        let dialect = self.dialect;
+        self.write(move |c| w::claim_notifications(c, dialect, now, hold_until, limit).boxed())
+            .await
     }
 
     async fn notification_done(
@@ -418,17 +319,9 @@ impl Ledger for SqlLedger {
         next_at: Option<Millis>,
         now: Millis,
     ) -> LedgerResult<()> {
-        sqlx::query(
-            "UPDATE uploads SET notify_state = $2, notify_next_at = $3, notify_attempts = notify_attempts + 1, \
-                 updated_at = $4 WHERE id = $1",
-        )
-        .bind(id.to_owned())
-        .bind(state.as_str())
-        .bind(next_at)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let id = id.to_owned();
+        self.write(move |c| w::notification_done(c, id, state, next_at, now).boxed())
+            .await
     }
 
     async fn spool_removal_due(
@@ -449,11 +342,9 @@ impl Ledger for SqlLedger {
     }
 
     async fn mark_spool_removed(&self, id: &str) -> LedgerResult<()> {
-        sqlx::query("UPDATE uploads SET spool_removed = 1 WHERE id = $1")
-            .bind(id.to_owned())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        let id = id.to_owned();
+        self.write(move |c| w::mark_spool_removed(c, id).boxed())
+            .await
     }
 
     async fn live_upload_ids(&self) -> LedgerResult<Vec<String>> {
@@ -472,11 +363,14 @@ impl Ledger for SqlLedger {
         subject: &OwnedRef,
         source: &str,
     ) -> LedgerResult<bool> {
-        let mut tx = self.pool.begin().await?;
-        insert_owned(&mut tx, tenant, provider, subject, source, now_ms()).await?;
-        let owner = owner_of(&mut tx, provider, subject).await?;
-        tx.commit().await?;
-        Ok(owner.as_deref() == Some(tenant))
+        let args = (
+            tenant.to_owned(),
+            provider.to_owned(),
+            subject.clone(),
+            source.to_owned(),
+        );
+        self.write(move |c| w::claim_ref(c, args.0, args.1, args.2, args.3, now_ms()).boxed())
+            .await
     }
 
     async fn owns_ref(
@@ -486,24 +380,12 @@ impl Ledger for SqlLedger {
         subject: &OwnedRef,
     ) -> LedgerResult<bool> {
         let mut conn = self.pool.acquire().await?;
-        Ok(owner_of(&mut conn, provider, subject).await?.as_deref() == Some(tenant))
+        Ok(w::owner_of(&mut conn, provider, subject).await?.as_deref() == Some(tenant))
     }
 
     async fn record_event(&self, e: &ProviderEvent) -> LedgerResult<bool> {
-        let done = sqlx::query(
-            "INSERT INTO provider_events (provider, event_id, name, received_at, payload, subject_kind, subject) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-        )
-        .bind(e.provider.clone())
-        .bind(e.event_id.clone())
-        .bind(e.name.clone())
-        .bind(e.received_at)
-        .bind(to_text(&e.payload)?)
-        .bind(e.subject.as_ref().map(|s| s.kind.clone()))
-        .bind(e.subject.as_ref().map(|s| s.value.clone()))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let e = e.clone();
+        self.write(move |c| w::record_event(c, e).boxed()).await
     }
 
     async fn list_events(
@@ -564,44 +446,4 @@ fn decode_event(r: &AnyRow) -> LedgerResult<ProviderEvent> {
         subject: kind.zip(value).map(|(k, v)| OwnedRef::new(k, v)),
         payload: json_col(r, "payload")?,
     })
-}
-
-/// Record `tenant` as the owner of `subject` unless someone already is.
-async fn insert_owned(
-    conn: &mut sqlx::AnyConnection,
-    tenant: &str,
-    provider: &str,
-    subject: &OwnedRef,
-    source: &str,
-    now: Millis,
-) -> LedgerResult<()> {
-    sqlx::query(
-        "INSERT INTO owned_refs (provider, kind, value, tenant, source, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-    )
-    .bind(provider.to_owned())
-    .bind(subject.kind.clone())
-    .bind(subject.value.clone())
-    .bind(tenant.to_owned())
-    .bind(source.to_owned())
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-async fn owner_of(
-    conn: &mut sqlx::AnyConnection,
-    provider: &str,
-    subject: &OwnedRef,
-) -> LedgerResult<Option<String>> {
-    let row = sqlx::query(
-        "SELECT tenant FROM owned_refs WHERE provider = $1 AND kind = $2 AND value = $3",
-    )
-    .bind(provider.to_owned())
-    .bind(subject.kind.clone())
-    .bind(subject.value.clone())
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(row.map(|r| r.try_get("tenant")).transpose()?)
 }

@@ -1,0 +1,418 @@
+//! The ledger's writes, as statements on one connection inside a transaction (the SQLite
+//! writer's batch, or a PostgreSQL transaction). Each function takes owned arguments so it
+//! can be queued; each records what it changed in the upload's history in the same
+//! transaction, so the history never disagrees with the state.
+
+use serde_json::{json, Value};
+use sqlx::{AnyConnection, Row};
+
+use super::{
+    sql::{decode, to_text, Dialect, COLUMNS, TERMINAL},
+    AttemptRecord, Finish, Inserted, LedgerError, LedgerResult, Millis, NewUpload, NotifyState,
+    Reschedule, UploadRecord, UploadStatus,
+};
+use docgate_core::OwnedRef;
+
+/// Append an event to an upload's history (numbered under the upload row's lock).
+pub async fn add_event(
+    c: &mut AnyConnection,
+    id: &str,
+    at: Millis,
+    kind: &str,
+    detail: Value,
+) -> LedgerResult<()> {
+    let row = sqlx::query(
+        "UPDATE uploads SET event_seq = event_seq + 1 WHERE id = $1 RETURNING event_seq",
+    )
+    .bind(id.to_owned())
+    .fetch_optional(&mut *c)
+    .await?;
+    let Some(row) = row else {
+        return Ok(());
+    };
+    let seq: i64 = row.try_get("event_seq")?;
+    sqlx::query(
+        "INSERT INTO upload_events (upload_id, seq, at, kind, detail) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(id.to_owned())
+    .bind(seq)
+    .bind(at)
+    .bind(kind.to_owned())
+    .bind(to_text(&detail)?)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+fn attempt_detail(a: &AttemptRecord) -> LedgerResult<Value> {
+    serde_json::to_value(a).map_err(|e| LedgerError::Corrupt(e.to_string()))
+}
+
+pub async fn insert(c: &mut AnyConnection, new: NewUpload) -> LedgerResult<Inserted> {
+    let (status, next_at, owner, until) = match &new.lease {
+        Some(l) => (
+            UploadStatus::Delivering,
+            None,
+            Some(l.owner.clone()),
+            Some(l.until),
+        ),
+        None => (UploadStatus::Received, Some(new.now), None, None),
+    };
+    let notify = if new.notify {
+        NotifyState::Pending
+    } else {
+        NotifyState::None
+    };
+    let sql = format!(
+        "INSERT INTO uploads ({COLUMNS}) VALUES \
+         ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11, NULL, NULL, NULL, NULL, $12, $12, NULL, $13, 0, NULL, 0, NULL) \
+         ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING {COLUMNS}"
+    );
+    let inserted = sqlx::query(&sql)
+        .bind(new.id.clone())
+        .bind(new.tenant.clone())
+        .bind(new.provider.clone())
+        .bind(new.idempotency_key.clone())
+        .bind(new.fingerprint.clone())
+        .bind(status.as_str())
+        .bind(to_text(&new.prepared.0)?)
+        .bind(to_text(&new.documents)?)
+        .bind(next_at)
+        .bind(owner)
+        .bind(until)
+        .bind(new.now)
+        .bind(notify.as_str())
+        .fetch_optional(&mut *c)
+        .await?;
+    if let Some(row) = inserted {
+        let bytes: u64 = new.documents.iter().map(|d| d.meta.size).sum();
+        let detail = json!({ "documents": new.documents.len(), "bytes": bytes });
+        add_event(c, &new.id, new.now, "received", detail).await?;
+        return Ok(Inserted::New(decode(&row)?));
+    }
+    let key = new
+        .idempotency_key
+        .ok_or_else(|| LedgerError::Corrupt(format!("upload id {} already exists", new.id)))?;
+    let sql = format!("SELECT {COLUMNS} FROM uploads WHERE tenant = $1 AND idempotency_key = $2");
+    let row = sqlx::query(&sql)
+        .bind(new.tenant)
+        .bind(key)
+        .fetch_one(&mut *c)
+        .await?;
+    Ok(Inserted::Existing(decode(&row)?))
+}
+
+pub async fn claim_due(
+    c: &mut AnyConnection,
+    dialect: Dialect,
+    owner: String,
+    until: Millis,
+    now: Millis,
+    limit: u32,
+    providers: Vec<String>,
+) -> LedgerResult<Vec<UploadRecord>> {
+    // Only providers this replica can deliver to: during a rolling change of the provider
+    // list, a replica must not take (and fail) work it cannot do.
+    let list: Vec<String> = (0..providers.len())
+        .map(|i| format!("${}", i + 5))
+        .collect();
+    let sql = format!(
+        "UPDATE uploads SET status = 'delivering', lease_owner = $1, lease_until = $2, updated_at = $3 \
+         WHERE id IN (SELECT id FROM uploads \
+             WHERE ((status IN ('received', 'retry_scheduled') AND next_attempt_at <= $3) \
+                OR (status = 'delivering' AND lease_until < $3)) \
+               AND provider IN ({}) \
+             ORDER BY next_attempt_at LIMIT $4 {}) \
+         RETURNING {COLUMNS}",
+        list.join(", "),
+        dialect.claim_lock()
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(owner)
+        .bind(until)
+        .bind(now)
+        .bind(i64::from(limit));
+    for p in providers {
+        query = query.bind(p);
+    }
+    let rows = query.fetch_all(&mut *c).await?;
+    rows.iter().map(decode).collect()
+}
+
+pub async fn renew(
+    c: &mut AnyConnection,
+    id: String,
+    owner: String,
+    until: Millis,
+    now: Millis,
+) -> LedgerResult<bool> {
+    let done = sqlx::query(
+        "UPDATE uploads SET lease_until = $3 \
+         WHERE id = $1 AND lease_owner = $2 AND status = 'delivering' AND lease_until >= $4",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(until)
+    .bind(now)
+    .execute(&mut *c)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn start_attempt(
+    c: &mut AnyConnection,
+    id: String,
+    owner: String,
+    until: Millis,
+    now: Millis,
+) -> LedgerResult<Option<u32>> {
+    let row = sqlx::query(
+        "UPDATE uploads SET attempts = attempts + 1, lease_until = $3, updated_at = $4 \
+         WHERE id = $1 AND lease_owner = $2 AND status = 'delivering' AND lease_until >= $4 \
+         RETURNING attempts",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(until)
+    .bind(now)
+    .fetch_optional(&mut *c)
+    .await?;
+    Ok(match row {
+        Some(r) => Some(u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX)),
+        None => None,
+    })
+}
+
+pub async fn finish(c: &mut AnyConnection, id: String, owner: String, f: Finish) -> LedgerResult<bool> {
+    let delivered_at =
+        matches!(f.status, UploadStatus::Delivered | UploadStatus::Duplicate).then_some(f.now);
+    let done = sqlx::query(
+        "UPDATE uploads SET status = $3, provider_reference = $4, problem = $5, \
+             last_upstream_status = COALESCE($6, last_upstream_status), delivered_at = $7, \
+             lease_owner = NULL, lease_until = NULL, next_attempt_at = NULL, updated_at = $8, \
+             notify_next_at = $8 \
+         WHERE id = $1 AND lease_owner = $2 AND status = 'delivering'",
+    )
+    .bind(id.clone())
+    .bind(owner)
+    .bind(f.status.as_str())
+    .bind(f.provider_reference.as_ref().map(to_text).transpose()?)
+    .bind(f.problem.as_ref().map(to_text).transpose()?)
+    .bind(f.upstream_status.map(i64::from))
+    .bind(delivered_at)
+    .bind(f.now)
+    .execute(&mut *c)
+    .await?;
+    if done.rows_affected() != 1 {
+        return Ok(false);
+    }
+    if !f.owned.is_empty() {
+        let row = sqlx::query("SELECT tenant, provider FROM uploads WHERE id = $1")
+            .bind(id.clone())
+            .fetch_one(&mut *c)
+            .await?;
+        let tenant: String = row.try_get("tenant")?;
+        let provider: String = row.try_get("provider")?;
+        for r in &f.owned {
+            insert_owned(c, &tenant, &provider, r, &id, f.now).await?;
+        }
+    }
+    if let Some(a) = &f.attempt {
+        add_event(c, &id, f.now, "attempt", attempt_detail(a)?).await?;
+    }
+    let code = f.problem.as_ref().and_then(|p| p.get("code").cloned());
+    let detail = json!({ "upstream_status": f.upstream_status, "code": code });
+    add_event(c, &id, f.now, f.status.as_str(), detail).await?;
+    Ok(true)
+}
+
+pub async fn reschedule(
+    c: &mut AnyConnection,
+    id: String,
+    owner: String,
+    r: Reschedule,
+) -> LedgerResult<bool> {
+    let done = sqlx::query(
+        "UPDATE uploads SET status = 'retry_scheduled', next_attempt_at = $3, last_error = $4, \
+             last_upstream_status = COALESCE($5, last_upstream_status), lease_owner = NULL, \
+             lease_until = NULL, updated_at = $6 \
+         WHERE id = $1 AND lease_owner = $2 AND status = 'delivering'",
+    )
+    .bind(id.clone())
+    .bind(owner)
+    .bind(r.next_at)
+    .bind(r.reason.clone())
+    .bind(r.upstream_status.map(i64::from))
+    .bind(r.now)
+    .execute(&mut *c)
+    .await?;
+    if done.rows_affected() != 1 {
+        return Ok(false);
+    }
+    if let Some(a) = &r.attempt {
+        add_event(c, &id, r.now, "attempt", attempt_detail(a)?).await?;
+    }
+    let detail = json!({ "next_attempt_at": r.next_at, "reason": r.reason });
+    add_event(c, &id, r.now, "retry_scheduled", detail).await?;
+    Ok(true)
+}
+
+pub async fn record_attempt(
+    c: &mut AnyConnection,
+    id: String,
+    owner: String,
+    a: AttemptRecord,
+    now: Millis,
+) -> LedgerResult<bool> {
+    let row = sqlx::query(
+        "SELECT id FROM uploads WHERE id = $1 AND lease_owner = $2 AND status = 'delivering'",
+    )
+    .bind(id.clone())
+    .bind(owner)
+    .fetch_optional(&mut *c)
+    .await?;
+    if row.is_none() {
+        return Ok(false);
+    }
+    add_event(c, &id, now, "attempt", attempt_detail(&a)?).await?;
+    Ok(true)
+}
+
+/// Hand leases back (`owner_like` `%` matches every owner): due again at once.
+pub async fn release(c: &mut AnyConnection, owner_like: String, now: Millis) -> LedgerResult<u64> {
+    let done = sqlx::query(
+        "UPDATE uploads SET status = 'retry_scheduled', next_attempt_at = $2, lease_owner = NULL, \
+             lease_until = NULL, updated_at = $2 \
+         WHERE lease_owner LIKE $1 AND status = 'delivering'",
+    )
+    .bind(owner_like)
+    .bind(now)
+    .execute(&mut *c)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+pub async fn claim_notifications(
+    c: &mut AnyConnection,
+    dialect: Dialect,
+    now: Millis,
+    hold_until: Millis,
+    limit: u32,
+) -> LedgerResult<Vec<UploadRecord>> {
+    let sql = format!(
+        "UPDATE uploads SET notify_next_at = $2 \
+         WHERE id IN (SELECT id FROM uploads \
+             WHERE notify_state = 'pending' AND status IN {TERMINAL} AND notify_next_at <= $1 \
+             ORDER BY notify_next_at LIMIT $3 {}) \
+         RETURNING {COLUMNS}",
+        dialect.claim_lock()
+    );
+    let rows = sqlx::query(&sql)
+        .bind(now)
+        .bind(hold_until)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *c)
+        .await?;
+    rows.iter().map(decode).collect()
+}
+
+pub async fn notification_done(
+    c: &mut AnyConnection,
+    id: String,
+    state: NotifyState,
+    next_at: Option<Millis>,
+    now: Millis,
+) -> LedgerResult<()> {
+    sqlx::query(
+        "UPDATE uploads SET notify_state = $2, notify_next_at = $3, notify_attempts = notify_attempts + 1, \
+             updated_at = $4 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(state.as_str())
+    .bind(next_at)
+    .bind(now)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+pub async fn mark_spool_removed(c: &mut AnyConnection, id: String) -> LedgerResult<()> {
+    sqlx::query("UPDATE uploads SET spool_removed = 1 WHERE id = $1")
+        .bind(id)
+        .execute(&mut *c)
+        .await?;
+    Ok(())
+}
+
+/// Record `tenant` as the owner of `subject` unless someone already is.
+pub async fn insert_owned(
+    c: &mut AnyConnection,
+    tenant: &str,
+    provider: &str,
+    subject: &OwnedRef,
+    source: &str,
+    now: Millis,
+) -> LedgerResult<()> {
+    sqlx::query(
+        "INSERT INTO owned_refs (provider, kind, value, tenant, source, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+    )
+    .bind(provider.to_owned())
+    .bind(subject.kind.clone())
+    .bind(subject.value.clone())
+    .bind(tenant.to_owned())
+    .bind(source.to_owned())
+    .bind(now)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+pub async fn owner_of(
+    c: &mut AnyConnection,
+    provider: &str,
+    subject: &OwnedRef,
+) -> LedgerResult<Option<String>> {
+    let row = sqlx::query(
+        "SELECT tenant FROM owned_refs WHERE provider = $1 AND kind = $2 AND value = $3",
+    )
+    .bind(provider.to_owned())
+    .bind(subject.kind.clone())
+    .bind(subject.value.clone())
+    .fetch_optional(&mut *c)
+    .await?;
+    Ok(row.map(|r| r.try_get("tenant")).transpose()?)
+}
+
+pub async fn claim_ref(
+    c: &mut AnyConnection,
+    tenant: String,
+    provider: String,
+    subject: OwnedRef,
+    source: String,
+    now: Millis,
+) -> LedgerResult<bool> {
+    insert_owned(c, &tenant, &provider, &subject, &source, now).await?;
+    let owner = owner_of(c, &provider, &subject).await?;
+    Ok(owner.as_deref() == Some(tenant.as_str()))
+}
+
+pub async fn record_event(
+    c: &mut AnyConnection,
+    e: docgate_core::ProviderEvent,
+) -> LedgerResult<bool> {
+    let done = sqlx::query(
+        "INSERT INTO provider_events (provider, event_id, name, received_at, payload, subject_kind, subject) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+    )
+    .bind(e.provider)
+    .bind(e.event_id)
+    .bind(e.name)
+    .bind(e.received_at)
+    .bind(to_text(&e.payload)?)
+    .bind(e.subject.as_ref().map(|s| s.kind.clone()))
+    .bind(e.subject.map(|s| s.value))
+    .execute(&mut *c)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
