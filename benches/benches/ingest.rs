@@ -36,6 +36,7 @@ fn policy(digests: DigestSet) -> UploadPolicy {
         digests,
         slots: Slots::Free { max: 1 },
         zip: None,
+        refuse_active_content: true,
     }
 }
 

@@ -14,6 +14,7 @@ fuzz_target!(|data: &[u8]| {
             .collect(),
         max_entries: 64,
         max_total_uncompressed: 1 << 20,
+        max_compression_ratio: archive::DEFAULT_MAX_COMPRESSION_RATIO,
     };
     if let Ok(entries) = archive::inspect(std::io::Cursor::new(data), &rules) {
         let total: u64 = entries.iter().map(|e| e.size).sum();

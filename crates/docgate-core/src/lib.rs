@@ -2,8 +2,8 @@
 //!
 //! This crate knows no provider and no server. It answers three questions for every
 //! document that passes through the gateway, in one streaming pass with bounded memory:
-//! *is it acceptable* (size, real media type, ZIP contents — see [`policy`], [`media`],
-//! [`archive`]), *what are its digests* ([`digest`]), and *where is it kept until delivered*
+//! *is it acceptable* (size, real media type, ZIP contents, active content and polyglots —
+//! see [`policy`], [`media`], [`archive`], [`scan`]), *what are its digests* ([`digest`]), and *where is it kept until delivered*
 //! ([`spool`]). [`ingest`] ties them together. [`provider`] is the contract a provider crate
 //! implements; [`problem`] is the error shape every rejection takes.
 
@@ -18,6 +18,7 @@ pub mod policy;
 pub mod problem;
 pub mod provider;
 pub mod read_out;
+pub mod scan;
 pub mod secret;
 pub mod spool;
 pub mod upstream;
@@ -28,5 +29,6 @@ pub use media::MediaRange;
 pub use policy::{DigestSet, SlotSpec, Slots, UploadPolicy};
 pub use problem::{FieldError, FieldErrorKind, Problem, Side};
 pub use provider::{DeliveryContext, FieldSpec, Fields, Outcome, Prepared, Provider};
+pub use scan::{ContentScan, ScanError};
 pub use secret::{Secret, SecretSource};
 pub use spool::{ByteStream, SpoolDir, Spooled};

@@ -97,6 +97,16 @@ pub struct UploadPolicy {
     /// When set, `application/zip` documents are opened and every entry checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zip: Option<ZipRules>,
+    /// Refuse documents that carry active content: an archive, executable or script hidden
+    /// after the end of an image or PDF (a polyglot), a ZIP that ZIP tools would find inside
+    /// another format, PDF JavaScript and Launch actions, executables embedded in a PDF (see
+    /// [`crate::scan`]). On unless a provider states otherwise.
+    #[serde(default = "refuse_by_default")]
+    pub refuse_active_content: bool,
+}
+
+fn refuse_by_default() -> bool {
+    true
 }
 
 /// Room for multipart framing and text fields on top of the documents themselves, when the
@@ -215,6 +225,7 @@ mod tests {
             digests: DigestSet::SHA256,
             slots,
             zip: None,
+            refuse_active_content: true,
         }
     }
 
@@ -262,6 +273,17 @@ mod tests {
         assert!(p.check_slot("file_1").is_ok());
         assert!(p.check_slot("../etc").is_err());
         assert!(p.check_slot("").is_err());
+    }
+
+    #[test]
+    fn active_content_is_refused_unless_a_policy_says_otherwise() {
+        let mut json = serde_json::to_value(policy(Slots::Free { max: 1 })).expect("json");
+        assert_eq!(json["refuse_active_content"], true);
+        json.as_object_mut()
+            .expect("object")
+            .remove("refuse_active_content");
+        let back: UploadPolicy = serde_json::from_value(json).expect("parse");
+        assert!(back.refuse_active_content);
     }
 
     #[test]

@@ -183,6 +183,8 @@ fn tenant_policy(app: &AppState, tenant: &Tenant) -> Option<UploadPolicy> {
                 .unwrap_or(1),
         },
         zip: None,
+        // Most permissive: refuse only if every provider does (recheck scans for the rest).
+        refuse_active_content: policies.iter().all(|p| p.refuse_active_content),
     })
 }
 
