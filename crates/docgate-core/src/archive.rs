@@ -587,6 +587,9 @@ struct EntrySink<'a> {
     crc: crc32fast::Hasher,
     head: Vec<u8>,
     media_type: Option<&'static str>,
+    /// Set once the head shows a type the rules refuse: reported after the entry proved
+    /// itself intact (a corrupt or lying entry is refused as such first, as it always was).
+    refused_type: bool,
     scan_content: bool,
     scan: Option<ContentScan>,
 }
@@ -600,6 +603,7 @@ impl<'a> EntrySink<'a> {
             crc: crc32fast::Hasher::new(),
             head: Vec::with_capacity(SNIFF_BYTES),
             media_type: None,
+            refused_type: false,
             scan_content,
             scan: None,
         }
@@ -634,13 +638,12 @@ impl<'a> EntrySink<'a> {
     /// The head is complete: judge the type, and start scanning with the head.
     fn settle_type(&mut self) -> Result<(), ArchiveError> {
         let media_type = sniff(&self.head).unwrap_or("unknown");
-        if !self.rules.entry_types.iter().any(|r| r.matches(media_type)) {
-            return Err(ArchiveError::EntryType {
-                name: self.name(),
-                sniffed: media_type.to_owned(),
-            });
-        }
         self.media_type = Some(media_type);
+        if !self.rules.entry_types.iter().any(|r| r.matches(media_type)) {
+            self.refused_type = true;
+            self.head = Vec::new();
+            return Ok(());
+        }
         if self.scan_content {
             self.scan = Some(ContentScan::for_media_type(media_type));
         }
@@ -676,6 +679,13 @@ impl<'a> EntrySink<'a> {
                 "entry `{name}` fails its CRC"
             )));
         }
+        let media_type = self.media_type.unwrap_or("unknown");
+        if self.refused_type {
+            return Err(ArchiveError::EntryType {
+                name,
+                sniffed: media_type.to_owned(),
+            });
+        }
         if let Some(scan) = self.scan.take() {
             scan.finish()
                 .map_err(|source| ArchiveError::ActiveContent {
@@ -695,7 +705,7 @@ impl<'a> EntrySink<'a> {
             name: self.meta.name.clone(),
             size: self.seen,
             compressed_size: self.meta.compressed,
-            media_type: self.media_type.unwrap_or("unknown").to_owned(),
+            media_type: media_type.to_owned(),
         })
     }
 }
