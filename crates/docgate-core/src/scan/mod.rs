@@ -35,12 +35,12 @@ use memchr::memmem;
 
 use crate::policy::UploadPolicy;
 
-pub use pdf::INFLATE_BUDGET;
+pub use pdf::{inflate_budget, INFLATE_BUDGET, INFLATE_PER_BYTE};
 
 /// Why a document was refused as active content. Always the sender's fault; never retryable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScanError {
-    #[error("the {format} ends before byte {offset}, and what follows it is {found}")]
+    #[error("after the end of the {format}, byte {offset} starts {found}")]
     TrailingPayload {
         format: &'static str,
         found: &'static str,

@@ -6,7 +6,8 @@
 //! spelled (`#xx` escapes are decoded). `/OpenAction` alone is not: it usually just opens a
 //! page; when it runs a script, the script's `/JavaScript` is found.
 //! Objects can also sit compressed inside object streams (`/Type /ObjStm`): those are
-//! inflated (at most [`INFLATE_BUDGET`] bytes per document) and lexed the same way.
+//! inflated and lexed the same way, within [`inflate_budget`]: the work stays proportional
+//! to the upload, and an object stream bomb is refused as uncheckable.
 //!
 //! **Streams.** Stream data is not PDF syntax; a short name like `/JS` would turn up in
 //! compressed bytes by chance (about once per 100 MB), so inside streams only the long names
@@ -32,13 +33,21 @@ use memchr::{memchr, memmem};
 
 use super::{
     payload::{self, PayloadSearch, StartCheck},
-    pdf_lexer::{is_regular, Event, Lexer, Name, NameDecoder},
+    pdf_lexer::{regular_run_end, Lexer, NameDecoder, Tokens},
     ScanError,
 };
 
 const FORMAT: &str = "PDF";
-/// Inflated bytes of object streams a document may make docgate lex.
+/// Inflated bytes of object streams any PDF may make docgate lex ...
 pub const INFLATE_BUDGET: u64 = 64 * 1024 * 1024;
+/// ... plus this many per byte of the document up to the object stream being inflated.
+pub const INFLATE_PER_BYTE: u64 = 8;
+
+/// How many inflated bytes of object streams a PDF may make docgate lex once `scanned` bytes
+/// of it were seen. Real object streams inflate 3–10×, and hold a fraction of a document.
+pub fn inflate_budget(scanned: u64) -> u64 {
+    INFLATE_BUDGET.saturating_add(scanned.saturating_mul(INFLATE_PER_BYTE))
+}
 /// Bytes of a stream's (inflated) start checked for payloads.
 const HEAD: usize = 1024;
 
@@ -59,8 +68,8 @@ enum Meaning {
     Other,
 }
 
-fn meaning(name: &Name) -> Meaning {
-    let Some(bytes) = name.as_bytes() else {
+fn meaning(name: Option<&[u8]>) -> Meaning {
+    let Some(bytes) = name else {
         return Meaning::Other;
     };
     let active = |found, short| Meaning::Active { found, short };
@@ -81,7 +90,7 @@ fn meaning(name: &Name) -> Meaning {
     }
 }
 
-fn refuse_name(name: &Name, at: u64, in_stream_data: bool) -> Result<(), ScanError> {
+fn refuse_name(name: Option<&[u8]>, at: u64, in_stream_data: bool) -> Result<(), ScanError> {
     match meaning(name) {
         Meaning::Active { found, short } if !(short && in_stream_data) => {
             Err(ScanError::ActiveContent { found, offset: at })
@@ -113,10 +122,14 @@ enum LengthState {
 }
 
 fn number(word: &[u8]) -> Option<u64> {
-    if word.is_empty() || !word.iter().all(u8::is_ascii_digit) {
+    if word.is_empty() {
         return None;
     }
-    std::str::from_utf8(word).ok()?.parse().ok()
+    word.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add(u64::from(b - b'0')))
+            .flatten()
+    })
 }
 
 impl ObjectFlags {
@@ -302,23 +315,26 @@ impl Stream {
         let mut i = 0;
         loop {
             if let Some(mut name) = self.raw_name.take() {
-                while i < data.len() && is_regular(data[i]) {
-                    name.push(data[i]);
-                    i += 1;
-                }
+                let end = regular_run_end(data, i);
+                name.extend(&data[i..end]);
+                i = end;
                 if i == data.len() {
                     self.raw_name = Some(name);
                     return Ok(());
                 }
-                refuse_name(&name.finish(), name.at, true)?;
+                refuse_name(name.finish().as_bytes(), name.at, true)?;
             }
-            match memchr(b'/', &data[i..]) {
-                Some(p) => {
-                    self.raw_name = Some(NameDecoder::new(at + (i + p) as u64));
-                    i += p + 1;
-                }
-                None => return Ok(()),
+            let Some(p) = memchr(b'/', &data[i..]) else {
+                return Ok(());
+            };
+            // Every long active name starts with J, L or R, or an escape: in compressed
+            // data almost every `/` is dismissed on the byte after it.
+            let slash = i + p;
+            i = slash + 1;
+            if !matches!(data.get(i), Some(b'J' | b'L' | b'R' | b'#') | None) {
+                continue;
             }
+            self.raw_name = Some(NameDecoder::new(at + slash as u64));
         }
     }
 
@@ -380,12 +396,14 @@ fn earliest(hay: &[u8], starts: usize) -> Option<(usize, Terminator)> {
 fn inflate(
     d: &mut Decompress,
     mut input: &[u8],
+    step: usize,
     sink: &mut dyn FnMut(&[u8]) -> Result<bool, ScanError>,
 ) -> Result<bool, ScanError> {
     let mut out = [0u8; 8192];
     loop {
         let (before_in, before_out) = (d.total_in(), d.total_out());
-        let Ok(status) = d.decompress(input, &mut out, FlushDecompress::None) else {
+        let piece = &input[..input.len().min(step)];
+        let Ok(status) = d.decompress(piece, &mut out, FlushDecompress::None) else {
             return Ok(false);
         };
         // Both deltas are bounded by the slices just passed in.
@@ -404,6 +422,11 @@ fn inflate(
     }
 }
 
+/// Input given to the inflater at a time when only a stream's head is wanted: the inflater
+/// decodes ahead into its 32 KiB window as far as its input allows, so feeding a whole
+/// block would inflate 32 KiB to look at 1.
+const HEAD_STEP: usize = 256;
+
 /// zlib (RFC 1950) or, as some writers produce, raw deflate: the first two bytes tell.
 fn zlib_header(first: [u8; 2]) -> bool {
     first[0] & 0x0f == 8 && u16::from_be_bytes(first).is_multiple_of(31)
@@ -418,9 +441,7 @@ pub(super) struct PdfScan {
     inner: Lexer,
     inflater: Option<Box<Decompress>>,
     inflated: u64,
-    trailer: Option<(StartCheck, PayloadSearch)>,
-    /// Where in the current block the trailer search starts (the first `%%EOF`).
-    search_from: Option<usize>,
+    ends: Ends,
 }
 
 impl PdfScan {
@@ -432,14 +453,13 @@ impl PdfScan {
             inner: Lexer::new(true),
             inflater: None,
             inflated: 0,
-            trailer: None,
-            search_from: None,
+            ends: Ends::default(),
         }
     }
 
     pub(super) fn feed(&mut self, block: &[u8], at: u64) -> Result<(), ScanError> {
-        let searching = self.trailer.is_some();
-        if let Some((start, _)) = &mut self.trailer {
+        let searching = self.ends.trailer.is_some();
+        if let Some((start, _)) = &mut self.ends.trailer {
             start.feed(block, at)?;
         }
         let mut i = 0;
@@ -453,9 +473,9 @@ impl PdfScan {
         let from = if searching {
             0
         } else {
-            self.search_from.take().unwrap_or(block.len())
+            self.ends.search_from.take().unwrap_or(block.len())
         };
-        if let Some((_, search)) = &mut self.trailer {
+        if let Some((_, search)) = &mut self.ends.trailer {
             search.feed(&block[from..], at + from as u64)?;
         }
         Ok(())
@@ -463,25 +483,19 @@ impl PdfScan {
 
     /// Lex PDF syntax from `block[i..]` until stream data starts or the block ends.
     fn body(&mut self, block: &[u8], i: usize, at: u64) -> Result<usize, ScanError> {
-        let mut pos = i;
-        while let Some(event) = self.lexer.next(block, &mut pos, at) {
-            match event {
-                Event::Name(name, offset) => {
-                    refuse_name(&name, offset, false)?;
-                    self.object.name(meaning(&name));
-                }
-                Event::Word(word, len) => match &word[..len] {
-                    b"obj" | b"endobj" => self.object = ObjectFlags::default(),
-                    word => self.object.word(word),
-                },
-                Event::EndOfFile => self.end_of_file(block, pos, at)?,
-                Event::StreamData => {
-                    self.open_stream(at + pos as u64)?;
-                    return Ok(pos);
-                }
+        let mut tokens = Body {
+            object: &mut self.object,
+            ends: &mut self.ends,
+            block,
+            at,
+        };
+        match self.lexer.run(block, i, at, &mut tokens)? {
+            Some(start) => {
+                self.open_stream(at + start as u64)?;
+                Ok(start)
             }
+            None => Ok(block.len()),
         }
-        Ok(block.len())
     }
 
     fn open_stream(&mut self, start: u64) -> Result<(), ScanError> {
@@ -492,19 +506,6 @@ impl PdfScan {
         }
         let end_by_length = flags.direct_length().map(|n| start.saturating_add(n));
         self.stream = Some(Box::new(Stream::new(start, treatment, end_by_length)));
-        Ok(())
-    }
-
-    /// A `%%EOF` ends at `block[pos]`: judge what follows, and search from here on.
-    fn end_of_file(&mut self, block: &[u8], pos: usize, at: u64) -> Result<(), ScanError> {
-        if self.trailer.is_none() {
-            self.trailer = Some((StartCheck::new(FORMAT), PayloadSearch::new(FORMAT)));
-            self.search_from = Some(pos);
-        }
-        if let Some((start, _)) = &mut self.trailer {
-            start.begin()?;
-            start.feed(&block[pos..], at + pos as u64)?;
-        }
         Ok(())
     }
 
@@ -525,7 +526,7 @@ impl PdfScan {
         self.close_stream()?;
         match end {
             End::Terminator(Terminator::Object) => self.object = ObjectFlags::default(),
-            End::Terminator(Terminator::File) => self.end_of_file(block, i + len, at)?,
+            End::Terminator(Terminator::File) => self.ends.end_of_file(block, i + len, at)?,
             End::Terminator(Terminator::Stream) | End::Length => {}
         }
         Ok(i + len)
@@ -550,9 +551,9 @@ impl PdfScan {
                 let start = stream.start;
                 inflate_stream(stream, inflater, data, &mut |chunk| {
                     *inflated += chunk.len() as u64;
-                    if *inflated > INFLATE_BUDGET {
+                    if *inflated > inflate_budget(at) {
                         return Err(ScanError::Uncheckable {
-                            reason: "object streams expand beyond 64 MiB",
+                            reason: "object streams expand beyond 64 MiB plus 8 bytes per byte of the PDF",
                             offset: start,
                         });
                     }
@@ -590,11 +591,11 @@ impl PdfScan {
         };
         stream.check_head()?;
         if let Some(name) = stream.raw_name.take() {
-            refuse_name(&name.finish(), name.at, true)?;
+            refuse_name(name.finish().as_bytes(), name.at, true)?;
         }
         if let Treatment::ObjectStream { .. } = stream.treatment {
-            if let Some(Event::Name(name, _)) = self.inner.finish() {
-                refuse_name(&name, stream.start, false)?;
+            if let Some((name, _)) = self.inner.finish() {
+                refuse_name(name.as_bytes(), stream.start, false)?;
             }
         }
         Ok(())
@@ -602,10 +603,10 @@ impl PdfScan {
 
     pub(super) fn finish(&mut self) -> Result<(), ScanError> {
         self.close_stream()?;
-        if let Some(Event::Name(name, offset)) = self.lexer.finish() {
-            refuse_name(&name, offset, false)?;
+        if let Some((name, offset)) = self.lexer.finish() {
+            refuse_name(name.as_bytes(), offset, false)?;
         }
-        if let Some((start, search)) = &mut self.trailer {
+        if let Some((start, search)) = &mut self.ends.trailer {
             start.finish()?;
             search.finish()?;
         }
@@ -615,13 +616,77 @@ impl PdfScan {
 
 /// Names in the contents of an object stream are names like any other (short ones too).
 fn lex_object_stream(inner: &mut Lexer, data: &[u8], stream_at: u64) -> Result<(), ScanError> {
-    let mut pos = 0;
-    while let Some(event) = inner.next(data, &mut pos, stream_at) {
-        if let Event::Name(name, _) = event {
-            refuse_name(&name, stream_at, false)?;
-        }
-    }
+    inner.run(data, 0, stream_at, &mut ObjectStreamTokens { stream_at })?;
     Ok(())
+}
+
+/// Names in object streams are reported at the stream's offset (the objects have none).
+struct ObjectStreamTokens {
+    stream_at: u64,
+}
+
+impl Tokens for ObjectStreamTokens {
+    fn name(&mut self, name: Option<&[u8]>, _at: u64) -> Result<(), ScanError> {
+        refuse_name(name, self.stream_at, false)
+    }
+
+    fn word(&mut self, _word: &[u8]) -> Result<(), ScanError> {
+        Ok(())
+    }
+
+    fn end_of_file(&mut self, _pos: usize) -> Result<(), ScanError> {
+        Ok(())
+    }
+}
+
+/// The `%%EOF`s seen so far and what judges the bytes after them.
+#[derive(Debug, Default)]
+struct Ends {
+    trailer: Option<(StartCheck, PayloadSearch)>,
+    /// Where in the current block the trailer search starts (the first `%%EOF`).
+    search_from: Option<usize>,
+}
+
+impl Ends {
+    /// A `%%EOF` ends at `block[pos]`: judge what follows, and search from here on.
+    fn end_of_file(&mut self, block: &[u8], pos: usize, at: u64) -> Result<(), ScanError> {
+        if self.trailer.is_none() {
+            self.search_from = Some(pos);
+        }
+        let (start, _) = self
+            .trailer
+            .get_or_insert_with(|| (StartCheck::new(FORMAT), PayloadSearch::new(FORMAT)));
+        start.begin()?;
+        start.feed(&block[pos..], at + pos as u64)
+    }
+}
+
+/// What the body lexer finds: active names refused, the object's dictionary noted.
+struct Body<'a> {
+    object: &'a mut ObjectFlags,
+    ends: &'a mut Ends,
+    block: &'a [u8],
+    at: u64,
+}
+
+impl Tokens for Body<'_> {
+    fn name(&mut self, name: Option<&[u8]>, at: u64) -> Result<(), ScanError> {
+        refuse_name(name, at, false)?;
+        self.object.name(meaning(name));
+        Ok(())
+    }
+
+    fn word(&mut self, word: &[u8]) -> Result<(), ScanError> {
+        match word {
+            b"obj" | b"endobj" => *self.object = ObjectFlags::default(),
+            word => self.object.word(word),
+        }
+        Ok(())
+    }
+
+    fn end_of_file(&mut self, pos: usize) -> Result<(), ScanError> {
+        self.ends.end_of_file(self.block, pos, self.at)
+    }
 }
 
 /// Feed stream data to the inflater (set up on the first two bytes), output to `sink`.
@@ -631,6 +696,10 @@ fn inflate_stream(
     mut data: &[u8],
     sink: &mut dyn FnMut(&[u8]) -> Result<bool, ScanError>,
 ) -> Result<(), ScanError> {
+    let step = match stream.treatment {
+        Treatment::Head { .. } => HEAD_STEP,
+        Treatment::ObjectStream { .. } | Treatment::Opaque => usize::MAX,
+    };
     if let Some(InflateState::Header(mut first, mut seen)) = stream.inflating {
         let take = (2 - seen).min(data.len());
         first[seen..seen + take].copy_from_slice(&data[..take]);
@@ -643,7 +712,7 @@ fn inflate_stream(
         let d = inflater.get_or_insert_with(|| Box::new(Decompress::new(true)));
         d.reset(zlib_header(first));
         stream.inflating = Some(InflateState::Running);
-        if !inflate(d, &first, sink)? {
+        if !inflate(d, &first, step, sink)? {
             stream.inflating = Some(InflateState::Ended);
             return Ok(());
         }
@@ -654,7 +723,7 @@ fn inflate_stream(
     let Some(d) = inflater.as_mut() else {
         return Ok(());
     };
-    if !inflate(d, data, sink)? {
+    if !inflate(d, data, step, sink)? {
         stream.inflating = Some(InflateState::Ended);
     }
     Ok(())

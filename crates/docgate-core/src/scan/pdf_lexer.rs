@@ -8,6 +8,8 @@
 
 use memchr::{memchr, memchr2, memchr3};
 
+use super::ScanError;
+
 /// Names longer than this (decoded) are reported as overlong: nothing docgate looks for is.
 pub(super) const NAME_MAX: usize = 16;
 /// Keywords and numbers longer than this are not reported.
@@ -105,6 +107,17 @@ impl NameDecoder {
         };
     }
 
+    /// A run of regular characters; once the name is overlong nothing more can change.
+    #[inline]
+    pub(super) fn extend(&mut self, run: &[u8]) {
+        for &b in run {
+            if self.name.overlong {
+                return;
+            }
+            self.push(b);
+        }
+    }
+
     pub(super) fn finish(mut self) -> Name {
         match self.escape {
             Escape::None => {}
@@ -119,37 +132,60 @@ impl NameDecoder {
 }
 
 /// PDF white-space characters.
-pub(super) fn is_space(b: u8) -> bool {
+pub(super) const fn is_space(b: u8) -> bool {
     matches!(b, 0 | b'\t' | b'\n' | 0x0c | b'\r' | b' ')
 }
 
-fn is_delimiter(b: u8) -> bool {
+const fn is_delimiter(b: u8) -> bool {
     matches!(
         b,
         b'(' | b')' | b'<' | b'>' | b'[' | b']' | b'{' | b'}' | b'/' | b'%'
     )
 }
 
+/// Which bytes can be part of a name or keyword (a table: the lexer asks for every byte).
+const REGULAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = !is_space(b as u8) && !is_delimiter(b as u8);
+        b += 1;
+    }
+    table
+};
+
 /// A byte that can be part of a name or keyword.
+#[inline]
 pub(super) fn is_regular(b: u8) -> bool {
-    !is_space(b) && !is_delimiter(b)
+    REGULAR[usize::from(b)]
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Event {
-    Name(Name, u64),
-    /// A keyword or number of at most [`WORD_MAX`] bytes.
-    Word([u8; WORD_MAX], usize),
-    /// A `%%EOF` comment; the event is returned with the position right after it.
-    EndOfFile,
-    /// Stream data starts at the position the event is returned with.
-    StreamData,
+/// The end of the run of regular bytes starting at `data[from]`.
+#[inline]
+pub(super) fn regular_run_end(data: &[u8], from: usize) -> usize {
+    data[from..]
+        .iter()
+        .position(|&b| !is_regular(b))
+        .map_or(data.len(), |p| from + p)
+}
+
+/// What the lexer reports, as it finds it. Names and words are lent, not copied: most of
+/// them are dismissed at a glance.
+pub(super) trait Tokens {
+    /// A decoded name (`None` when longer than [`NAME_MAX`]); `at` is the offset of its `/`.
+    fn name(&mut self, name: Option<&[u8]>, at: u64) -> Result<(), ScanError>;
+    /// A keyword or number of at most [`WORD_MAX`] bytes (longer ones are not reported).
+    fn word(&mut self, word: &[u8]) -> Result<(), ScanError>;
+    /// A `%%EOF` comment ended right before `data[pos]` of the data being lexed.
+    fn end_of_file(&mut self, pos: usize) -> Result<(), ScanError>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lex {
     Normal,
+    /// A name continued from the previous block.
     Name,
+    /// A word continued from the previous block.
     Word,
     /// In a comment; `eof` counts the bytes of `%EOF` matched after the first `%`.
     Comment {
@@ -189,131 +225,201 @@ impl Lexer {
         }
     }
 
-    /// Run over `data[*pos..]` until the next event (returned, with `*pos` just after what
-    /// produced it) or the end of `data` (`None`). `at` is the offset of `data[0]`.
-    pub(super) fn next(&mut self, data: &[u8], pos: &mut usize, at: u64) -> Option<Event> {
-        while *pos < data.len() {
-            let b = data[*pos];
-            match self.state {
-                Lex::Normal => {
-                    *pos += 1;
-                    self.state = match b {
-                        b'/' => {
-                            self.name = NameDecoder::new(at + *pos as u64 - 1);
-                            Lex::Name
-                        }
-                        b'%' => Lex::Comment { eof: 0 },
-                        b'(' => Lex::String {
-                            depth: 1,
-                            escaped: false,
-                        },
-                        b'<' => Lex::LessThan,
-                        b if is_regular(b) => {
-                            self.word[0] = b;
-                            self.word_len = 1;
-                            Lex::Word
-                        }
-                        _ => Lex::Normal,
-                    };
-                }
-                Lex::Name if is_regular(b) => {
-                    self.name.push(b);
-                    *pos += 1;
-                }
-                Lex::Name => {
-                    self.state = Lex::Normal;
-                    return Some(Event::Name(self.name.finish(), self.name.at));
-                }
-                Lex::Word if is_regular(b) => {
-                    if self.word_len < WORD_MAX {
-                        self.word[self.word_len] = b;
+    /// Lex `data[pos..]` (`at` is the offset of `data[0]`), reporting to `tokens`. Returns
+    /// where stream data starts, or `None` once `data` is used up.
+    pub(super) fn run(
+        &mut self,
+        data: &[u8],
+        mut pos: usize,
+        at: u64,
+        tokens: &mut impl Tokens,
+    ) -> Result<Option<usize>, ScanError> {
+        while pos < data.len() {
+            pos = match self.state {
+                Lex::Normal => self.normal(data, pos, at, tokens)?,
+                Lex::Name | Lex::Word => self.continued(data, pos, tokens)?,
+                Lex::AfterStream | Lex::AfterStreamCr => {
+                    if let Some(start) = self.stream_start(data[pos], pos) {
+                        return Ok(Some(start));
                     }
-                    self.word_len = self.word_len.saturating_add(1);
-                    *pos += 1;
+                    pos + 1
                 }
-                Lex::Word => return self.end_word(),
-                _ => {
-                    if let Some(event) = self.other(data, pos) {
-                        return Some(event);
+                Lex::Comment { .. } => self.comment(data, pos, tokens)?,
+                Lex::String { depth, escaped } => self.string(data, pos, depth, escaped),
+                Lex::HexString => match memchr(b'>', &data[pos..]) {
+                    Some(p) => {
+                        self.state = Lex::Normal;
+                        pos + p + 1
+                    }
+                    None => data.len(),
+                },
+                Lex::LessThan => {
+                    // `<<` opens a dictionary; anything else is a hex string (even `<>`).
+                    if data[pos] == b'<' {
+                        self.state = Lex::Normal;
+                        pos + 1
+                    } else {
+                        self.state = Lex::HexString;
+                        pos
                     }
                 }
-            }
+            };
         }
-        None
+        Ok(None)
     }
 
-    fn end_word(&mut self) -> Option<Event> {
-        self.state = Lex::Normal;
-        if self.word_len > WORD_MAX {
-            return None;
+    /// Between tokens: start the next one; a token that ends within `data` is reported
+    /// straight from it.
+    fn normal(
+        &mut self,
+        data: &[u8],
+        pos: usize,
+        at: u64,
+        tokens: &mut impl Tokens,
+    ) -> Result<usize, ScanError> {
+        let b = data[pos];
+        if is_regular(b) {
+            let end = regular_run_end(data, pos);
+            if end == data.len() {
+                self.word_len = 0;
+                self.push_word(&data[pos..]);
+                self.state = Lex::Word;
+            } else {
+                self.word_done(&data[pos..end], tokens)?;
+            }
+            return Ok(end);
         }
-        if !self.nested && &self.word[..self.word_len] == b"stream" {
+        let pos = pos + 1;
+        match b {
+            b'/' => {
+                let end = regular_run_end(data, pos);
+                let run = &data[pos..end];
+                if end < data.len() && memchr(b'#', run).is_none() {
+                    tokens.name((run.len() <= NAME_MAX).then_some(run), at + pos as u64 - 1)?;
+                } else {
+                    self.name = NameDecoder::new(at + pos as u64 - 1);
+                    self.name.extend(run);
+                    self.state = Lex::Name;
+                    if end < data.len() {
+                        self.state = Lex::Normal;
+                        let name = self.name.finish();
+                        tokens.name(name.as_bytes(), self.name.at)?;
+                    }
+                }
+                return Ok(end);
+            }
+            b'%' => self.state = Lex::Comment { eof: 0 },
+            b'(' => {
+                self.state = Lex::String {
+                    depth: 1,
+                    escaped: false,
+                }
+            }
+            b'<' => self.state = Lex::LessThan,
+            _ => {}
+        }
+        Ok(pos)
+    }
+
+    fn push_word(&mut self, run: &[u8]) {
+        for &b in run {
+            if self.word_len < WORD_MAX {
+                self.word[self.word_len] = b;
+            }
+            self.word_len = self.word_len.saturating_add(1);
+        }
+    }
+
+    fn word_done(&mut self, word: &[u8], tokens: &mut impl Tokens) -> Result<(), ScanError> {
+        self.state = Lex::Normal;
+        if word.len() > WORD_MAX {
+            return Ok(());
+        }
+        if !self.nested && word == b"stream" {
             self.state = Lex::AfterStream;
         }
-        Some(Event::Word(self.word, self.word_len))
+        tokens.word(word)
     }
 
-    /// Comments, strings and what follows `stream`.
-    fn other(&mut self, data: &[u8], pos: &mut usize) -> Option<Event> {
-        let rest = &data[*pos..];
-        match self.state {
-            Lex::Comment { eof } if eof < 4 => {
-                *pos += 1;
-                self.state = match rest[0] {
-                    b'\r' | b'\n' => Lex::Normal,
-                    b if b == b"%EOF"[usize::from(eof)] && eof == 3 => {
-                        self.state = Lex::Comment { eof: DEAD_COMMENT };
-                        return (!self.nested).then_some(Event::EndOfFile);
-                    }
-                    b if b == b"%EOF"[usize::from(eof)] => Lex::Comment { eof: eof + 1 },
-                    _ => Lex::Comment { eof: DEAD_COMMENT },
-                };
+    /// A name or word that started in an earlier block.
+    fn continued(
+        &mut self,
+        data: &[u8],
+        pos: usize,
+        tokens: &mut impl Tokens,
+    ) -> Result<usize, ScanError> {
+        let end = regular_run_end(data, pos);
+        let run = &data[pos..end];
+        if self.state == Lex::Name {
+            self.name.extend(run);
+            if end < data.len() {
+                self.state = Lex::Normal;
+                let name = self.name.finish();
+                tokens.name(name.as_bytes(), self.name.at)?;
             }
-            Lex::Comment { .. } => match memchr2(b'\r', b'\n', rest) {
-                Some(p) => {
-                    *pos += p + 1;
-                    self.state = Lex::Normal;
-                }
-                None => *pos = data.len(),
-            },
-            Lex::String { depth, escaped } => self.string(data, pos, depth, escaped),
-            Lex::HexString => match memchr(b'>', rest) {
-                Some(p) => {
-                    *pos += p + 1;
-                    self.state = Lex::Normal;
-                }
-                None => *pos = data.len(),
-            },
-            Lex::LessThan => {
-                // `<<` opens a dictionary; anything else is a hex string (even `<>`).
-                if rest[0] == b'<' {
-                    *pos += 1;
+        } else {
+            self.push_word(run);
+            if end < data.len() {
+                let (word, len) = (self.word, std::mem::take(&mut self.word_len));
+                if len > WORD_MAX {
                     self.state = Lex::Normal;
                 } else {
-                    self.state = Lex::HexString;
+                    self.word_done(&word[..len], tokens)?;
                 }
             }
-            Lex::AfterStream | Lex::AfterStreamCr => return self.stream_start(rest[0], pos),
-            Lex::Normal | Lex::Name | Lex::Word => {}
         }
-        None
+        Ok(end)
     }
 
-    fn string(&mut self, data: &[u8], pos: &mut usize, depth: u32, escaped: bool) {
+    fn comment(
+        &mut self,
+        data: &[u8],
+        pos: usize,
+        tokens: &mut impl Tokens,
+    ) -> Result<usize, ScanError> {
+        let Lex::Comment { eof } = self.state else {
+            return Ok(pos);
+        };
+        if eof >= 4 {
+            return Ok(match memchr2(b'\r', b'\n', &data[pos..]) {
+                Some(p) => {
+                    self.state = Lex::Normal;
+                    pos + p + 1
+                }
+                None => data.len(),
+            });
+        }
+        let b = data[pos];
+        self.state = if b == b'\r' || b == b'\n' {
+            Lex::Normal
+        } else if b == b"%EOF"[usize::from(eof)] {
+            if eof == 3 {
+                self.state = Lex::Comment { eof: DEAD_COMMENT };
+                if !self.nested {
+                    tokens.end_of_file(pos + 1)?;
+                }
+                return Ok(pos + 1);
+            }
+            Lex::Comment { eof: eof + 1 }
+        } else {
+            Lex::Comment { eof: DEAD_COMMENT }
+        };
+        Ok(pos + 1)
+    }
+
+    fn string(&mut self, data: &[u8], pos: usize, depth: u32, escaped: bool) -> usize {
         if escaped {
-            *pos += 1;
             self.state = Lex::String {
                 depth,
                 escaped: false,
             };
-            return;
+            return pos + 1;
         }
-        let Some(p) = memchr3(b'(', b')', b'\\', &data[*pos..]) else {
-            *pos = data.len();
-            return;
+        let Some(p) = memchr3(b'(', b')', b'\\', &data[pos..]) else {
+            return data.len();
         };
-        *pos += p + 1;
-        self.state = match data[*pos - 1] {
+        let pos = pos + p + 1;
+        self.state = match data[pos - 1] {
             b'\\' => Lex::String {
                 depth,
                 escaped: true,
@@ -328,34 +434,28 @@ impl Lexer {
                 escaped: false,
             },
         };
+        pos
     }
 
-    /// After `stream`: spaces (tolerated), then CR LF, LF or a lone CR, then the data.
-    fn stream_start(&mut self, b: u8, pos: &mut usize) -> Option<Event> {
+    /// After `stream`: spaces (tolerated), then CR LF, LF or a lone CR, then the data. Returns
+    /// where the data starts once that is known.
+    fn stream_start(&mut self, b: u8, pos: usize) -> Option<usize> {
         match (self.state, b) {
-            (Lex::AfterStream, b' ' | b'\t') => {
-                *pos += 1;
-                return None;
-            }
+            (Lex::AfterStream, b' ' | b'\t') => return None,
             (Lex::AfterStream, b'\r') => {
-                *pos += 1;
                 self.state = Lex::AfterStreamCr;
                 return None;
             }
-            (_, b'\n') => *pos += 1,
             _ => {}
         }
         self.state = Lex::Normal;
-        Some(Event::StreamData)
+        Some(if b == b'\n' { pos + 1 } else { pos })
     }
 
     /// The end of the document: a name still being read is complete.
-    pub(super) fn finish(&mut self) -> Option<Event> {
+    pub(super) fn finish(&mut self) -> Option<(Name, u64)> {
         let state = std::mem::replace(&mut self.state, Lex::Normal);
-        match state {
-            Lex::Name => Some(Event::Name(self.name.finish(), self.name.at)),
-            _ => None,
-        }
+        (state == Lex::Name).then(|| (self.name.finish(), self.name.at))
     }
 
     /// Forget any token in progress (a new object stream starts).
@@ -369,21 +469,38 @@ impl Lexer {
 mod tests {
     use super::*;
 
-    fn names(data: &[u8], split: usize) -> Vec<Vec<u8>> {
+    #[derive(Default)]
+    struct Collect {
+        names: Vec<Vec<u8>>,
+        words: Vec<Vec<u8>>,
+    }
+
+    impl Tokens for Collect {
+        fn name(&mut self, name: Option<&[u8]>, _at: u64) -> Result<(), ScanError> {
+            self.names.push(name.unwrap_or(b"<long>").to_vec());
+            Ok(())
+        }
+        fn word(&mut self, word: &[u8]) -> Result<(), ScanError> {
+            self.words.push(word.to_vec());
+            Ok(())
+        }
+        fn end_of_file(&mut self, _pos: usize) -> Result<(), ScanError> {
+            self.words.push(b"%%EOF".to_vec());
+            Ok(())
+        }
+    }
+
+    fn lex(data: &[u8], split: usize) -> Collect {
         let mut lexer = Lexer::new(true);
-        let mut out = Vec::new();
+        let mut out = Collect::default();
         let mut at = 0u64;
         for block in data.chunks(split) {
-            let mut pos = 0;
-            while let Some(ev) = lexer.next(block, &mut pos, at) {
-                if let Event::Name(name, _) = ev {
-                    out.push(name.as_bytes().unwrap_or(b"<long>").to_vec());
-                }
-            }
+            assert_eq!(lexer.run(block, 0, at, &mut out), Ok(None));
             at += block.len() as u64;
         }
-        if let Some(Event::Name(name, _)) = lexer.finish() {
-            out.push(name.as_bytes().unwrap_or(b"<long>").to_vec());
+        if let Some((name, _)) = lexer.finish() {
+            out.names
+                .push(name.as_bytes().unwrap_or(b"<long>").to_vec());
         }
         out
     }
@@ -393,13 +510,38 @@ mod tests {
         let data = b"<< /S /J#61va#53cript (not /JS here \\) nor (/JS)) % /JS\n/JS>>/A#2";
         for split in [1, 2, 3, 7, data.len()] {
             assert_eq!(
-                names(data, split),
+                lex(data, split).names,
                 vec![
                     b"S".to_vec(),
                     b"JavaScript".to_vec(),
                     b"JS".to_vec(),
                     b"A#2".to_vec()
                 ],
+                "split {split}"
+            );
+        }
+    }
+
+    #[test]
+    fn words_and_long_tokens_whatever_the_split() {
+        let data = b"12 0 obj <</Length 345>> endobj averyveryverylongword /ThisNameIsFarTooLongToMatter x\n";
+        for split in [1, 2, 5, 11, data.len()] {
+            let out = lex(data, split);
+            assert_eq!(
+                out.words,
+                vec![
+                    b"12".to_vec(),
+                    b"0".to_vec(),
+                    b"obj".to_vec(),
+                    b"345".to_vec(),
+                    b"endobj".to_vec(),
+                    b"x".to_vec()
+                ],
+                "split {split}"
+            );
+            assert_eq!(
+                out.names,
+                vec![b"Length".to_vec(), b"<long>".to_vec()],
                 "split {split}"
             );
         }

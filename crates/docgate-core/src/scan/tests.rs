@@ -468,3 +468,25 @@ fn a_scanner_that_failed_keeps_its_error_and_an_inert_one_accepts_all() {
     assert_eq!(off.feed(&v), Ok(()));
     assert_eq!(off.finish(), Ok(()));
 }
+
+#[test]
+fn an_object_stream_bomb_is_refused_as_uncheckable() {
+    // 80 MiB of spaces deflate to ~80 KiB: far beyond 64 MiB + 8 × the document.
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    for _ in 0..80 {
+        z.write_all(&[b' '; 1 << 20]).expect("deflate");
+    }
+    let bomb = z.finish().expect("deflate");
+    let v = pdf(&stream_object(
+        10,
+        "/Type /ObjStm /N 1 /First 0 /Filter /FlateDecode",
+        &bomb,
+    ));
+    let mut s = ContentScan::for_media_type("application/pdf");
+    let verdict = s.feed(&v).and_then(|()| s.finish());
+    assert!(
+        matches!(verdict, Err(ScanError::Uncheckable { .. })),
+        "{verdict:?}"
+    );
+    assert!(inflate_budget(v.len() as u64) < 80 << 20);
+}
