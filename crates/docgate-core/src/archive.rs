@@ -141,19 +141,23 @@ fn read_failed(e: io::Error, what: &str) -> ArchiveError {
 }
 
 /// How an entry name may appear in messages and problem documents: invalid UTF-8 replaced,
-/// control characters escaped, at most [`NAME_SHOWN`] characters.
+/// control characters escaped, at most [`NAME_SHOWN`] characters (then `…`).
 pub fn display_name(raw: &[u8]) -> String {
     let mut out = String::new();
-    for (i, c) in String::from_utf8_lossy(raw).chars().enumerate() {
-        if i == NAME_SHOWN {
+    let mut shown = 0;
+    for c in String::from_utf8_lossy(raw).chars() {
+        let piece: String = if c.is_control() {
+            c.escape_default().collect()
+        } else {
+            c.to_string()
+        };
+        let len = piece.chars().count();
+        if shown + len > NAME_SHOWN {
             out.push('…');
             break;
         }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
+        out.push_str(&piece);
+        shown += len;
     }
     out
 }
@@ -1009,6 +1013,9 @@ mod tests {
         let long = display_name("x".repeat(1000).as_bytes());
         assert_eq!(long.chars().count(), NAME_SHOWN + 1);
         assert!(long.ends_with('…'));
+        // Found by fuzz/zip_entry_names: escapes count towards the limit too.
+        let escapes = display_name(&[0x1b; 200]);
+        assert!(escapes.chars().count() <= NAME_SHOWN + 1, "{escapes}");
     }
 
     fn make_zip(entries: &[(&str, Vec<u8>)], method: zip::CompressionMethod) -> Vec<u8> {
