@@ -1,6 +1,6 @@
 //! The ZIP check runs on untrusted uploads before anything else looks inside them: whatever
 //! the bytes, it must answer (entries or an error) without panicking or inflating past its
-//! budget.
+//! budget, and what it accepts stays within the size and ratio budget with safe names.
 #![no_main]
 
 use docgate_core::{archive, MediaRange};
@@ -14,10 +14,19 @@ fuzz_target!(|data: &[u8]| {
             .collect(),
         max_entries: 64,
         max_total_uncompressed: 1 << 20,
+        max_compression_ratio: archive::DEFAULT_MAX_COMPRESSION_RATIO,
     };
-    if let Ok(entries) = archive::inspect(std::io::Cursor::new(data), &rules) {
+    if let Ok(entries) = archive::inspect_with(std::io::Cursor::new(data), &rules, true) {
         let total: u64 = entries.iter().map(|e| e.size).sum();
         assert!(entries.len() <= rules.max_entries);
         assert!(total <= rules.max_total_uncompressed);
+        assert!(!archive::ratio_exceeded(
+            total,
+            data.len() as u64,
+            rules.max_compression_ratio
+        ));
+        for entry in &entries {
+            assert_eq!(archive::unsafe_name(entry.name.as_bytes()), None, "{}", entry.name);
+        }
     }
 });

@@ -1,12 +1,23 @@
 //! ZIP documents: open them, check every entry, refuse bombs, split them when asked.
 //!
 //! A ZIP is only as acceptable as its least acceptable entry, so every entry is decompressed
-//! just far enough to sniff it — and then to the end, with a byte budget, so a CRC error or an
-//! entry that expands beyond its declared size is caught here and not at the provider.
-//! Nothing is written anywhere while checking: decompressed bytes go through one small buffer
-//! and are dropped, so a bomb costs at most `max_total_uncompressed` bytes of CPU work and no
-//! memory or disk. The central directory's declared sizes are checked first, so the classic
-//! 10 GB bomb is refused before a single byte is inflated.
+//! to the end — with a byte budget, so a CRC error or an entry that expands beyond its declared
+//! size is caught here and not at the provider — its head sniffed, and (when the policy asks)
+//! its content scanned like a document of its own ([`crate::scan`]). Nothing is written
+//! anywhere while checking: decompressed bytes go through one small buffer and are dropped, so
+//! a bomb costs at most `max_total_uncompressed` bytes of CPU work and no memory or disk.
+//!
+//! The checks run cheapest first:
+//! 1. the end records: entry count and directory size, before the directory is read;
+//! 2. the central directory: declared sizes against `max_total_uncompressed` and
+//!    `max_compression_ratio` (the classic 10 GB bomb is refused before a byte is inflated);
+//! 3. every entry's name, in the central directory *and* its local header (they must agree:
+//!    tools that stream a ZIP read the local one) — no `..`, absolute or drive paths,
+//!    backslashes, NUL or control characters, since whoever unpacks the archive later writes
+//!    files by those names;
+//! 4. inflating: actual bytes against declared ones, and the actual expansion against the
+//!    compressed bytes the inflater really consumed, so a directory that lies about
+//!    compressed sizes does not get a bomb past the ratio.
 //!
 //! Splitting copies entries' compressed bytes unchanged into several smaller archives (no
 //! recompression): used when a provider answers 413 to a multi-entry ZIP.
@@ -16,9 +27,26 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use flate2::{Decompress, FlushDecompress, Status};
 use serde::{Deserialize, Serialize};
 
-use crate::media::{sniff, MediaRange, SNIFF_BYTES};
+use crate::{
+    media::{sniff, MediaRange, SNIFF_BYTES},
+    scan::{ContentScan, ScanError},
+};
+
+/// The default for [`ZipRules::max_compression_ratio`].
+pub const DEFAULT_MAX_COMPRESSION_RATIO: u32 = 100;
+
+/// Expansions up to this many bytes are never refused for their ratio. A 10-byte entry that
+/// compresses to 1 byte, or a 300 KiB blank form that deflates to 2 KiB, is not a bomb:
+/// inflating 1 MiB costs about a millisecond and amplifies nothing worth defending against,
+/// while `max_total_uncompressed` still bounds the sum. Above it, the ratio applies in full.
+pub const RATIO_FLOOR_BYTES: u64 = 1 << 20;
+
+fn default_max_compression_ratio() -> u32 {
+    DEFAULT_MAX_COMPRESSION_RATIO
+}
 
 /// What a ZIP may hold.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +56,16 @@ pub struct ZipRules {
     pub max_entries: usize,
     /// The sum of all entries' uncompressed sizes.
     pub max_total_uncompressed: u64,
+    /// The largest expansion, uncompressed : compressed, of any entry and of the whole archive
+    /// (against its length), once beyond [`RATIO_FLOOR_BYTES`].
+    #[serde(default = "default_max_compression_ratio")]
+    pub max_compression_ratio: u32,
+}
+
+/// Whether `uncompressed` bytes from `compressed` exceed the ratio (see [`RATIO_FLOOR_BYTES`]).
+pub fn ratio_exceeded(uncompressed: u64, compressed: u64, max_ratio: u32) -> bool {
+    uncompressed > RATIO_FLOOR_BYTES
+        && uncompressed > compressed.saturating_mul(u64::from(max_ratio))
 }
 
 /// One checked entry.
@@ -39,7 +77,8 @@ pub struct ZipEntry {
     pub media_type: String,
 }
 
-/// Why a ZIP was refused.
+/// Why a ZIP was refused. Entry names in here are already made safe for messages
+/// ([`display_name`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
     #[error("the ZIP cannot be read: {0}")]
@@ -48,12 +87,37 @@ pub enum ArchiveError {
     TooManyEntries { count: usize, max: usize },
     #[error("the ZIP expands to {size} bytes or more; at most {max} are allowed")]
     ExpandsTooFar { size: u64, max: u64 },
+    #[error("entry `{name}` expands {compressed} bytes to {uncompressed}, more than {max}:1")]
+    EntryRatio {
+        name: String,
+        uncompressed: u64,
+        compressed: u64,
+        max: u32,
+    },
+    #[error("the ZIP ({compressed} bytes) expands to {uncompressed} bytes, more than {max}:1")]
+    ArchiveRatio {
+        uncompressed: u64,
+        compressed: u64,
+        max: u32,
+    },
     #[error("entry `{name}` expands beyond its declared size of {declared} bytes")]
     LyingSize { name: String, declared: u64 },
     #[error("entry `{name}` is encrypted")]
     Encrypted { name: String },
     #[error("entry `{name}` is {sniffed}, which is not accepted inside a ZIP")]
     EntryType { name: String, sniffed: String },
+    #[error("entry `{name}` has an unsafe name: {reason}")]
+    UnsafeName { name: String, reason: &'static str },
+    #[error("entry `{central}` is named `{local}` in its local header")]
+    NameMismatch { central: String, local: String },
+    #[error("the ZIP lists {listed} entries under only {distinct} distinct names")]
+    DuplicateNames { listed: u64, distinct: usize },
+    #[error("entry `{name}`: {source}")]
+    ActiveContent {
+        name: String,
+        #[source]
+        source: ScanError,
+    },
     #[error("the ZIP has no files")]
     Empty,
     #[error("spool I/O failed: {0}")]
@@ -67,6 +131,76 @@ fn corrupt(e: zip::result::ZipError) -> ArchiveError {
     }
 }
 
+/// A read past the end of the archive is the archive's fault, not the spool's.
+fn read_failed(e: io::Error, what: &str) -> ArchiveError {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        ArchiveError::Corrupt(format!("{what} is cut short"))
+    } else {
+        ArchiveError::Io(e)
+    }
+}
+
+/// How an entry name may appear in messages and problem documents: invalid UTF-8 replaced,
+/// control characters escaped, at most [`NAME_SHOWN`] characters (then `…`).
+pub fn display_name(raw: &[u8]) -> String {
+    let mut out = String::new();
+    let mut shown = 0;
+    for c in String::from_utf8_lossy(raw).chars() {
+        let piece: String = if c.is_control() {
+            c.escape_default().collect()
+        } else {
+            c.to_string()
+        };
+        let len = piece.chars().count();
+        if shown + len > NAME_SHOWN {
+            out.push('…');
+            break;
+        }
+        out.push_str(&piece);
+        shown += len;
+    }
+    out
+}
+
+/// Characters of an entry name shown in errors.
+pub const NAME_SHOWN: usize = 128;
+
+/// Why an entry name would be unsafe to unpack, if it is. Names are checked as bytes: a
+/// separator is a separator in every encoding a ZIP may declare.
+pub fn unsafe_name(raw: &[u8]) -> Option<&'static str> {
+    if raw.is_empty() {
+        return Some("it is empty");
+    }
+    if raw.contains(&0) {
+        return Some("it contains a NUL byte");
+    }
+    if raw.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return Some("it contains control characters");
+    }
+    if raw.contains(&b'\\') {
+        return Some("it contains a backslash (a Windows path separator)");
+    }
+    if raw[0] == b'/' {
+        return Some("it is an absolute path");
+    }
+    if raw.len() >= 2 && raw[0].is_ascii_alphabetic() && raw[1] == b':' {
+        return Some("it starts with a drive letter");
+    }
+    if raw.split(|&b| b == b'/').any(|segment| segment == b"..") {
+        return Some("it leads out of the extraction directory (`..`)");
+    }
+    None
+}
+
+fn check_name(raw: &[u8]) -> Result<(), ArchiveError> {
+    match unsafe_name(raw) {
+        Some(reason) => Err(ArchiveError::UnsafeName {
+            name: display_name(raw),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
 /// Bytes of central directory allowed per entry: the fixed record (46) plus generous room for
 /// a name and extra fields. A directory larger than this per entry is not a document archive.
 const DIRECTORY_BYTES_PER_ENTRY: u64 = 4096;
@@ -76,6 +210,8 @@ const DIRECTORY_BYTES_PER_ENTRY: u64 = 4096;
 struct Directory {
     entries: u64,
     size: u64,
+    /// The archive's length in bytes.
+    len: u64,
 }
 
 fn u16_at(b: &[u8], at: usize) -> Option<u64> {
@@ -110,12 +246,12 @@ fn read_directory<R: Read + Seek>(reader: &mut R) -> Result<Directory, ArchiveEr
     let entries = u16_at(&tail, eocd + 10).ok_or_else(bad)?;
     let size = u32_at(&tail, eocd + 12).ok_or_else(bad)?;
     if entries != 0xFFFF && size != 0xFFFF_FFFF {
-        return Ok(Directory { entries, size });
+        return Ok(Directory { entries, size, len });
     }
     // ZIP64: the locator sits just before the classic record and points at the ZIP64 record.
     let locator = eocd.checked_sub(20).ok_or_else(bad)?;
     if tail[locator..locator + 4] != [0x50, 0x4b, 0x06, 0x07] {
-        return Ok(Directory { entries, size });
+        return Ok(Directory { entries, size, len });
     }
     let record_at = u64_at(&tail, locator + 8).ok_or_else(bad)?;
     let mut record = [0u8; 56];
@@ -129,13 +265,21 @@ fn read_directory<R: Read + Seek>(reader: &mut R) -> Result<Directory, ArchiveEr
     Ok(Directory {
         entries: u64_at(&record, 32).ok_or_else(bad)?,
         size: u64_at(&record, 40).ok_or_else(bad)?,
+        len,
     })
 }
 
 /// Check every entry of the ZIP in `reader` against `rules`. Blocking: run it off the reactor.
-pub fn inspect<R: Read + Seek>(
+pub fn inspect<R: Read + Seek>(reader: R, rules: &ZipRules) -> Result<Vec<ZipEntry>, ArchiveError> {
+    inspect_with(reader, rules, false)
+}
+
+/// [`inspect`], and with `scan_content` every entry's bytes also go through the content
+/// scanner for its sniffed type (polyglots and active content inside the ZIP). Blocking.
+pub fn inspect_with<R: Read + Seek>(
     mut reader: R,
     rules: &ZipRules,
+    scan_content: bool,
 ) -> Result<Vec<ZipEntry>, ArchiveError> {
     // The zip crate reads the whole central directory into memory on open; a directory of a
     // million empty entries fits in 16 MiB. So check what the end record declares first.
@@ -160,10 +304,73 @@ pub fn inspect<R: Read + Seek>(
             max: rules.max_entries,
         });
     }
-    // Pass 1: declared sizes only (cheap, and enough for honest bombs).
+    // The zip crate keys entries by name: a second entry of the same name hides the first,
+    // which another tool would unpack.
+    if (archive.len() as u64) < dir.entries {
+        return Err(ArchiveError::DuplicateNames {
+            listed: dir.entries,
+            distinct: archive.len(),
+        });
+    }
+    let metas = declared_entries(&mut archive, rules, dir.len)?;
+    let mut reader = archive.into_inner();
+    let mut data_starts = Vec::with_capacity(metas.len());
+    for meta in &metas {
+        data_starts.push(check_names(&mut reader, meta)?);
+    }
+    let mut buffers = Buffers::default();
+    let mut entries = Vec::new();
+    for (meta, &data_start) in metas.iter().zip(&data_starts) {
+        if !meta.is_dir {
+            reader.seek(io::SeekFrom::Start(data_start))?;
+            let raw = (&mut reader).take(meta.compressed);
+            entries.push(inflate_entry(raw, meta, rules, scan_content, &mut buffers)?);
+        }
+    }
+    let inflated: u64 = entries.iter().map(|e| e.size).sum();
+    if ratio_exceeded(inflated, dir.len, rules.max_compression_ratio) {
+        return Err(ArchiveError::ArchiveRatio {
+            uncompressed: inflated,
+            compressed: dir.len,
+            max: rules.max_compression_ratio,
+        });
+    }
+    if entries.is_empty() {
+        return Err(ArchiveError::Empty);
+    }
+    Ok(entries)
+}
+
+/// What the central directory says about one entry.
+#[derive(Debug)]
+struct EntryMeta {
+    /// The name as the zip crate decoded it (an Info-ZIP Unicode path field overrides the
+    /// raw name there).
+    name: String,
+    decoded_raw: Vec<u8>,
+    central_at: u64,
+    local_at: u64,
+    compressed: u64,
+    size: u64,
+    crc: u32,
+    method: zip::CompressionMethod,
+    is_dir: bool,
+}
+
+/// Pass 1, declared sizes only: cheap, and enough for honest bombs.
+fn declared_entries<R: Read + Seek>(
+    archive: &mut zip::ZipArchive<R>,
+    rules: &ZipRules,
+    archive_len: u64,
+) -> Result<Vec<EntryMeta>, ArchiveError> {
+    let mut metas = Vec::with_capacity(archive.len());
     let mut declared_total: u64 = 0;
     for i in 0..archive.len() {
         let file = archive.by_index_raw(i).map_err(corrupt)?;
+        let name = display_name(file.name_raw());
+        if file.encrypted() {
+            return Err(ArchiveError::Encrypted { name });
+        }
         declared_total = declared_total.saturating_add(file.size());
         if declared_total > rules.max_total_uncompressed {
             return Err(ArchiveError::ExpandsTooFar {
@@ -171,81 +378,340 @@ pub fn inspect<R: Read + Seek>(
                 max: rules.max_total_uncompressed,
             });
         }
-    }
-    // Pass 2: inflate each entry within its declared size, sniff its head.
-    let mut entries = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    for i in 0..archive.len() {
-        let raw_name = archive.name_for_index(i).unwrap_or("?").to_owned();
-        let mut file = match archive.by_index(i) {
-            Ok(f) => f,
-            Err(zip::result::ZipError::UnsupportedArchive(msg)) if msg.contains("assword") => {
-                return Err(ArchiveError::Encrypted { name: raw_name });
-            }
-            Err(e) => return Err(corrupt(e)),
-        };
-        if file.is_dir() {
-            // A "directory" is only a name ending in '/': one that carries data could hide
-            // anything, so it must be empty.
-            if file.size() != 0 || file.compressed_size() > 2 {
-                return Err(ArchiveError::Corrupt(format!(
-                    "directory entry `{}` carries data",
-                    file.name()
-                )));
-            }
-            continue;
-        }
-        let name = file.name().to_owned();
-        if file.encrypted() {
-            return Err(ArchiveError::Encrypted { name });
-        }
-        let declared = file.size();
-        let compressed = file.compressed_size();
-        let mut head: Vec<u8> = Vec::with_capacity(SNIFF_BYTES);
-        let mut seen: u64 = 0;
-        loop {
-            let n = file.read(&mut buf).map_err(|e| {
-                if e.kind() == io::ErrorKind::InvalidData || e.kind() == io::ErrorKind::Other {
-                    ArchiveError::Corrupt(format!("entry `{name}`: {e}"))
-                } else {
-                    ArchiveError::Io(e)
-                }
-            })?;
-            if n == 0 {
-                break;
-            }
-            if head.len() < SNIFF_BYTES {
-                let take = n.min(SNIFF_BYTES - head.len());
-                head.extend_from_slice(&buf[..take]);
-            }
-            seen += n as u64;
-            if seen > declared {
-                return Err(ArchiveError::LyingSize { name, declared });
-            }
-        }
-        if seen != declared {
+        if file.compressed_size() > archive_len {
             return Err(ArchiveError::Corrupt(format!(
-                "entry `{name}` has {seen} bytes, {declared} declared"
+                "entry `{name}` claims more compressed bytes than the archive holds"
             )));
         }
-        let media_type = sniff(&head).unwrap_or("unknown").to_owned();
-        if !rules.entry_types.iter().any(|r| r.matches(&media_type)) {
-            return Err(ArchiveError::EntryType {
+        if ratio_exceeded(
+            file.size(),
+            file.compressed_size(),
+            rules.max_compression_ratio,
+        ) {
+            return Err(ArchiveError::EntryRatio {
                 name,
-                sniffed: media_type,
+                uncompressed: file.size(),
+                compressed: file.compressed_size(),
+                max: rules.max_compression_ratio,
             });
         }
-        entries.push(ZipEntry {
-            name,
-            size: declared,
-            compressed_size: compressed,
-            media_type,
+        metas.push(EntryMeta {
+            name: file.name().to_owned(),
+            decoded_raw: file.name_raw().to_vec(),
+            central_at: file.central_header_start(),
+            local_at: file.header_start(),
+            compressed: file.compressed_size(),
+            size: file.size(),
+            crc: file.crc32(),
+            method: file.compression(),
+            is_dir: file.is_dir(),
         });
     }
-    if entries.is_empty() {
-        return Err(ArchiveError::Empty);
+    if ratio_exceeded(declared_total, archive_len, rules.max_compression_ratio) {
+        return Err(ArchiveError::ArchiveRatio {
+            uncompressed: declared_total,
+            compressed: archive_len,
+            max: rules.max_compression_ratio,
+        });
     }
-    Ok(entries)
+    Ok(metas)
+}
+
+/// Read `len` bytes at `at`: a header field, at most 64 KiB.
+fn read_exact_at<R: Read + Seek>(
+    reader: &mut R,
+    at: u64,
+    len: usize,
+    what: &str,
+) -> Result<Vec<u8>, ArchiveError> {
+    reader.seek(io::SeekFrom::Start(at))?;
+    let mut buf = vec![0u8; len];
+    reader
+        .read_exact(&mut buf)
+        .map_err(|e| read_failed(e, what))?;
+    Ok(buf)
+}
+
+fn field_u16(b: &[u8], at: usize) -> usize {
+    usize::from(u16::from_le_bytes([b[at], b[at + 1]]))
+}
+
+/// Pass 2: the entry's names (central directory, local header, decoded) are safe and agree.
+/// Returns where its data starts. Reads at most two fixed headers and two names (< 64 KiB each).
+fn check_names<R: Read + Seek>(reader: &mut R, meta: &EntryMeta) -> Result<u64, ArchiveError> {
+    let central = read_exact_at(reader, meta.central_at, 46, "a central directory record")?;
+    if central[..4] != *b"PK\x01\x02" {
+        return Err(ArchiveError::Corrupt("bad central directory record".into()));
+    }
+    let central_name = read_exact_at(
+        reader,
+        meta.central_at + 46,
+        field_u16(&central, 28),
+        "an entry name",
+    )?;
+    check_name(&central_name)?;
+    if meta.decoded_raw != central_name {
+        check_name(&meta.decoded_raw)?;
+    }
+    let local = read_exact_at(reader, meta.local_at, 30, "a local file header")?;
+    if local[..4] != *b"PK\x03\x04" {
+        return Err(ArchiveError::Corrupt(format!(
+            "entry `{}` has no local file header",
+            display_name(&central_name)
+        )));
+    }
+    let (name_len, extra_len) = (field_u16(&local, 26), field_u16(&local, 28));
+    let local_name = read_exact_at(reader, meta.local_at + 30, name_len, "a local file name")?;
+    if local_name != central_name {
+        return Err(ArchiveError::NameMismatch {
+            central: display_name(&central_name),
+            local: display_name(&local_name),
+        });
+    }
+    if meta.is_dir && (meta.size != 0 || meta.compressed > 2) {
+        // A "directory" is only a name ending in '/': one that carries data could hide
+        // anything, so it must be empty.
+        return Err(ArchiveError::Corrupt(format!(
+            "directory entry `{}` carries data",
+            display_name(&central_name)
+        )));
+    }
+    Ok(meta.local_at + 30 + (name_len + extra_len) as u64)
+}
+
+/// The two buffers inflating goes through, shared by all entries.
+struct Buffers {
+    input: Vec<u8>,
+    output: Vec<u8>,
+}
+
+impl Default for Buffers {
+    fn default() -> Buffers {
+        Buffers {
+            input: vec![0u8; 64 * 1024],
+            output: vec![0u8; 64 * 1024],
+        }
+    }
+}
+
+/// Pass 3 for one entry: inflate `raw` (its compressed bytes) through the checks.
+fn inflate_entry(
+    mut raw: impl Read,
+    meta: &EntryMeta,
+    rules: &ZipRules,
+    scan_content: bool,
+    buffers: &mut Buffers,
+) -> Result<ZipEntry, ArchiveError> {
+    let mut sink = EntrySink::new(meta, rules, scan_content);
+    let consumed = match meta.method {
+        zip::CompressionMethod::Stored => copy_stored(&mut raw, &mut sink, buffers)?,
+        zip::CompressionMethod::Deflated => inflate_deflated(&mut raw, &mut sink, buffers)?,
+        other => {
+            return Err(ArchiveError::Corrupt(format!(
+                "entry `{}` uses compression method {other}, which docgate does not read",
+                display_name(&meta.decoded_raw)
+            )))
+        }
+    };
+    sink.finish(consumed)
+}
+
+fn read_some(raw: &mut impl Read, buf: &mut [u8]) -> Result<usize, ArchiveError> {
+    loop {
+        match raw.read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(read_failed(e, "an entry's data")),
+        }
+    }
+}
+
+/// A stored entry; returns the compressed (= raw) bytes read.
+fn copy_stored(
+    raw: &mut impl Read,
+    sink: &mut EntrySink<'_>,
+    buffers: &mut Buffers,
+) -> Result<u64, ArchiveError> {
+    let mut consumed = 0u64;
+    loop {
+        let n = read_some(raw, &mut buffers.output)?;
+        if n == 0 {
+            return Ok(consumed);
+        }
+        consumed += n as u64;
+        sink.feed(&buffers.output[..n])?;
+    }
+}
+
+/// A deflated entry; returns the compressed bytes the inflater really consumed (which can be
+/// fewer than the directory declares).
+fn inflate_deflated(
+    raw: &mut impl Read,
+    sink: &mut EntrySink<'_>,
+    buffers: &mut Buffers,
+) -> Result<u64, ArchiveError> {
+    let name = display_name(&sink.meta.decoded_raw);
+    let bad = |what: String| ArchiveError::Corrupt(format!("entry `{name}`: {what}"));
+    let mut inflater = Decompress::new(false);
+    let (mut pos, mut filled, mut eof) = (0usize, 0usize, false);
+    loop {
+        if pos == filled && !eof {
+            filled = read_some(raw, &mut buffers.input)?;
+            pos = 0;
+            eof = filled == 0;
+        }
+        let (before_in, before_out) = (inflater.total_in(), inflater.total_out());
+        let flush = if eof {
+            FlushDecompress::Finish
+        } else {
+            FlushDecompress::None
+        };
+        let status = inflater
+            .decompress(&buffers.input[pos..filled], &mut buffers.output, flush)
+            .map_err(|e| bad(e.to_string()))?;
+        // Both deltas are bounded by the buffers just passed in.
+        let used = (inflater.total_in() - before_in) as usize;
+        let made = (inflater.total_out() - before_out) as usize;
+        pos += used;
+        sink.feed(&buffers.output[..made])?;
+        if status == Status::StreamEnd {
+            return Ok(inflater.total_in());
+        }
+        if used == 0 && made == 0 && (eof || pos < filled) {
+            return Err(bad("the compressed data ends early".into()));
+        }
+    }
+}
+
+/// Where an entry's inflated bytes go: counted, CRC'd, sniffed, scanned, then dropped.
+struct EntrySink<'a> {
+    meta: &'a EntryMeta,
+    rules: &'a ZipRules,
+    seen: u64,
+    crc: crc32fast::Hasher,
+    head: Vec<u8>,
+    media_type: Option<&'static str>,
+    /// Set once the head shows a type the rules refuse: reported after the entry proved
+    /// itself intact (a corrupt or lying entry is refused as such first, as it always was).
+    refused_type: bool,
+    scan_content: bool,
+    scan: Option<ContentScan>,
+}
+
+impl<'a> EntrySink<'a> {
+    fn new(meta: &'a EntryMeta, rules: &'a ZipRules, scan_content: bool) -> EntrySink<'a> {
+        EntrySink {
+            meta,
+            rules,
+            seen: 0,
+            crc: crc32fast::Hasher::new(),
+            head: Vec::with_capacity(SNIFF_BYTES),
+            media_type: None,
+            refused_type: false,
+            scan_content,
+            scan: None,
+        }
+    }
+
+    fn name(&self) -> String {
+        display_name(&self.meta.decoded_raw)
+    }
+
+    fn feed(&mut self, data: &[u8]) -> Result<(), ArchiveError> {
+        self.seen += data.len() as u64;
+        if self.seen > self.meta.size {
+            return Err(ArchiveError::LyingSize {
+                name: self.name(),
+                declared: self.meta.size,
+            });
+        }
+        self.crc.update(data);
+        let mut data = data;
+        if self.media_type.is_none() {
+            let take = (SNIFF_BYTES - self.head.len()).min(data.len());
+            self.head.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.head.len() < SNIFF_BYTES {
+                return Ok(());
+            }
+            self.settle_type()?;
+        }
+        self.scan_more(data)
+    }
+
+    /// The head is complete: judge the type, and start scanning with the head.
+    fn settle_type(&mut self) -> Result<(), ArchiveError> {
+        let media_type = sniff(&self.head).unwrap_or("unknown");
+        self.media_type = Some(media_type);
+        if !self.rules.entry_types.iter().any(|r| r.matches(media_type)) {
+            self.refused_type = true;
+            self.head = Vec::new();
+            return Ok(());
+        }
+        if self.scan_content {
+            self.scan = Some(ContentScan::for_media_type(media_type));
+        }
+        let head = std::mem::take(&mut self.head);
+        self.scan_more(&head)
+    }
+
+    fn scan_more(&mut self, data: &[u8]) -> Result<(), ArchiveError> {
+        match &mut self.scan {
+            Some(scan) => scan
+                .feed(data)
+                .map_err(|source| ArchiveError::ActiveContent {
+                    name: display_name(&self.meta.decoded_raw),
+                    source,
+                }),
+            None => Ok(()),
+        }
+    }
+
+    fn finish(mut self, consumed: u64) -> Result<ZipEntry, ArchiveError> {
+        if self.media_type.is_none() {
+            self.settle_type()?;
+        }
+        let name = self.name();
+        if self.seen != self.meta.size {
+            return Err(ArchiveError::Corrupt(format!(
+                "entry `{name}` has {} bytes, {} declared",
+                self.seen, self.meta.size
+            )));
+        }
+        if self.crc.finalize() != self.meta.crc {
+            return Err(ArchiveError::Corrupt(format!(
+                "entry `{name}` fails its CRC"
+            )));
+        }
+        let media_type = self.media_type.unwrap_or("unknown");
+        if self.refused_type {
+            return Err(ArchiveError::EntryType {
+                name,
+                sniffed: media_type.to_owned(),
+            });
+        }
+        if let Some(scan) = self.scan.take() {
+            scan.finish()
+                .map_err(|source| ArchiveError::ActiveContent {
+                    name: name.clone(),
+                    source,
+                })?;
+        }
+        if ratio_exceeded(self.seen, consumed, self.rules.max_compression_ratio) {
+            return Err(ArchiveError::EntryRatio {
+                name,
+                uncompressed: self.seen,
+                compressed: consumed,
+                max: self.rules.max_compression_ratio,
+            });
+        }
+        Ok(ZipEntry {
+            name: self.meta.name.clone(),
+            size: self.seen,
+            compressed_size: self.meta.compressed,
+            media_type: media_type.to_owned(),
+        })
+    }
 }
 
 /// A rough upper bound of what one entry adds to an archive: the local header, the data
@@ -319,7 +785,237 @@ mod tests {
                 .collect(),
             max_entries: 10,
             max_total_uncompressed: 1 << 20,
+            max_compression_ratio: DEFAULT_MAX_COMPRESSION_RATIO,
         }
+    }
+
+    /// Rules with room for a few MiB, so the ratio is what refuses.
+    fn roomy_rules() -> ZipRules {
+        ZipRules {
+            max_total_uncompressed: 64 << 20,
+            ..rules()
+        }
+    }
+
+    /// A stored ZIP of `entries`, then every occurrence of each `(placeholder, name)` pair's
+    /// placeholder replaced by the name (same length): names the writer would not write.
+    fn zip_renamed(entries: &[(&str, Vec<u8>)], renames: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut z = make_zip(entries, zip::CompressionMethod::Stored);
+        for (placeholder, name) in renames {
+            assert_eq!(placeholder.len(), name.len(), "same length");
+            let mut at = 0;
+            while let Some(p) = z[at..]
+                .windows(placeholder.len())
+                .position(|w| w == placeholder.as_bytes())
+            {
+                z[at + p..at + p + name.len()].copy_from_slice(name);
+                at += p + name.len();
+            }
+        }
+        z
+    }
+
+    /// One deflated entry built by hand: `compressed` is written as the entry's data (it may
+    /// carry padding after the deflate stream) and declared as its compressed size.
+    fn handmade_zip(name: &str, plain: &[u8], compressed: &[u8]) -> Vec<u8> {
+        let crc = crc32fast::hash(plain);
+        let size = u32::try_from(plain.len()).expect("small");
+        let csize = u32::try_from(compressed.len()).expect("small");
+        let name_len = u16::try_from(name.len()).expect("short");
+        let mut common = Vec::new();
+        common.extend_from_slice(&20u16.to_le_bytes()); // version needed
+        common.extend_from_slice(&0u16.to_le_bytes()); // flags
+        common.extend_from_slice(&8u16.to_le_bytes()); // deflate
+        common.extend_from_slice(&[0, 0, 0x21, 0]); // time, date
+        common.extend_from_slice(&crc.to_le_bytes());
+        common.extend_from_slice(&csize.to_le_bytes());
+        common.extend_from_slice(&size.to_le_bytes());
+        common.extend_from_slice(&name_len.to_le_bytes());
+        common.extend_from_slice(&0u16.to_le_bytes()); // extra
+        let mut z = b"PK\x03\x04".to_vec();
+        z.extend_from_slice(&common);
+        z.extend_from_slice(name.as_bytes());
+        z.extend_from_slice(compressed);
+        let central_at = u32::try_from(z.len()).expect("small");
+        z.extend_from_slice(b"PK\x01\x02\x14\0");
+        z.extend_from_slice(&common);
+        z.extend_from_slice(&[0; 14]); // comment len, disk, attributes, local offset 0
+        z.extend_from_slice(name.as_bytes());
+        let central_len = u32::try_from(z.len()).expect("small") - central_at;
+        z.extend_from_slice(b"PK\x05\x06\0\0\0\0\x01\0\x01\0");
+        z.extend_from_slice(&central_len.to_le_bytes());
+        z.extend_from_slice(&central_at.to_le_bytes());
+        z.extend_from_slice(&0u16.to_le_bytes());
+        z
+    }
+
+    fn deflate_raw(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(data).expect("deflate");
+        e.finish().expect("deflate")
+    }
+
+    #[test]
+    fn zip_slip_names_are_refused_in_every_spelling() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"../../../etc/cron.d/evil.pdf", "`..`"),
+            (b"docs/../../../../tmp/evil.pdf", "`..`"),
+            (b"/abs/x.pdf", "absolute"),
+            (b"C:\\x.pdf", "backslash"),
+            (b"C:x.pdf", "drive letter"),
+            (b"..\\..\\evil.pdf", "backslash"),
+            (b"a\0b.pdf", "NUL"),
+            (b"a\x1b[2Jb.pdf", "control"),
+        ];
+        for (name, reason) in cases {
+            let placeholder = "Q".repeat(name.len());
+            let z = zip_renamed(
+                &[(placeholder.as_str(), pdf(100))],
+                &[(placeholder.as_str(), name)],
+            );
+            match inspect(Cursor::new(z), &rules()) {
+                Err(ArchiveError::UnsafeName {
+                    name: shown,
+                    reason: why,
+                }) => {
+                    assert!(why.contains(reason), "{why} for {shown}");
+                    assert!(!shown.chars().any(char::is_control), "{shown:?} is escaped");
+                }
+                other => panic!(
+                    "{}: expected UnsafeName, got {other:?}",
+                    String::from_utf8_lossy(name)
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn a_local_header_name_that_differs_from_the_directory_is_refused() {
+        let mut z = make_zip(&[("good.pdf", pdf(100))], zip::CompressionMethod::Stored);
+        // The local header comes first: rename only that one.
+        let p = z.windows(8).position(|w| w == b"good.pdf").expect("name");
+        z[p..p + 8].copy_from_slice(b"evil.exe");
+        match inspect(Cursor::new(z), &rules()) {
+            Err(ArchiveError::NameMismatch { central, local }) => {
+                assert_eq!((central.as_str(), local.as_str()), ("good.pdf", "evil.exe"));
+            }
+            other => panic!("expected NameMismatch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn two_entries_of_the_same_name_are_refused() {
+        let exe = b"MZ\x90\0\x03\0\0\0\x04\0\0\0\xff\xff\0\0".to_vec();
+        let z = zip_renamed(
+            &[("a1.pdf", exe), ("a2.pdf", pdf(100))],
+            &[("a2.pdf", b"a1.pdf")],
+        );
+        assert!(matches!(
+            inspect(Cursor::new(z), &rules()),
+            Err(ArchiveError::DuplicateNames {
+                listed: 2,
+                distinct: 1
+            })
+        ));
+    }
+
+    #[test]
+    fn an_entry_expanding_a_thousandfold_is_refused_by_its_declared_sizes() {
+        let z = make_zip(
+            &[("zeros.pdf", pdf(4 << 20))],
+            zip::CompressionMethod::Deflated,
+        );
+        match inspect(Cursor::new(z), &roomy_rules()) {
+            Err(ArchiveError::EntryRatio {
+                name,
+                uncompressed,
+                compressed,
+                max,
+            }) => {
+                assert_eq!(
+                    (name.as_str(), uncompressed, max),
+                    ("zeros.pdf", 4 << 20, 100)
+                );
+                assert!(
+                    uncompressed / compressed > 500,
+                    "{uncompressed}:{compressed}"
+                );
+            }
+            other => panic!("expected EntryRatio, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_directory_lying_about_compressed_sizes_is_caught_while_inflating() {
+        let plain = pdf(4 << 20);
+        let mut compressed = deflate_raw(&plain);
+        let stream_len = compressed.len() as u64;
+        // Padding after the deflate stream makes the declared ratio look like 60:1.
+        compressed.resize((4 << 20) / 60, 0);
+        let z = handmade_zip("bomb.pdf", &plain, &compressed);
+        match inspect(Cursor::new(z), &roomy_rules()) {
+            Err(ArchiveError::EntryRatio { compressed, .. }) => assert_eq!(compressed, stream_len),
+            other => panic!("expected EntryRatio from the actual bytes, got {other:?}"),
+        }
+        // The same padding with honest content passes: the ratio is what refused it.
+        let noise: Vec<u8> = (0..(4u32 << 20))
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        let mut plain = b"%PDF-1.4\n".to_vec();
+        plain.extend_from_slice(&noise[9..]);
+        let z = handmade_zip("noise.pdf", &plain, &deflate_raw(&plain));
+        assert_eq!(
+            inspect(Cursor::new(z), &roomy_rules()).expect("ok").len(),
+            1
+        );
+    }
+
+    #[test]
+    fn small_entries_are_not_judged_by_their_ratio() {
+        // 10 bytes from 1 (well, a few), and 512 KiB of zeros from ~500 bytes: under the floor.
+        let z = make_zip(
+            &[("tiny.pdf", pdf(10)), ("blank.pdf", pdf(512 << 10))],
+            zip::CompressionMethod::Deflated,
+        );
+        assert_eq!(
+            inspect(Cursor::new(z), &roomy_rules()).expect("ok").len(),
+            2
+        );
+    }
+
+    #[test]
+    fn a_pdf_with_javascript_inside_a_zip_is_refused_when_scanning() {
+        let mut js =
+            b"%PDF-1.7\n1 0 obj << /S /JavaScript /JS (app.alert\\(1\\)) >> endobj\n".to_vec();
+        js.extend_from_slice(b"trailer << /Root 1 0 R >>\n%%EOF\n");
+        let z = make_zip(
+            &[("a.pdf", pdf(100)), ("b.pdf", js)],
+            zip::CompressionMethod::Deflated,
+        );
+        assert_eq!(
+            inspect(Cursor::new(z.clone()), &rules())
+                .expect("not scanned")
+                .len(),
+            2
+        );
+        match inspect_with(Cursor::new(z), &rules(), true) {
+            Err(ArchiveError::ActiveContent { name, source }) => {
+                assert_eq!((name.as_str(), source.found()), ("b.pdf", "JavaScript"));
+            }
+            other => panic!("expected ActiveContent, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn shown_names_are_escaped_and_cut() {
+        assert_eq!(display_name(b"a\x1b[31mb"), "a\\u{1b}[31mb");
+        assert_eq!(display_name(b"\xff.pdf"), "\u{fffd}.pdf");
+        let long = display_name("x".repeat(1000).as_bytes());
+        assert_eq!(long.chars().count(), NAME_SHOWN + 1);
+        assert!(long.ends_with('…'));
+        // Found by fuzz/zip_entry_names: escapes count towards the limit too.
+        let escapes = display_name(&[0x1b; 200]);
+        assert!(escapes.chars().count() <= NAME_SHOWN + 1, "{escapes}");
     }
 
     fn make_zip(entries: &[(&str, Vec<u8>)], method: zip::CompressionMethod) -> Vec<u8> {

@@ -11,11 +11,19 @@
 //! waiting for them at every block, and the caller reads the next block from the network
 //! while earlier ones are hashed. A digest at most `LANE_DEPTH` blocks behind bounds the
 //! memory; a blocking thread is only held while there is something to hash.
+//!
+//! The content scanner ([`crate::scan`]) rides along as one more consumer of the same blocks:
+//! it is planned into the cheapest lane like a digest, so it too runs off the reactor and in
+//! parallel with the hashes. A finding is visible at once through
+//! [`DigestPipeline::scan_error`], so the upload can be cut off without waiting for the end.
 
 use std::{
     collections::VecDeque,
     fmt,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
 };
 
 use bytes::Bytes;
@@ -24,7 +32,15 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256, Sha512};
 use tokio::{sync::Notify, task::JoinHandle};
 
-use crate::policy::DigestSet;
+use crate::{
+    policy::DigestSet,
+    scan::{ContentScan, ScanError},
+};
+
+/// The scanner's relative cost in [`Hasher::cost`] units (SHA-256 = 10 at ~1.4 GB/s): it
+/// scans JPEGs and PDFs of images at ~2.7–3.3 GiB/s (the `scan` bench). Pure PDF syntax is
+/// slower (~290 MiB/s) but makes up a small part of real documents.
+const SCAN_COST: u32 = 5;
 
 /// Blocks at most this big are hashed in place: handing them to a thread costs more than the
 /// hashing itself (16 KiB of SHA-256 is ~11 µs).
@@ -55,7 +71,7 @@ impl Digests {
         for h in &mut hashers {
             h.update(data);
         }
-        finish_hashers(hashers)
+        finish_hashers(hashers).0
     }
 
     pub fn sha256_hex(&self) -> String {
@@ -98,12 +114,34 @@ pub struct DigestsHex {
     pub md5: Option<String>,
 }
 
-/// One running hash.
-#[derive(Clone)]
+/// One consumer of blocks: a running hash, or the content scanner.
 enum Hasher {
     Sha256(Sha256),
     Sha512(Box<Sha512>),
     Md5(Md5),
+    Scan(Box<ScanLane>),
+}
+
+/// The content scanner in a lane, and where it reports a finding.
+struct ScanLane {
+    scan: ContentScan,
+    verdict: Arc<ScanVerdict>,
+}
+
+/// A scan finding, shared between the lane that found it and the pipeline's owner.
+#[derive(Default)]
+struct ScanVerdict {
+    failed: AtomicBool,
+    error: Mutex<Option<ScanError>>,
+}
+
+impl ScanVerdict {
+    fn error(&self) -> Option<ScanError> {
+        if !self.failed.load(Ordering::Acquire) {
+            return None;
+        }
+        lock(&self.error).clone()
+    }
 }
 
 impl Hasher {
@@ -119,12 +157,14 @@ impl Hasher {
     }
 
     /// Relative CPU cost per byte, from `../shared/notes/performance.md` and our own runs:
-    /// SHA-256 (SHA-NI) ≈ 1.4 GB/s, MD5 (asm) ≈ 600 MB/s, SHA-512 ≈ 500 MB/s per core.
+    /// SHA-256 (SHA-NI) ≈ 1.4 GB/s, MD5 (asm) ≈ 600 MB/s, SHA-512 ≈ 500 MB/s per core; the
+    /// scanner's cost is its worst measured format (see the `scan` bench).
     fn cost(&self) -> u32 {
         match self {
             Hasher::Sha256(_) => 10,
             Hasher::Md5(_) => 24,
             Hasher::Sha512(_) => 28,
+            Hasher::Scan(_) => SCAN_COST,
         }
     }
 
@@ -133,6 +173,15 @@ impl Hasher {
             Hasher::Sha256(h) => h.update(data),
             Hasher::Sha512(h) => h.update(data),
             Hasher::Md5(h) => h.update(data),
+            Hasher::Scan(lane) => {
+                if lane.verdict.failed.load(Ordering::Acquire) {
+                    return;
+                }
+                if let Err(e) = lane.scan.feed(data) {
+                    *lock(&lane.verdict.error) = Some(e);
+                    lane.verdict.failed.store(true, Ordering::Release);
+                }
+            }
         }
     }
 }
@@ -144,8 +193,7 @@ type Lane = Vec<Hasher>;
 /// to the cheapest lane). More lanes than cores would not add speed: the scheduler would
 /// share the cores between them and slow the slowest lane, SHA-512, down. On 2 cores, all
 /// three become `[SHA-512]` and `[MD5, SHA-256]`: two lanes of nearly equal cost.
-fn plan(set: DigestSet, parallelism: usize) -> Vec<Lane> {
-    let mut hashers = Hasher::all(set);
+fn plan(mut hashers: Vec<Hasher>, parallelism: usize) -> Vec<Lane> {
     hashers.sort_by_key(|h| std::cmp::Reverse(h.cost()));
     let n = parallelism.clamp(1, hashers.len());
     let mut lanes: Vec<(u32, Lane)> = (0..n).map(|_| (0, Vec::new())).collect();
@@ -163,20 +211,23 @@ fn parallelism() -> usize {
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
 }
 
-fn finish_hashers(hashers: impl IntoIterator<Item = Hasher>) -> Digests {
+/// The digests, and the scanner if one rode along.
+fn finish_hashers(hashers: impl IntoIterator<Item = Hasher>) -> (Digests, Option<Box<ScanLane>>) {
     let mut out = Digests {
         sha256: [0; 32],
         sha512: None,
         md5: None,
     };
+    let mut scan = None;
     for h in hashers {
         match h {
             Hasher::Sha256(h) => out.sha256 = h.finalize().into(),
             Hasher::Sha512(h) => out.sha512 = Some(h.finalize().into()),
             Hasher::Md5(h) => out.md5 = Some(h.finalize().into()),
+            Hasher::Scan(lane) => scan = Some(lane),
         }
     }
-    out
+    (out, scan)
 }
 
 /// A hashing task died (only a panic inside a hash function could do that).
@@ -255,6 +306,7 @@ enum Next {
 pub struct DigestPipeline {
     lanes: Vec<(Arc<LaneShared>, Option<JoinHandle<()>>)>,
     bytes: u64,
+    scan: Option<Arc<ScanVerdict>>,
 }
 
 impl fmt::Debug for DigestPipeline {
@@ -268,7 +320,21 @@ impl fmt::Debug for DigestPipeline {
 
 impl DigestPipeline {
     pub fn new(set: DigestSet) -> DigestPipeline {
-        let lanes = plan(set, parallelism())
+        DigestPipeline::with_scan(set, ContentScan::off())
+    }
+
+    /// Digests, and `scan` fed the same blocks on the same blocking threads (an inert scanner
+    /// is left out).
+    pub fn with_scan(set: DigestSet, scan: ContentScan) -> DigestPipeline {
+        let mut hashers = Hasher::all(set);
+        let verdict = scan.is_active().then(|| Arc::new(ScanVerdict::default()));
+        if let Some(verdict) = &verdict {
+            hashers.push(Hasher::Scan(Box::new(ScanLane {
+                scan,
+                verdict: verdict.clone(),
+            })));
+        }
+        let lanes = plan(hashers, parallelism())
             .into_iter()
             .map(|lane| {
                 let shared = LaneShared {
@@ -279,7 +345,16 @@ impl DigestPipeline {
                 (Arc::new(shared), None)
             })
             .collect();
-        DigestPipeline { lanes, bytes: 0 }
+        DigestPipeline {
+            lanes,
+            bytes: 0,
+            scan: verdict,
+        }
+    }
+
+    /// What the scanner found so far, if anything (cheap: an atomic load while clean).
+    pub fn scan_error(&self) -> Option<ScanError> {
+        self.scan.as_ref().and_then(|v| v.error())
     }
 
     /// Bytes fed so far.
@@ -339,6 +414,12 @@ impl DigestPipeline {
 
     /// Wait for every queued block and return the digests.
     pub async fn finish(self) -> Result<Digests, DigestError> {
+        Ok(self.finish_scanned().await?.0)
+    }
+
+    /// Wait for every queued block; return the digests and the scanner's verdict on the
+    /// whole document (`Ok` when no scanner rode along).
+    pub async fn finish_scanned(self) -> Result<(Digests, Result<(), ScanError>), DigestError> {
         let mut lanes = Vec::with_capacity(self.lanes.len());
         for (shared, mut handle) in self.lanes {
             loop {
@@ -360,7 +441,15 @@ impl DigestPipeline {
                 .ok_or_else(|| DigestError("hasher missing".into()))?;
             lanes.push(lane);
         }
-        Ok(finish_hashers(lanes.into_iter().flatten()))
+        let (digests, scan) = finish_hashers(lanes.into_iter().flatten());
+        let verdict = match scan {
+            Some(lane) => match lane.verdict.error() {
+                Some(e) => Err(e),
+                None => lane.scan.finish(),
+            },
+            None => Ok(()),
+        };
+        Ok((digests, verdict))
     }
 }
 
@@ -423,10 +512,14 @@ mod tests {
                 .map(|l| l.iter().map(Hasher::cost).collect())
                 .collect()
         };
-        assert_eq!(names(plan(DigestSet::ALL, 2)), vec![vec![28], vec![24, 10]]);
-        assert_eq!(names(plan(DigestSet::ALL, 1)), vec![vec![28, 24, 10]]);
-        assert_eq!(names(plan(DigestSet::ALL, 8)).len(), 3);
-        assert_eq!(names(plan(DigestSet::SHA256, 8)), vec![vec![10]]);
+        let all = || Hasher::all(DigestSet::ALL);
+        assert_eq!(names(plan(all(), 2)), vec![vec![28], vec![24, 10]]);
+        assert_eq!(names(plan(all(), 1)), vec![vec![28, 24, 10]]);
+        assert_eq!(names(plan(all(), 8)).len(), 3);
+        assert_eq!(
+            names(plan(Hasher::all(DigestSet::SHA256), 8)),
+            vec![vec![10]]
+        );
     }
 
     #[test]

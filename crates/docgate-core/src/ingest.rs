@@ -3,9 +3,11 @@
 //! ```text
 //! body chunks ─▶ running count (413 the moment the limit is crossed)
 //!             ─▶ first 8 KiB: sniff, compare with the declared type (415 before spooling)
-//!             ─▶ 256 KiB blocks ─▶ digests (blocking threads, overlapped with the network)
+//!             ─▶ 256 KiB blocks ─▶ digests + content scan (blocking threads, overlapped
+//!                               │   with the network; a scan finding stops the body: 415)
 //!                               └▶ spool (memory, then a file)
-//! EOF ─▶ minimum size (422) ─▶ ZIP entries checked (415/413) ─▶ Document
+//! EOF ─▶ minimum size (422) ─▶ scan verdict (415) ─▶ ZIP entries checked (422/415/413)
+//!     ─▶ Document
 //! ```
 //! Memory per upload is bounded by a couple of blocks whatever the document size: the body is
 //! never collected, and a block is released as soon as it is hashed and written.
@@ -13,7 +15,7 @@
 //! Think of it as pingora's per-request body filter: the pipeline looks at each chunk once, in
 //! order, and can stop the request at any chunk.
 
-use std::{fmt, time::Duration};
+use std::{error::Error as StdError, time::Duration};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
@@ -25,7 +27,8 @@ use crate::{
     media::{declared_agrees, normalize_declared, sniff, SNIFF_BYTES},
     policy::UploadPolicy,
     problem::{Problem, Side},
-    spool::{SpoolDir, Spooled, BLOCK},
+    scan::{ContentScan, ScanError},
+    spool::{SpoolDir, SpoolWriter, Spooled, BLOCK},
 };
 
 /// What the pipeline learnt about one document; this is what receipts list.
@@ -90,6 +93,8 @@ pub enum IngestError {
     },
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    ActiveContent(#[from] ScanError),
     #[error("the request body failed: {0}")]
     Body(String),
     #[error("no body bytes arrived for {0:?}")]
@@ -127,6 +132,7 @@ impl IngestError {
                 Problem::unsupported_media_type(sniffed, accepted)
             }
             IngestError::Archive(e) => archive_problem(e),
+            IngestError::ActiveContent(e) => active_content_problem(e),
             IngestError::Body(msg) => {
                 Problem::bad_request(format!("the request body could not be read: {msg}"))
             }
@@ -142,39 +148,70 @@ impl IngestError {
     }
 }
 
+fn invalid_archive(e: &ArchiveError) -> Problem {
+    Problem::new(
+        http::StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_archive",
+        "Invalid archive",
+    )
+    .with_detail(e.to_string())
+}
+
+fn archive_too_large(e: &ArchiveError) -> Problem {
+    Problem::new(
+        http::StatusCode::PAYLOAD_TOO_LARGE,
+        "archive_too_large",
+        "Archive too large",
+    )
+    .with_detail(e.to_string())
+}
+
+/// Entry names in `ArchiveError` are already escaped and cut ([`archive::display_name`]).
 fn archive_problem(e: &ArchiveError) -> Problem {
-    use http::StatusCode;
     match e {
         ArchiveError::EntryType { name, sniffed } => Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "Unsupported media type",
         )
         .with_detail(e.to_string())
         .with_extra("entry", name.as_str())
         .with_extra("sniffed_type", sniffed.as_str()),
-        ArchiveError::TooManyEntries { max, .. } => Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "archive_too_large",
-            "Archive too large",
-        )
-        .with_detail(e.to_string())
-        .with_extra("limit", *max as u64),
-        ArchiveError::ExpandsTooFar { max, .. } => Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "archive_too_large",
-            "Archive too large",
-        )
-        .with_detail(e.to_string())
-        .with_extra("limit", *max),
+        ArchiveError::ActiveContent { name, source } => {
+            active_content_problem(source).with_extra("entry", name.as_str())
+        }
+        ArchiveError::TooManyEntries { max, .. } => {
+            archive_too_large(e).with_extra("limit", *max as u64)
+        }
+        ArchiveError::ExpandsTooFar { max, .. } => archive_too_large(e).with_extra("limit", *max),
+        ArchiveError::EntryRatio { name, max, .. } => archive_too_large(e)
+            .with_extra("entry", name.as_str())
+            .with_extra("max_compression_ratio", *max),
+        ArchiveError::ArchiveRatio { max, .. } => {
+            archive_too_large(e).with_extra("max_compression_ratio", *max)
+        }
+        ArchiveError::UnsafeName { name, .. }
+        | ArchiveError::LyingSize { name, .. }
+        | ArchiveError::Encrypted { name } => invalid_archive(e).with_extra("entry", name.as_str()),
+        ArchiveError::NameMismatch { central, local } => invalid_archive(e)
+            .with_extra("entry", central.as_str())
+            .with_extra("local_name", local.as_str()),
         ArchiveError::Io(io) => Problem::internal(format!("spool: {io}")),
-        _ => Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_archive",
-            "Invalid archive",
-        )
-        .with_detail(e.to_string()),
+        ArchiveError::Corrupt(_) | ArchiveError::DuplicateNames { .. } | ArchiveError::Empty => {
+            invalid_archive(e)
+        }
     }
+}
+
+fn active_content_problem(e: &ScanError) -> Problem {
+    Problem::new(
+        http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "active_content",
+        "Active content",
+    )
+    .with_detail(e.to_string())
+    .with_extra("found", e.found())
+    .with_extra("offset", e.offset())
 }
 
 impl From<IngestError> for Problem {
@@ -208,6 +245,58 @@ pub fn check_type(
     }
 }
 
+/// Where a document's blocks go once its type is known: the digests and the content scan
+/// (on blocking threads), and the spool.
+struct Sink {
+    digests: DigestPipeline,
+    writer: SpoolWriter,
+}
+
+impl Sink {
+    fn open(media_type: &str, policy: &UploadPolicy, spool: &SpoolDir, key: &str) -> Sink {
+        Sink {
+            digests: DigestPipeline::with_scan(
+                policy.digests,
+                ContentScan::new(media_type, policy),
+            ),
+            writer: spool.writer(key),
+        }
+    }
+
+    async fn push(&mut self, block: Bytes) -> Result<(), IngestError> {
+        self.digests.feed(block.clone()).await?;
+        if let Some(found) = self.digests.scan_error() {
+            return Err(IngestError::ActiveContent(found));
+        }
+        self.writer.write(block).await?;
+        Ok(())
+    }
+
+    async fn finish(self) -> Result<(Digests, Spooled), IngestError> {
+        let (digests, verdict) = self.digests.finish_scanned().await?;
+        verdict?;
+        Ok((digests, self.writer.finish().await?))
+    }
+}
+
+/// The body's next chunk (`None` at its end), within the idle timeout.
+async fn next_chunk<S, E>(
+    body: &mut S,
+    req: &IngestRequest<'_>,
+    total: u64,
+) -> Result<Option<Bytes>, IngestError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: StdError + 'static,
+{
+    match tokio::time::timeout(req.idle_timeout, body.next()).await {
+        Err(_) => Err(IngestError::Idle(req.idle_timeout)),
+        Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
+        Ok(Some(Err(e))) => Err(body_error(&e, total, req.max_bytes)),
+        Ok(None) => Ok(None),
+    }
+}
+
 /// Stream `body` through the pipeline into `spool`, under a temporary key.
 pub async fn ingest<S, E>(
     body: S,
@@ -216,7 +305,7 @@ pub async fn ingest<S, E>(
 ) -> Result<Document, IngestError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: fmt::Display,
+    E: StdError + 'static,
 {
     let key = format!("tmp/{}", uuid::Uuid::new_v4().simple());
     ingest_into(body, req, spool, &key).await
@@ -232,26 +321,15 @@ pub async fn ingest_into<S, E>(
 ) -> Result<Document, IngestError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: fmt::Display,
+    E: StdError + 'static,
 {
     let mut body = body;
     let declared = normalize_declared(req.declared_type.as_deref());
-    let mut digests = DigestPipeline::new(req.policy.digests);
-    let mut writer = spool.writer(key);
     let mut pending = BytesMut::new();
-    let mut media_type: Option<&'static str> = None;
+    let mut sink: Option<(&'static str, Sink)> = None;
     let mut total: u64 = 0;
 
-    loop {
-        let next = match tokio::time::timeout(req.idle_timeout, body.next()).await {
-            Ok(next) => next,
-            Err(_) => return Err(IngestError::Idle(req.idle_timeout)),
-        };
-        let chunk = match next {
-            Some(Ok(chunk)) => chunk,
-            Some(Err(e)) => return Err(body_error(e, total, req.max_bytes)),
-            None => break,
-        };
+    while let Some(chunk) = next_chunk(&mut body, &req, total).await? {
         total += chunk.len() as u64;
         if total > req.max_bytes {
             return Err(IngestError::TooLarge {
@@ -259,25 +337,23 @@ where
             });
         }
         // Large chunks pass through without a copy; small ones are gathered into blocks.
-        let block = if pending.is_empty() && chunk.len() >= BLOCK && media_type.is_some() {
+        let block = if pending.is_empty() && chunk.len() >= BLOCK && sink.is_some() {
             Some(chunk)
         } else {
             pending.extend_from_slice(&chunk);
             None
         };
-        if media_type.is_none() && pending.len() >= SNIFF_BYTES {
-            media_type = Some(check_type(&pending, declared.as_deref(), req.policy)?);
+        if sink.is_none() && pending.len() >= SNIFF_BYTES {
+            let media_type = check_type(&pending, declared.as_deref(), req.policy)?;
+            sink = Some((media_type, Sink::open(media_type, req.policy, spool, key)));
         }
         let block = match block {
             Some(b) => Some(b),
-            None if pending.len() >= BLOCK && media_type.is_some() => {
-                Some(pending.split().freeze())
-            }
+            None if pending.len() >= BLOCK && sink.is_some() => Some(pending.split().freeze()),
             None => None,
         };
-        if let Some(block) = block {
-            digests.feed(block.clone()).await?;
-            writer.write(block).await?;
+        if let (Some(block), Some((_, sink))) = (block, sink.as_mut()) {
+            sink.push(block).await?;
         }
     }
 
@@ -287,18 +363,17 @@ where
             actual: total,
         });
     }
-    let media_type = match media_type {
-        Some(t) => t,
-        None => check_type(&pending, declared.as_deref(), req.policy)?,
+    let (media_type, mut sink) = match sink {
+        Some(opened) => opened,
+        None => {
+            let media_type = check_type(&pending, declared.as_deref(), req.policy)?;
+            (media_type, Sink::open(media_type, req.policy, spool, key))
+        }
     };
     if !pending.is_empty() {
-        let block = pending.split().freeze();
-        digests.feed(block.clone()).await?;
-        writer.write(block).await?;
+        sink.push(pending.split().freeze()).await?;
     }
-    let digests = digests.finish().await?;
-    let spooled = writer.finish().await?;
-
+    let (digests, spooled) = sink.finish().await?;
     let entries = inspect_if_zip(&spooled, media_type, req.policy).await?;
 
     Ok(Document {
@@ -325,9 +400,11 @@ async fn inspect_if_zip(
         (Some(rules), "application/zip") => {
             let rules = rules.clone();
             let reader = spooled.blocking_reader()?;
-            let checked = tokio::task::spawn_blocking(move || archive::inspect(reader, &rules))
-                .await
-                .map_err(|e| DigestError::new(format!("archive check failed: {e}")))?;
+            let scan = policy.refuse_active_content;
+            let checked =
+                tokio::task::spawn_blocking(move || archive::inspect_with(reader, &rules, scan))
+                    .await
+                    .map_err(|e| DigestError::new(format!("archive check failed: {e}")))?;
             Ok(Some(checked?))
         }
         _ => Ok(None),
@@ -372,16 +449,40 @@ pub async fn recheck(
     if doc.meta.entries.is_none() {
         doc.meta.entries = inspect_if_zip(&doc.spool, &doc.meta.media_type, policy).await?;
     }
+    if policy.refuse_active_content {
+        // The document may have been ingested under a policy that let active content pass.
+        scan_spooled(&doc.spool, &doc.meta.media_type).await?;
+    }
     Ok(())
 }
 
-/// hyper reports a body cut by our own length limit as an error too; keep the 413 meaning.
-fn body_error<E: fmt::Display>(e: E, total: u64, max: u64) -> IngestError {
-    let msg = e.to_string();
-    if msg.contains("length limit exceeded") || total > max {
+/// Run the content scanner over a spooled document, on a blocking thread.
+async fn scan_spooled(spooled: &Spooled, media_type: &str) -> Result<(), IngestError> {
+    let scan = ContentScan::for_media_type(media_type);
+    if !scan.is_active() {
+        return Ok(());
+    }
+    let reader = spooled.blocking_reader()?;
+    let verdict = tokio::task::spawn_blocking(move || scan.scan_reader(reader))
+        .await
+        .map_err(|e| DigestError::new(format!("content scan failed: {e}")))?;
+    Ok(verdict??)
+}
+
+/// A body cut by a length limit (http-body-util's `Limited`, whatever wraps it) keeps its
+/// 413 meaning; it is recognised by its type anywhere in the error's source chain.
+fn body_error<E: StdError + 'static>(e: &E, total: u64, max: u64) -> IngestError {
+    let mut cause: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = cause {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return IngestError::TooLarge { limit: max };
+        }
+        cause = err.source();
+    }
+    if total > max {
         IngestError::TooLarge { limit: max }
     } else {
-        IngestError::Body(msg)
+        IngestError::Body(e.to_string())
     }
 }
 
@@ -392,7 +493,7 @@ mod tests {
         media::MediaRange,
         policy::{DigestSet, Slots},
     };
-    use std::convert::Infallible;
+    use std::{convert::Infallible, fmt};
 
     const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x02\0\0\0";
 
@@ -408,6 +509,7 @@ mod tests {
             digests: DigestSet::ALL,
             slots: Slots::Free { max: 1 },
             zip: None,
+            refuse_active_content: true,
         }
     }
 
@@ -532,6 +634,213 @@ mod tests {
             (problem.status.as_u16(), problem.code.as_ref()),
             (422, "payload_too_small")
         );
+    }
+
+    fn pdf_with(objects: &[u8]) -> Vec<u8> {
+        let mut v = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n".to_vec();
+        v.extend_from_slice(objects);
+        // Enough body for the sniffing window, then the end.
+        v.extend(std::iter::repeat_n(b' ', 20_000));
+        v.extend_from_slice(b"\ntrailer << /Root 1 0 R >>\n%%EOF\n");
+        v
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pdf_with_javascript_is_active_content_and_leaves_no_spool_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = SpoolDir::new(dir.path(), 0).expect("spool");
+        let p = policy();
+        let data = pdf_with(b"1 0 obj << /OpenAction << /S /J#61vaScript /JS (x) >> >> endobj\n");
+        let err = ingest(
+            chunks(&data, 3000),
+            req(&p, Some("application/pdf")),
+            &spool,
+        )
+        .await
+        .expect_err("javascript");
+        assert!(matches!(err, IngestError::ActiveContent(_)), "{err:?}");
+        assert!(!err.retryable());
+        let problem = err.to_problem();
+        assert_eq!(
+            (problem.status.as_u16(), problem.code.as_ref()),
+            (415, "active_content")
+        );
+        assert_eq!(problem.extra["found"], "JavaScript");
+        assert!(problem
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains("JavaScript")));
+        assert!(
+            spool.store().list("").await.expect("list").is_empty(),
+            "a refused document leaves no spool file"
+        );
+    }
+
+    /// A PNG that ends (IEND), zero padding, then an ELF header.
+    fn png_then_elf() -> Vec<u8> {
+        let mut data = PNG.to_vec();
+        data.extend_from_slice(&[0x90, 0x77, 0x53, 0xde]); // IHDR's CRC
+        data.extend_from_slice(b"\0\0\0\0IEND\xaeB`\x82");
+        data.resize(SNIFF_BYTES + 100, 0);
+        data.extend_from_slice(b"\x7fELF\x02\x01\x01\0");
+        data.resize(SNIFF_BYTES + 4096, 0);
+        data
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_polyglot_is_cut_off_while_streaming_unless_the_policy_allows_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = SpoolDir::new(dir.path(), 0).expect("spool");
+        let p = policy();
+        let mut r = req(&p, None);
+        r.max_bytes = u64::MAX;
+        // An endless body after the polyglot's head: ingest must stop by itself.
+        let mut sent = 0u64;
+        let endless = futures_util::stream::poll_fn(move |_| {
+            let chunk = if sent == 0 {
+                png_then_elf()
+            } else {
+                vec![0u8; 64 * 1024]
+            };
+            sent += chunk.len() as u64;
+            assert!(sent < 16 << 20, "ingest kept reading past the finding");
+            std::task::Poll::Ready(Some(Ok::<_, Infallible>(Bytes::from(chunk))))
+        });
+        let err = ingest(endless, r, &spool).await.expect_err("polyglot");
+        let problem = err.to_problem();
+        assert_eq!(problem.code, "active_content");
+        assert_eq!(problem.extra["found"], "an ELF executable");
+        assert_eq!(problem.extra["offset"], SNIFF_BYTES as u64 + 100);
+        let mut lenient = policy();
+        lenient.refuse_active_content = false;
+        let data = png_then_elf();
+        let doc = ingest(chunks(&data, 1000), req(&lenient, None), &spool)
+            .await
+            .expect("allowed by policy");
+        assert_eq!(doc.meta.size, data.len() as u64);
+    }
+
+    #[tokio::test]
+    async fn recheck_scans_a_document_ingested_under_a_lenient_policy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = SpoolDir::new(dir.path(), 1 << 20).expect("spool");
+        let mut lenient = policy();
+        lenient.refuse_active_content = false;
+        let data = pdf_with(b"1 0 obj << /S /Launch /F (calc.exe) >> endobj\n");
+        let mut doc = ingest(chunks(&data, 4096), req(&lenient, None), &spool)
+            .await
+            .expect("lenient");
+        assert!(recheck(&mut doc, &lenient, 1 << 20).await.is_ok());
+        let err = recheck(&mut doc, &policy(), 1 << 20)
+            .await
+            .expect_err("strict");
+        assert_eq!(err.to_problem().extra["found"], "a Launch action");
+    }
+
+    fn zip_policy() -> UploadPolicy {
+        let mut p = policy();
+        p.accepted
+            .push(MediaRange::parse("application/zip").expect("valid"));
+        p.zip = Some(crate::archive::ZipRules {
+            entry_types: p.accepted.clone(),
+            max_entries: 4,
+            max_total_uncompressed: 64 << 20,
+            max_compression_ratio: 100,
+        });
+        p
+    }
+
+    fn zip_of(name: &str, data: &[u8], method: zip::CompressionMethod) -> Vec<u8> {
+        use std::io::Write;
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let opts = zip::write::SimpleFileOptions::default().compression_method(method);
+        w.start_file(name, opts).expect("start");
+        w.write_all(data).expect("write");
+        w.finish().expect("finish").into_inner()
+    }
+
+    #[tokio::test]
+    async fn archive_refusals_are_problems_with_their_own_codes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = SpoolDir::new(dir.path(), 1 << 20).expect("spool");
+        let p = zip_policy();
+        let stored = zip::CompressionMethod::Stored;
+        let slip = zip_of("../../etc/cron.d/x\u{1b}.pdf", &pdf_with(b""), stored);
+        let problem = ingest(chunks(&slip, 4096), req(&p, None), &spool)
+            .await
+            .expect_err("zip slip")
+            .to_problem();
+        assert_eq!(
+            (problem.status.as_u16(), problem.code.as_ref()),
+            (422, "invalid_archive")
+        );
+        assert_eq!(problem.extra["entry"], "../../etc/cron.d/x\\u{1b}.pdf");
+        let mut zeros = b"%PDF-1.4\n".to_vec();
+        zeros.resize(8 << 20, 0);
+        let bomb = zip_of("zeros.pdf", &zeros, zip::CompressionMethod::Deflated);
+        let problem = ingest(chunks(&bomb, 4096), req(&p, None), &spool)
+            .await
+            .expect_err("bomb")
+            .to_problem();
+        assert_eq!(
+            (problem.status.as_u16(), problem.code.as_ref()),
+            (413, "archive_too_large")
+        );
+        assert_eq!(problem.extra["max_compression_ratio"], 100);
+        let js = zip_of(
+            "a.pdf",
+            &pdf_with(b"1 0 obj << /JS (x) >> endobj\n"),
+            stored,
+        );
+        let problem = ingest(chunks(&js, 4096), req(&p, None), &spool)
+            .await
+            .expect_err("javascript inside")
+            .to_problem();
+        assert_eq!(
+            (problem.status.as_u16(), problem.code.as_ref()),
+            (415, "active_content")
+        );
+        assert_eq!(problem.extra["entry"], "a.pdf");
+    }
+
+    /// Regression: a body cut by `http_body_util::Limited` was recognised by the words in
+    /// hyper's message; now by the error's type, wherever it sits in the source chain.
+    #[tokio::test]
+    async fn a_body_cut_by_a_length_limit_is_too_large_by_its_type() {
+        #[derive(Debug)]
+        struct Wrapped(Box<dyn StdError + Send + Sync>);
+        impl fmt::Display for Wrapped {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("the body failed")
+            }
+        }
+        impl StdError for Wrapped {
+            fn source(&self) -> Option<&(dyn StdError + 'static)> {
+                Some(&*self.0)
+            }
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = SpoolDir::new(dir.path(), 1024).expect("spool");
+        let p = policy();
+        use http_body_util::BodyExt;
+        let limited = http_body_util::Limited::new(
+            http_body_util::Full::new(Bytes::from_static(&[0; 100])),
+            10,
+        );
+        let cut = match limited.collect().await {
+            Err(e) => e,
+            Ok(_) => panic!("the limit lets 100 bytes through"),
+        };
+        for (cause, too_large) in [(cut, true), ("length limit exceeded".into(), false)] {
+            let body =
+                futures_util::stream::iter(vec![Ok(Bytes::from(png(100))), Err(Wrapped(cause))]);
+            let err = ingest(body, req(&p, None), &spool).await.expect_err("cut");
+            assert_eq!(
+                matches!(err, IngestError::TooLarge { .. }),
+                too_large,
+                "{err:?}"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]

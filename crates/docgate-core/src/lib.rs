@@ -2,8 +2,8 @@
 //!
 //! This crate knows no provider and no server. It answers three questions for every
 //! document that passes through the gateway, in one streaming pass with bounded memory:
-//! *is it acceptable* (size, real media type, ZIP contents — see [`policy`], [`media`],
-//! [`archive`]), *what are its digests* ([`digest`]), and *where is it kept until delivered*
+//! *is it acceptable* (size, real media type, ZIP contents, active content and polyglots —
+//! see [`policy`], [`media`], [`archive`], [`scan`]), *what are its digests* ([`digest`]), and *where is it kept until delivered*
 //! ([`spool`]). [`ingest`] ties them together. [`provider`] is the contract a provider crate
 //! implements; [`problem`] is the error shape every rejection takes.
 
@@ -20,6 +20,7 @@ pub mod problem;
 pub mod provider;
 pub mod read_out;
 pub mod registration;
+pub mod scan;
 pub mod secret;
 pub mod size;
 pub mod spool;
@@ -38,6 +39,7 @@ pub use provider::{
     DeliveryContext, FieldSpec, Fields, Outcome, Prepared, Provider, ProviderRoutes,
 };
 pub use registration::{ConfigIssues, Registration};
+pub use scan::{ContentScan, ScanError};
 pub use secret::{Secret, SecretSource};
 
 /// Milliseconds since the Unix epoch: the clock of the ledger and of recorded events.

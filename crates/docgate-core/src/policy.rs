@@ -97,6 +97,16 @@ pub struct UploadPolicy {
     /// When set, `application/zip` documents are opened and every entry checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zip: Option<ZipRules>,
+    /// Refuse documents that carry active content: an archive, executable or script hidden
+    /// after the end of an image or PDF (a polyglot), a ZIP that ZIP tools would find inside
+    /// another format, PDF JavaScript and Launch actions, executables embedded in a PDF (see
+    /// [`crate::scan`]). On unless a provider states otherwise.
+    #[serde(default = "refuse_by_default")]
+    pub refuse_active_content: bool,
+}
+
+fn refuse_by_default() -> bool {
+    true
 }
 
 /// Room for multipart framing and text fields on top of the documents themselves, when the
@@ -144,6 +154,9 @@ impl UploadPolicy {
                 }
             }
             merged.digests = merged.digests.union(p.digests);
+            // Lenient unless every provider refuses: the document is scanned again under
+            // its provider's own policy once that is known.
+            merged.refuse_active_content &= p.refuse_active_content;
             merged.slots = Slots::Free {
                 max: merged.max_documents().max(p.max_documents()),
             };
@@ -247,6 +260,7 @@ mod tests {
             digests: DigestSet::SHA256,
             slots,
             zip: None,
+            refuse_active_content: true,
         }
     }
 
@@ -318,6 +332,17 @@ mod tests {
         assert!(m.accepts("image/png") && m.accepts("application/pdf"));
         assert_eq!(m.digests, DigestSet::ALL);
         assert!(UploadPolicy::most_permissive([]).is_none());
+    }
+
+    #[test]
+    fn active_content_is_refused_unless_a_policy_says_otherwise() {
+        let mut json = serde_json::to_value(policy(Slots::Free { max: 1 })).expect("json");
+        assert_eq!(json["refuse_active_content"], true);
+        json.as_object_mut()
+            .expect("object")
+            .remove("refuse_active_content");
+        let back: UploadPolicy = serde_json::from_value(json).expect("parse");
+        assert!(back.refuse_active_content);
     }
 
     #[test]

@@ -90,6 +90,7 @@ impl FinextProvider {
                 ],
             },
             zip: None,
+            refuse_active_content: true,
         };
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)

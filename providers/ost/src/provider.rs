@@ -443,6 +443,7 @@ fn policy(min: u64, max: u64) -> UploadPolicy {
                 .collect(),
         },
         zip: None,
+        refuse_active_content: true,
     }
 }
 

@@ -144,6 +144,7 @@ impl SilaProvider {
                 max: config.max_documents,
             },
             zip: None,
+            refuse_active_content: true,
         };
         Ok(SilaProvider {
             inner: Arc::new(Inner {

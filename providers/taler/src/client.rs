@@ -19,7 +19,7 @@ use std::{collections::VecDeque, time::Duration};
 
 use async_trait::async_trait;
 use docgate_core::{
-    archive::{ArchiveError, ZipRules},
+    archive::{ArchiveError, ZipRules, DEFAULT_MAX_COMPRESSION_RATIO},
     provider::fields,
     upstream::{read_bounded, retry_after, summarize_body, MAX_ERROR_BODY},
     DeliveryContext, DigestSet, Document, DocumentMeta, FieldError, FieldSpec, Fields, MediaRange,
@@ -129,7 +129,9 @@ impl TalerProvider {
                 entry_types: ranges(&ZIP_ENTRY_TYPES),
                 max_entries: config.max_zip_entries,
                 max_total_uncompressed: config.max_zip_uncompressed,
+                max_compression_ratio: DEFAULT_MAX_COMPRESSION_RATIO,
             }),
+            refuse_active_content: true,
         };
         Ok(TalerProvider {
             endpoint,

@@ -30,7 +30,10 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
-use docgate_core::{archive::ZipRules, MediaRange, Secret};
+use docgate_core::{
+    archive::{ZipRules, DEFAULT_MAX_COMPRESSION_RATIO},
+    MediaRange, Secret,
+};
 use docgate_emulator::{Faults, RunningServer};
 use ed25519_dalek::VerifyingKey;
 
@@ -223,6 +226,7 @@ pub async fn start(opts: EmulatorOptions) -> io::Result<Emulator> {
             entry_types: ranges(&ZIP_ENTRY_TYPES),
             max_entries: opts.max_zip_entries,
             max_total_uncompressed: opts.max_zip_uncompressed,
+            max_compression_ratio: DEFAULT_MAX_COMPRESSION_RATIO,
         },
         body_idle_timeout: opts.body_idle_timeout,
     });
