@@ -323,3 +323,58 @@ fn log_format_json_writes_one_object_per_line() {
     let bad = docgate_env(&["--log-format", "xml", "check", "--config", "x"], &[]);
     assert_eq!(bad.status.code(), Some(2), "a usage error");
 }
+
+#[tokio::test]
+async fn secrets_stay_out_of_trace_logs_of_a_real_upload() {
+    use std::io::{BufRead, BufReader};
+    const KEY: &str = "s3cr3t-sandbox-api-key";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_docgate"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env_remove("DOCGATE_LOG")
+        .env("RUST_LOG", "trace")
+        .env("DOCGATE_SANDBOX_KEY", KEY)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let url = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| {
+                l.strip_prefix("docgate listening on ")
+                    .map(|u| u.trim().to_owned())
+            })
+    });
+    let url = tokio::time::timeout(std::time::Duration::from_secs(60), url)
+        .await
+        .expect("listening within 60 s")
+        .expect("join")
+        .expect("a listening line");
+    let form = reqwest::multipart::Form::new()
+        .text("provider", "taler")
+        .text("payto", PAYTO)
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(pdf_bytes(50_000, 7).await).file_name("doc.pdf"),
+        );
+    let res = reqwest::Client::new()
+        .post(format!("{url}/v1/uploads"))
+        .bearer_auth(KEY)
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload");
+    let status = res.status().as_u16();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 201, "{:?}", res.text().await);
+    let logs = std::fs::read_to_string(&log).expect("read log");
+    assert!(logs.contains("TRACE"), "trace level is on:\n{logs}");
+    assert!(!logs.contains(KEY), "the API key reached the logs");
+    assert!(!logs.contains("\x1b["), "no ANSI codes in a file");
+}
