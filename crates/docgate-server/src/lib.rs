@@ -3,7 +3,8 @@
 //! It turns a configuration (or the sandbox) into a running gateway: tenants and their API
 //! keys, the providers, the ledger, the spool, the HTTP API and the delivery worker.
 //!
-//! - [`config`]: `docgate.toml`; [`sandbox`]: every provider wired to its in-process emulator.
+//! - [`config`]: `docgate.toml`; [`sandbox`]: every provider wired to its in-process emulator;
+//!   [`check`]: everything wrong with a configuration and its surroundings, at once.
 //! - [`routes`]: the HTTP API; [`app`]: shared state and the router; [`serve`]: the accept loop.
 //! - [`ledger`]: the durable record of uploads; [`delivery`]: attempts, retries, the worker,
 //!   tenant notifications.

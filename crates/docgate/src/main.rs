@@ -19,7 +19,12 @@
 mod hash;
 mod upload;
 
-use std::{ffi::OsString, io::IsTerminal, net::SocketAddr, path::PathBuf};
+use std::{
+    ffi::OsString,
+    io::IsTerminal,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 use anyhow::Context;
 use clap::{builder::PossibleValuesParser, Parser, Subcommand, ValueEnum};
@@ -31,7 +36,7 @@ use docgate_server::{
     check::{self, Overrides},
     sandbox,
     serve::termination_signal,
-    Gateway,
+    Gateway, Setup,
 };
 
 #[derive(Parser, Debug)]
@@ -185,25 +190,37 @@ fn count(issues: &ConfigIssues) -> String {
     }
 }
 
-async fn serve(config: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
-    let Overrides { listen, data_dir } = overrides.clone();
-    let (setup, sandbox) = match config {
-        Some(path) => {
-            let (setup, mut issues) = check::load(&path, &overrides, docgate_providers::ALL)?;
-            if !issues.is_empty() {
-                // The whole list, as `docgate check` gives it: one failed start, not one per
-                // problem.
-                issues.extend(check::environment(&setup).await);
-                eprintln!(
-                    "docgate: not starting, {} has {}:",
-                    path.display(),
-                    count(&issues)
-                );
-                eprintln!("{issues}");
-                std::process::exit(1);
-            }
-            (setup, None)
+/// The gateway `path` describes. On any problem: the whole list, as `docgate check` gives it
+/// (one failed start, not one per problem), and exit 1.
+async fn setup_from_file(path: &Path, overrides: &Overrides) -> anyhow::Result<Setup> {
+    let (setup, mut issues) = check::load(path, overrides, docgate_providers::ALL)?;
+    if issues.is_empty() {
+        return Ok(setup);
+    }
+    issues.extend(check::environment(&setup).await);
+    eprintln!(
+        "docgate: not starting, {} has {}:",
+        path.display(),
+        count(&issues)
+    );
+    eprintln!("{issues}");
+    std::process::exit(1);
+}
+
+/// Log provider hosts that do not resolve: worth a warning, not a refusal to start (DNS
+/// may come back; deliveries are retried).
+fn warn_about_unresolvable_hosts(gateway: &Gateway) {
+    let registry = gateway.app.registry.clone();
+    tokio::spawn(async move {
+        for issue in check::probe_endpoints(&registry).await.0 {
+            tracing::warn!(path = %issue.path, "{}", issue.message);
         }
+    });
+}
+
+async fn serve(config: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
+    let (setup, sandbox) = match config {
+        Some(path) => (setup_from_file(&path, &overrides).await?, None),
         None => {
             if docgate_providers::ALL.iter().all(|r| r.emulator.is_none()) {
                 anyhow::bail!(
@@ -211,8 +228,12 @@ async fn serve(config: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<
                      run it with --config docgate.toml"
                 );
             }
-            let listen = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-            let data_dir = data_dir.unwrap_or_else(|| PathBuf::from("docgate-data"));
+            let listen = overrides
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+            let data_dir = overrides
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from("docgate-data"));
             let key = std::env::var("DOCGATE_SANDBOX_KEY").ok();
             let (setup, sandbox) = sandbox::setup(listen, &data_dir, key, docgate_providers::ALL)
                 .await
@@ -225,13 +246,7 @@ async fn serve(config: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<
         .context("starting the gateway")?;
     let url = gateway.url();
     if sandbox.is_none() {
-        // A host that does not resolve now may later: worth a warning, not a refusal to start.
-        let registry = gateway.app.registry.clone();
-        tokio::spawn(async move {
-            for issue in check::probe_endpoints(&registry).await.0 {
-                tracing::warn!(path = %issue.path, "{}", issue.message);
-            }
-        });
+        warn_about_unresolvable_hosts(&gateway);
     }
     if let Some(sb) = &sandbox {
         println!("docgate sandbox: every provider is wired to its in-process emulator");
