@@ -345,6 +345,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn every_provider_lists_the_url_it_is_configured_with() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        let (setup, _emulators) =
+            crate::sandbox::setup(listen, dir.path(), None, docgate_providers::ALL)
+                .await
+                .expect("sandbox");
+        assert_eq!(setup.registry.names().count(), docgate_providers::ALL.len());
+        for provider in setup.registry.all() {
+            let endpoints = provider.endpoints();
+            assert!(!endpoints.is_empty(), "{} lists none", provider.name());
+            // Each points at its emulator, on loopback.
+            for url in endpoints {
+                assert_eq!(
+                    url.host_str(),
+                    Some("127.0.0.1"),
+                    "{}: {url}",
+                    provider.name()
+                );
+            }
+        }
+        assert!(probe_endpoints(&setup.registry).await.is_empty());
+    }
+
+    #[tokio::test]
     async fn provider_hosts_that_do_not_resolve_are_named_per_provider() {
         std::env::set_var("DOCGATE_CHECK_TEST_TALER_KEY", "00".repeat(32));
         let section = |base_url: &str| -> toml::Value {

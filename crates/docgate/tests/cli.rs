@@ -378,3 +378,37 @@ async fn secrets_stay_out_of_trace_logs_of_a_real_upload() {
     assert!(!logs.contains(KEY), "the API key reached the logs");
     assert!(!logs.contains("\x1b["), "no ANSI codes in a file");
 }
+
+#[test]
+fn regression_an_unreachable_postgres_is_named_not_a_pool_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = closed_port();
+    let config = format!(
+        "ledger = \"postgres://docgate:pw-never-printed@127.0.0.1:{port}/test\"\n\
+         data_dir = \"{}\"\n[[tenants]]\nname = \"shop\"\n\
+         api_key = {{ env = \"DOCGATE_CLI_TEST_KEY\" }}\nproviders = []\n",
+        dir.path().join("data").display()
+    );
+    let config = write_file(dir.path(), "pg.toml", config.as_bytes());
+    let started = std::time::Instant::now();
+    let out = docgate_env(
+        &[
+            "serve",
+            "--config",
+            &config.to_string_lossy(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[("DOCGATE_CLI_TEST_KEY", "k")],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot reach PostgreSQL at 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("pool timed out"), "{stderr}");
+    assert!(!stderr.contains("pw-never-printed"), "{stderr}");
+    // Refused at once, not after the pool's 10 s acquire timeout.
+    assert!(started.elapsed() < std::time::Duration::from_secs(8));
+}
