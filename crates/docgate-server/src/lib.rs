@@ -173,7 +173,7 @@ pub enum StartError {
     #[error(transparent)]
     Ledger(#[from] ledger::LedgerError),
     /// Found before connecting, so the operator reads where and why instead of a pool timeout.
-    #[error("ledger: {0}")]
+    #[error(transparent)]
     LedgerUnreachable(#[from] check::LedgerProblem),
     #[error("{what}: {source}")]
     Io {
