@@ -98,6 +98,9 @@ start_postgres() {
     pg_cluster_dir="$PWD/target/test-postgres.$$"
     mkdir -p "$pg_cluster_dir"
     trap stop_postgres EXIT
+    # Without these an interrupted script would die without running the EXIT trap.
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
     if [ ${#pg_as[@]} -gt 0 ]; then
         chown postgres: "$pg_cluster_dir"
         if ! "${pg_as[@]}" test -w "$pg_cluster_dir"; then
