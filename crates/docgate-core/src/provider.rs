@@ -225,6 +225,12 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
     fn routes(self: Arc<Self>) -> ProviderRoutes {
         ProviderRoutes::default()
     }
+
+    /// The configured URLs this provider sends to, for `docgate check` (does each host
+    /// resolve?). URLs learnt at run time (presigned uploads) are not listed.
+    fn endpoints(&self) -> Vec<url::Url> {
+        Vec::new()
+    }
 }
 
 /// Helpers for `prepare` implementations.

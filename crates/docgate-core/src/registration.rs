@@ -34,19 +34,40 @@ pub struct ConfigIssue {
     pub message: String,
 }
 
+impl ConfigIssue {
+    /// An issue whose message is one line (a report prints one line per problem).
+    pub fn new(path: impl Into<String>, message: impl fmt::Display) -> ConfigIssue {
+        let message = message.to_string();
+        let message = message
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
+        ConfigIssue {
+            path: path.into(),
+            message,
+        }
+    }
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
 impl ConfigIssues {
     pub fn one(path: impl Into<String>, message: impl fmt::Display) -> ConfigIssues {
-        ConfigIssues(vec![ConfigIssue {
-            path: path.into(),
-            message: message.to_string(),
-        }])
+        ConfigIssues(vec![ConfigIssue::new(path, message)])
     }
 
     pub fn push(&mut self, path: impl Into<String>, message: impl fmt::Display) {
-        self.0.push(ConfigIssue {
-            path: path.into(),
-            message: message.to_string(),
-        });
+        self.0.push(ConfigIssue::new(path, message));
     }
 
     pub fn extend(&mut self, other: ConfigIssues) {
@@ -85,11 +106,7 @@ impl fmt::Display for ConfigIssues {
             if i > 0 {
                 f.write_str("\n")?;
             }
-            if issue.path.is_empty() {
-                write!(f, "{}", issue.message)?;
-            } else {
-                write!(f, "{}: {}", issue.path, issue.message)?;
-            }
+            write!(f, "{issue}")?;
         }
         Ok(())
     }
@@ -97,9 +114,35 @@ impl fmt::Display for ConfigIssues {
 
 impl std::error::Error for ConfigIssues {}
 
-/// Deserialize a provider's section, mapping serde's error to an issue at its path.
+/// Deserialize a provider's section, mapping serde's error to an issue at its path. Every
+/// secret that fails to load is reported (at its key), not only the first.
 pub fn section<T: serde::de::DeserializeOwned>(value: toml::Value) -> Result<T, ConfigIssues> {
-    T::deserialize(value).map_err(|e| ConfigIssues::one("", e.message().trim()))
+    match section_with_unresolved(value) {
+        (Some(parsed), issues) if issues.is_empty() => Ok(parsed),
+        (_, issues) => Err(issues),
+    }
+}
+
+/// Deserialize a section, collecting every secret that fails to load: the value comes back
+/// (holding those secrets unresolved) unless something other than a secret is wrong, with
+/// an issue per failed secret and per deserialization error. For checks that go on after a
+/// missing secret; nothing built from an unresolved secret may be put to use.
+pub fn section_with_unresolved<T: serde::de::DeserializeOwned>(
+    value: toml::Value,
+) -> (Option<T>, ConfigIssues) {
+    let (parsed, failures) =
+        crate::secret::collecting(|| serde_path_to_error::deserialize::<_, T>(value.clone()));
+    let mut issues = crate::secret::issues(&value, failures);
+    match parsed {
+        Ok(parsed) => (Some(parsed), issues),
+        Err(e) => {
+            // `.` is the path of the section itself.
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            issues.push(path, e.inner().message());
+            (None, issues)
+        }
+    }
 }
 
 /// Build a provider from its section with its own constructor: the usual `from_config`.
@@ -161,6 +204,9 @@ pub trait RunningEmulator: Send + Sync + fmt::Debug {
 pub type StartEmulator =
     fn(EmulatorLaunch) -> BoxFuture<'static, Result<Box<dyn RunningEmulator>, EmulatorError>>;
 
+/// Checks a tenant's `[tenants.options.<name>]` table for one provider.
+pub type CheckTenantOptions = fn(&toml::Table) -> Result<(), ConfigIssues>;
+
 /// One provider, as the gateway's table lists it.
 #[derive(Clone, Copy)]
 pub struct Registration {
@@ -169,7 +215,7 @@ pub struct Registration {
     /// Build the provider from its configuration section. Reports every problem at once.
     pub from_config: fn(toml::Value) -> Result<Arc<dyn Provider>, ConfigIssues>,
     /// Check a tenant's `[tenants.options.<name>]` table; `None`: the provider has none.
-    pub tenant_options: Option<fn(&toml::Table) -> Result<(), ConfigIssues>>,
+    pub tenant_options: Option<CheckTenantOptions>,
     /// Its emulator, when the crate's `emulator` feature is on.
     pub emulator: Option<StartEmulator>,
 }
@@ -195,5 +241,59 @@ impl Registration {
                 format!("provider `{}` takes no tenant options", self.name),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Section {
+        url: String,
+        key: crate::Secret,
+        #[serde(default)]
+        other: Option<crate::Secret>,
+        #[serde(default)]
+        limit: u32,
+    }
+
+    fn value(text: &str) -> toml::Value {
+        toml::from_str(text).expect("toml")
+    }
+
+    #[test]
+    fn a_section_reports_every_missing_secret_at_its_key() {
+        let v = value(
+            "url = \"x\"\nkey = { env = \"DOCGATE_REG_TEST_UNSET_1\" }\n\
+             other = { env = \"DOCGATE_REG_TEST_UNSET_2\" }",
+        );
+        let issues = section::<Section>(v).expect_err("missing");
+        assert_eq!(
+            issues.under("providers.p").to_string(),
+            "providers.p.key: environment variable DOCGATE_REG_TEST_UNSET_1 is not set\n\
+             providers.p.other: environment variable DOCGATE_REG_TEST_UNSET_2 is not set"
+        );
+    }
+
+    #[test]
+    fn a_bad_value_is_reported_at_its_key_next_to_missing_secrets() {
+        let v = value("url = \"x\"\nkey = { env = \"DOCGATE_REG_TEST_UNSET_1\" }\nlimit = -1");
+        let (parsed, issues) = section_with_unresolved::<Section>(v);
+        assert!(parsed.is_none());
+        let paths: Vec<&str> = issues.0.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(paths, vec!["key", "limit"], "{issues}");
+        let v = value("url = \"x\"\nkey = { env = \"DOCGATE_REG_TEST_UNSET_1\" }");
+        let (parsed, issues) = section_with_unresolved::<Section>(v);
+        assert!(parsed.is_some_and(|s| !s.key.is_resolved()));
+        assert_eq!(issues.0.len(), 1);
+    }
+
+    #[test]
+    fn issues_are_one_line_each() {
+        let issues = ConfigIssues::one("a", "first\n  second\n");
+        assert_eq!(issues.to_string(), "a: first; second");
     }
 }

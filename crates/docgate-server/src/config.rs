@@ -4,37 +4,47 @@
 //! configuration. Secrets are never written in the file: each is `{ env = "VAR" }` or
 //! `{ file = "/path" }` (see [`docgate_core::Secret`]) and is loaded when the file is read, so a
 //! missing secret fails at start-up, not at the first upload.
+//!
+//! A broken configuration is reported whole: each top-level section, each tenant and each
+//! secret is read on its own, so one problem does not hide the next (see
+//! [`Config::load_checked`]).
 
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
-use docgate_core::Secret;
+use docgate_core::{registration::section_with_unresolved, ConfigIssues, Secret};
 use serde::Deserialize;
 
-/// The whole configuration file.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The whole configuration file. Read section by section ([`Config::parse_checked`]), not
+/// with one derived `Deserialize`, so every section's problems are found in one pass.
+#[derive(Debug)]
 pub struct Config {
-    #[serde(default = "default_listen")]
+    /// Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
     /// Ledger (SQLite), spool and emulator state live here unless configured elsewhere.
-    #[serde(default = "default_data_dir")]
+    /// Default `docgate-data`.
     pub data_dir: PathBuf,
     /// `"sqlite"` (default: `<data_dir>/ledger.sqlite`), `"sqlite:///path"`, or `"postgres://…"`.
-    #[serde(default = "default_ledger")]
     pub ledger: String,
     /// Where documents wait for delivery. Replicas sharing a PostgreSQL ledger must share this
     /// directory too. Default `<data_dir>/spool`.
-    #[serde(default)]
     pub spool_dir: Option<PathBuf>,
-    #[serde(default)]
     pub limits: Limits,
-    #[serde(default)]
     pub delivery: DeliverySettings,
-    #[serde(default)]
     pub tenants: Vec<TenantConfig>,
-    #[serde(default)]
     pub providers: ProvidersConfig,
 }
+
+/// The top-level keys of a configuration file.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "ledger",
+    "spool_dir",
+    "limits",
+    "delivery",
+    "tenants",
+    "providers",
+];
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
@@ -284,89 +294,304 @@ pub enum ConfigError {
     Issues(docgate_core::ConfigIssues),
 }
 
+impl ConfigError {
+    /// Name the file a parse error is in.
+    fn in_file(self, file: &std::path::Path) -> ConfigError {
+        match self {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: file.to_owned(),
+                message,
+            },
+            other => other,
+        }
+    }
+}
+
 impl Config {
+    /// Read `path`; every problem in it is reported at once ([`ConfigError::Issues`]).
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let (config, issues) = Config::load_checked(path)?;
+        issues.into_result(config).map_err(ConfigError::Issues)
+    }
+
+    /// Read `path` and go on past problems: the configuration (defaults where a section is
+    /// broken, unresolved secrets where one cannot be loaded) and everything found wrong.
+    /// `Err` only when there is nothing to go on: the file is unreadable or not TOML.
+    pub fn load_checked(path: &std::path::Path) -> Result<(Config, ConfigIssues), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Config::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse {
-                path: path.to_owned(),
-                message,
-            },
-            other => other,
-        })
+        Config::parse_checked(&text).map_err(|e| e.in_file(path))
     }
 
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: PathBuf::from("<config>"),
-            message: e.to_string(),
-        })?;
-        config.validate()?;
-        Ok(config)
+        let (config, issues) = Config::parse_checked(text)?;
+        issues.into_result(config).map_err(ConfigError::Issues)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
-        if self.tenants.is_empty() {
-            return Err(ConfigError::Invalid(
-                "at least one [[tenants]] entry is needed".into(),
-            ));
+    /// [`Config::load_checked`] for text already read.
+    pub fn parse_checked(text: &str) -> Result<(Config, ConfigIssues), ConfigError> {
+        let table: toml::Table = text.parse().map_err(|e| syntax_error(text, &e))?;
+        let mut issues = ConfigIssues::default();
+        let config = Sections {
+            table,
+            issues: &mut issues,
         }
+        .into_config();
+        config.validate(&mut issues);
+        Ok((config, issues))
+    }
+
+    /// Values each section could not check on its own.
+    fn validate(&self, issues: &mut ConfigIssues) {
         let mut names = std::collections::HashSet::new();
         for t in &self.tenants {
+            let path = format!("tenants.{}", t.name);
             if !names.insert(t.name.as_str()) {
-                return Err(ConfigError::Invalid(format!(
-                    "tenant `{}` is defined twice",
-                    t.name
-                )));
+                issues.push(&path, "a tenant of this name is defined twice");
             }
             if t.notify_url.is_some() != t.notify_secret.is_some() {
-                return Err(ConfigError::Invalid(format!(
-                    "tenant `{}`: notify_url and notify_secret go together",
-                    t.name
-                )));
+                issues.push(&path, "notify_url and notify_secret go together");
             }
             if let Some(url) = &t.notify_url {
-                let parsed = url::Url::parse(url).map_err(|e| {
-                    ConfigError::Invalid(format!("tenant `{}`: notify_url: {e}", t.name))
-                })?;
-                if !matches!(parsed.scheme(), "http" | "https") {
-                    return Err(ConfigError::Invalid(format!(
-                        "tenant `{}`: notify_url must be http(s)",
-                        t.name
-                    )));
+                match url::Url::parse(url) {
+                    Err(e) => issues.push(format!("{path}.notify_url"), e),
+                    Ok(parsed) if !matches!(parsed.scheme(), "http" | "https") => {
+                        issues.push(format!("{path}.notify_url"), "must be http(s)")
+                    }
+                    Ok(_) => {}
                 }
             }
         }
-        if self.delivery.lease < Duration::from_secs(3) {
-            return Err(ConfigError::Invalid(
-                "delivery.lease must be at least 3s (it is renewed every third of it)".into(),
-            ));
-        }
-        if self.delivery.max_attempts == 0
-            || self
-                .delivery
-                .providers
-                .values()
-                .any(|p| p.max_attempts == Some(0))
+        let ledger = self.ledger.as_str();
+        if !(ledger == "sqlite"
+            || ledger.starts_with("sqlite:")
+            || ledger.starts_with("postgres://")
+            || ledger.starts_with("postgresql://"))
         {
-            return Err(ConfigError::Invalid(
-                "delivery max_attempts must be at least 1".into(),
-            ));
+            // Not echoed: a database URL may carry a password.
+            issues.push(
+                "ledger",
+                "must be \"sqlite\", \"sqlite:///path\" or \"postgres://user@host:port/db\"",
+            );
+        }
+        if self.delivery.lease < Duration::from_secs(3) {
+            issues.push(
+                "delivery.lease",
+                "must be at least 3s (it is renewed every third of it)",
+            );
+        }
+        if self.delivery.max_attempts == 0 {
+            issues.push("delivery.max_attempts", "must be at least 1");
+        }
+        for (provider, p) in &self.delivery.providers {
+            if p.max_attempts == Some(0) {
+                issues.push(
+                    format!("delivery.providers.{provider}.max_attempts"),
+                    "must be at least 1",
+                );
+            }
         }
         if self.limits.max_concurrent_uploads == 0 {
-            return Err(ConfigError::Invalid(
-                "limits.max_concurrent_uploads must be at least 1".into(),
-            ));
+            issues.push("limits.max_concurrent_uploads", "must be at least 1");
         }
-        Ok(())
     }
 
     pub fn spool_dir(&self) -> PathBuf {
         self.spool_dir
             .clone()
             .unwrap_or_else(|| self.data_dir.join("spool"))
+    }
+}
+
+/// A TOML syntax error with its line and column, and without the source line toml would
+/// quote: that line may hold a secret someone wrote inline.
+fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let position = e
+        .span()
+        .map(|span| {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+            format!("line {line}, column {column}: ")
+        })
+        .unwrap_or_default();
+    let message = docgate_core::registration::ConfigIssue::new("", e.message()).message;
+    ConfigError::Parse {
+        path: PathBuf::from("<config>"),
+        message: format!("{position}{message}"),
+    }
+}
+
+/// The file's top-level table, taken apart one section at a time.
+struct Sections<'a> {
+    table: toml::Table,
+    issues: &'a mut ConfigIssues,
+}
+
+impl Sections<'_> {
+    fn into_config(mut self) -> Config {
+        let config = Config {
+            listen: self.take("listen").unwrap_or_else(default_listen),
+            data_dir: self.take("data_dir").unwrap_or_else(default_data_dir),
+            ledger: self.take("ledger").unwrap_or_else(default_ledger),
+            spool_dir: self.take("spool_dir"),
+            limits: self.take("limits").unwrap_or_default(),
+            delivery: self.take("delivery").unwrap_or_default(),
+            tenants: self.take_tenants(),
+            providers: self.take("providers").unwrap_or_default(),
+        };
+        for key in self.table.keys() {
+            self.issues.push(
+                key.as_str(),
+                format!(
+                    "unknown key (expected one of: {})",
+                    TOP_LEVEL_KEYS.join(", ")
+                ),
+            );
+        }
+        config
+    }
+
+    /// The section `key`, if present and usable; its problems become issues under `key`.
+    fn take<T: serde::de::DeserializeOwned>(&mut self, key: &str) -> Option<T> {
+        let value = self.table.remove(key)?;
+        let (parsed, issues) = section_with_unresolved(value);
+        self.issues.extend(issues.under(key));
+        parsed
+    }
+
+    /// Each `[[tenants]]` entry on its own, so one broken tenant does not hide another's
+    /// problems.
+    fn take_tenants(&mut self) -> Vec<TenantConfig> {
+        let entries = match self.table.remove("tenants") {
+            None => Vec::new(),
+            Some(toml::Value::Array(entries)) => entries,
+            Some(_) => {
+                self.issues
+                    .push("tenants", "must be an array of tables: [[tenants]]");
+                return Vec::new();
+            }
+        };
+        if entries.is_empty() {
+            self.issues
+                .push("tenants", "at least one [[tenants]] entry is needed");
+        }
+        let mut tenants = Vec::new();
+        for (i, entry) in entries.into_iter().enumerate() {
+            let path = match entry.get("name").and_then(toml::Value::as_str) {
+                Some(name) => format!("tenants.{name}"),
+                None => format!("tenants[{i}]"),
+            };
+            let (tenant, issues) = section_with_unresolved(entry);
+            self.issues.extend(issues.under(&path));
+            tenants.extend(tenant);
+        }
+        tenants
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(issues: &ConfigIssues) -> Vec<&str> {
+        issues.0.iter().map(|i| i.path.as_str()).collect()
+    }
+
+    #[test]
+    fn a_valid_config_takes_defaults_for_what_it_does_not_say() {
+        std::env::set_var("DOCGATE_CONFIG_TEST_KEY", "k");
+        let config = Config::parse(
+            "[[tenants]]\nname = \"shop\"\napi_key = { env = \"DOCGATE_CONFIG_TEST_KEY\" }\n\
+             providers = []\n",
+        )
+        .expect("valid");
+        assert_eq!(config.listen, default_listen());
+        assert_eq!(config.ledger, "sqlite");
+        assert_eq!(config.spool_dir(), PathBuf::from("docgate-data/spool"));
+        assert_eq!(config.tenants[0].api_key.expose(), "k");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_its_path_in_one_pass() {
+        let text = r#"
+            lisen = "127.0.0.1:1"
+            ledger = "mysql://u:pw-not-shown@db/x"
+            [limits]
+            max_connections = "many"
+            [delivery]
+            lease = "1s"
+            [[tenants]]
+            name = "shop"
+            api_key = { env = "DOCGATE_CONFIG_TEST_UNSET" }
+            providers = []
+            notify_url = "ftp://example.com/hook"
+            notify_secret = { env = "DOCGATE_CONFIG_TEST_UNSET_NOTIFY" }
+            [[tenants]]
+            name = "bank"
+            api_key = { env = "DOCGATE_CONFIG_TEST_UNSET" }
+            providers = []
+            [[tenants]]
+            api_key = { env = "DOCGATE_CONFIG_TEST_UNSET" }
+        "#;
+        let (config, issues) = Config::parse_checked(text).expect("TOML is fine");
+        assert_eq!(
+            paths(&issues),
+            vec![
+                "limits.max_connections",
+                "tenants.shop.api_key",
+                "tenants.shop.notify_secret",
+                "tenants.bank.api_key",
+                "tenants[2].api_key",
+                "tenants[2]",
+                "lisen",
+                "tenants.shop.notify_url",
+                "ledger",
+                "delivery.lease",
+            ],
+            "{issues}"
+        );
+        assert!(!issues.to_string().contains("pw-not-shown"), "{issues}");
+        // What could be read is there, missing secrets unresolved.
+        assert_eq!(config.tenants.len(), 2);
+        assert!(!config.tenants[1].api_key.is_resolved());
+        assert!(matches!(
+            Config::parse(text),
+            Err(ConfigError::Issues(all)) if all == issues
+        ));
+    }
+
+    #[test]
+    fn syntax_errors_keep_line_and_column_but_not_the_line() {
+        let text = "[[tenants]]\nname = \"a\"\napi_key = s3cr3t-unquoted\n";
+        let Err(ConfigError::Parse { message, .. }) = Config::parse(text) else {
+            panic!("a syntax error");
+        };
+        assert!(message.starts_with("line 3, column 11: "), "{message}");
+        assert!(!message.contains("s3cr3t"), "{message}");
+        assert!(!message.contains('\n'), "{message}");
+    }
+
+    #[test]
+    fn an_inline_secret_gets_the_syntax_to_use_instead() {
+        let text = "[[tenants]]\nname = \"a\"\napi_key = \"s3cr3t-inline\"\nproviders = []\n";
+        let Err(ConfigError::Issues(issues)) = Config::parse(text) else {
+            panic!("refused");
+        };
+        assert_eq!(paths(&issues), vec!["tenants.a.api_key"]);
+        let message = &issues.0[0].message;
+        assert!(
+            message.contains("{ env = \"VAR\" }") && message.contains("{ file = \"/path\" }"),
+            "{message}"
+        );
+        assert!(!message.contains("s3cr3t"), "{message}");
+    }
+
+    #[test]
+    fn a_file_without_tenants_says_so() {
+        let (_, issues) = Config::parse_checked("listen = \"127.0.0.1:9\"").expect("toml");
+        assert_eq!(paths(&issues), vec!["tenants"]);
     }
 }

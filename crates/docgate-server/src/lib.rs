@@ -3,7 +3,8 @@
 //! It turns a configuration (or the sandbox) into a running gateway: tenants and their API
 //! keys, the providers, the ledger, the spool, the HTTP API and the delivery worker.
 //!
-//! - [`config`]: `docgate.toml`; [`sandbox`]: every provider wired to its in-process emulator.
+//! - [`config`]: `docgate.toml`; [`sandbox`]: every provider wired to its in-process emulator;
+//!   [`check`]: everything wrong with a configuration and its surroundings, at once.
 //! - [`routes`]: the HTTP API; [`app`]: shared state and the router; [`serve`]: the accept loop.
 //! - [`ledger`]: the durable record of uploads; [`delivery`]: attempts, retries, the worker,
 //!   tenant notifications.
@@ -15,6 +16,7 @@ pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod body;
+pub mod check;
 pub mod config;
 pub mod delivery;
 pub mod host;
@@ -67,33 +69,29 @@ impl Setup {
     /// Everything `config` describes, with providers built through `table`. Every problem is
     /// reported at once.
     pub fn from_config(config: Config, table: &[&Registration]) -> Result<Setup, ConfigError> {
+        let (setup, issues) = Setup::assemble(config, table);
+        issues.into_result(setup).map_err(ConfigError::Issues)
+    }
+
+    /// Whatever `config` allows to be built, and every problem found on the way: providers
+    /// whose sections fail are left out, and so are tenants whose API key could not be
+    /// loaded. For reports (`docgate check`); serving needs [`Setup::from_config`].
+    pub fn assemble(config: Config, table: &[&Registration]) -> (Setup, ConfigIssues) {
         let mut issues = ConfigIssues::default();
-        let tenants = tenants_from_config(config.tenants, table, &mut issues);
-        let spool_dir = config
-            .spool_dir
-            .clone()
-            .unwrap_or_else(|| config.data_dir.join("spool"));
-        let registry = match Registry::from_config(config.providers, table) {
-            Ok(r) => r,
-            Err(e) => {
-                issues.extend(e);
-                Registry::default()
-            }
-        };
-        for tenant in tenants.all() {
-            for name in tenant.providers.iter() {
-                if registry.get(name).is_none() && table.iter().any(|r| r.name == name) {
-                    issues.push(
-                        format!("tenants.{}.providers", tenant.name),
-                        format!("provider `{name}` has no [providers.{name}] section"),
-                    );
-                }
+        let spool_dir = config.spool_dir();
+        let sections: std::collections::BTreeSet<String> =
+            config.providers.keys().cloned().collect();
+        let mut registry = Registry::default();
+        for (name, section) in config.providers {
+            // One section at a time: the providers that build are kept for the checks that
+            // need them (their hosts) even when another section is broken.
+            match Registry::from_config([(name, section)].into(), table) {
+                Ok(built) => built.all().for_each(|p| registry.insert(p.clone())),
+                Err(e) => issues.extend(e),
             }
         }
-        if !issues.is_empty() {
-            return Err(ConfigError::Issues(issues));
-        }
-        Ok(Setup {
+        let tenants = tenants_from_config(config.tenants, table, &sections, &mut issues);
+        let setup = Setup {
             listen: config.listen,
             listener: None,
             data_dir: config.data_dir,
@@ -103,13 +101,15 @@ impl Setup {
             delivery: config.delivery,
             tenants,
             registry,
-        })
+        };
+        (setup, issues)
     }
 }
 
 fn tenants_from_config(
     configs: Vec<config::TenantConfig>,
     table: &[&Registration],
+    sections: &std::collections::BTreeSet<String>,
     issues: &mut ConfigIssues,
 ) -> Tenants {
     let mut tenants = Tenants::default();
@@ -120,6 +120,11 @@ fn tenants_from_config(
                 issues.push(
                     format!("{path}.providers"),
                     format!("no such provider in this build: `{name}`"),
+                );
+            } else if !sections.contains(name) {
+                issues.push(
+                    format!("{path}.providers"),
+                    format!("provider `{name}` has no [providers.{name}] section"),
                 );
             }
         }
@@ -135,6 +140,11 @@ fn tenants_from_config(
                     "no such provider in this build",
                 ),
             }
+        }
+        if !t.api_key.is_resolved() {
+            // Its loading problem is already reported; an unusable key must not be compared
+            // with the others (two missing keys are not "the same key").
+            continue;
         }
         let notify = match (t.notify_url, t.notify_secret) {
             (Some(url), Some(secret)) => Some(NotifyTarget { url, secret }),
@@ -163,6 +173,9 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Ledger(#[from] ledger::LedgerError),
+    /// Found before connecting, so the operator reads where and why instead of a pool timeout.
+    #[error(transparent)]
+    LedgerUnreachable(#[from] check::LedgerProblem),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -198,6 +211,7 @@ impl Gateway {
         } else {
             setup.ledger_url.clone()
         };
+        check::probe_ledger(&setup.ledger_url, &setup.data_dir).await?;
         let ledger: Arc<dyn Ledger> = Arc::new(SqlLedger::connect(&ledger_url).await?);
         if single_replica {
             // The previous process is gone: its leases mean nothing, resume its work now.
@@ -308,5 +322,74 @@ impl Gateway {
         self.shutdown.cancel();
         let _ = self.server.await;
         let _ = self.worker.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_missing_api_keys_are_two_problems_not_one_shared_key() {
+        let text = r#"
+            [[tenants]]
+            name = "a"
+            api_key = { env = "DOCGATE_SETUP_TEST_UNSET_A" }
+            providers = ["taler"]
+            [[tenants]]
+            name = "b"
+            api_key = { env = "DOCGATE_SETUP_TEST_UNSET_B" }
+            providers = ["taler"]
+            [providers.taler]
+            base_url = "http://127.0.0.1:1/"
+            purpose = 1
+            extern_key = { env = "DOCGATE_SETUP_TEST_UNSET_TALER" }
+        "#;
+        let (config, mut issues) = Config::parse_checked(text).expect("toml");
+        let (setup, more) = Setup::assemble(config, docgate_providers::ALL);
+        issues.extend(more);
+        let paths: Vec<&str> = issues.0.iter().map(|i| i.path.as_str()).collect();
+        // Neither "the same api_key" nor "no [providers.taler] section": the section is
+        // there, only its secret is missing.
+        assert_eq!(
+            paths,
+            vec![
+                "tenants.a.api_key",
+                "tenants.b.api_key",
+                "providers.taler.extern_key"
+            ],
+            "{issues}"
+        );
+        assert_eq!(setup.tenants.all().count(), 0);
+    }
+
+    #[test]
+    fn providers_that_build_are_kept_when_another_section_is_broken() {
+        std::env::set_var("DOCGATE_SETUP_TEST_KEY", "k");
+        std::env::set_var("DOCGATE_SETUP_TEST_TALER", "00".repeat(32));
+        let text = r#"
+            [[tenants]]
+            name = "a"
+            api_key = { env = "DOCGATE_SETUP_TEST_KEY" }
+            providers = ["taler", "finext"]
+            [providers.taler]
+            base_url = "http://127.0.0.1:1/"
+            purpose = 1
+            extern_key = { env = "DOCGATE_SETUP_TEST_TALER" }
+            [providers.finext]
+            base_url = "not a url"
+        "#;
+        let config = Config::parse(text).expect("the file itself is fine");
+        let (setup, issues) = Setup::assemble(config, docgate_providers::ALL);
+        assert!(
+            issues.0.iter().all(|i| i.path == "providers.finext"),
+            "{issues}"
+        );
+        assert!(!issues.is_empty());
+        assert_eq!(setup.registry.names().collect::<Vec<_>>(), vec!["taler"]);
+        assert!(
+            Setup::from_config(Config::parse(text).expect("parses"), docgate_providers::ALL)
+                .is_err()
+        );
     }
 }

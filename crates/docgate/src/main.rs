@@ -6,6 +6,10 @@
 //!   emulator (in builds with the `sandbox` feature, the default).
 //! - `docgate upload --provider P [--field k=v]… SLOT=FILE…` — post documents to a gateway.
 //! - `docgate hash [--digest sha256,sha512,md5|all] FILE` — the digest pipeline on a file.
+//! - `docgate check --config FILE` — every problem of a configuration at once, one per line.
+//!
+//! Logs go to stderr, filtered by `RUST_LOG` (`DOCGATE_LOG` wins when set), as text (coloured
+//! only on a terminal) or as JSON lines with `--log-format json`.
 //!
 //! Secrets never come from the command line: the API key for `upload` is read from
 //! `DOCGATE_API_KEY`, provider secrets from the environment or files named in the config.
@@ -15,12 +19,25 @@
 mod hash;
 mod upload;
 
-use std::{ffi::OsString, net::SocketAddr, path::PathBuf};
+use std::{
+    ffi::OsString,
+    io::IsTerminal,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 use anyhow::Context;
-use clap::{builder::PossibleValuesParser, Parser, Subcommand};
-use docgate_core::registration::{EmulatorError, EmulatorLaunch};
-use docgate_server::{config::Config, sandbox, serve::termination_signal, Gateway, Setup};
+use clap::{builder::PossibleValuesParser, Parser, Subcommand, ValueEnum};
+use docgate_core::{
+    registration::{EmulatorError, EmulatorLaunch},
+    ConfigIssues,
+};
+use docgate_server::{
+    check::{self, Overrides},
+    sandbox,
+    serve::termination_signal,
+    Gateway, Setup,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -29,8 +46,18 @@ use docgate_server::{config::Config, sandbox, serve::termination_signal, Gateway
     about = "A streaming upload gateway for KYC documents"
 )]
 struct Cli {
+    /// How log lines are written to stderr: `text` for people, `json` (one object per line)
+    /// for log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "DOCGATE_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -57,6 +84,16 @@ enum Command {
     },
     /// Upload documents to a running gateway (API key from $DOCGATE_API_KEY).
     Upload(upload::UploadArgs),
+    /// Check a configuration: every problem at once (secrets, values, secret file modes, the
+    /// ledger, provider hosts), one `path: message` line each; exits 1 if there is any.
+    Check {
+        /// docgate.toml, loaded exactly as `serve --config` loads it.
+        #[arg(long)]
+        config: PathBuf,
+        /// As `serve --data-dir`: check the directory serve would use.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Sniff and hash a file with the ingest pipeline; prints JSON.
     Hash {
         /// Comma-separated: sha256, sha512, md5, or all.
@@ -66,13 +103,48 @@ enum Command {
     },
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DOCGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,hyper=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+/// The log filter: `DOCGATE_LOG` when set (the older name), else the standard `RUST_LOG`,
+/// else info. A filter that does not parse is reported, not silently replaced.
+fn log_filter() -> (tracing_subscriber::EnvFilter, Option<String>) {
+    const DEFAULT: &str = "info,sqlx=warn,hyper=warn";
+    let chosen = ["DOCGATE_LOG", "RUST_LOG"].into_iter().find_map(|var| {
+        std::env::var(var)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| (var, v))
+    });
+    let Some((var, spec)) = chosen else {
+        return (tracing_subscriber::EnvFilter::new(DEFAULT), None);
+    };
+    match tracing_subscriber::EnvFilter::try_new(&spec) {
+        Ok(filter) => (filter, None),
+        Err(e) => (
+            tracing_subscriber::EnvFilter::new(DEFAULT),
+            Some(format!(
+                "{var} is not a valid log filter ({e}); using `{DEFAULT}`"
+            )),
+        ),
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, Layer};
+    let (filter, warning) = log_filter();
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let layer = match format {
+        LogFormat::Json => layer.json().boxed(),
+        // Colour codes are for terminals: in a file or a pipe they are noise.
+        LogFormat::Text => layer
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(layer)
         .init();
+    if let Some(warning) = warning {
+        tracing::warn!("{warning}");
+    }
 }
 
 #[tokio::main]
@@ -84,34 +156,71 @@ async fn main() -> anyhow::Result<()> {
             listen,
             data_dir,
         } => {
-            init_tracing();
-            serve(config, listen, data_dir).await
+            init_tracing(cli.log_format);
+            serve(config, Overrides { listen, data_dir }).await
         }
         Command::Emulate { provider, args } => {
-            init_tracing();
+            init_tracing(cli.log_format);
             emulate(&provider, args).await
+        }
+        Command::Check { config, data_dir } => {
+            init_tracing(cli.log_format);
+            let overrides = Overrides {
+                listen: None,
+                data_dir,
+            };
+            let issues = check::check(&config, &overrides, docgate_providers::ALL).await;
+            if issues.is_empty() {
+                println!("{}: no problems found", config.display());
+                return Ok(());
+            }
+            println!("{issues}");
+            eprintln!("{}: {}", config.display(), count(&issues));
+            std::process::exit(1);
         }
         Command::Upload(args) => upload::run(args).await,
         Command::Hash { digest, file } => hash::run(&digest, &file).await,
     }
 }
 
-async fn serve(
-    config: Option<PathBuf>,
-    listen: Option<SocketAddr>,
-    data_dir: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    let (setup, sandbox) = match config {
-        Some(path) => {
-            let mut config = Config::load(&path)?;
-            if let Some(l) = listen {
-                config.listen = l;
-            }
-            if let Some(d) = data_dir {
-                config.data_dir = d;
-            }
-            (Setup::from_config(config, docgate_providers::ALL)?, None)
+fn count(issues: &ConfigIssues) -> String {
+    match issues.0.len() {
+        1 => "1 problem".to_owned(),
+        n => format!("{n} problems"),
+    }
+}
+
+/// The gateway `path` describes. On any problem: the whole list, as `docgate check` gives it
+/// (one failed start, not one per problem), and exit 1.
+async fn setup_from_file(path: &Path, overrides: &Overrides) -> anyhow::Result<Setup> {
+    let (setup, mut issues) = check::load(path, overrides, docgate_providers::ALL)?;
+    if issues.is_empty() {
+        return Ok(setup);
+    }
+    issues.extend(check::environment(&setup).await);
+    eprintln!(
+        "docgate: not starting, {} has {}:",
+        path.display(),
+        count(&issues)
+    );
+    eprintln!("{issues}");
+    std::process::exit(1);
+}
+
+/// Log provider hosts that do not resolve: worth a warning, not a refusal to start (DNS
+/// may come back; deliveries are retried).
+fn warn_about_unresolvable_hosts(gateway: &Gateway) {
+    let registry = gateway.app.registry.clone();
+    tokio::spawn(async move {
+        for issue in check::probe_endpoints(&registry).await.0 {
+            tracing::warn!(path = %issue.path, "{}", issue.message);
         }
+    });
+}
+
+async fn serve(config: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
+    let (setup, sandbox) = match config {
+        Some(path) => (setup_from_file(&path, &overrides).await?, None),
         None => {
             if docgate_providers::ALL.iter().all(|r| r.emulator.is_none()) {
                 anyhow::bail!(
@@ -119,8 +228,12 @@ async fn serve(
                      run it with --config docgate.toml"
                 );
             }
-            let listen = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-            let data_dir = data_dir.unwrap_or_else(|| PathBuf::from("docgate-data"));
+            let listen = overrides
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+            let data_dir = overrides
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from("docgate-data"));
             let key = std::env::var("DOCGATE_SANDBOX_KEY").ok();
             let (setup, sandbox) = sandbox::setup(listen, &data_dir, key, docgate_providers::ALL)
                 .await
@@ -132,6 +245,9 @@ async fn serve(
         .await
         .context("starting the gateway")?;
     let url = gateway.url();
+    if sandbox.is_none() {
+        warn_about_unresolvable_hosts(&gateway);
+    }
     if let Some(sb) = &sandbox {
         println!("docgate sandbox: every provider is wired to its in-process emulator");
         for (name, emu_url) in sb.emulator_urls() {

@@ -33,6 +33,12 @@ fn config(
 ) -> std::path::PathBuf {
     let c = emulator.sandbox_config();
     let key_file = write_file(dir, "taler.key", c.extern_key.expose().as_bytes());
+    // A secret file must be private to its owner, or docgate refuses it.
+    std::fs::set_permissions(
+        &key_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
     let codes = &c.error_codes;
     let text = format!(
         r#"

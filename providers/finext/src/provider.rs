@@ -238,6 +238,11 @@ impl Provider for FinextProvider {
         Ok(())
     }
 
+    fn endpoints(&self) -> Vec<reqwest::Url> {
+        // `new` checked that the base URL parses.
+        reqwest::Url::parse(&self.base_url).into_iter().collect()
+    }
+
     async fn deliver(
         &self,
         ctx: &DeliveryContext,

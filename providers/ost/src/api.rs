@@ -144,6 +144,11 @@ impl OstApi {
         }
     }
 
+    /// The API's origin (and path prefix), as configured.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
     fn sign(&self, endpoint: &str, params: Map<String, Value>) -> signing::SignedParams {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         signing::sign_request(

@@ -340,6 +340,11 @@ impl Provider for OstProvider {
         crate::routes::routes(self)
     }
 
+    fn endpoints(&self) -> Vec<url::Url> {
+        // `new` checked that the base URL parses.
+        url::Url::parse(self.api.base_url()).into_iter().collect()
+    }
+
     async fn deliver(
         &self,
         _ctx: &DeliveryContext,

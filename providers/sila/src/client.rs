@@ -442,6 +442,10 @@ impl Provider for SilaProvider {
         }
     }
 
+    fn endpoints(&self) -> Vec<reqwest::Url> {
+        vec![self.inner.documents_url.clone()]
+    }
+
     async fn deliver(
         &self,
         ctx: &DeliveryContext,

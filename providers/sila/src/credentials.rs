@@ -328,6 +328,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("token");
         fs::write(&path, "first-token\n").expect("write");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
         let source = TokenSource::open(&SecretSource::File { file: path.clone() }).expect("open");
         assert_eq!(source.current().expect("token").expose(), "first-token");
         fs::write(&path, "second-token-longer\n").expect("rotate");

@@ -328,6 +328,12 @@ async fn oauth2_with_a_token_file_that_rotates() {
     let (emu, dir) = start_emulator(|_| {}).await;
     let token_file = dir.path().join("sila-token");
     std::fs::write(&token_file, format!("{TEST_BEARER_TOKEN}\n")).expect("token");
+    // A token file must be private to its owner (rewrites below keep the mode).
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
     let config = SilaConfig::oauth2(
         emu.url(),
         TEST_APP_HANDLE,

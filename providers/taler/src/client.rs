@@ -673,6 +673,10 @@ impl Provider for TalerProvider {
         }
     }
 
+    fn endpoints(&self) -> Vec<reqwest::Url> {
+        vec![self.endpoint.clone()]
+    }
+
     async fn deliver(
         &self,
         ctx: &DeliveryContext,
