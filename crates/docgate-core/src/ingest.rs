@@ -391,7 +391,7 @@ where
 }
 
 /// Open a ZIP document and check its entries when the policy asks for it.
-async fn inspect_if_zip(
+pub(crate) async fn inspect_if_zip(
     spooled: &Spooled,
     media_type: &str,
     policy: &UploadPolicy,

@@ -20,6 +20,7 @@ pub mod problem;
 pub mod provider;
 pub mod read_out;
 pub mod registration;
+pub mod resume;
 pub mod scan;
 pub mod secret;
 pub mod size;

@@ -88,6 +88,20 @@ impl SpoolDir {
     pub fn stored(&self, key: impl Into<String>, len: u64) -> Spooled {
         Spooled::stored(self.store.clone(), key.into(), len, false)
     }
+
+    /// A document made of committed pieces, in order.
+    pub fn pieces(&self, pieces: Vec<Piece>) -> Spooled {
+        let len = pieces.iter().map(|p| p.len).sum();
+        Spooled {
+            inner: Arc::new(Inner {
+                backing: Backing::Pieces {
+                    store: self.store.clone(),
+                    pieces: pieces.into(),
+                },
+                len,
+            }),
+        }
+    }
 }
 
 /// Writes one document into the spool; see the module docs.
@@ -147,9 +161,21 @@ impl SpoolWriter {
     }
 }
 
+/// One committed object of a document received in pieces: its key and length.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Piece {
+    pub key: String,
+    pub len: u64,
+}
+
 /// Where a spooled document's bytes are.
 enum Backing {
     Memory(Bytes),
+    /// Several committed objects, in order (a resumable upload's pieces); never temporary.
+    Pieces {
+        store: Arc<dyn ObjectStore>,
+        pieces: Arc<[Piece]>,
+    },
     Stored {
         store: Arc<dyn ObjectStore>,
         key: String,
@@ -162,6 +188,7 @@ impl fmt::Debug for Backing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Backing::Memory(b) => write!(f, "Memory({} bytes)", b.len()),
+            Backing::Pieces { pieces, .. } => write!(f, "Pieces({})", pieces.len()),
             Backing::Stored { key, temporary, .. } => f
                 .debug_struct("Stored")
                 .field("key", key)
@@ -256,11 +283,19 @@ impl Spooled {
         matches!(self.inner.backing, Backing::Memory(_))
     }
 
-    /// The store key, once the document is in a store.
+    /// The store key, once the document is one object in a store.
     pub fn key(&self) -> Option<&str> {
         match &self.inner.backing {
             Backing::Stored { key, .. } => Some(key),
-            Backing::Memory(_) => None,
+            Backing::Memory(_) | Backing::Pieces { .. } => None,
+        }
+    }
+
+    /// The pieces of a document received in pieces.
+    pub fn pieces_list(&self) -> Option<Vec<Piece>> {
+        match &self.inner.backing {
+            Backing::Pieces { pieces, .. } => Some(pieces.to_vec()),
+            _ => None,
         }
     }
 
@@ -280,6 +315,9 @@ impl Spooled {
                     .map(|s| Ok(bytes.slice(s..bytes.len().min(s + BLOCK))))
                     .collect();
                 Box::pin(futures_util::stream::iter(blocks))
+            }
+            Backing::Pieces { store, pieces } => {
+                pieces_stream(store.clone(), pieces.clone(), from, self.clone())
             }
             Backing::Stored { store, key, .. } => {
                 // Hold a handle so a temporary object outlives every reader.
@@ -307,6 +345,13 @@ impl Spooled {
         match &self.inner.backing {
             Backing::Memory(bytes) => Ok(Box::new(io::Cursor::new(bytes.clone()))),
             Backing::Stored { store, key, .. } => store.open_blocking(key, self.len()),
+            Backing::Pieces { store, pieces } => {
+                let parts = pieces
+                    .iter()
+                    .map(|p| Ok((store.open_blocking(&p.key, p.len)?, p.len)))
+                    .collect::<io::Result<Vec<_>>>()?;
+                Ok(Box::new(crate::store::ConcatReader::new(parts)))
+            }
         }
     }
 
@@ -353,6 +398,43 @@ impl Spooled {
             }
         }
     }
+}
+
+/// The pieces from document offset `from` on, each length-checked, one after the other.
+fn pieces_stream(
+    store: Arc<dyn ObjectStore>,
+    pieces: Arc<[Piece]>,
+    from: u64,
+    keep: Spooled,
+) -> ByteStream {
+    let mut start = 0u64;
+    let mut parts = Vec::new();
+    for piece in pieces.iter() {
+        let end = start + piece.len;
+        if end > from {
+            parts.push((piece.clone(), from.saturating_sub(start)));
+        }
+        start = end;
+    }
+    let streams = futures_util::stream::iter(parts).then(move |(piece, skip)| {
+        let store = store.clone();
+        let keep = keep.clone();
+        async move {
+            let single = Spooled {
+                inner: Arc::new(Inner {
+                    backing: Backing::Stored {
+                        store,
+                        key: piece.key,
+                        temporary: AtomicBool::new(false),
+                    },
+                    len: piece.len,
+                }),
+            };
+            drop(keep);
+            single.stream_from(skip)
+        }
+    });
+    Box::pin(streams.flatten())
 }
 
 /// Fails the stream if the object is shorter or longer than recorded: a truncated spool must
@@ -473,6 +555,39 @@ mod tests {
             let reopened = spool.stored(key, payload.len() as u64);
             assert_eq!(collect(&reopened).await, payload);
         }
+    }
+
+    #[tokio::test]
+    async fn pieces_read_as_one_document_from_any_offset_and_seek() {
+        use std::io::{Read, Seek, SeekFrom};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = SpoolDir::new(dir.path(), 0).expect("spool");
+        let mut pieces = Vec::new();
+        for (i, part) in [&b"hello "[..], b"wide ", b"world"].iter().enumerate() {
+            let key = format!("p{i}");
+            let mut w = spool.writer(&key);
+            w.write(Bytes::copy_from_slice(part)).await.expect("write");
+            w.finish().await.expect("finish").persist(&spool, &key).await.expect("persist");
+            pieces.push(Piece { key, len: part.len() as u64 });
+        }
+        let doc = spool.pieces(pieces);
+        assert_eq!(doc.len(), 16);
+        assert_eq!(collect(&doc).await, b"hello wide world");
+        let mut tail = Vec::new();
+        let mut s = doc.stream_from(8);
+        while let Some(b) = s.next().await {
+            tail.extend_from_slice(&b.expect("read"));
+        }
+        assert_eq!(tail, b"de world");
+        let mut r = doc.blocking_reader().expect("reader");
+        r.seek(SeekFrom::Start(4)).expect("seek");
+        let mut buf = [0u8; 7];
+        r.read_exact(&mut buf).expect("read");
+        assert_eq!(&buf, b"o wide ");
+        r.seek(SeekFrom::End(-3)).expect("seek end");
+        let mut end = String::new();
+        r.read_to_string(&mut end).expect("read");
+        assert_eq!(end, "rld");
     }
 
     #[tokio::test]

@@ -406,3 +406,75 @@ mod tests {
         assert!(s.finished <= 32 && s.finished >= 1);
     }
 }
+
+/// Several readers read as one, in order, with seeking across them (a document received in
+/// pieces, for ZIP inspection and splitting).
+pub struct ConcatReader {
+    parts: Vec<(Box<dyn ReadSeek>, u64)>,
+    /// The current position in the whole.
+    pos: u64,
+    len: u64,
+}
+
+impl fmt::Debug for ConcatReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConcatReader")
+            .field("parts", &self.parts.len())
+            .field("pos", &self.pos)
+            .finish()
+    }
+}
+
+impl ConcatReader {
+    pub fn new(parts: Vec<(Box<dyn ReadSeek>, u64)>) -> ConcatReader {
+        let len = parts.iter().map(|(_, l)| l).sum();
+        ConcatReader { parts, pos: 0, len }
+    }
+
+    /// The part holding `pos`, and `pos` within it.
+    fn locate(&self, pos: u64) -> Option<(usize, u64)> {
+        let mut start = 0;
+        for (i, (_, len)) in self.parts.iter().enumerate() {
+            if pos < start + len {
+                return Some((i, pos - start));
+            }
+            start += len;
+        }
+        None
+    }
+}
+
+impl io::Read for ConcatReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some((i, offset)) = self.locate(self.pos) else {
+            return Ok(0);
+        };
+        let (part, len) = &mut self.parts[i];
+        part.seek(io::SeekFrom::Start(offset))?;
+        let room = usize::try_from(*len - offset).unwrap_or(usize::MAX).min(buf.len());
+        let n = part.read(&mut buf[..room])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "a spooled piece is shorter than recorded",
+            ));
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl io::Seek for ConcatReader {
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            io::SeekFrom::Start(p) => Some(p),
+            io::SeekFrom::End(d) => self.len.checked_add_signed(d),
+            io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        let target = target.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "seek before the start")
+        })?;
+        self.pos = target;
+        Ok(target)
+    }
+}

@@ -44,6 +44,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// What providers' routes see of the gateway.
     pub host: Host,
+    /// Documents being received in pieces (tus): their digest state between requests.
+    pub assemblies: routes::tus::Assemblies,
 }
 
 pub type AppState = Arc<App>;
@@ -51,8 +53,8 @@ pub type AppState = Arc<App>;
 /// The whole HTTP API.
 pub fn router(app: AppState) -> Router {
     let read_out = app.limits.read_out();
+    let browser = browser_routes(&app);
     let mut router = Router::new()
-        .route("/v1/uploads", post(routes::uploads::post_multipart))
         .route(
             "/v1/uploads/{key}",
             put(routes::uploads::put_raw).get(routes::uploads::get_upload),
@@ -61,7 +63,9 @@ pub fn router(app: AppState) -> Router {
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))
         .route("/metrics", get(routes::ops::metrics))
-        .with_state(app.clone());
+        .route("/v1/upload-sessions", post(routes::sessions::create))
+        .with_state(app.clone())
+        .merge(browser);
     router = mount_provider_routes(router, &app);
     router
         .fallback(|| async { Problem::not_found("no such route") })
@@ -86,6 +90,37 @@ pub fn router(app: AppState) -> Router {
             }
             req.map(|body| axum::body::Body::new(ReadOutOnDrop::new(body, read_out)))
         }))
+}
+
+/// The routes a browser uses with an upload-session token, with CORS for them alone.
+fn browser_routes(app: &AppState) -> Router {
+    use routes::{sessions, tus, uploads};
+    let origins: std::collections::HashSet<String> = app
+        .tenants
+        .all()
+        .flat_map(|t| t.cors_origins.iter().cloned())
+        .collect();
+    Router::new()
+        .route("/v1/uploads", post(uploads::post_multipart))
+        .route(
+            "/v1/upload-sessions/{id}",
+            get(sessions::get).delete(sessions::revoke),
+        )
+        .route("/v1/upload-sessions/{id}/complete", post(sessions::complete))
+        .route("/v1/tus/", post(tus::create).options(tus::options))
+        .route("/v1/tus", post(tus::create).options(tus::options))
+        .route(
+            "/v1/tus/{id}",
+            axum::routing::head(tus::head)
+                .patch(tus::patch)
+                .delete(tus::terminate)
+                .options(tus::options),
+        )
+        .with_state(app.clone())
+        .layer(middleware::from_fn_with_state(
+            crate::cors::Origins(Arc::new(origins)),
+            crate::cors::cors,
+        ))
 }
 
 /// Every provider's own routes, under its name.

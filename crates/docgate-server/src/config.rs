@@ -273,6 +273,9 @@ pub struct TenantConfig {
     /// Per-provider tenant options, `[tenants.options.<provider>]`, checked by the provider.
     #[serde(default)]
     pub options: BTreeMap<String, toml::Table>,
+    /// Browser origins (`https://app.example`) allowed to use this tenant's upload sessions.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
 }
 
 /// One section per provider, `[providers.<name>]`, parsed by that provider's registration; a

@@ -18,6 +18,7 @@ pub mod auth;
 pub mod body;
 pub mod check;
 pub mod config;
+pub mod cors;
 pub mod delivery;
 pub mod host;
 pub mod http;
@@ -29,6 +30,7 @@ pub mod registry;
 pub mod routes;
 pub mod sandbox;
 pub mod serve;
+pub mod sessions;
 pub mod spool_keys;
 pub mod tenants;
 
@@ -156,6 +158,7 @@ fn tenants_from_config(
             options: Arc::new(t.options),
             notify,
             max_concurrent_uploads: t.max_concurrent_uploads,
+            cors_origins: Arc::new(t.cors_origins),
         };
         if !tenants.add(&t.api_key, tenant) {
             issues.push(
@@ -275,6 +278,7 @@ impl Gateway {
             admission,
             metrics: metrics.clone(),
             host,
+            assemblies: routes::tus::Assemblies::default(),
         });
         let listener = match setup.listener {
             Some(std_listener) => {

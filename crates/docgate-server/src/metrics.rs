@@ -91,7 +91,14 @@ pub struct Metrics {
     delivery_duration: LatencyFamily,
     rejections: Family<CodeLabels, Counter>,
     notifications: Family<OutcomeLabels, Counter>,
+    /// tus events: `created`, `patch`, `checksum_mismatch`, `completed`, `terminated`.
+    tus: Family<EventLabels, Counter>,
     in_flight: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    event: &'static str,
 }
 
 impl Default for Metrics {
@@ -126,6 +133,12 @@ impl Default for Metrics {
                 &mut registry,
                 "notifications",
                 "Tenant notifications by outcome",
+                Family::default(),
+            ),
+            tus: register(
+                &mut registry,
+                "tus_events",
+                "Resumable (tus) upload events: created, patch, checksum_mismatch, completed, terminated",
                 Family::default(),
             ),
             in_flight: register(
@@ -184,6 +197,11 @@ impl Metrics {
                 .get_or_create(&labels)
                 .observe(took.as_secs_f64());
         }
+    }
+
+    /// A resumable-upload event (`docgate_tus_events_total{event}`).
+    pub fn tus(&self, event: &'static str) {
+        self.tus.get_or_create(&EventLabels { event }).inc();
     }
 
     pub fn notification(&self, outcome: &'static str) {

@@ -14,7 +14,7 @@ use crate::{
 };
 use docgate_core::{problem::problem_response, Problem};
 
-fn rfc3339(ms: Millis) -> Value {
+pub fn rfc3339(ms: Millis) -> Value {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())

@@ -13,6 +13,11 @@ pub fn document_key(upload_id: &str, slot: &str) -> String {
     format!("uploads/{upload_id}.{slot}")
 }
 
+/// The spool key of the `n`th piece of a resumable upload (`tus_id`) of a session's upload.
+pub fn piece_key(upload_id: &str, slot: &str, tus_id: &str, n: usize) -> String {
+    format!("uploads/{upload_id}.{slot}.{tus_id}.{n}")
+}
+
 /// The prefix every upload document key starts with.
 pub const UPLOADS: &str = "uploads/";
 

@@ -19,6 +19,8 @@ pub struct Tenant {
     pub notify: Option<NotifyTarget>,
     /// Uploads in flight at once; `None`: the default share of the global limit.
     pub max_concurrent_uploads: Option<usize>,
+    /// Browser origins allowed to use this tenant's upload sessions (CORS).
+    pub cors_origins: Arc<Vec<String>>,
 }
 
 /// Where a tenant's final receipts are POSTed.
@@ -37,6 +39,7 @@ impl Tenant {
             options: Arc::default(),
             notify: None,
             max_concurrent_uploads: None,
+            cors_origins: Arc::default(),
         }
     }
 

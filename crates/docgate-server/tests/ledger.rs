@@ -56,6 +56,7 @@ fn doc(slot: &str) -> StoredDocument {
             entries: None,
         },
         spool_path: format!("uploads/x/{slot}"),
+        pieces: None,
     }
 }
 

@@ -203,7 +203,10 @@ impl Deliverer {
             .iter()
             .map(|d| Document {
                 meta: d.meta.clone(),
-                spool: self.spool.stored(&d.spool_path, d.meta.size),
+                spool: match &d.pieces {
+                    Some(pieces) => self.spool.pieces(pieces.clone()),
+                    None => self.spool.stored(&d.spool_path, d.meta.size),
+                },
             })
             .collect()
     }
@@ -399,7 +402,7 @@ impl Deliverer {
     /// Remove an upload's spooled documents and scratch (its delivery is final). The ledger
     /// notes it only once every object is gone, so a failed removal is tried again.
     pub async fn remove_spool(&self, rec: &UploadRecord) -> Result<(), LedgerError> {
-        let keys: Vec<String> = rec.documents.iter().map(|d| d.spool_path.clone()).collect();
+        let keys: Vec<String> = rec.documents.iter().flat_map(|d| d.keys()).collect();
         let removed = spool_keys::remove(&self.spool, &keys).await;
         let _ = tokio::fs::remove_dir_all(self.scratch_dir(&rec.id)).await;
         match removed {

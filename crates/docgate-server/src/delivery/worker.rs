@@ -82,6 +82,7 @@ impl Deliverer {
             if last_housekeeping.elapsed() >= HOUSEKEEPING_EVERY {
                 last_housekeeping = tokio::time::Instant::now();
                 self.remove_expired_spools().await;
+                self.expire_sessions().await;
             }
             if last_sweep.elapsed() >= ORPHANS_EVERY {
                 last_sweep = tokio::time::Instant::now();
@@ -108,6 +109,24 @@ impl Deliverer {
             Err(e) => {
                 tracing::warn!(error = %e, "could not hand back leases; they expire by themselves")
             }
+        }
+    }
+
+    /// Upload sessions past their expiry end, and what their documents received is removed.
+    async fn expire_sessions(&self) {
+        match self.ledger.expire_sessions(now_ms(), 100).await {
+            Ok(expired) => {
+                for (session, documents) in expired {
+                    let keys: Vec<String> = documents
+                        .iter()
+                        .flat_map(|d| d.pieces.iter().map(|p| p.key.clone()))
+                        .collect();
+                    if let Err(e) = spool_keys::remove(&self.spool, &keys).await {
+                        tracing::warn!(session = %session.id, error = %e, "could not remove an expired session's documents");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "expiring upload sessions failed"),
         }
     }
 

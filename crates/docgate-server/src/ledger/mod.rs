@@ -20,6 +20,7 @@
 //! SQLite (embedded default) and PostgreSQL (scale-out). The same test suite runs against both.
 
 pub mod sql;
+mod sql_sessions;
 mod sql_writes;
 pub mod writer;
 
@@ -99,7 +100,21 @@ impl UploadStatus {
 pub struct StoredDocument {
     #[serde(flatten)]
     pub meta: DocumentMeta,
+    /// The spool key (the first piece's, for a document received in pieces).
     pub spool_path: String,
+    /// A document received in pieces (resumable uploads): every piece, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pieces: Option<Vec<docgate_core::spool::Piece>>,
+}
+
+impl StoredDocument {
+    /// Every spool key of the document.
+    pub fn keys(&self) -> Vec<String> {
+        match &self.pieces {
+            Some(pieces) => pieces.iter().map(|p| p.key.clone()).collect(),
+            None => vec![self.spool_path.clone()],
+        }
+    }
 }
 
 /// State of the tenant notification for one upload.
@@ -448,4 +463,183 @@ pub trait Ledger: Send + Sync + std::fmt::Debug + 'static {
 
     /// Liveness of the database (readiness probe).
     async fn ping(&self) -> LedgerResult<()>;
+
+    // --- upload sessions and resumable uploads ---
+
+    async fn create_session(&self, s: SessionRecord) -> LedgerResult<()>;
+
+    async fn session(&self, id: &str) -> LedgerResult<Option<SessionRecord>>;
+
+    async fn session_by_token(&self, token_hash: &str) -> LedgerResult<Option<SessionRecord>>;
+
+    /// Move a session from one of `from` to `to`; false when it was in another state.
+    async fn session_state(
+        &self,
+        id: &str,
+        from: &[SessionState],
+        to: SessionState,
+    ) -> LedgerResult<bool>;
+
+    /// A new resumable upload; false when its slot already has a live one in the session.
+    async fn create_tus(&self, t: TusRecord) -> LedgerResult<bool>;
+
+    async fn tus(&self, id: &str) -> LedgerResult<Option<TusRecord>>;
+
+    /// Every resumable upload of a session, oldest first.
+    async fn session_documents(&self, session_id: &str) -> LedgerResult<Vec<TusRecord>>;
+
+    /// Take an upload's PATCH lock at the client's offset.
+    async fn lock_tus(
+        &self,
+        id: &str,
+        owner: &str,
+        until: Millis,
+        offset: u64,
+        now: Millis,
+    ) -> LedgerResult<TusLock>;
+
+    async fn renew_tus(&self, id: &str, owner: &str, until: Millis) -> LedgerResult<bool>;
+
+    /// Record a committed piece (and with `meta`, the complete document); release the lock.
+    async fn add_piece(
+        &self,
+        id: &str,
+        owner: &str,
+        piece: Option<docgate_core::spool::Piece>,
+        length: Option<u64>,
+        meta: Option<DocumentMeta>,
+        now: Millis,
+    ) -> LedgerResult<bool>;
+
+    async fn unlock_tus(&self, id: &str, owner: &str) -> LedgerResult<()>;
+
+    /// End an upload (terminated, refused); its record as it was, `None` if already ended.
+    async fn end_tus(&self, id: &str, state: TusState, now: Millis)
+        -> LedgerResult<Option<TusRecord>>;
+
+    /// Open sessions past their expiry, now expired, with their documents.
+    async fn expire_sessions(
+        &self,
+        now: Millis,
+        limit: u32,
+    ) -> LedgerResult<Vec<(SessionRecord, Vec<TusRecord>)>>;
+}
+/// Where an upload session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    /// Taking documents.
+    Open,
+    /// Its upload is being recorded (a second `complete` waits for the first).
+    Completing,
+    /// Its upload is recorded: the token is spent.
+    Accepted,
+    Revoked,
+    Expired,
+}
+
+impl SessionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Open => "open",
+            SessionState::Completing => "completing",
+            SessionState::Accepted => "accepted",
+            SessionState::Revoked => "revoked",
+            SessionState::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SessionState> {
+        [
+            SessionState::Open,
+            SessionState::Completing,
+            SessionState::Accepted,
+            SessionState::Revoked,
+            SessionState::Expired,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+}
+
+/// An upload session, as stored (the token only as its hash).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    pub id: String,
+    pub tenant: String,
+    pub provider: String,
+    pub token_hash: String,
+    pub fields: docgate_core::Fields,
+    pub slots: Vec<String>,
+    pub max_bytes: Option<u64>,
+    pub origin: Option<String>,
+    pub state: SessionState,
+    /// The upload this session becomes (chosen at creation: documents are spooled under it).
+    pub upload_id: String,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+}
+
+/// Where a resumable upload stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TusState {
+    Receiving,
+    Complete,
+    Terminated,
+    /// Its bytes were refused (type, size, content): it cannot continue.
+    Refused,
+}
+
+impl TusState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TusState::Receiving => "receiving",
+            TusState::Complete => "complete",
+            TusState::Terminated => "terminated",
+            TusState::Refused => "refused",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TusState> {
+        [
+            TusState::Receiving,
+            TusState::Complete,
+            TusState::Terminated,
+            TusState::Refused,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+}
+
+/// One resumable upload: one document of a session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TusRecord {
+    pub id: String,
+    pub session_id: String,
+    pub slot: String,
+    /// `None` while deferred.
+    pub length: Option<u64>,
+    pub received: u64,
+    pub filename: Option<String>,
+    pub filetype: Option<String>,
+    pub pieces: Vec<docgate_core::spool::Piece>,
+    pub state: TusState,
+    /// The checked document, once complete.
+    pub meta: Option<DocumentMeta>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// Why a PATCH could not take an upload's lock.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TusLock {
+    Taken,
+    /// Another PATCH holds it (this replica's or another's).
+    Busy,
+    /// The client's offset is not the upload's (it must HEAD and resume from `received`).
+    Offset { received: u64 },
+    /// Not receiving any more (complete, terminated, refused) or unknown.
+    Gone,
 }

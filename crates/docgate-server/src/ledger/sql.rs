@@ -20,7 +20,7 @@ use sqlx::{
     AnyConnection, AnyPool, ConnectOptions, Connection, Executor, Row,
 };
 
-use super::{sql_writes as w, writer::Writer, *};
+use super::{sql_sessions as ss, sql_writes as w, writer::Writer, *};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -348,7 +348,11 @@ impl Ledger for SqlLedger {
     }
 
     async fn live_upload_ids(&self) -> LedgerResult<Vec<String>> {
-        let rows = sqlx::query("SELECT id FROM uploads WHERE spool_removed = 0")
+        // Sessions still taking documents spool them under their upload id already.
+        let rows = sqlx::query(
+            "SELECT id FROM uploads WHERE spool_removed = 0 \
+             UNION SELECT upload_id AS id FROM upload_sessions WHERE state IN ('open', 'completing')",
+        )
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
@@ -433,7 +437,122 @@ impl Ledger for SqlLedger {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+
+    async fn create_session(&self, session: SessionRecord) -> LedgerResult<()> {
+        self.write(move |c| ss::create_session(c, session).boxed())
+            .await
+    }
+
+    async fn session(&self, id: &str) -> LedgerResult<Option<SessionRecord>> {
+        let sql = format!("SELECT {} FROM upload_sessions WHERE id = $1", ss::SESSION_COLUMNS);
+        let row = sqlx::query(&sql)
+            .bind(id.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| ss::decode_session(&r)).transpose()
+    }
+
+    async fn session_by_token(&self, token_hash: &str) -> LedgerResult<Option<SessionRecord>> {
+        let sql = format!(
+            "SELECT {} FROM upload_sessions WHERE token_hash = $1",
+            ss::SESSION_COLUMNS
+        );
+        let row = sqlx::query(&sql)
+            .bind(token_hash.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| ss::decode_session(&r)).transpose()
+    }
+
+    async fn session_state(
+        &self,
+        id: &str,
+        from: &[SessionState],
+        to: SessionState,
+    ) -> LedgerResult<bool> {
+        let (id, from) = (id.to_owned(), from.to_vec());
+        self.write(move |c| ss::session_state(c, id, from, to).boxed())
+            .await
+    }
+
+    async fn create_tus(&self, t: TusRecord) -> LedgerResult<bool> {
+        self.write(move |c| ss::create_tus(c, t).boxed()).await
+    }
+
+    async fn tus(&self, id: &str) -> LedgerResult<Option<TusRecord>> {
+        let sql = format!("SELECT {} FROM tus_uploads WHERE id = $1", ss::TUS_COLUMNS);
+        let row = sqlx::query(&sql)
+            .bind(id.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| ss::decode_tus(&r)).transpose()
+    }
+
+    async fn session_documents(&self, session_id: &str) -> LedgerResult<Vec<TusRecord>> {
+        let mut conn = self.pool.acquire().await?;
+        ss::session_documents(&mut conn, session_id.to_owned()).await
+    }
+
+    async fn lock_tus(
+        &self,
+        id: &str,
+        owner: &str,
+        until: Millis,
+        offset: u64,
+        now: Millis,
+    ) -> LedgerResult<TusLock> {
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        self.write(move |c| ss::lock_tus(c, id, owner, until, offset, now).boxed())
+            .await
+    }
+
+    async fn renew_tus(&self, id: &str, owner: &str, until: Millis) -> LedgerResult<bool> {
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        self.write(move |c| ss::renew_tus(c, id, owner, until).boxed())
+            .await
+    }
+
+    async fn add_piece(
+        &self,
+        id: &str,
+        owner: &str,
+        piece: Option<docgate_core::spool::Piece>,
+        length: Option<u64>,
+        meta: Option<DocumentMeta>,
+        now: Millis,
+    ) -> LedgerResult<bool> {
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        self.write(move |c| ss::add_piece(c, id, owner, piece, length, meta, now).boxed())
+            .await
+    }
+
+    async fn unlock_tus(&self, id: &str, owner: &str) -> LedgerResult<()> {
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        self.write(move |c| ss::unlock_tus(c, id, owner).boxed())
+            .await
+    }
+
+    async fn end_tus(
+        &self,
+        id: &str,
+        state: TusState,
+        now: Millis,
+    ) -> LedgerResult<Option<TusRecord>> {
+        let id = id.to_owned();
+        self.write(move |c| ss::end_tus(c, id, state, now).boxed())
+            .await
+    }
+
+    async fn expire_sessions(
+        &self,
+        now: Millis,
+        limit: u32,
+    ) -> LedgerResult<Vec<(SessionRecord, Vec<TusRecord>)>> {
+        self.write(move |c| ss::expire_sessions(c, now, limit).boxed())
+            .await
+    }
 }
+
 
 fn decode_event(r: &AnyRow) -> LedgerResult<ProviderEvent> {
     let kind: Option<String> = r.try_get("subject_kind")?;

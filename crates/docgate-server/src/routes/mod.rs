@@ -2,4 +2,6 @@
 //! their registrations (see `app::router`).
 
 pub mod ops;
+pub mod sessions;
+pub mod tus;
 pub mod uploads;

@@ -89,7 +89,7 @@ pub async fn accept(
         lease: slot.as_ref().map(|_| app.deliverer.lease()),
         notify: intake.tenant.notify.is_some(),
     };
-    let keys: Vec<String> = new.documents.iter().map(|d| d.spool_path.clone()).collect();
+    let keys: Vec<String> = new.documents.iter().flat_map(|d| d.keys()).collect();
     let inserted = record(&intake, new, &keys).await?;
     let Intake {
         app,
@@ -159,6 +159,15 @@ async fn persist(intake: &Intake, documents: &[Document]) -> Result<Vec<StoredDo
     let app = &intake.app;
     let mut stored = Vec::with_capacity(documents.len());
     for doc in documents {
+        // A document received in pieces is durable piece by piece already.
+        if let Some(pieces) = doc.spool.pieces_list() {
+            stored.push(StoredDocument {
+                meta: doc.meta.clone(),
+                spool_path: pieces.first().map(|p| p.key.clone()).unwrap_or_default(),
+                pieces: Some(pieces),
+            });
+            continue;
+        }
         let key = intake.key(&doc.meta.slot);
         if let Err(e) = doc.spool.persist(&app.spool, &key).await {
             let mut written: Vec<String> =
@@ -170,6 +179,7 @@ async fn persist(intake: &Intake, documents: &[Document]) -> Result<Vec<StoredDo
         stored.push(StoredDocument {
             meta: doc.meta.clone(),
             spool_path: key,
+            pieces: None,
         });
     }
     Ok(stored)

@@ -22,6 +22,7 @@ mod accept;
 mod multipart;
 mod raw;
 pub mod request;
+mod session;
 mod wait;
 
 use std::sync::Arc;
@@ -40,8 +41,15 @@ use crate::{
     tenants::Tenant,
 };
 
+pub use accept::ingest_failed as ingest_problem_with;
 pub use multipart::post_multipart;
 pub use raw::put_raw;
+pub use session::{after_document, session_upload};
+
+/// Why ingesting failed, for callers that stream outside a request body's guard (tus).
+pub fn ingest_problem(app: &AppState, e: docgate_core::IngestError) -> Problem {
+    ingest_problem_with(app, &FaultCell::default(), e)
+}
 
 type Result<T> = std::result::Result<T, Problem>;
 
@@ -56,15 +64,18 @@ struct Intake {
     idempotency_key: Option<String>,
     respond_async: bool,
     /// Released once the upload is recorded: waiting for delivery holds no upload slot.
-    permit: UploadPermit,
+    /// (A session completed from documents already received takes none.)
+    permit: Option<UploadPermit>,
     faults: FaultCell,
 }
 
 impl Intake {
     /// The upload's body, held to the front door's pace rules and reporting to admission.
     fn guard<S>(&self, body: S) -> GuardedBody<S> {
-        let mut guarded = GuardedBody::new(body, self.app.limits.body_rules())
-            .with_pace(self.permit.pace.clone());
+        let mut guarded = GuardedBody::new(body, self.app.limits.body_rules());
+        if let Some(permit) = &self.permit {
+            guarded = guarded.with_pace(permit.pace.clone());
+        }
         guarded.faults = self.faults.clone();
         guarded
     }
@@ -86,9 +97,27 @@ impl Intake {
             tenant,
             idempotency_key,
             respond_async: request::wants_async(headers),
-            permit,
+            permit: Some(permit),
             faults: FaultCell::default(),
         })
+    }
+
+    /// The upload of a session: its id was chosen when the session was minted.
+    fn for_session(
+        app: &AppState,
+        tenant: Tenant,
+        session: &crate::ledger::SessionRecord,
+        respond_async: bool,
+    ) -> Intake {
+        Intake {
+            app: app.clone(),
+            id: session.upload_id.clone(),
+            tenant,
+            idempotency_key: None,
+            respond_async,
+            permit: None,
+            faults: FaultCell::default(),
+        }
     }
 }
 
@@ -102,7 +131,7 @@ fn declared_length(app: &AppState, headers: &HeaderMap) -> Result<Option<u64>> {
 }
 
 /// The provider named `name`, if it exists and the tenant may use it.
-fn provider_for(app: &AppState, tenant: &Tenant, name: &str) -> Result<Arc<dyn Provider>> {
+pub fn provider_for(app: &AppState, tenant: &Tenant, name: &str) -> Result<Arc<dyn Provider>> {
     let provider = app.registry.get(name).cloned().ok_or_else(|| {
         let known: Vec<&str> = app.registry.names().collect();
         Problem::invalid_field(

@@ -25,24 +25,57 @@ use super::{
 };
 use crate::{
     app::AppState,
-    auth::Caller,
+    ledger::{now_ms, SessionRecord, SessionState},
+    routes::sessions::merge_fields,
+    sessions::{check_usable, Uploader},
     body::{BodyFault, FaultCell},
     part_headers::{PartHeaderGuard, PartHeaderLimited},
     tenants::Tenant,
 };
 
+/// With the tenant's API key, or with an upload session's token: then the provider, the
+/// fixed fields, the slots and the size cap are the session's, the upload id is the one the
+/// session was minted with, and the session is spent once the upload is recorded.
 pub async fn post_multipart(
     State(app): State<AppState>,
-    Caller(tenant): Caller,
+    who: Uploader,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    let head = Head::read(&app, &tenant, query.as_deref(), &headers)?;
-    let intake = Intake::open(&app, tenant, &headers).await?;
+    let (tenant, session) = match who {
+        Uploader::ApiKey(tenant) => (tenant, None),
+        Uploader::Session(tenant, session) => {
+            check_usable(&session, now_ms())?;
+            (tenant, Some(session))
+        }
+    };
+    let head = Head::read(&app, &tenant, query.as_deref(), &headers, session.as_ref())?;
+    let mut intake = Intake::open(&app, tenant, &headers).await?;
+    let Some(session) = session else {
+        return receive(&app, intake, head, body).await;
+    };
+    intake.id = session.upload_id.clone();
+    intake.idempotency_key = None;
+    super::session::take(&app, &session).await?;
+    let result = receive_for_session(&app, intake, head, body, &session).await;
+    let to = if result.is_ok() {
+        SessionState::Accepted
+    } else {
+        SessionState::Open
+    };
+    let _ = app
+        .ledger
+        .session_state(&session.id, &[SessionState::Completing], to)
+        .await;
+    result
+}
+
+/// Parse the form part by part and accept it.
+async fn receive(app: &AppState, intake: Intake, head: Head, body: Body) -> Result<Response> {
     let _in_flight = app.metrics.upload_started();
-    let mut form = head.form(&app, &intake, body);
-    let mut receiver = Receiver::new(&app, &intake, head);
+    let mut form = head.form(app, &intake, body);
+    let mut receiver = Receiver::new(app, &intake, head, None);
     while let Some(part) = form
         .next_field()
         .await
@@ -51,6 +84,28 @@ pub async fn post_multipart(
         receiver.part(part).await?;
     }
     let (provider, fields, documents) = receiver.finish().await?;
+    accept(intake, provider, fields, documents).await
+}
+
+async fn receive_for_session(
+    app: &AppState,
+    intake: Intake,
+    head: Head,
+    body: Body,
+    session: &SessionRecord,
+) -> Result<Response> {
+    let _in_flight = app.metrics.upload_started();
+    let mut form = head.form(app, &intake, body);
+    let mut receiver = Receiver::new(app, &intake, head, Some(session));
+    while let Some(part) = form
+        .next_field()
+        .await
+        .map_err(|e| receiver.multer_problem(e))?
+    {
+        receiver.part(part).await?;
+    }
+    let (provider, fields, documents) = receiver.finish().await?;
+    let fields = merge_fields(session, fields)?;
     accept(intake, provider, fields, documents).await
 }
 
@@ -65,7 +120,13 @@ struct Head {
 }
 
 impl Head {
-    fn read(app: &AppState, tenant: &Tenant, query: Option<&str>, headers: &HeaderMap) -> Result<Head> {
+    fn read(
+        app: &AppState,
+        tenant: &Tenant,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        session: Option<&SessionRecord>,
+    ) -> Result<Head> {
         let content_type = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -83,6 +144,15 @@ impl Head {
                 ));
             }
             provider = Some(provider_for(app, tenant, &v)?);
+        }
+        if let Some(session) = session {
+            if provider.as_ref().is_some_and(|p| p.name() != session.provider) {
+                return Err(Problem::invalid_field(
+                    "provider",
+                    "the upload session is for another provider",
+                ));
+            }
+            provider = Some(provider_for(app, tenant, &session.provider)?);
         }
         let fallback = UploadPolicy::most_permissive(
             tenant
@@ -126,6 +196,8 @@ struct Receiver<'a> {
     app: &'a AppState,
     intake: &'a Intake,
     tenant: &'a Tenant,
+    /// The upload session the form is for: its fixed fields, slots and size cap.
+    session: Option<&'a SessionRecord>,
     head: Head,
     faults: FaultCell,
     fields: Fields,
@@ -137,11 +209,17 @@ struct Receiver<'a> {
 }
 
 impl<'a> Receiver<'a> {
-    fn new(app: &'a AppState, intake: &'a Intake, head: Head) -> Receiver<'a> {
+    fn new(
+        app: &'a AppState,
+        intake: &'a Intake,
+        head: Head,
+        session: Option<&'a SessionRecord>,
+    ) -> Receiver<'a> {
         Receiver {
             app,
             intake,
             tenant: &intake.tenant,
+            session,
             head,
             faults: intake.faults.clone(),
             fields: Fields::new(),
@@ -212,6 +290,16 @@ impl<'a> Receiver<'a> {
     }
 
     fn set_provider(&mut self, name: &str) -> Result<()> {
+        if self.session.is_some() {
+            // The session names the provider; a matching field is harmless.
+            return match self.head.provider.as_ref().is_some_and(|p| p.name() == name) {
+                true => Ok(()),
+                false => Err(Problem::invalid_field(
+                    "provider",
+                    "the upload session is for another provider",
+                )),
+            };
+        }
         if self.head.provider.as_ref().is_some_and(|p| p.name() != name)
             || self.fields.contains_key("provider")
         {
@@ -234,6 +322,9 @@ impl<'a> Receiver<'a> {
             Some(p) => {
                 let mut so_far = self.fields.clone();
                 so_far.remove("provider");
+                if let Some(session) = self.session {
+                    so_far = merge_fields(session, so_far)?;
+                }
                 // Fail now if the metadata is already wrong (merely missing fields may follow).
                 match p.prepare(&so_far) {
                     Err(problem) if !only_missing(&problem) => Err(problem),
@@ -256,6 +347,14 @@ impl<'a> Receiver<'a> {
         }
         let policy = self.policy_for_part()?;
         policy.check_slot(&name)?;
+        if let Some(session) = self.session {
+            if !session.slots.contains(&name) {
+                return Err(Problem::invalid_field(
+                    &name,
+                    format!("not a slot of this upload session ({})", session.slots.join(", ")),
+                ));
+            }
+        }
         if self.documents.len() >= policy.max_documents() {
             return Err(Problem::invalid_field(
                 &name,
@@ -271,7 +370,8 @@ impl<'a> Receiver<'a> {
             policy: &policy,
             max_bytes: policy
                 .max_document_bytes
-                .min(policy.max_request_bytes.saturating_sub(self.used)),
+                .min(policy.max_request_bytes.saturating_sub(self.used))
+                .min(self.session.and_then(|s| s.max_bytes).unwrap_or(u64::MAX)),
             idle_timeout: self.app.limits.body_idle_timeout,
         };
         let faults = self.faults.clone();

@@ -1,0 +1,336 @@
+//! The ledger's upload sessions and resumable uploads: statements on one connection, so they
+//! run in the SQLite writer's batches or a PostgreSQL transaction like every other write.
+
+use docgate_core::spool::Piece;
+use sqlx::{any::AnyRow, AnyConnection, Row};
+
+use super::{
+    sql::{json_col, to_text},
+    DocumentMeta, LedgerError, LedgerResult, Millis, SessionRecord, SessionState, TusLock,
+    TusRecord, TusState,
+};
+
+pub const SESSION_COLUMNS: &str = "id, tenant, provider, token_hash, fields, slots, max_bytes, \
+    origin, state, upload_id, created_at, expires_at";
+
+pub const TUS_COLUMNS: &str = "id, session_id, slot, length, received, filename, filetype, \
+    pieces, state, meta, lock_owner, lock_until, created_at, updated_at";
+
+fn opt_u64(v: Option<i64>) -> Option<u64> {
+    v.and_then(|x| u64::try_from(x).ok())
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+pub fn decode_session(r: &AnyRow) -> LedgerResult<SessionRecord> {
+    let state: String = r.try_get("state")?;
+    Ok(SessionRecord {
+        id: r.try_get("id")?,
+        tenant: r.try_get("tenant")?,
+        provider: r.try_get("provider")?,
+        token_hash: r.try_get("token_hash")?,
+        fields: json_col(r, "fields")?,
+        slots: json_col(r, "slots")?,
+        max_bytes: opt_u64(r.try_get("max_bytes")?),
+        origin: r.try_get("origin")?,
+        state: SessionState::parse(&state)
+            .ok_or_else(|| LedgerError::Corrupt(format!("session state `{state}`")))?,
+        upload_id: r.try_get("upload_id")?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+    })
+}
+
+pub fn decode_tus(r: &AnyRow) -> LedgerResult<TusRecord> {
+    let state: String = r.try_get("state")?;
+    let meta: Option<String> = r.try_get("meta")?;
+    Ok(TusRecord {
+        id: r.try_get("id")?,
+        session_id: r.try_get("session_id")?,
+        slot: r.try_get("slot")?,
+        length: opt_u64(r.try_get("length")?),
+        received: opt_u64(r.try_get("received")?).unwrap_or(0),
+        filename: r.try_get("filename")?,
+        filetype: r.try_get("filetype")?,
+        pieces: json_col(r, "pieces")?,
+        state: TusState::parse(&state)
+            .ok_or_else(|| LedgerError::Corrupt(format!("tus state `{state}`")))?,
+        meta: meta
+            .map(|m| serde_json::from_str(&m))
+            .transpose()
+            .map_err(|e| LedgerError::Corrupt(format!("tus meta: {e}")))?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+pub async fn create_session(c: &mut AnyConnection, s: SessionRecord) -> LedgerResult<()> {
+    let sql = format!(
+        "INSERT INTO upload_sessions ({SESSION_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+    );
+    sqlx::query(&sql)
+        .bind(s.id)
+        .bind(s.tenant)
+        .bind(s.provider)
+        .bind(s.token_hash)
+        .bind(to_text(&s.fields)?)
+        .bind(to_text(&s.slots)?)
+        .bind(s.max_bytes.map(i64_of))
+        .bind(s.origin)
+        .bind(s.state.as_str())
+        .bind(s.upload_id)
+        .bind(s.created_at)
+        .bind(s.expires_at)
+        .execute(&mut *c)
+        .await?;
+    Ok(())
+}
+
+pub async fn session_state(
+    c: &mut AnyConnection,
+    id: String,
+    from: Vec<SessionState>,
+    to: SessionState,
+) -> LedgerResult<bool> {
+    let list: Vec<String> = (0..from.len()).map(|i| format!("${}", i + 3)).collect();
+    let sql = format!(
+        "UPDATE upload_sessions SET state = $2 WHERE id = $1 AND state IN ({})",
+        list.join(", ")
+    );
+    let mut q = sqlx::query(&sql).bind(id).bind(to.as_str());
+    for st in from {
+        q = q.bind(st.as_str());
+    }
+    Ok(q.execute(&mut *c).await?.rows_affected() == 1)
+}
+
+/// A new resumable upload; false when the slot already has a live one in the session.
+pub async fn create_tus(c: &mut AnyConnection, t: TusRecord) -> LedgerResult<bool> {
+    let live = sqlx::query(
+        "SELECT id FROM tus_uploads WHERE session_id = $1 AND slot = $2 \
+         AND state IN ('receiving', 'complete')",
+    )
+    .bind(t.session_id.clone())
+    .bind(t.slot.clone())
+    .fetch_optional(&mut *c)
+    .await?;
+    if live.is_some() {
+        return Ok(false);
+    }
+    let sql = format!(
+        "INSERT INTO tus_uploads ({TUS_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, 0, $5, $6, '[]', 'receiving', NULL, NULL, NULL, $7, $7)"
+    );
+    sqlx::query(&sql)
+        .bind(t.id)
+        .bind(t.session_id)
+        .bind(t.slot)
+        .bind(t.length.map(i64_of))
+        .bind(t.filename)
+        .bind(t.filetype)
+        .bind(t.created_at)
+        .execute(&mut *c)
+        .await?;
+    Ok(true)
+}
+
+/// Take the PATCH lock if the client's offset is the upload's and nobody else holds it.
+pub async fn lock_tus(
+    c: &mut AnyConnection,
+    id: String,
+    owner: String,
+    until: Millis,
+    offset: u64,
+    now: Millis,
+) -> LedgerResult<TusLock> {
+    let sql = format!("SELECT {TUS_COLUMNS} FROM tus_uploads WHERE id = $1");
+    let Some(row) = sqlx::query(&sql)
+        .bind(id.clone())
+        .fetch_optional(&mut *c)
+        .await?
+    else {
+        return Ok(TusLock::Gone);
+    };
+    let rec = decode_tus(&row)?;
+    let holder: Option<String> = row.try_get("lock_owner")?;
+    let held_until: Option<Millis> = row.try_get("lock_until")?;
+    if rec.state != TusState::Receiving {
+        return Ok(TusLock::Gone);
+    }
+    if holder.is_some() && held_until.is_some_and(|u| u >= now) {
+        return Ok(TusLock::Busy);
+    }
+    if rec.received != offset {
+        return Ok(TusLock::Offset {
+            received: rec.received,
+        });
+    }
+    sqlx::query("UPDATE tus_uploads SET lock_owner = $2, lock_until = $3 WHERE id = $1")
+        .bind(id)
+        .bind(owner)
+        .bind(until)
+        .execute(&mut *c)
+        .await?;
+    Ok(TusLock::Taken)
+}
+
+pub async fn renew_tus(
+    c: &mut AnyConnection,
+    id: String,
+    owner: String,
+    until: Millis,
+) -> LedgerResult<bool> {
+    let done = sqlx::query(
+        "UPDATE tus_uploads SET lock_until = $3 WHERE id = $1 AND lock_owner = $2",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(until)
+    .execute(&mut *c)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A committed piece joins the upload (and, with `meta`, completes it); the lock is released.
+#[allow(clippy::too_many_arguments)]
+pub async fn add_piece(
+    c: &mut AnyConnection,
+    id: String,
+    owner: String,
+    piece: Option<Piece>,
+    length: Option<u64>,
+    meta: Option<DocumentMeta>,
+    now: Millis,
+) -> LedgerResult<bool> {
+    let sql = format!("SELECT {TUS_COLUMNS} FROM tus_uploads WHERE id = $1 AND lock_owner = $2");
+    let Some(row) = sqlx::query(&sql)
+        .bind(id.clone())
+        .bind(owner.clone())
+        .fetch_optional(&mut *c)
+        .await?
+    else {
+        return Ok(false);
+    };
+    let mut rec = decode_tus(&row)?;
+    if let Some(p) = piece {
+        rec.received += p.len;
+        rec.pieces.push(p);
+    }
+    let state = if meta.is_some() {
+        TusState::Complete
+    } else {
+        TusState::Receiving
+    };
+    let done = sqlx::query(
+        "UPDATE tus_uploads SET received = $3, pieces = $4, length = COALESCE(length, $5), \
+             state = $6, meta = $7, lock_owner = NULL, lock_until = NULL, updated_at = $8 \
+         WHERE id = $1 AND lock_owner = $2",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(i64_of(rec.received))
+    .bind(to_text(&rec.pieces)?)
+    .bind(length.map(i64_of))
+    .bind(state.as_str())
+    .bind(meta.as_ref().map(to_text).transpose()?)
+    .bind(now)
+    .execute(&mut *c)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn unlock_tus(c: &mut AnyConnection, id: String, owner: String) -> LedgerResult<()> {
+    sqlx::query(
+        "UPDATE tus_uploads SET lock_owner = NULL, lock_until = NULL WHERE id = $1 AND lock_owner = $2",
+    )
+    .bind(id)
+    .bind(owner)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+/// End an upload (terminated by the client, refused for its bytes); returns it as it was, so
+/// its pieces can be removed. `None` when it is unknown or already ended.
+pub async fn end_tus(
+    c: &mut AnyConnection,
+    id: String,
+    state: TusState,
+    now: Millis,
+) -> LedgerResult<Option<TusRecord>> {
+    let sql = format!(
+        "SELECT {TUS_COLUMNS} FROM tus_uploads WHERE id = $1 AND state IN ('receiving', 'complete')"
+    );
+    let Some(row) = sqlx::query(&sql)
+        .bind(id.clone())
+        .fetch_optional(&mut *c)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let rec = decode_tus(&row)?;
+    sqlx::query(
+        "UPDATE tus_uploads SET state = $2, lock_owner = NULL, lock_until = NULL, updated_at = $3 \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(state.as_str())
+    .bind(now)
+    .execute(&mut *c)
+    .await?;
+    Ok(Some(rec))
+}
+
+/// Open sessions past their expiry: marked expired, returned with their documents' pieces
+/// (for the sweeper to remove).
+pub async fn expire_sessions(
+    c: &mut AnyConnection,
+    now: Millis,
+    limit: u32,
+) -> LedgerResult<Vec<(SessionRecord, Vec<TusRecord>)>> {
+    let sql = format!(
+        "SELECT {SESSION_COLUMNS} FROM upload_sessions \
+         WHERE state = 'open' AND expires_at <= $1 ORDER BY expires_at LIMIT $2"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *c)
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let session = decode_session(&row)?;
+        let docs = session_documents(c, session.id.clone()).await?;
+        sqlx::query("UPDATE upload_sessions SET state = 'expired' WHERE id = $1")
+            .bind(session.id.clone())
+            .execute(&mut *c)
+            .await?;
+        sqlx::query(
+            "UPDATE tus_uploads SET state = 'terminated', updated_at = $2 \
+             WHERE session_id = $1 AND state IN ('receiving', 'complete')",
+        )
+        .bind(session.id.clone())
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+        out.push((session, docs));
+    }
+    Ok(out)
+}
+
+pub async fn session_documents(
+    c: &mut AnyConnection,
+    session_id: String,
+) -> LedgerResult<Vec<TusRecord>> {
+    let sql = format!(
+        "SELECT {TUS_COLUMNS} FROM tus_uploads WHERE session_id = $1 ORDER BY created_at, id"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(session_id)
+        .fetch_all(&mut *c)
+        .await?;
+    rows.iter().map(decode_tus).collect()
+}

@@ -1,0 +1,380 @@
+//! `PATCH /v1/tus/{id}`: more bytes of a document, at the offset the server has.
+//!
+//! 1. the lock: taken in the ledger with the client's `Upload-Offset` (409 when another
+//!    PATCH holds it, anywhere, or when the offset is not the upload's), renewed while the
+//!    body streams;
+//! 2. the body streams into a new piece (a spool object of its own), counted against the
+//!    document's limit, its first bytes sniffed, hashed with the client's `Upload-Checksum`;
+//! 3. a mismatch deletes the piece: 460, and the offset has not moved. Otherwise the piece is
+//!    added to the document's digests and scan, and recorded — the answer (204 and the new
+//!    offset) comes only once it is durable in the spool and the ledger;
+//! 4. the last piece completes the document (all checks that need it whole), and a session
+//!    with nothing else to wait for is delivered.
+//!
+//! The document's digest state between PATCHes is kept in [`Assemblies`] (bounded); a
+//! gateway without it — restarted, or another replica — rebuilds it from the pieces.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Mutex,
+    time::Duration,
+};
+
+use axum::{
+    body::Body,
+    extract::{Path, State},
+    response::{IntoResponse, Response},
+};
+use base64::Engine as _;
+use docgate_core::{
+    resume::{receive_piece, Assembly, ChecksumAlgorithm, PieceChecksum, PieceError},
+    spool::Piece,
+    IngestError, Problem,
+};
+use http::{header, HeaderMap, StatusCode};
+
+use super::{check_version, number, own_upload, tus_headers, Result, OFFSET_CONTENT_TYPE};
+use crate::{
+    app::AppState,
+    host::ledger_problem,
+    ledger::{now_ms, SessionRecord, TusLock, TusRecord, TusState},
+    sessions::{check_usable, Uploader},
+    spool_keys,
+};
+
+/// How long a PATCH's lock lasts unless renewed (a crashed replica's lock frees itself).
+const LOCK: Duration = Duration::from_secs(30);
+
+/// Document states kept between PATCHes at most (the rest are rebuilt when needed).
+const KEPT: usize = 256;
+
+/// The digest and scan state of documents being received, by tus upload id, with the
+/// offset each is at (a state at another offset than the ledger's is stale).
+#[derive(Debug, Default)]
+pub struct Assemblies {
+    inner: Mutex<(HashMap<String, (u64, Assembly)>, VecDeque<String>)>,
+}
+
+impl Assemblies {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (HashMap<String, (u64, Assembly)>, VecDeque<String>)> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Take the state of `id` if it is at `offset`.
+    fn take(&self, id: &str, offset: u64) -> Option<Assembly> {
+        let mut inner = self.lock();
+        match inner.0.remove(id) {
+            Some((at, a)) if at == offset => Some(a),
+            _ => None,
+        }
+    }
+
+    fn put(&self, id: &str, assembly: Assembly) {
+        let mut inner = self.lock();
+        let (map, order) = &mut *inner;
+        if map.insert(id.to_owned(), (assembly.len(), assembly)).is_none() {
+            order.push_back(id.to_owned());
+        }
+        while map.len() > KEPT {
+            match order.pop_front() {
+                Some(old) => {
+                    map.remove(&old);
+                }
+                None => break,
+            }
+        }
+        order.retain(|k| map.contains_key(k));
+    }
+
+    pub fn forget(&self, id: &str) {
+        self.lock().0.remove(id);
+    }
+}
+
+/// The gateway's document states.
+pub fn assemblies(app: &AppState) -> &Assemblies {
+    &app.assemblies
+}
+
+/// `Upload-Checksum: <algorithm> <base64>`: 400 for an algorithm this server does not speak.
+fn checksum(headers: &HeaderMap) -> Result<Option<PieceChecksum>> {
+    let Some(raw) = headers.get("upload-checksum") else {
+        return Ok(None);
+    };
+    let raw = raw
+        .to_str()
+        .map_err(|_| Problem::bad_request("Upload-Checksum is not ASCII"))?;
+    let (name, value) = raw
+        .trim()
+        .split_once(' ')
+        .ok_or_else(|| Problem::bad_request("Upload-Checksum is `<algorithm> <base64>`"))?;
+    let algorithm = ChecksumAlgorithm::parse(name).ok_or_else(|| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "checksum_algorithm_unsupported",
+            "Checksum algorithm not supported",
+        )
+        .with_detail(format!("`{name}`; this server speaks {}", super::CHECKSUMS))
+    })?;
+    let expected = base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .map_err(|_| Problem::bad_request("the Upload-Checksum value is not base64"))?;
+    Ok(Some(PieceChecksum {
+        algorithm,
+        expected,
+    }))
+}
+
+pub async fn patch(
+    State(app): State<AppState>,
+    who: Uploader,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    check_version(&headers)?;
+    let session = who.session()?.clone();
+    check_usable(&session, now_ms())?;
+    let is_offset_stream = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == OFFSET_CONTENT_TYPE.as_bytes());
+    if !is_offset_stream {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Unsupported media type",
+        )
+        .with_detail(format!("a PATCH body is {OFFSET_CONTENT_TYPE}")));
+    }
+    let offset = number(&headers, "upload-offset")?
+        .ok_or_else(|| Problem::bad_request("Upload-Offset is required"))?;
+    let rec = own_upload(&app, &session, &id).await?;
+    let received = receive(&app, &session, &rec, offset, &headers, body).await?;
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    res.headers_mut().insert(
+        "upload-offset",
+        http::HeaderValue::from_str(&received.to_string())
+            .unwrap_or_else(|_| http::HeaderValue::from_static("0")),
+    );
+    tus_headers(&mut res);
+    Ok(res)
+}
+
+/// Receive one piece of `rec` at `offset` (PATCH, or creation-with-upload): returns the new
+/// offset, once the piece is durable and recorded.
+pub async fn receive(
+    app: &AppState,
+    session: &SessionRecord,
+    rec: &TusRecord,
+    offset: u64,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<u64> {
+    let checksum = checksum(headers)?;
+    let declared_length = number(headers, "upload-length")?;
+    let length = match (rec.length, declared_length) {
+        (Some(known), Some(said)) if known != said => {
+            return Err(Problem::bad_request("Upload-Length cannot change"))
+        }
+        (known, said) => known.or(said),
+    };
+    let max = super::max_bytes(app, session)?;
+    if let Some(len) = length {
+        if len > max {
+            return Err(Problem::payload_too_large(max, "the document (by its Upload-Length)"));
+        }
+    }
+    let owner = format!("{}:{}", app.deliverer.node, uuid::Uuid::new_v4().simple());
+    take_lock(app, &rec.id, &owner, offset).await?;
+    let result = receive_locked(app, session, rec, offset, length, max, checksum, &owner, body).await;
+    if result.is_err() {
+        let _ = app.ledger.unlock_tus(&rec.id, &owner).await;
+    }
+    result
+}
+
+async fn take_lock(app: &AppState, id: &str, owner: &str, offset: u64) -> Result<()> {
+    let until = now_ms() + i64::try_from(LOCK.as_millis()).unwrap_or(i64::MAX);
+    match app
+        .ledger
+        .lock_tus(id, owner, until, offset, now_ms())
+        .await
+        .map_err(|e| ledger_problem(&e))?
+    {
+        TusLock::Taken => Ok(()),
+        TusLock::Busy => Err(Problem::new(StatusCode::CONFLICT, "upload_locked", "Upload locked")
+            .with_detail("another request is writing to this upload; retry after it ends")
+            .with_retry_after(Duration::from_secs(1))),
+        TusLock::Offset { received } => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "offset_mismatch",
+            "Offset mismatch",
+        )
+        .with_detail(format!("the upload is at offset {received}; HEAD it and resume from there"))
+        .with_extra("upload_offset", received)),
+        TusLock::Gone => Err(Problem::new(StatusCode::GONE, "upload_gone", "Upload gone")
+            .with_detail("this upload takes no more bytes")),
+    }
+}
+
+/// The document's state at `rec`'s offset: kept, or rebuilt from its pieces.
+async fn assembly_for(app: &AppState, session: &SessionRecord, rec: &TusRecord) -> Result<Assembly> {
+    if let Some(a) = assemblies(app).take(&rec.id, rec.received) {
+        return Ok(a);
+    }
+    let provider = app
+        .registry
+        .get(&session.provider)
+        .ok_or_else(|| Problem::internal("the session's provider is gone"))?;
+    Assembly::rebuild(
+        provider.policy().clone(),
+        rec.filetype.as_deref(),
+        &app.spool,
+        &rec.pieces,
+    )
+    .await
+    .map_err(|e| crate::routes::uploads::ingest_problem(app, e))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn receive_locked(
+    app: &AppState,
+    session: &SessionRecord,
+    rec: &TusRecord,
+    offset: u64,
+    length: Option<u64>,
+    max: u64,
+    checksum: Option<PieceChecksum>,
+    owner: &str,
+    body: Body,
+) -> Result<u64> {
+    let mut assembly = assembly_for(app, session, rec).await?;
+    let room = length.unwrap_or(max).saturating_sub(offset);
+    let key = spool_keys::piece_key(&session.upload_id, &rec.slot, &rec.id, rec.pieces.len());
+    let renewing = renew_while(app, rec.id.clone(), owner.to_owned());
+    let guarded = crate::body::GuardedBody::new(body.into_data_stream(), app.limits.body_rules());
+    let end = receive_piece(guarded, &app.spool, &key, &assembly, room, checksum.as_ref()).await;
+    drop(renewing);
+    let end = match end {
+        Ok(end) => end,
+        Err(PieceError::ChecksumMismatch { algorithm }) => {
+            app.metrics.tus("checksum_mismatch");
+            assemblies(app).put(&rec.id, assembly);
+            return Err(Problem::new(
+                StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST),
+                "checksum_mismatch",
+                "Checksum Mismatch",
+            )
+            .with_detail(format!("the {algorithm} of the bytes sent does not match Upload-Checksum; they were discarded")));
+        }
+        Err(PieceError::Ingest(e)) => return Err(refuse(app, rec, e).await),
+    };
+    if let Some(piece) = &end.piece {
+        if let Err(e) = assembly.add(&app.spool, piece).await {
+            let _ = spool_keys::remove(&app.spool, &[piece.key.clone()]).await;
+            return Err(refuse(app, rec, e).await);
+        }
+    }
+    let received = assembly.len();
+    let complete = length.is_some_and(|len| received == len);
+    let meta = if complete {
+        Some(finish(app, rec, &end.piece, assembly).await?)
+    } else {
+        assemblies(app).put(&rec.id, assembly);
+        None
+    };
+    record(app, rec, owner, end.piece, length, meta.clone()).await?;
+    app.metrics.tus("patch");
+    if meta.is_some() {
+        app.metrics.tus("completed");
+        crate::routes::uploads::after_document(app, session).await;
+    }
+    Ok(received)
+}
+
+/// The whole document has arrived: its checks and metadata.
+async fn finish(
+    app: &AppState,
+    rec: &TusRecord,
+    last: &Option<Piece>,
+    assembly: Assembly,
+) -> Result<docgate_core::DocumentMeta> {
+    let mut pieces = rec.pieces.clone();
+    pieces.extend(last.iter().cloned());
+    let document = app.spool.pieces(pieces);
+    match assembly
+        .finish(rec.slot.clone(), rec.filename.clone(), &document)
+        .await
+    {
+        Ok(meta) => Ok(meta),
+        Err(e) => Err(refuse(app, rec, e).await),
+    }
+}
+
+/// Record the piece (and, complete, the document) and release the lock.
+async fn record(
+    app: &AppState,
+    rec: &TusRecord,
+    owner: &str,
+    piece: Option<Piece>,
+    length: Option<u64>,
+    meta: Option<docgate_core::DocumentMeta>,
+) -> Result<()> {
+    let recorded = app
+        .ledger
+        .add_piece(&rec.id, owner, piece.clone(), length, meta, now_ms())
+        .await;
+    match recorded {
+        Ok(true) => Ok(()),
+        Ok(false) | Err(_) => {
+            if let Some(p) = piece {
+                let _ = spool_keys::remove(&app.spool, &[p.key]).await;
+            }
+            assemblies(app).forget(&rec.id);
+            Err(recorded.err().map_or_else(
+                || {
+                    Problem::new(StatusCode::CONFLICT, "upload_locked", "Upload locked")
+                        .with_detail("this request lost its lock on the upload; HEAD and resume")
+                },
+                |e| ledger_problem(&e),
+            ))
+        }
+    }
+}
+
+/// Bytes the document cannot have (type, size, content): the upload ends, refused, and its
+/// bytes are removed; the client is told why.
+async fn refuse(app: &AppState, rec: &TusRecord, e: IngestError) -> Problem {
+    let problem = crate::routes::uploads::ingest_problem(app, e);
+    if problem.status.is_client_error() && problem.status != StatusCode::REQUEST_TIMEOUT {
+        if let Ok(Some(ended)) = app.ledger.end_tus(&rec.id, TusState::Refused, now_ms()).await {
+            let keys: Vec<String> = ended.pieces.iter().map(|p| p.key.clone()).collect();
+            let _ = spool_keys::remove(&app.spool, &keys).await;
+        }
+        assemblies(app).forget(&rec.id);
+    }
+    problem
+}
+
+/// Renew the upload's lock while its body streams; stops when dropped.
+fn renew_while(app: &AppState, id: String, owner: String) -> tokio_util::sync::DropGuard {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let ledger = app.ledger.clone();
+    let guard = stop.clone().drop_guard();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(LOCK / 3);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {
+                    let until = now_ms() + i64::try_from(LOCK.as_millis()).unwrap_or(i64::MAX);
+                    if !matches!(ledger.renew_tus(&id, &owner, until).await, Ok(true)) {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    guard
+}

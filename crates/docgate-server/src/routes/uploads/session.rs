@@ -1,0 +1,160 @@
+//! A session's upload: its documents (received with tus, or in one `POST /v1/uploads` with
+//! the session's token) become one upload under the id chosen when the session was minted.
+//!
+//! The session is the idempotency key: completing it again answers the same upload, and
+//! while one request is accepting it (`completing`), another waits for that one's result.
+
+use std::time::Duration;
+
+use axum::response::Response;
+use docgate_core::{Document, Fields, Problem};
+use http::{HeaderMap, HeaderValue, StatusCode};
+
+use super::{accept::accept, wait, Intake, Result};
+use crate::{
+    app::AppState,
+    host::ledger_problem,
+    ledger::{now_ms, SessionRecord, SessionState, TusState},
+    receipt::upload_response,
+    routes::sessions::merge_fields,
+    sessions::check_usable,
+    tenants::Tenant,
+};
+
+/// How long a second completion waits for the first.
+const WAIT_FOR_OTHER: Duration = Duration::from_secs(10);
+
+/// Complete `session` with its received documents: answered like `POST /v1/uploads`.
+pub async fn session_upload(
+    app: &AppState,
+    tenant: Tenant,
+    session: SessionRecord,
+    extra_fields: Fields,
+    headers: &HeaderMap,
+) -> Result<Response> {
+    let respond_async = super::request::wants_async(headers);
+    let session = settled(app, session).await?;
+    if session.state == SessionState::Accepted {
+        return replay(app, &session, respond_async).await;
+    }
+    check_usable(&session, now_ms())?;
+    let fields = merge_fields(&session, extra_fields)?;
+    take(app, &session).await?;
+    let result = accept_documents(app, tenant, &session, fields, respond_async).await;
+    let to = if result.is_ok() {
+        SessionState::Accepted
+    } else {
+        SessionState::Open
+    };
+    let _ = app
+        .ledger
+        .session_state(&session.id, &[SessionState::Completing], to)
+        .await;
+    result
+}
+
+/// Wait while another request is accepting the session (bounded), then re-read it.
+async fn settled(app: &AppState, mut session: SessionRecord) -> Result<SessionRecord> {
+    let deadline = tokio::time::Instant::now() + WAIT_FOR_OTHER;
+    while session.state == SessionState::Completing && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        session = app
+            .ledger
+            .session(&session.id)
+            .await
+            .map_err(|e| ledger_problem(&e))?
+            .ok_or_else(|| Problem::not_found("the upload session is gone"))?;
+    }
+    Ok(session)
+}
+
+/// open → completing, or 409 when another request got there first.
+pub async fn take(app: &AppState, session: &SessionRecord) -> Result<()> {
+    let taken = app
+        .ledger
+        .session_state(&session.id, &[SessionState::Open], SessionState::Completing)
+        .await
+        .map_err(|e| ledger_problem(&e))?;
+    if taken {
+        Ok(())
+    } else {
+        Err(Problem::new(StatusCode::CONFLICT, "session_busy", "Upload session busy")
+            .with_detail("another request is accepting this session's upload")
+            .with_retry_after(Duration::from_secs(1)))
+    }
+}
+
+/// The session's upload, answered as it stands (waiting for delivery like any upload).
+async fn replay(app: &AppState, session: &SessionRecord, respond_async: bool) -> Result<Response> {
+    let rec = app
+        .ledger
+        .get(&session.upload_id)
+        .await
+        .map_err(|e| ledger_problem(&e))?
+        .ok_or_else(|| Problem::internal("an accepted session without its upload"))?;
+    let rec = if respond_async || rec.status.is_terminal() {
+        rec
+    } else {
+        let mut waiter = app.deliverer.watch(&rec.id, rec.status);
+        wait::for_final(app, rec, &mut waiter.rx).await
+    };
+    let mut res = upload_response(&rec);
+    res.headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    Ok(res)
+}
+
+/// The session's complete tus documents, delivered as one upload.
+async fn accept_documents(
+    app: &AppState,
+    tenant: Tenant,
+    session: &SessionRecord,
+    fields: Fields,
+    respond_async: bool,
+) -> Result<Response> {
+    let provider = app
+        .registry
+        .get(&session.provider)
+        .cloned()
+        .ok_or_else(|| Problem::internal("the session's provider is gone"))?;
+    let received = app
+        .ledger
+        .session_documents(&session.id)
+        .await
+        .map_err(|e| ledger_problem(&e))?;
+    let documents: Vec<Document> = received
+        .into_iter()
+        .filter(|t| t.state == TusState::Complete)
+        .filter_map(|t| {
+            let meta = t.meta?;
+            Some(Document {
+                meta,
+                spool: app.spool.pieces(t.pieces),
+            })
+        })
+        .collect();
+    let intake = Intake::for_session(app, tenant, session, respond_async);
+    accept(intake, provider, fields, documents).await
+}
+
+/// After a tus document completes: a session with one slot and nothing left to ask for is
+/// accepted at once (the browser's `complete` then answers its receipt).
+pub async fn after_document(app: &AppState, session: &SessionRecord) {
+    if session.slots.len() != 1 {
+        return;
+    }
+    let Some(provider) = app.registry.get(&session.provider) else {
+        return;
+    };
+    if provider.prepare(&session.fields).is_err() {
+        return; // the browser still has fields to send with `complete`
+    }
+    let Some(tenant) = app.tenants.by_name(&session.tenant).cloned() else {
+        return;
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert("prefer", HeaderValue::from_static("respond-async"));
+    if let Err(p) = session_upload(app, tenant, session.clone(), Fields::new(), &headers).await {
+        tracing::info!(session = %session.id, code = %p.code, "a completed tus document's session was not accepted yet");
+    }
+}

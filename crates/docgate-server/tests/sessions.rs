@@ -1,0 +1,432 @@
+//! Upload sessions and tus 1.0.0, driven over HTTP against a real gateway and the Taler
+//! emulator: scoped tokens, CORS, resumable uploads with checksums, locks and limits.
+
+use std::{sync::Arc, time::Duration};
+
+use base64::Engine as _;
+use docgate_core::Secret;
+use docgate_server::{
+    config::{DeliverySettings, Limits},
+    registry::Registry,
+    tenants::{Tenant, Tenants},
+    Gateway, Setup,
+};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const KEY: &str = "acme-key";
+const ORIGIN: &str = "https://app.example";
+const PAYTO: &str = "payto://iban/DE89370400440532013000";
+
+struct World {
+    gateway: Gateway,
+    _taler: docgate_taler::emulator::Emulator,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl World {
+    async fn start() -> World {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let taler = docgate_taler::emulator::start(docgate_taler::emulator::EmulatorOptions::new(
+            "127.0.0.1:0".parse().expect("addr"),
+            dir.path().join("taler"),
+        ))
+        .await
+        .expect("emulator");
+        let mut registry = Registry::default();
+        registry.insert(Arc::new(
+            docgate_taler::TalerProvider::new(taler.sandbox_config()).expect("provider"),
+        ));
+        let mut tenants = Tenants::default();
+        let mut acme = Tenant::new("acme", vec!["taler".into()]);
+        acme.cors_origins = Arc::new(vec![ORIGIN.to_owned()]);
+        tenants.add(&Secret::new(KEY), acme);
+        let setup = Setup {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            listener: None,
+            data_dir: dir.path().join("gateway"),
+            ledger_url: "sqlite".into(),
+            spool_dir: dir.path().join("gateway/spool"),
+            limits: Limits::default(),
+            delivery: DeliverySettings {
+                poll_interval: Duration::from_millis(100),
+                ..DeliverySettings::default()
+            },
+            tenants,
+            registry,
+        };
+        World {
+            gateway: Gateway::start(setup).await.expect("gateway"),
+            _taler: taler,
+            client: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway.url())
+    }
+
+    /// Mint a session with the API key: (id, token).
+    async fn session(&self, extra: Value) -> (String, String) {
+        let mut body = json!({"provider": "taler", "fields": {"payto": PAYTO}});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        let res = self
+            .client
+            .post(self.url("/v1/upload-sessions"))
+            .bearer_auth(KEY)
+            .json(&body)
+            .send()
+            .await
+            .expect("mint");
+        assert_eq!(res.status(), 201);
+        let v: Value = res.json().await.expect("json");
+        (
+            v["id"].as_str().expect("id").to_owned(),
+            v["token"].as_str().expect("token").to_owned(),
+        )
+    }
+
+    fn tus(&self, method: reqwest::Method, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(token)
+            .header("tus-resumable", "1.0.0")
+    }
+
+    /// Create a tus upload of `len` bytes: its path.
+    async fn create(&self, token: &str, len: u64) -> String {
+        let res = self
+            .tus(reqwest::Method::POST, "/v1/tus/", token)
+            .header("upload-length", len.to_string())
+            .header("upload-metadata", "filename ZG9jLnBkZg==,filetype YXBwbGljYXRpb24vcGRm")
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(res.status(), 201);
+        res.headers()["location"]
+            .to_str()
+            .expect("location")
+            .to_owned()
+    }
+
+    async fn patch(&self, token: &str, path: &str, offset: u64, bytes: &[u8]) -> reqwest::Response {
+        self.tus(reqwest::Method::PATCH, path, token)
+            .header("content-type", "application/offset+octet-stream")
+            .header("upload-offset", offset.to_string())
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .expect("patch")
+    }
+
+    async fn offset(&self, token: &str, path: &str) -> u64 {
+        let res = self
+            .tus(reqwest::Method::HEAD, path, token)
+            .send()
+            .await
+            .expect("head");
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["cache-control"], "no-store");
+        res.headers()["upload-offset"]
+            .to_str()
+            .expect("offset")
+            .parse()
+            .expect("number")
+    }
+}
+
+/// A PDF of `len` bytes, different for each `seed`.
+fn pdf(len: usize, seed: u8) -> Vec<u8> {
+    let mut v = format!("%PDF-1.7\n% seed {seed}\n").into_bytes();
+    let mut x = u32::from(seed) | 1;
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        v.push((x >> 8) as u8);
+    }
+    v
+}
+
+fn sha1_b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(data))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_works_on_its_own_session_and_nowhere_else() {
+    let w = World::start().await;
+    let (id, token) = w.session(json!({})).await;
+    let res = w
+        .client
+        .get(w.url(&format!("/v1/upload-sessions/{id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["state"], "open");
+    assert!(body.get("token").is_none(), "the token is shown once, at creation");
+    for path in ["/v1/providers", "/v1/uploads/x"] {
+        let res = w.client.get(w.url(path)).bearer_auth(&token).send().await.expect("get");
+        assert_eq!(res.status(), 401, "{path}");
+    }
+    let (other, _) = w.session(json!({})).await;
+    let res = w
+        .client
+        .get(w.url(&format!("/v1/upload-sessions/{other}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(res.status(), 404, "a token sees only its own session");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_metadata_and_bad_session_settings_fail_when_the_session_is_minted() {
+    let w = World::start().await;
+    for body in [
+        json!({"provider": "taler", "fields": {"payto": "payto://iban/DE00000000000000000000"}}),
+        json!({"provider": "taler", "fields": {}, "expires_in": 0}),
+        json!({"provider": "taler", "fields": {}, "expires_in": 86401}),
+        json!({"provider": "taler", "fields": {}, "slots": ["front"]}),
+        json!({"provider": "taler", "fields": {}, "origin": "https://evil.example"}),
+    ] {
+        let res = w
+            .client
+            .post(w.url("/v1/upload-sessions"))
+            .bearer_auth(KEY)
+            .json(&body)
+            .send()
+            .await
+            .expect("mint");
+        assert_eq!(res.status(), 422, "{body}");
+        let problem: Value = res.json().await.expect("json");
+        assert_eq!(problem["code"], "invalid_metadata", "{problem}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_checksum_gets_460_and_the_offset_does_not_move() {
+    let w = World::start().await;
+    let (_, token) = w.session(json!({})).await;
+    let doc = pdf(300_000, 1);
+    let path = w.create(&token, doc.len() as u64).await;
+    let res = w.patch(&token, &path, 0, &doc[..100_000]).await;
+    assert_eq!(res.status(), 204);
+    let wrong = w
+        .tus(reqwest::Method::PATCH, &path, &token)
+        .header("content-type", "application/offset+octet-stream")
+        .header("upload-offset", "100000")
+        .header("upload-checksum", format!("sha1 {}", sha1_b64(b"something else")))
+        .body(doc[100_000..200_000].to_vec())
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(wrong.status().as_u16(), 460);
+    assert_eq!(w.offset(&token, &path).await, 100_000, "the offset did not move");
+    let right = w
+        .tus(reqwest::Method::PATCH, &path, &token)
+        .header("content-type", "application/offset+octet-stream")
+        .header("upload-offset", "100000")
+        .header("upload-checksum", format!("sha1 {}", sha1_b64(&doc[100_000..])))
+        .body(doc[100_000..].to_vec())
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(right.status(), 204);
+    assert_eq!(right.headers()["upload-offset"], "300000");
+    let bad_algorithm = w
+        .tus(reqwest::Method::PATCH, &path, &token)
+        .header("content-type", "application/offset+octet-stream")
+        .header("upload-offset", "300000")
+        .header("upload-checksum", "crc32 AAAA")
+        .body(Vec::new())
+        .send()
+        .await
+        .expect("patch");
+    assert!(matches!(bad_algorithm.status().as_u16(), 400 | 409 | 410));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_upload_is_delivered_with_the_file_s_digests_and_complete_replays_it() {
+    let w = World::start().await;
+    let (id, token) = w.session(json!({})).await;
+    let doc = pdf(1_500_000, 2);
+    let path = w.create(&token, doc.len() as u64).await;
+    // The first PATCH is cut short by the client: the server keeps what arrived.
+    assert_eq!(w.patch(&token, &path, 0, &doc[..600_000]).await.status(), 204);
+    let at = w.offset(&token, &path).await;
+    assert_eq!(at, 600_000);
+    assert_eq!(
+        w.patch(&token, &path, 123, &doc[123..]).await.status(),
+        409,
+        "a wrong offset is refused"
+    );
+    assert_eq!(w.patch(&token, &path, at, &doc[at as usize..]).await.status(), 204);
+    let res = w
+        .client
+        .post(w.url(&format!("/v1/upload-sessions/{id}/complete")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("complete");
+    assert_eq!(res.status(), 201);
+    let receipt: Value = res.json().await.expect("json");
+    assert_eq!(receipt["status"], "delivered");
+    assert_eq!(
+        receipt["documents"][0]["sha256"],
+        hex::encode(Sha256::digest(&doc)),
+        "{receipt}"
+    );
+    assert_eq!(receipt["documents"][0]["size"], doc.len());
+    // The token is spent: a new upload is refused, the receipt still readable.
+    let again = w.session_upload_with(&token).await;
+    assert_eq!(again, (409, "session_spent".to_owned()));
+}
+
+impl World {
+    async fn session_upload_with(&self, token: &str) -> (u16, String) {
+        let res = self
+            .tus(reqwest::Method::POST, "/v1/tus/", token)
+            .header("upload-length", "1000")
+            .send()
+            .await
+            .expect("create");
+        let status = res.status().as_u16();
+        let body: Value = res.json().await.unwrap_or(Value::Null);
+        (status, body["code"].as_str().unwrap_or("").to_owned())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_length_over_the_limit_is_413_at_creation() {
+    let w = World::start().await;
+    let (_, token) = w.session(json!({"max_bytes": 1_000_000})).await;
+    let res = w
+        .tus(reqwest::Method::POST, "/v1/tus/", &token)
+        .header("upload-length", "1000001")
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(res.status(), 413);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_refused_after_expiry_and_revocation_with_their_codes() {
+    let w = World::start().await;
+    let (_, short) = w.session(json!({"expires_in": 1})).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        let (status, code) = w.session_upload_with(&short).await;
+        if status == 401 {
+            break code;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never expired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(code, "session_expired");
+    let (id, token) = w.session(json!({})).await;
+    let res = w
+        .client
+        .delete(w.url(&format!("/v1/upload-sessions/{id}")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(res.status(), 200);
+    assert_eq!(w.session_upload_with(&token).await, (401, "session_revoked".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_answers_allowed_origins_for_tokens_only() {
+    let w = World::start().await;
+    let preflight = |origin: &'static str| {
+        w.client
+            .request(reqwest::Method::OPTIONS, w.url("/v1/tus/"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization, tus-resumable, upload-length")
+            .send()
+    };
+    let ok = preflight(ORIGIN).await.expect("preflight");
+    assert_eq!(ok.headers()["access-control-allow-origin"], ORIGIN);
+    assert!(ok.headers()["access-control-allow-headers"]
+        .to_str()
+        .expect("ascii")
+        .contains("Upload-Offset"));
+    let other = preflight("https://evil.example").await.expect("preflight");
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    let (_, token) = w.session(json!({})).await;
+    let with_token = w
+        .tus(reqwest::Method::POST, "/v1/tus/", &token)
+        .header("origin", ORIGIN)
+        .header("upload-length", "300000")
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(with_token.headers()["access-control-allow-origin"], ORIGIN);
+    assert!(with_token.headers()["access-control-expose-headers"]
+        .to_str()
+        .expect("ascii")
+        .contains("Location"));
+    let with_key = w
+        .client
+        .post(w.url("/v1/upload-sessions"))
+        .bearer_auth(KEY)
+        .header("origin", ORIGIN)
+        .json(&json!({"provider": "taler", "fields": {}}))
+        .send()
+        .await
+        .expect("mint");
+    assert!(
+        with_key.headers().get("access-control-allow-origin").is_none(),
+        "API-key routes never answer a browser origin"
+    );
+    let foreign = w
+        .tus(reqwest::Method::POST, "/v1/tus/", &token)
+        .header("origin", "https://evil.example")
+        .header("upload-length", "300000")
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(foreign.status(), 403);
+    assert!(foreign.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multipart_post_with_the_token_uses_the_session_s_fields_and_spends_it() {
+    let w = World::start().await;
+    let (_, token) = w.session(json!({})).await;
+    let post = |fields: Vec<(&'static str, &'static str)>| {
+        let mut form = reqwest::multipart::Form::new();
+        for (k, v) in fields {
+            form = form.text(k, v);
+        }
+        form = form.part(
+            "file",
+            reqwest::multipart::Part::bytes(pdf(200_000, 3)).file_name("doc.pdf"),
+        );
+        w.client
+            .post(w.url("/v1/uploads"))
+            .bearer_auth(&token)
+            .multipart(form)
+            .send()
+    };
+    let conflict = post(vec![("payto", "payto://iban/GB33BUKB20201555555555")])
+        .await
+        .expect("post");
+    assert_eq!(conflict.status(), 422, "a browser cannot change a fixed field");
+    let res = post(vec![]).await.expect("post");
+    assert_eq!(res.status(), 201);
+    let again = post(vec![]).await.expect("post");
+    assert_eq!(again.status(), 409);
+    let problem: Value = again.json().await.expect("json");
+    assert_eq!(problem["code"], "session_spent");
+}
