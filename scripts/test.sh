@@ -138,7 +138,7 @@ fi
 
 # One virtualenv with every provider's pinned interop requirements, rebuilt when they change.
 venv=target/interop-venv
-mapfile -t reqs < <(ls providers/*/interop/requirements.txt)
+mapfile -t reqs < <(ls providers/*/interop/requirements.txt interop/python/requirements.txt)
 want=$(cat "${reqs[@]}" | sha256sum | cut -d' ' -f1)
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements" 2>/dev/null)" != "$want" ]; then
     say "creating $venv from ${reqs[*]}"
@@ -150,6 +150,18 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements" 2>/dev/null)" !
     echo "$want" >"$venv/.requirements"
 fi
 export DOCGATE_INTEROP_PYTHON="$PWD/$venv/bin/python"
+
+# The JavaScript clients (tus-js-client, …) from npm, exactly as locked, rebuilt when the
+# lock file changes.
+command -v node >/dev/null && command -v npm >/dev/null ||
+    die "node and npm are needed for the browser-client tests: install the Debian packages \`nodejs\` and \`npm\`"
+node_lock=$(sha256sum interop/node/package-lock.json | cut -d' ' -f1)
+if [ "$(cat interop/node/node_modules/.lock-sha 2>/dev/null)" != "$node_lock" ]; then
+    say "installing interop/node from its lock file"
+    npm ci --prefix interop/node --no-audit --no-fund --loglevel=error
+    echo "$node_lock" >interop/node/node_modules/.lock-sha
+fi
+export DOCGATE_INTEROP_NODE_DIR="$PWD/interop/node"
 
 # Not `exec`: the EXIT trap must still stop a throwaway PostgreSQL afterwards.
 cargo test --workspace --locked "$@"

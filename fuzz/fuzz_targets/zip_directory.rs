@@ -26,7 +26,12 @@ fuzz_target!(|data: &[u8]| {
             rules.max_compression_ratio
         ));
         for entry in &entries {
-            assert_eq!(archive::unsafe_name(entry.name.as_bytes()), None, "{}", entry.name);
+            assert_eq!(
+                archive::unsafe_name(entry.name.as_bytes()),
+                None,
+                "{}",
+                entry.name
+            );
         }
     }
 });

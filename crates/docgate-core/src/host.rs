@@ -97,8 +97,12 @@ pub trait GatewayHost: Send + Sync + fmt::Debug + 'static {
 
     /// Make `tenant` the owner of `subject` unless another tenant already is. `Ok(true)`: the
     /// tenant owns it (now or from before); `Ok(false)`: another tenant does.
-    async fn claim(&self, tenant: &str, provider: &str, subject: &OwnedRef)
-        -> Result<bool, Problem>;
+    async fn claim(
+        &self,
+        tenant: &str,
+        provider: &str,
+        subject: &OwnedRef,
+    ) -> Result<bool, Problem>;
 
     /// Does `tenant` own `subject`?
     async fn owns(&self, tenant: &str, provider: &str, subject: &OwnedRef)

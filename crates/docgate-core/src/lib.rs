@@ -29,13 +29,13 @@ pub mod store;
 pub mod upstream;
 
 pub use digest::{DigestPipeline, Digests, DigestsHex};
+pub use host::{ApiTenant, GatewayHost, Host, OwnedRef, ProviderEvent, TenantRef};
 pub use ingest::{
     ingest, ingest_into, recheck, Document, DocumentMeta, IngestError, IngestRequest,
 };
 pub use media::MediaRange;
 pub use policy::{DigestSet, SlotSpec, Slots, UploadPolicy};
 pub use problem::{FieldError, FieldErrorKind, Problem, Side};
-pub use host::{ApiTenant, GatewayHost, Host, OwnedRef, ProviderEvent, TenantRef};
 pub use provider::{
     DeliveryContext, FieldSpec, Fields, Outcome, Prepared, Provider, ProviderRoutes,
 };

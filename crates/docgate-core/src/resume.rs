@@ -327,7 +327,10 @@ where
         None
     } else {
         let spooled = writer.finish().await.map_err(IngestError::Spool)?;
-        let spooled = spooled.persist(spool, key).await.map_err(IngestError::Spool)?;
+        let spooled = spooled
+            .persist(spool, key)
+            .await
+            .map_err(IngestError::Spool)?;
         Some(Piece {
             key: key.to_owned(),
             len: spooled.len(),

@@ -46,7 +46,10 @@ pub type Spool = SpoolDir;
 impl SpoolDir {
     /// A spool in a local directory (created if missing). Documents up to
     /// `memory_threshold` bytes stay in memory until persisted.
-    pub fn new(root: impl Into<std::path::PathBuf>, memory_threshold: usize) -> io::Result<SpoolDir> {
+    pub fn new(
+        root: impl Into<std::path::PathBuf>,
+        memory_threshold: usize,
+    ) -> io::Result<SpoolDir> {
         Ok(SpoolDir::with_store(
             Arc::new(LocalStore::new(root)?),
             memory_threshold,
@@ -546,7 +549,9 @@ mod tests {
         let spool = SpoolDir::new(dir.path(), 4).expect("spool");
         for (key, payload) in [("m", &b"abc"[..]), ("d", &b"longer than four"[..])] {
             let mut w = spool.writer(key);
-            w.write(Bytes::copy_from_slice(payload)).await.expect("write");
+            w.write(Bytes::copy_from_slice(payload))
+                .await
+                .expect("write");
             let s = w.finish().await.expect("finish");
             let durable = s.persist(&spool, key).await.expect("persist");
             drop(s);
@@ -567,8 +572,16 @@ mod tests {
             let key = format!("p{i}");
             let mut w = spool.writer(&key);
             w.write(Bytes::copy_from_slice(part)).await.expect("write");
-            w.finish().await.expect("finish").persist(&spool, &key).await.expect("persist");
-            pieces.push(Piece { key, len: part.len() as u64 });
+            w.finish()
+                .await
+                .expect("finish")
+                .persist(&spool, &key)
+                .await
+                .expect("persist");
+            pieces.push(Piece {
+                key,
+                len: part.len() as u64,
+            });
         }
         let doc = spool.pieces(pieces);
         assert_eq!(doc.len(), 16);

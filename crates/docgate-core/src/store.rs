@@ -19,7 +19,7 @@ use std::{
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use tokio::{io::AsyncWriteExt, sync::Notify};
 
 /// A boxed stream of document bytes.
@@ -181,7 +181,7 @@ impl ObjectStore for LocalStore {
         // One byte past the recorded end, so a file longer than recorded is noticed.
         let limited = file.take(len.saturating_sub(from).saturating_add(1));
         let stream = tokio_util::io::ReaderStream::with_capacity(limited, crate::spool::BLOCK);
-        Ok(Box::pin(stream.map(|r| r.map(Bytes::from))))
+        Ok(Box::pin(stream))
     }
 
     fn open_blocking(&self, key: &str, _len: u64) -> io::Result<Box<dyn ReadSeek>> {
@@ -329,84 +329,6 @@ async fn sync_dir(dir: PathBuf) -> io::Result<()> {
     .map_err(io::Error::other)?
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn collect(mut s: ByteStream) -> Vec<u8> {
-        let mut out = Vec::new();
-        while let Some(b) = s.next().await {
-            out.extend_from_slice(&b.expect("read"));
-        }
-        out
-    }
-
-    #[tokio::test]
-    async fn committed_objects_read_back_whole_or_from_an_offset() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = LocalStore::new(dir.path()).expect("store");
-        let mut w = store.put("uploads/a.file").await.expect("put");
-        w.write(Bytes::from_static(b"hello ")).await.expect("write");
-        w.write(Bytes::from_static(b"world")).await.expect("write");
-        w.commit().await.expect("commit");
-        assert_eq!(
-            collect(store.get("uploads/a.file", 0, 11).await.expect("get")).await,
-            b"hello world"
-        );
-        assert_eq!(
-            collect(store.get("uploads/a.file", 6, 11).await.expect("get")).await,
-            b"world"
-        );
-        let listed = store.list("uploads/").await.expect("list");
-        assert_eq!(listed.len(), 1);
-        assert_eq!(listed[0].key, "uploads/a.file");
-        store.delete("uploads/a.file").await.expect("delete");
-        store.delete("uploads/a.file").await.expect("deleting twice is fine");
-        assert!(store.list("uploads/").await.expect("list").is_empty());
-    }
-
-    #[tokio::test]
-    async fn an_uncommitted_writer_leaves_nothing() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = LocalStore::new(dir.path()).expect("store");
-        let mut w = store.put("x").await.expect("put");
-        w.write(Bytes::from_static(b"partial")).await.expect("write");
-        drop(w);
-        assert!(store.list("").await.expect("list").is_empty());
-    }
-
-    #[tokio::test]
-    async fn keys_cannot_leave_the_root() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = LocalStore::new(dir.path().join("s")).expect("store");
-        for bad in ["../x", "/etc/passwd", "a/../../b", "", "a//b"] {
-            assert!(store.put(bad).await.is_err(), "{bad}");
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_commits_share_directory_syncs_and_all_succeed() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(LocalStore::new(dir.path()).expect("store"));
-        let tasks: Vec<_> = (0..32)
-            .map(|i| {
-                let store = store.clone();
-                tokio::spawn(async move {
-                    let mut w = store.put(&format!("u{i}")).await.expect("put");
-                    w.write(Bytes::from(vec![i as u8; 1000])).await.expect("write");
-                    w.commit().await.expect("commit");
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.expect("task");
-        }
-        assert_eq!(store.list("u").await.expect("list").len(), 32);
-        let s = store.dir_sync.lock();
-        assert!(s.finished <= 32 && s.finished >= 1);
-    }
-}
-
 /// Several readers read as one, in order, with seeking across them (a document received in
 /// pieces, for ZIP inspection and splitting).
 pub struct ConcatReader {
@@ -451,7 +373,9 @@ impl io::Read for ConcatReader {
         };
         let (part, len) = &mut self.parts[i];
         part.seek(io::SeekFrom::Start(offset))?;
-        let room = usize::try_from(*len - offset).unwrap_or(usize::MAX).min(buf.len());
+        let room = usize::try_from(*len - offset)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
         let n = part.read(&mut buf[..room])?;
         if n == 0 {
             return Err(io::Error::new(
@@ -471,10 +395,95 @@ impl io::Seek for ConcatReader {
             io::SeekFrom::End(d) => self.len.checked_add_signed(d),
             io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
         };
-        let target = target.ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "seek before the start")
-        })?;
+        let target = target
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
         self.pos = target;
         Ok(target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    async fn collect(mut s: ByteStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(b) = s.next().await {
+            out.extend_from_slice(&b.expect("read"));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn committed_objects_read_back_whole_or_from_an_offset() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::new(dir.path()).expect("store");
+        let mut w = store.put("uploads/a.file").await.expect("put");
+        w.write(Bytes::from_static(b"hello ")).await.expect("write");
+        w.write(Bytes::from_static(b"world")).await.expect("write");
+        w.commit().await.expect("commit");
+        assert_eq!(
+            collect(store.get("uploads/a.file", 0, 11).await.expect("get")).await,
+            b"hello world"
+        );
+        assert_eq!(
+            collect(store.get("uploads/a.file", 6, 11).await.expect("get")).await,
+            b"world"
+        );
+        let listed = store.list("uploads/").await.expect("list");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].key, "uploads/a.file");
+        store.delete("uploads/a.file").await.expect("delete");
+        store
+            .delete("uploads/a.file")
+            .await
+            .expect("deleting twice is fine");
+        assert!(store.list("uploads/").await.expect("list").is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_uncommitted_writer_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::new(dir.path()).expect("store");
+        let mut w = store.put("x").await.expect("put");
+        w.write(Bytes::from_static(b"partial"))
+            .await
+            .expect("write");
+        drop(w);
+        assert!(store.list("").await.expect("list").is_empty());
+    }
+
+    #[tokio::test]
+    async fn keys_cannot_leave_the_root() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::new(dir.path().join("s")).expect("store");
+        for bad in ["../x", "/etc/passwd", "a/../../b", "", "a//b"] {
+            assert!(store.put(bad).await.is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_commits_share_directory_syncs_and_all_succeed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(LocalStore::new(dir.path()).expect("store"));
+        let tasks: Vec<_> = (0..32)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut w = store.put(&format!("u{i}")).await.expect("put");
+                    w.write(Bytes::from(vec![i as u8; 1000]))
+                        .await
+                        .expect("write");
+                    w.commit().await.expect("commit");
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task");
+        }
+        assert_eq!(store.list("u").await.expect("list").len(), 32);
+        let s = store.dir_sync.lock();
+        assert!(s.finished <= 32 && s.finished >= 1);
     }
 }

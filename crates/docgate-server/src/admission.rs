@@ -146,14 +146,13 @@ impl Admission {
             .tenants
             .get(tenant)
             .ok_or_else(|| Problem::internal("a tenant without upload slots"))?;
-        let tenant_permit = self
-            .slot(tenant_slots, Some(tenant))
-            .await
-            .ok_or_else(|| {
-                too_many("this tenant is receiving as many uploads as its share allows; retry shortly")
-            })?;
+        let tenant_permit = self.slot(tenant_slots, Some(tenant)).await.ok_or_else(|| {
+            too_many("this tenant is receiving as many uploads as its share allows; retry shortly")
+        })?;
         let global = self.slot(&self.global, None).await.ok_or_else(|| {
-            too_many("the gateway is receiving as many uploads as it is configured for; retry shortly")
+            too_many(
+                "the gateway is receiving as many uploads as it is configured for; retry shortly",
+            )
         })?;
         let pace = Arc::new(Pace {
             tenant: tenant.to_owned(),
@@ -172,7 +171,11 @@ impl Admission {
 
     /// A slot of `slots`: a free one, or the one of the slowest upload (of `tenant`, when
     /// given), which is preempted for it.
-    async fn slot(&self, slots: &Arc<Semaphore>, tenant: Option<&str>) -> Option<OwnedSemaphorePermit> {
+    async fn slot(
+        &self,
+        slots: &Arc<Semaphore>,
+        tenant: Option<&str>,
+    ) -> Option<OwnedSemaphorePermit> {
         if let Ok(p) = slots.clone().try_acquire_owned() {
             return Some(p);
         }
@@ -314,7 +317,11 @@ mod tests {
         let space = SpaceWatch::new(vec![], 0);
         let a = Admission::new(1, [("a".into(), 1), ("b".into(), 1)], 0, space);
         let _held = a.admit("a").await.expect("first");
-        let refused = a.admit("b").await.map(|_| ()).map_err(|p| p.status.as_u16());
+        let refused = a
+            .admit("b")
+            .await
+            .map(|_| ())
+            .map_err(|p| p.status.as_u16());
         assert_eq!(refused, Err(503));
     }
 
@@ -349,14 +356,23 @@ mod tests {
         let p = futures_util::FutureExt::now_or_never(a.admit("a"))
             .expect("no wait")
             .expect_err("507");
-        assert_eq!((p.status.as_u16(), p.code.as_ref()), (507, "insufficient_storage"));
+        assert_eq!(
+            (p.status.as_u16(), p.code.as_ref()),
+            (507, "insufficient_storage")
+        );
         assert!(p.retry_after.is_some());
 
         let roomy = SpaceWatch::new(vec![dir.path().to_owned()], 1);
         assert!(roomy.shortage().is_none());
         roomy.out_of_space();
-        assert!(roomy.shortage().is_some(), "a failed write is believed at once");
+        assert!(
+            roomy.shortage().is_some(),
+            "a failed write is believed at once"
+        );
         roomy.sample();
-        assert!(roomy.shortage().is_none(), "and forgotten once space is back");
+        assert!(
+            roomy.shortage().is_none(),
+            "and forgotten once space is back"
+        );
     }
 }

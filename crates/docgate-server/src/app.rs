@@ -106,7 +106,10 @@ fn browser_routes(app: &AppState) -> Router {
             "/v1/upload-sessions/{id}",
             get(sessions::get).delete(sessions::revoke),
         )
-        .route("/v1/upload-sessions/{id}/complete", post(sessions::complete))
+        .route(
+            "/v1/upload-sessions/{id}/complete",
+            post(sessions::complete),
+        )
         .route("/v1/tus/", post(tus::create).options(tus::options))
         .route("/v1/tus", post(tus::create).options(tus::options))
         .route(

@@ -18,6 +18,9 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         app: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        app.tenants.authenticate(&parts.headers).cloned().map(Caller)
+        app.tenants
+            .authenticate(&parts.headers)
+            .cloned()
+            .map(Caller)
     }
 }

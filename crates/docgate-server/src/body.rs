@@ -66,8 +66,12 @@ pub enum BodyFault {
 impl BodyFault {
     pub fn to_problem(&self) -> Problem {
         let timeout = |code: &'static str| {
-            Problem::new(http::StatusCode::REQUEST_TIMEOUT, code, "Request body timeout")
-                .with_detail(self.to_string())
+            Problem::new(
+                http::StatusCode::REQUEST_TIMEOUT,
+                code,
+                "Request body timeout",
+            )
+            .with_detail(self.to_string())
         };
         match self {
             BodyFault::Idle(_) => timeout("body_timeout"),
@@ -111,7 +115,10 @@ pub struct GuardedBody<S> {
     inner: S,
     rules: BodyRules,
     /// The upload's pace as its admission sees it (and its preemption).
-    pace: Option<(Arc<crate::admission::Pace>, Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>)>,
+    pace: Option<(
+        Arc<crate::admission::Pace>,
+        Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    )>,
     idle: Pin<Box<Sleep>>,
     deadline: Pin<Box<Sleep>>,
     window_start: Instant,
@@ -342,7 +349,10 @@ mod tests {
                 None => panic!("the trickle never ends"),
             }
         };
-        assert!(matches!(fault, BodyFault::TooSlow { min: 1024, .. }), "{fault:?}");
+        assert!(
+            matches!(fault, BodyFault::TooSlow { min: 1024, .. }),
+            "{fault:?}"
+        );
         assert!(started.elapsed() <= Duration::from_secs(13));
         assert_eq!(fault.to_problem().code, "body_too_slow");
     }

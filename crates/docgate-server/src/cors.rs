@@ -67,7 +67,7 @@ pub async fn cors(State(origins): State<Origins>, mut req: Request, next: Next) 
     };
     match grant.granted() {
         // Authenticated by a session token of a tenant that allows this origin.
-        Some(tenant) if tenant.cors_origins.iter().any(|o| *o == origin) => {
+        Some(tenant) if tenant.cors_origins.contains(&origin) => {
             allow(&mut res, &origin);
             res.headers_mut().insert(
                 header::ACCESS_CONTROL_EXPOSE_HEADERS,

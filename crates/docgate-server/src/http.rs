@@ -47,7 +47,9 @@ pub async fn as_problem(res: Response) -> Response {
     // Framework messages are a line or two; never read more than a little.
     let limited = http_body_util::Limited::new(body, 4096);
     let detail = match limited.collect().await {
-        Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).trim().to_owned(),
+        Ok(collected) => String::from_utf8_lossy(&collected.to_bytes())
+            .trim()
+            .to_owned(),
         Err(_) => String::new(),
     };
     let title = status.canonical_reason().unwrap_or("Error");
@@ -77,7 +79,12 @@ mod tests {
             converted.headers()[header::CONTENT_TYPE],
             "application/problem+json"
         );
-        let body = converted.into_body().collect().await.expect("body").to_bytes();
+        let body = converted
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
         let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
         assert_eq!(json["code"], "payload_too_large");
         assert_eq!(json["detail"], "length limit exceeded");

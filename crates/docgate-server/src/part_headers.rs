@@ -218,7 +218,8 @@ mod tests {
 
     #[test]
     fn delimiter_like_bytes_inside_a_part_body_do_not_confuse_it() {
-        let mut data = b"--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"x\"\r\n\r\n".to_vec();
+        let mut data =
+            b"--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"x\"\r\n\r\n".to_vec();
         data.extend(std::iter::repeat_n(b"x--XyZ\r\n\r".as_slice(), 2000).flatten());
         data.extend_from_slice(b"\r\n--XyZ--\r\n");
         for chunk in [1, 9, 4096] {

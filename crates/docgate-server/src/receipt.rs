@@ -73,12 +73,10 @@ pub fn upload_response(rec: &UploadRecord) -> Response {
                 .as_ref()
                 .and_then(Problem::from_json)
                 .unwrap_or_else(|| match rec.status {
-                    UploadStatus::Canceled => Problem::new(
-                        StatusCode::CONFLICT,
-                        "upload_canceled",
-                        "Upload canceled",
-                    )
-                    .with_detail("an operator canceled this upload's delivery"),
+                    UploadStatus::Canceled => {
+                        Problem::new(StatusCode::CONFLICT, "upload_canceled", "Upload canceled")
+                            .with_detail("an operator canceled this upload's delivery")
+                    }
                     _ => Problem::internal("the upload failed without a recorded reason"),
                 });
             problem

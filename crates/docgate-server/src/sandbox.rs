@@ -102,7 +102,9 @@ pub async fn setup(
             .await
             .map_err(|e| emulator_failed(entry.name, e))?;
         let provider = emulator.sandbox_provider().map_err(|e| {
-            StartError::Config(ConfigError::Issues(e.under(&format!("sandbox.{}", entry.name))))
+            StartError::Config(ConfigError::Issues(
+                e.under(&format!("sandbox.{}", entry.name)),
+            ))
         })?;
         registry.insert(provider);
         emulators.push((entry.name, emulator));

@@ -157,8 +157,9 @@ fn hyper_error_status(written: &[u8]) -> Option<u16> {
     };
     let head_end = memchr::memmem::find(written, b"\r\n\r\n")? + 4;
     let head = written[..head_end].to_ascii_lowercase();
-    (head_end == written.len() && memchr::memmem::find(&head, b"\r\ncontent-length: 0\r\n").is_some())
-        .then_some(status)
+    (head_end == written.len()
+        && memchr::memmem::find(&head, b"\r\ncontent-length: 0\r\n").is_some())
+    .then_some(status)
 }
 
 /// The problem+json answer that replaces hyper's bare one.
@@ -298,7 +299,8 @@ mod tests {
 
     #[test]
     fn only_hyper_s_bare_error_heads_are_recognised() {
-        let bare = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        let bare =
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
         assert_eq!(hyper_error_status(bare), Some(431));
         let bad = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
         assert_eq!(hyper_error_status(bad), Some(400));

@@ -136,7 +136,11 @@ impl CorsGrant {
 
 /// A browser origin must be one the tenant allows, and the session's own when it has one.
 fn check_origin(parts: &Parts, tenant: &Tenant, session: &SessionRecord) -> Result<(), Problem> {
-    let Some(origin) = parts.headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+    let Some(origin) = parts
+        .headers
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+    else {
         return Ok(());
     };
     let allowed = tenant.cors_origins.iter().any(|o| o == origin)
@@ -166,9 +170,7 @@ impl FromRequestParts<AppState> for Uploader {
             .session_by_token(&token_hash(credential))
             .await
             .map_err(|e| ledger_problem(&e))?
-            .ok_or_else(|| {
-                Problem::unauthorized().with_detail("unknown upload-session token")
-            })?;
+            .ok_or_else(|| Problem::unauthorized().with_detail("unknown upload-session token"))?;
         let tenant = app
             .tenants
             .by_name(&session.tenant)

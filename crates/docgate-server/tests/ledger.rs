@@ -388,16 +388,43 @@ both_backends!(
             )
         };
         assert!(ledger.finish("u1", "a:t", fin).await.expect("finish"));
-        assert!(ledger.owns_ref("acme", "taler", &key("4/i/def")).await.expect("owns"));
-        assert!(!ledger.owns_ref("globex", "taler", &key("4/i/def")).await.expect("owns"));
-        assert!(!ledger.owns_ref("acme", "taler", &key("4/i/zzz")).await.expect("owns"));
-        assert!(!ledger.owns_ref("acme", "ost", &key("4/i/def")).await.expect("owns"), "per provider");
+        assert!(ledger
+            .owns_ref("acme", "taler", &key("4/i/def"))
+            .await
+            .expect("owns"));
+        assert!(!ledger
+            .owns_ref("globex", "taler", &key("4/i/def"))
+            .await
+            .expect("owns"));
+        assert!(!ledger
+            .owns_ref("acme", "taler", &key("4/i/zzz"))
+            .await
+            .expect("owns"));
+        assert!(
+            !ledger
+                .owns_ref("acme", "ost", &key("4/i/def"))
+                .await
+                .expect("owns"),
+            "per provider"
+        );
 
         let user = OwnedRef::new("user", "11001");
-        assert!(ledger.claim_ref("globex", "ost", &user, "kyc").await.expect("claim"));
-        assert!(ledger.claim_ref("globex", "ost", &user, "kyc").await.expect("again"), "idempotent");
+        assert!(ledger
+            .claim_ref("globex", "ost", &user, "kyc")
+            .await
+            .expect("claim"));
         assert!(
-            !ledger.claim_ref("acme", "ost", &user, "kyc").await.expect("claim"),
+            ledger
+                .claim_ref("globex", "ost", &user, "kyc")
+                .await
+                .expect("again"),
+            "idempotent"
+        );
+        assert!(
+            !ledger
+                .claim_ref("acme", "ost", &user, "kyc")
+                .await
+                .expect("claim"),
             "regression: a second tenant cannot take over another tenant's OST user"
         );
         assert!(!ledger.owns_ref("acme", "ost", &user).await.expect("owns"));
@@ -501,32 +528,49 @@ both_backends!(spool_removal_lists_final_uploads_once, |ledger| {
     assert_eq!(ledger.live_upload_ids().await.expect("live"), vec!["u2"]);
 });
 
-both_backends!(events_are_recorded_once_and_shown_to_their_subject_s_owner, |ledger| {
-    let user = OwnedRef::new("user", "236");
-    let e = ProviderEvent {
-        provider: "ost".into(),
-        event_id: "236".into(),
-        name: "user_register".into(),
-        received_at: 5,
-        subject: Some(user.clone()),
-        payload: json!({"id": "236"}),
-    };
-    assert!(ledger.record_event(&e).await.expect("record"));
-    assert!(
-        !ledger.record_event(&e).await.expect("record"),
-        "a replay is refused"
-    );
-    let anonymous = ProviderEvent {
-        event_id: "237".into(),
-        subject: None,
-        ..e.clone()
-    };
-    assert!(ledger.record_event(&anonymous).await.expect("record"));
-    assert!(ledger.list_events("acme", "ost", 10).await.expect("list").is_empty());
-    ledger.claim_ref("acme", "ost", &user, "kyc").await.expect("claim");
-    assert_eq!(ledger.list_events("acme", "ost", 10).await.expect("list"), vec![e]);
-    assert!(ledger.list_events("globex", "ost", 10).await.expect("list").is_empty());
-});
+both_backends!(
+    events_are_recorded_once_and_shown_to_their_subject_s_owner,
+    |ledger| {
+        let user = OwnedRef::new("user", "236");
+        let e = ProviderEvent {
+            provider: "ost".into(),
+            event_id: "236".into(),
+            name: "user_register".into(),
+            received_at: 5,
+            subject: Some(user.clone()),
+            payload: json!({"id": "236"}),
+        };
+        assert!(ledger.record_event(&e).await.expect("record"));
+        assert!(
+            !ledger.record_event(&e).await.expect("record"),
+            "a replay is refused"
+        );
+        let anonymous = ProviderEvent {
+            event_id: "237".into(),
+            subject: None,
+            ..e.clone()
+        };
+        assert!(ledger.record_event(&anonymous).await.expect("record"));
+        assert!(ledger
+            .list_events("acme", "ost", 10)
+            .await
+            .expect("list")
+            .is_empty());
+        ledger
+            .claim_ref("acme", "ost", &user, "kyc")
+            .await
+            .expect("claim");
+        assert_eq!(
+            ledger.list_events("acme", "ost", 10).await.expect("list"),
+            vec![e]
+        );
+        assert!(ledger
+            .list_events("globex", "ost", 10)
+            .await
+            .expect("list")
+            .is_empty());
+    }
+);
 
 both_backends!(status_counts_group_by_provider_and_status, |ledger| {
     ledger
@@ -657,7 +701,10 @@ async fn a_ledger_from_before_versioned_migrations_is_upgraded_in_place_sqlite()
     let url = SqlLedger::sqlite_url(&dir.path().join("ledger.sqlite"));
     {
         let old = sqlx::SqlitePool::connect(&url).await.expect("old sqlite");
-        sqlx::raw_sql(BEFORE_VERSIONS).execute(&old).await.expect("old schema");
+        sqlx::raw_sql(BEFORE_VERSIONS)
+            .execute(&old)
+            .await
+            .expect("old schema");
         old.close().await;
     }
     let ledger = SqlLedger::connect(&url).await.expect("migrates");
@@ -681,50 +728,65 @@ async fn a_ledger_from_before_versioned_migrations_is_upgraded_in_place_postgres
     let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
     {
         let old = sqlx::PgPool::connect(&url).await.expect("old pg");
-        sqlx::raw_sql(BEFORE_VERSIONS).execute(&old).await.expect("old schema");
+        sqlx::raw_sql(BEFORE_VERSIONS)
+            .execute(&old)
+            .await
+            .expect("old schema");
         old.close().await;
     }
     let ledger = SqlLedger::connect(&url).await.expect("migrates");
     assert_upgraded(&ledger).await;
 }
 
-both_backends!(history_records_every_attempt_and_the_outcome_in_order, |ledger| {
-    ledger
-        .insert(new_upload("u1", None, Some(lease("a", 1000)), 10))
-        .await
-        .expect("insert");
-    let attempt = |n: u32, outcome: &str, status: Option<u16>, error: Option<&str>| AttemptRecord {
-        attempt: n,
-        started_at: 10 + i64::from(n),
-        duration_ms: 7,
-        outcome: outcome.into(),
-        upstream_status: status,
-        error: error.map(str::to_owned),
-    };
-    assert!(ledger
-        .record_attempt("u1", "a:t", attempt(1, "retry_later", Some(500), Some("500")))
-        .await
-        .expect("record"));
-    assert!(
-        !ledger
-            .record_attempt("u1", "someone-else:t", attempt(1, "retry_later", None, None))
+both_backends!(
+    history_records_every_attempt_and_the_outcome_in_order,
+    |ledger| {
+        ledger
+            .insert(new_upload("u1", None, Some(lease("a", 1000)), 10))
             .await
-            .expect("record"),
-        "only the lease holder writes the history"
-    );
-    let fin = Finish::delivered(UploadStatus::Delivered, json!({}), Vec::new(), Some(204))
-        .after(attempt(2, "delivered", Some(204), None));
-    assert!(ledger.finish("u1", "a:t", fin).await.expect("finish"));
-    let history = ledger.history("u1").await.expect("history");
-    let kinds: Vec<&str> = history.iter().map(|e| e.kind.as_str()).collect();
-    assert_eq!(kinds, ["received", "attempt", "attempt", "delivered"]);
-    assert_eq!(history[1].detail["upstream_status"], 500);
-    assert_eq!(history[1].detail["error"], "500");
-    assert_eq!(history[2].detail["attempt"], 2);
-    assert_eq!(history[2].detail["duration_ms"], 7);
-    let seqs: Vec<u64> = history.iter().map(|e| e.seq).collect();
-    assert_eq!(seqs, [1, 2, 3, 4]);
-});
+            .expect("insert");
+        let attempt =
+            |n: u32, outcome: &str, status: Option<u16>, error: Option<&str>| AttemptRecord {
+                attempt: n,
+                started_at: 10 + i64::from(n),
+                duration_ms: 7,
+                outcome: outcome.into(),
+                upstream_status: status,
+                error: error.map(str::to_owned),
+            };
+        assert!(ledger
+            .record_attempt(
+                "u1",
+                "a:t",
+                attempt(1, "retry_later", Some(500), Some("500"))
+            )
+            .await
+            .expect("record"));
+        assert!(
+            !ledger
+                .record_attempt(
+                    "u1",
+                    "someone-else:t",
+                    attempt(1, "retry_later", None, None)
+                )
+                .await
+                .expect("record"),
+            "only the lease holder writes the history"
+        );
+        let fin = Finish::delivered(UploadStatus::Delivered, json!({}), Vec::new(), Some(204))
+            .after(attempt(2, "delivered", Some(204), None));
+        assert!(ledger.finish("u1", "a:t", fin).await.expect("finish"));
+        let history = ledger.history("u1").await.expect("history");
+        let kinds: Vec<&str> = history.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["received", "attempt", "attempt", "delivered"]);
+        assert_eq!(history[1].detail["upstream_status"], 500);
+        assert_eq!(history[1].detail["error"], "500");
+        assert_eq!(history[2].detail["attempt"], 2);
+        assert_eq!(history[2].detail["duration_ms"], 7);
+        let seqs: Vec<u64> = history.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 2, 3, 4]);
+    }
+);
 
 /// Concurrent writes are each answered only after their batch commits, and a failing write
 /// does not take its batch down with it.

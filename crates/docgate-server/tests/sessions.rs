@@ -102,7 +102,10 @@ impl World {
         let res = self
             .tus(reqwest::Method::POST, "/v1/tus/", token)
             .header("upload-length", len.to_string())
-            .header("upload-metadata", "filename ZG9jLnBkZg==,filetype YXBwbGljYXRpb24vcGRm")
+            .header(
+                "upload-metadata",
+                "filename ZG9jLnBkZg==,filetype YXBwbGljYXRpb24vcGRm",
+            )
             .send()
             .await
             .expect("create");
@@ -170,9 +173,18 @@ async fn a_token_works_on_its_own_session_and_nowhere_else() {
     assert_eq!(res.status(), 200);
     let body: Value = res.json().await.expect("json");
     assert_eq!(body["state"], "open");
-    assert!(body.get("token").is_none(), "the token is shown once, at creation");
+    assert!(
+        body.get("token").is_none(),
+        "the token is shown once, at creation"
+    );
     for path in ["/v1/providers", "/v1/uploads/x"] {
-        let res = w.client.get(w.url(path)).bearer_auth(&token).send().await.expect("get");
+        let res = w
+            .client
+            .get(w.url(path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("get");
         assert_eq!(res.status(), 401, "{path}");
     }
     let (other, _) = w.session(json!({})).await;
@@ -222,18 +234,28 @@ async fn a_wrong_checksum_gets_460_and_the_offset_does_not_move() {
         .tus(reqwest::Method::PATCH, &path, &token)
         .header("content-type", "application/offset+octet-stream")
         .header("upload-offset", "100000")
-        .header("upload-checksum", format!("sha1 {}", sha1_b64(b"something else")))
+        .header(
+            "upload-checksum",
+            format!("sha1 {}", sha1_b64(b"something else")),
+        )
         .body(doc[100_000..200_000].to_vec())
         .send()
         .await
         .expect("patch");
     assert_eq!(wrong.status().as_u16(), 460);
-    assert_eq!(w.offset(&token, &path).await, 100_000, "the offset did not move");
+    assert_eq!(
+        w.offset(&token, &path).await,
+        100_000,
+        "the offset did not move"
+    );
     let right = w
         .tus(reqwest::Method::PATCH, &path, &token)
         .header("content-type", "application/offset+octet-stream")
         .header("upload-offset", "100000")
-        .header("upload-checksum", format!("sha1 {}", sha1_b64(&doc[100_000..])))
+        .header(
+            "upload-checksum",
+            format!("sha1 {}", sha1_b64(&doc[100_000..])),
+        )
         .body(doc[100_000..].to_vec())
         .send()
         .await
@@ -259,7 +281,10 @@ async fn a_resumed_upload_is_delivered_with_the_file_s_digests_and_complete_repl
     let doc = pdf(1_500_000, 2);
     let path = w.create(&token, doc.len() as u64).await;
     // The first PATCH is cut short by the client: the server keeps what arrived.
-    assert_eq!(w.patch(&token, &path, 0, &doc[..600_000]).await.status(), 204);
+    assert_eq!(
+        w.patch(&token, &path, 0, &doc[..600_000]).await.status(),
+        204
+    );
     let at = w.offset(&token, &path).await;
     assert_eq!(at, 600_000);
     assert_eq!(
@@ -267,7 +292,12 @@ async fn a_resumed_upload_is_delivered_with_the_file_s_digests_and_complete_repl
         409,
         "a wrong offset is refused"
     );
-    assert_eq!(w.patch(&token, &path, at, &doc[at as usize..]).await.status(), 204);
+    assert_eq!(
+        w.patch(&token, &path, at, &doc[at as usize..])
+            .await
+            .status(),
+        204
+    );
     let res = w
         .client
         .post(w.url(&format!("/v1/upload-sessions/{id}/complete")))
@@ -340,7 +370,10 @@ async fn tokens_are_refused_after_expiry_and_revocation_with_their_codes() {
         .await
         .expect("revoke");
     assert_eq!(res.status(), 200);
-    assert_eq!(w.session_upload_with(&token).await, (401, "session_revoked".into()));
+    assert_eq!(
+        w.session_upload_with(&token).await,
+        (401, "session_revoked".into())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -351,7 +384,10 @@ async fn cors_answers_allowed_origins_for_tokens_only() {
             .request(reqwest::Method::OPTIONS, w.url("/v1/tus/"))
             .header("origin", origin)
             .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "authorization, tus-resumable, upload-length")
+            .header(
+                "access-control-request-headers",
+                "authorization, tus-resumable, upload-length",
+            )
             .send()
     };
     let ok = preflight(ORIGIN).await.expect("preflight");
@@ -386,7 +422,10 @@ async fn cors_answers_allowed_origins_for_tokens_only() {
         .await
         .expect("mint");
     assert!(
-        with_key.headers().get("access-control-allow-origin").is_none(),
+        with_key
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none(),
         "API-key routes never answer a browser origin"
     );
     let foreign = w
@@ -397,7 +436,10 @@ async fn cors_answers_allowed_origins_for_tokens_only() {
         .await
         .expect("create");
     assert_eq!(foreign.status(), 403);
-    assert!(foreign.headers().get("access-control-allow-origin").is_none());
+    assert!(foreign
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -422,7 +464,11 @@ async fn a_multipart_post_with_the_token_uses_the_session_s_fields_and_spends_it
     let conflict = post(vec![("payto", "payto://iban/GB33BUKB20201555555555")])
         .await
         .expect("post");
-    assert_eq!(conflict.status(), 422, "a browser cannot change a fixed field");
+    assert_eq!(
+        conflict.status(),
+        422,
+        "a browser cannot change a fixed field"
+    );
     let res = post(vec![]).await.expect("post");
     assert_eq!(res.status(), 201);
     let again = post(vec![]).await.expect("post");

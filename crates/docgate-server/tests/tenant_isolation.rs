@@ -25,7 +25,10 @@ struct World {
 
 fn tenant(name: &str, presigned_post: bool) -> Tenant {
     let mut ost = toml::Table::new();
-    ost.insert("presigned_post".into(), toml::Value::Boolean(presigned_post));
+    ost.insert(
+        "presigned_post".into(),
+        toml::Value::Boolean(presigned_post),
+    );
     Tenant {
         options: Arc::new(BTreeMap::from([("ost".to_owned(), ost)])),
         ..Tenant::new(name, vec!["ost".into()])
@@ -99,9 +102,8 @@ impl World {
 
     /// An OST upload of an ID document and a selfie by `key`'s tenant: its receipt.
     async fn upload_selfie(&self, key: &str, idempotency: &str, seed: u32) -> (u16, Value) {
-        let part = |seed| {
-            reqwest::multipart::Part::bytes(jpeg(210 * 1024, seed)).file_name("doc.jpg")
-        };
+        let part =
+            |seed| reqwest::multipart::Part::bytes(jpeg(210 * 1024, seed)).file_name("doc.jpg");
         let form = reqwest::multipart::Form::new()
             .text("provider", "ost")
             .part("document_id", part(seed))
@@ -174,17 +176,32 @@ async fn regression_a_second_tenant_cannot_take_over_an_ost_user() {
     let (_, globex) = w.upload_selfie(GLOBEX, "g1", 4).await;
     let calls_before = w.ost.faults.requests();
     let (status, body) = w
-        .post_json(GLOBEX, "/v1/providers/ost/users/11001/kyc", kyc("Eve", &globex))
+        .post_json(
+            GLOBEX,
+            "/v1/providers/ost/users/11001/kyc",
+            kyc("Eve", &globex),
+        )
         .await;
-    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
     assert_eq!(w.ost.faults.requests(), calls_before, "OST was not called");
     let (status, _) = w.get(GLOBEX, "/v1/providers/ost/users/11001/kyc").await;
     assert_eq!(status, 404, "globex cannot read acme's user's status");
     let (status, body) = w.get(ACME, "/v1/providers/ost/users/011001/kyc").await;
-    assert_eq!(status, 200, "acme reads its user (leading zeros are the same id): {body}");
+    assert_eq!(
+        status, 200,
+        "acme reads its user (leading zeros are the same id): {body}"
+    );
     // Nor can acme point OST at globex's documents.
     let (status, body) = w
-        .post_json(ACME, "/v1/providers/ost/users/11001/kyc", kyc("Ada", &globex))
+        .post_json(
+            ACME,
+            "/v1/providers/ost/users/11001/kyc",
+            kyc("Ada", &globex),
+        )
         .await;
     assert_eq!(status, 403, "{body}");
 }
@@ -207,7 +224,13 @@ async fn events_about_a_user_are_shown_only_to_the_tenant_that_owns_it() {
     .expect("event");
     let now = docgate_core::now_ms() / 1000;
     let signed = docgate_ost::webhook::sign_event(w.ost.webhook_secret(), &url, &event, now);
-    let res = w.client.post(&url).json(&signed).send().await.expect("webhook");
+    let res = w
+        .client
+        .post(&url)
+        .json(&signed)
+        .send()
+        .await
+        .expect("webhook");
     assert_eq!(res.status(), 200);
     let seen = |body: &Value| {
         body["events"]
@@ -219,7 +242,10 @@ async fn events_about_a_user_are_shown_only_to_the_tenant_that_owns_it() {
     let (_, acme_events) = w.get(ACME, "/v1/providers/ost/events").await;
     assert!(seen(&acme_events), "{acme_events}");
     let (_, globex_events) = w.get(GLOBEX, "/v1/providers/ost/events").await;
-    assert!(!seen(&globex_events), "globex must not see acme's user's PII: {globex_events}");
+    assert!(
+        !seen(&globex_events),
+        "globex must not see acme's user's PII: {globex_events}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,7 +260,11 @@ async fn a_kyc_submission_missing_three_fields_names_all_three_and_ost_is_never_
     let (status, problem) = w
         .post_json(ACME, "/v1/providers/ost/users/11001/kyc", body)
         .await;
-    assert_eq!((status, problem["code"].as_str()), (422, Some("invalid_metadata")), "{problem}");
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (422, Some("invalid_metadata")),
+        "{problem}"
+    );
     let mut named: Vec<&str> = problem["errors"]
         .as_array()
         .expect("errors")
@@ -253,7 +283,11 @@ async fn direct_to_s3_posts_are_off_unless_the_tenant_turns_them_on() {
     let (status, body) = w
         .post_json(GLOBEX, "/v1/providers/ost/presigned-post", files.clone())
         .await;
-    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
     let (status, body) = w
         .post_json(ACME, "/v1/providers/ost/presigned-post", files)
         .await;

@@ -28,7 +28,10 @@ fn extern_seed(emulator: &Proc) -> String {
     emulator
         .banner
         .iter()
-        .find_map(|l| l.split_once("test credential): ").map(|(_, k)| k.trim().to_owned()))
+        .find_map(|l| {
+            l.split_once("test credential): ")
+                .map(|(_, k)| k.trim().to_owned())
+        })
         .expect("the emulator prints its sandbox extern key")
 }
 
@@ -92,7 +95,10 @@ purpose = 65535
     async fn put(&self, doc: Vec<u8>, payto: &str, asynchronous: bool) -> (u16, Value) {
         let mut req = self
             .client
-            .put(format!("{}/v1/uploads/taler?payto={payto}", self.gateway.url))
+            .put(format!(
+                "{}/v1/uploads/taler?payto={payto}",
+                self.gateway.url
+            ))
             .bearer_auth(KEY)
             .header("content-type", "application/pdf")
             .body(doc);
@@ -219,16 +225,21 @@ async fn regression_a_full_disk_never_acknowledges_what_it_did_not_store() {
     }
     w.faults(serde_json::json!({})).await;
     for (id, _) in &accepted {
-        let r = common::wait_final(&w.client, &w.gateway.url, KEY, id, Duration::from_secs(60))
-            .await;
+        let r =
+            common::wait_final(&w.client, &w.gateway.url, KEY, id, Duration::from_secs(60)).await;
         assert_eq!(r["status"], "delivered", "{r}");
     }
     let deadline = Instant::now() + Duration::from_secs(15);
     while w.readyz().await != 200 {
-        assert!(Instant::now() < deadline, "/readyz never became ready again");
+        assert!(
+            Instant::now() < deadline,
+            "/readyz never became ready again"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (status, body) = w.put(pdf_bytes(100_000, 999).await, &payto(999), false).await;
+    let (status, body) = w
+        .put(pdf_bytes(100_000, 999).await, &payto(999), false)
+        .await;
     assert_eq!(status, 201, "space is back: uploads succeed again: {body}");
 }
 
@@ -293,7 +304,10 @@ body_idle_timeout = "10s""#,
             closed += 1;
         }
     }
-    assert!(closed >= 990, "only {closed} of 1000 idle connections were closed");
+    assert!(
+        closed >= 990,
+        "only {closed} of 1000 idle connections were closed"
+    );
     // The trickling bodies were cut for their rate with 408 body_too_slow.
     let trickling = feeder.join().expect("feeder");
     let mut cut = 0;
@@ -306,7 +320,10 @@ body_idle_timeout = "10s""#,
             cut += 1;
         }
     }
-    assert!(cut >= 90, "only {cut} of 100 trickling bodies were cut with 408");
+    assert!(
+        cut >= 90,
+        "only {cut} of 100 trickling bodies were cut with 408"
+    );
 }
 
 /// Raw bytes to the gateway, and its whole answer (the connection is closed after it).
@@ -348,7 +365,11 @@ async fn oversized_heads_and_names_are_refused_with_problem_json_in_bounded_memo
             "p".repeat(1 << 20)
         );
         let answer = raw_exchange(&addr, multipart(huge_header).as_bytes());
-        assert!(answer.starts_with("HTTP/1.1 413"), "{}", &answer[..answer.len().min(300)]);
+        assert!(
+            answer.starts_with("HTTP/1.1 413"),
+            "{}",
+            &answer[..answer.len().min(300)]
+        );
         assert!(answer.contains("application/problem+json"));
         assert!(answer.contains("part_header_too_large"));
     }
@@ -358,7 +379,11 @@ async fn oversized_heads_and_names_are_refused_with_problem_json_in_bounded_memo
         "n".repeat(100 * 1024)
     );
     let answer = raw_exchange(&addr, multipart(long_name).as_bytes());
-    assert!(answer.contains("application/problem+json"), "{}", &answer[..answer.len().min(300)]);
+    assert!(
+        answer.contains("application/problem+json"),
+        "{}",
+        &answer[..answer.len().min(300)]
+    );
     assert!(answer.starts_with("HTTP/1.1 413") || answer.starts_with("HTTP/1.1 422"));
 
     let huge_request_header = format!(
@@ -366,7 +391,11 @@ async fn oversized_heads_and_names_are_refused_with_problem_json_in_bounded_memo
         "h".repeat(1 << 20)
     );
     let answer = raw_exchange(&addr, huge_request_header.as_bytes());
-    assert!(answer.starts_with("HTTP/1.1 431"), "{}", &answer[..answer.len().min(300)]);
+    assert!(
+        answer.starts_with("HTTP/1.1 431"),
+        "{}",
+        &answer[..answer.len().min(300)]
+    );
     assert!(answer.contains("application/problem+json"));
     assert!(answer.contains("headers_too_large"));
 
@@ -381,7 +410,11 @@ async fn oversized_heads_and_names_are_refused_with_problem_json_in_bounded_memo
         )
         .as_bytes(),
     );
-    assert!(answer.starts_with("HTTP/1.1 431"), "{}", &answer[..answer.len().min(300)]);
+    assert!(
+        answer.starts_with("HTTP/1.1 431"),
+        "{}",
+        &answer[..answer.len().min(300)]
+    );
 
     let (rss_after, _) = rss_kb(w.gateway.pid());
     assert!(

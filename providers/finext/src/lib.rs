@@ -27,13 +27,13 @@ pub mod dates;
 pub mod emulator;
 pub mod outcome;
 pub mod provider;
+pub mod registration;
 pub mod sign;
 pub mod submission;
 pub mod vocab;
-pub mod registration;
 
 pub use config::{FinextConfig, FinextConfigError};
 pub use dates::DateFormat;
 pub use provider::FinextProvider;
-pub use submission::{Endpoint, Proof, Submission};
 pub use registration::REGISTRATION;
+pub use submission::{Endpoint, Proof, Submission};

@@ -113,15 +113,18 @@ pub fn interpret(
             ),
             upstream_status: upstream,
         },
-        _ => Outcome::rejected(Problem::provider_rejected(
-            upstream,
-            format!(
-                "Finext answered HTTP {} to {}: {}",
-                status.as_u16(),
-                attempt.endpoint.name(),
-                summarize_body(body)
+        _ => Outcome::rejected(
+            Problem::provider_rejected(
+                upstream,
+                format!(
+                    "Finext answered HTTP {} to {}: {}",
+                    status.as_u16(),
+                    attempt.endpoint.name(),
+                    summarize_body(body)
+                ),
             ),
-        ), upstream),
+            upstream,
+        ),
     }
 }
 
@@ -172,7 +175,7 @@ mod tests {
             Outcome::Delivered {
                 reference,
                 upstream_status,
-            ..
+                ..
             } => {
                 assert_eq!(upstream_status, Some(200));
                 assert_eq!(reference["endpoint"], "addAddressProof");
@@ -234,7 +237,10 @@ mod tests {
         assert!(!answer(200, "<html>gateway</html>").is_final());
         assert!(!answer(200, r#"{"msg":"ok"}"#).is_final());
         assert!(!answer(200, "").is_final());
-        assert!(matches!(answer(401, "Unauthorized"), Outcome::Rejected { .. }));
+        assert!(matches!(
+            answer(401, "Unauthorized"),
+            Outcome::Rejected { .. }
+        ));
         assert!(matches!(answer(302, ""), Outcome::Rejected { .. }));
     }
 }

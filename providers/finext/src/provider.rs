@@ -267,7 +267,10 @@ impl Provider for FinextProvider {
                 })
         };
         let Some(front) = with_ext(FRONT) else {
-            return Outcome::rejected(Problem::invalid_metadata(vec![FieldError::missing(FRONT)]), None);
+            return Outcome::rejected(
+                Problem::invalid_metadata(vec![FieldError::missing(FRONT)]),
+                None,
+            );
         };
         let back = with_ext(BACK);
 

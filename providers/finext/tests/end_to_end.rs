@@ -65,7 +65,7 @@ async fn an_address_proof_with_front_and_back_is_delivered_and_stored_byte_ident
     let Outcome::Delivered {
         reference,
         upstream_status,
-    ..
+        ..
     } = outcome
     else {
         panic!("not delivered: {outcome:?}");

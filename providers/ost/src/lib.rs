@@ -17,12 +17,12 @@ pub mod emulator;
 pub mod envelope;
 pub mod kyc;
 pub mod provider;
-pub mod signing;
-pub mod webhook;
 pub mod registration;
 pub mod routes;
+pub mod signing;
+pub mod webhook;
 
 pub use config::{OstConfig, OstConfigError};
 pub use provider::OstProvider;
-pub use webhook::{WebhookError, WebhookEvent};
 pub use registration::REGISTRATION;
+pub use webhook::{WebhookError, WebhookEvent};

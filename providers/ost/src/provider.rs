@@ -363,7 +363,10 @@ impl Provider for OstProvider {
             let mut last_refusal = None;
             for doc in pending {
                 let Some(target) = targets.get(&doc.meta.slot) else {
-                    return Outcome::rejected(malformed_answer("for-put", "a slot is missing"), Some(200));
+                    return Outcome::rejected(
+                        malformed_answer("for-put", "a slot is missing"),
+                        Some(200),
+                    );
                 };
                 match self.put_document(target, doc).await {
                     Ok(()) => {
@@ -375,7 +378,10 @@ impl Provider for OstProvider {
                         last_refusal = Some((status, summary));
                     }
                     Err(PutError::Refused { status, summary }) => {
-                        return Outcome::rejected(Problem::provider_rejected(Some(status), summary), Some(status))
+                        return Outcome::rejected(
+                            Problem::provider_rejected(Some(status), summary),
+                            Some(status),
+                        )
                     }
                     Err(PutError::Transient {
                         status,

@@ -26,7 +26,7 @@ use axum::{
     Json, Router,
 };
 use docgate_core::{
-    host::HostRef, now_ms, registration::ConfigIssues, registration::toml, ApiTenant, OwnedRef,
+    host::HostRef, now_ms, registration::toml, registration::ConfigIssues, ApiTenant, OwnedRef,
     Problem, ProviderEvent, ProviderRoutes, TenantRef,
 };
 use http::{header, HeaderMap, StatusCode};
@@ -276,8 +276,7 @@ mod tests {
     fn tenant_options_are_checked() {
         let ok: toml::Table = toml::from_str("presigned_post = true").expect("toml");
         assert!(check_tenant_options(&ok).is_ok());
-        let bad: toml::Table =
-            toml::from_str("presigned_post = \"yes\"\nother = 1").expect("toml");
+        let bad: toml::Table = toml::from_str("presigned_post = \"yes\"\nother = 1").expect("toml");
         assert_eq!(check_tenant_options(&bad).map_err(|e| e.0.len()), Err(2));
     }
 }

@@ -68,7 +68,7 @@ async fn documents_land_in_s3_byte_identical_with_their_content_type() {
     let Outcome::Delivered {
         reference,
         upstream_status,
-    ..
+        ..
     } = outcome
     else {
         panic!("not delivered: {outcome:?}");
@@ -213,7 +213,8 @@ async fn ost_failures_map_to_retry_or_rejection() {
     let mut config = emu.sandbox_config();
     config.api_secret = docgate_core::Secret::new("not-the-secret");
     let wrong = OstProvider::new(config).expect("config");
-    let Outcome::Rejected { problem, .. } = wrong.deliver(&ctx(dir.path()), &prepared(), &docs).await
+    let Outcome::Rejected { problem, .. } =
+        wrong.deliver(&ctx(dir.path()), &prepared(), &docs).await
     else {
         panic!("expected a rejection");
     };

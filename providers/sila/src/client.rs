@@ -293,10 +293,13 @@ impl SilaProvider {
                 let user = match users.key_for(user_handle) {
                     Ok(Some(key)) => key,
                     Ok(None) => {
-                        return Outcome::rejected(Problem::invalid_field(
-                            fields::USER_HANDLE,
-                            "docgate holds no signing key for this user_handle (any more)",
-                        ), None)
+                        return Outcome::rejected(
+                            Problem::invalid_field(
+                                fields::USER_HANDLE,
+                                "docgate holds no signing key for this user_handle (any more)",
+                            ),
+                            None,
+                        )
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "Sila user keystore unusable");
@@ -459,12 +462,15 @@ impl Provider for SilaProvider {
         let metas: Vec<&DocumentMeta> = documents.iter().map(|d| &d.meta).collect();
         for doc in documents {
             if doc.spool.len() != doc.meta.size {
-                return Outcome::rejected(Problem::internal(format!(
-                    "spooled document `{}` is {} bytes, its record says {}",
-                    doc.meta.slot,
-                    doc.spool.len(),
-                    doc.meta.size
-                )), None);
+                return Outcome::rejected(
+                    Problem::internal(format!(
+                        "spooled document `{}` is {} bytes, its record says {}",
+                        doc.meta.slot,
+                        doc.spool.len(),
+                        doc.meta.size
+                    )),
+                    None,
+                );
             }
         }
         let (message, plan) =

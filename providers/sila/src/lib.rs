@@ -25,9 +25,9 @@ pub mod fields;
 pub mod message;
 pub mod multipart;
 pub mod naming;
+pub mod registration;
 pub mod response;
 pub mod signing;
-pub mod registration;
 
 pub use client::SilaProvider;
 pub use config::{AuthMode, SilaConfig, SilaConfigError};

@@ -18,9 +18,8 @@
 use std::time::Duration;
 
 use docgate_core::{
-    OwnedRef,
     upstream::{read_bounded, summarize_body, MAX_ERROR_BODY},
-    Outcome, Problem,
+    Outcome, OwnedRef, Problem,
 };
 use serde_json::{json, Value};
 

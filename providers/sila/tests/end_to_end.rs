@@ -45,7 +45,7 @@ fn delivered(outcome: Outcome) -> Value {
         Outcome::Delivered {
             reference,
             upstream_status,
-        ..
+            ..
         } => {
             assert_eq!(upstream_status, Some(200));
             reference

@@ -467,7 +467,9 @@ impl TalerProvider {
             if budget == 0 {
                 return Outcome::rejected(
                     self.unsplittable(&doc.meta, &done)
-                        .with_detail("the exchange kept refusing the parts of the split ZIP"), None);
+                        .with_detail("the exchange kept refusing the parts of the split ZIP"),
+                    None,
+                );
             }
             budget -= 1;
             let body = match tokio::fs::File::open(&part.path).await {
@@ -508,7 +510,9 @@ impl TalerProvider {
                         Ok(Some(parts)) => {
                             parts.into_iter().rev().for_each(|p| pending.push_front(p))
                         }
-                        Ok(None) => return Outcome::rejected(self.unsplittable(&doc.meta, &done), None),
+                        Ok(None) => {
+                            return Outcome::rejected(self.unsplittable(&doc.meta, &done), None)
+                        }
                         Err(outcome) => return outcome,
                     }
                 }
@@ -516,13 +520,17 @@ impl TalerProvider {
                     let entry = part.entries.first().cloned().unwrap_or_default();
                     return Outcome::rejected(
                         self.unsplittable(&doc.meta, &done)
-                            .with_extra("entry", entry), None);
+                            .with_extra("entry", entry),
+                        None,
+                    );
                 }
                 Answer::Refused(refusal) => {
                     return Outcome::rejected(
                         self.rejection(&refusal)
                             .with_extra("part", part.name.as_str())
-                            .with_extra("parts", parts_value(&done)), None)
+                            .with_extra("parts", parts_value(&done)),
+                        None,
+                    )
                 }
                 Answer::Transient {
                     after,
@@ -592,12 +600,14 @@ where
             format!("splitting the ZIP failed on our side: {e}"),
             None,
         )),
-        Ok(Err(e)) => Err(Outcome::rejected(Problem::internal(format!(
-            "splitting the ZIP failed: {e}"
-        )), None)),
-        Err(e) => Err(Outcome::rejected(Problem::internal(format!(
-            "splitting the ZIP failed: {e}"
-        )), None)),
+        Ok(Err(e)) => Err(Outcome::rejected(
+            Problem::internal(format!("splitting the ZIP failed: {e}")),
+            None,
+        )),
+        Err(e) => Err(Outcome::rejected(
+            Problem::internal(format!("splitting the ZIP failed: {e}")),
+            None,
+        )),
     }
 }
 
@@ -696,7 +706,10 @@ impl Provider for TalerProvider {
             return Outcome::rejected(problem, None);
         }
         let Some(doc) = documents.first() else {
-            return Outcome::rejected(Problem::invalid_metadata(vec![FieldError::missing(SLOT)]), None);
+            return Outcome::rejected(
+                Problem::invalid_metadata(vec![FieldError::missing(SLOT)]),
+                None,
+            );
         };
         self.deliver_whole(ctx, &payto, doc).await
     }

@@ -22,12 +22,12 @@ pub mod crockford;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod payto;
+pub mod registration;
 pub mod signing;
 pub mod split;
 pub mod wire;
-pub mod registration;
 
 pub use client::{TalerPrepared, TalerProvider};
 pub use config::{TalerConfig, TalerConfigError};
-pub use signing::PaytoHash;
 pub use registration::REGISTRATION;
+pub use signing::PaytoHash;

@@ -32,7 +32,7 @@ async fn a_pdf_is_delivered_once_and_a_repeat_is_a_duplicate() {
     let Outcome::Delivered {
         reference,
         upstream_status,
-    ..
+        ..
     } = &first
     else {
         panic!("expected Delivered, got {first:?}");

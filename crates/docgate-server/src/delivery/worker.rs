@@ -30,7 +30,11 @@ impl Deliverer {
 
     /// Drive a claimed upload in the background (tracked for graceful shutdown), holding
     /// `slot` until it is done.
-    pub fn spawn_drive(self: &Arc<Self>, rec: crate::ledger::UploadRecord, slot: OwnedSemaphorePermit) {
+    pub fn spawn_drive(
+        self: &Arc<Self>,
+        rec: crate::ledger::UploadRecord,
+        slot: OwnedSemaphorePermit,
+    ) {
         let me = self.clone();
         self.tasks.spawn(async move {
             me.drive(rec).await;
@@ -156,8 +160,7 @@ impl Deliverer {
         };
         let now = std::time::SystemTime::now();
         let old_enough = |modified: std::time::SystemTime| {
-            now.duration_since(modified)
-                .is_ok_and(|age| age >= min_age)
+            now.duration_since(modified).is_ok_and(|age| age >= min_age)
         };
         let mut orphans = Vec::new();
         for object in self.spool.store().list(spool_keys::UPLOADS).await? {

@@ -25,8 +25,8 @@ mod sql_writes;
 pub mod writer;
 
 use async_trait::async_trait;
-use docgate_core::{DocumentMeta, OwnedRef, Prepared};
 pub use docgate_core::ProviderEvent;
+use docgate_core::{DocumentMeta, OwnedRef, Prepared};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -391,8 +391,7 @@ pub trait Ledger: Send + Sync + std::fmt::Debug + 'static {
 
     /// Record an attempt in the history while keeping the lease (a short wait is slept
     /// through before the next one). False when the lease was lost.
-    async fn record_attempt(&self, id: &str, owner: &str, a: AttemptRecord)
-        -> LedgerResult<bool>;
+    async fn record_attempt(&self, id: &str, owner: &str, a: AttemptRecord) -> LedgerResult<bool>;
 
     /// The upload's history, oldest first.
     async fn history(&self, id: &str) -> LedgerResult<Vec<UploadEvent>>;
@@ -444,8 +443,12 @@ pub trait Ledger: Send + Sync + std::fmt::Debug + 'static {
     ) -> LedgerResult<bool>;
 
     /// Does `tenant` own `subject`?
-    async fn owns_ref(&self, tenant: &str, provider: &str, subject: &OwnedRef)
-        -> LedgerResult<bool>;
+    async fn owns_ref(
+        &self,
+        tenant: &str,
+        provider: &str,
+        subject: &OwnedRef,
+    ) -> LedgerResult<bool>;
 
     /// Record an inbound provider event; false when `(provider, event_id)` was seen before.
     async fn record_event(&self, event: &ProviderEvent) -> LedgerResult<bool>;
@@ -514,8 +517,12 @@ pub trait Ledger: Send + Sync + std::fmt::Debug + 'static {
     async fn unlock_tus(&self, id: &str, owner: &str) -> LedgerResult<()>;
 
     /// End an upload (terminated, refused); its record as it was, `None` if already ended.
-    async fn end_tus(&self, id: &str, state: TusState, now: Millis)
-        -> LedgerResult<Option<TusRecord>>;
+    async fn end_tus(
+        &self,
+        id: &str,
+        state: TusState,
+        now: Millis,
+    ) -> LedgerResult<Option<TusRecord>>;
 
     /// Open sessions past their expiry, now expired, with their documents.
     async fn expire_sessions(
@@ -639,7 +646,9 @@ pub enum TusLock {
     /// Another PATCH holds it (this replica's or another's).
     Busy,
     /// The client's offset is not the upload's (it must HEAD and resume from `received`).
-    Offset { received: u64 },
+    Offset {
+        received: u64,
+    },
     /// Not receiving any more (complete, terminated, refused) or unknown.
     Gone,
 }

@@ -128,9 +128,7 @@ impl SqlLedger {
     pub(super) async fn write<T, F>(&self, write: F) -> LedgerResult<T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, LedgerResult<T>>
-            + Send
-            + 'static,
+        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, LedgerResult<T>> + Send + 'static,
     {
         if let Some(writer) = &self.writer {
             return writer.write(write).await;
@@ -252,7 +250,8 @@ impl Ledger for SqlLedger {
 
     async fn finish(&self, id: &str, owner: &str, f: Finish) -> LedgerResult<bool> {
         let (id, owner) = (id.to_owned(), owner.to_owned());
-        self.write(move |c| w::finish(c, id, owner, f).boxed()).await
+        self.write(move |c| w::finish(c, id, owner, f).boxed())
+            .await
     }
 
     async fn reschedule(&self, id: &str, owner: &str, r: Reschedule) -> LedgerResult<bool> {
@@ -261,12 +260,7 @@ impl Ledger for SqlLedger {
             .await
     }
 
-    async fn record_attempt(
-        &self,
-        id: &str,
-        owner: &str,
-        a: AttemptRecord,
-    ) -> LedgerResult<bool> {
+    async fn record_attempt(&self, id: &str, owner: &str, a: AttemptRecord) -> LedgerResult<bool> {
         let (id, owner, now) = (id.to_owned(), owner.to_owned(), now_ms());
         self.write(move |c| w::record_attempt(c, id, owner, a, now).boxed())
             .await
@@ -444,7 +438,10 @@ impl Ledger for SqlLedger {
     }
 
     async fn session(&self, id: &str) -> LedgerResult<Option<SessionRecord>> {
-        let sql = format!("SELECT {} FROM upload_sessions WHERE id = $1", ss::SESSION_COLUMNS);
+        let sql = format!(
+            "SELECT {} FROM upload_sessions WHERE id = $1",
+            ss::SESSION_COLUMNS
+        );
         let row = sqlx::query(&sql)
             .bind(id.to_owned())
             .fetch_optional(&self.pool)
@@ -552,7 +549,6 @@ impl Ledger for SqlLedger {
             .await
     }
 }
-
 
 fn decode_event(r: &AnyRow) -> LedgerResult<ProviderEvent> {
     let kind: Option<String> = r.try_get("subject_kind")?;

@@ -183,14 +183,13 @@ pub async fn renew_tus(
     owner: String,
     until: Millis,
 ) -> LedgerResult<bool> {
-    let done = sqlx::query(
-        "UPDATE tus_uploads SET lock_until = $3 WHERE id = $1 AND lock_owner = $2",
-    )
-    .bind(id)
-    .bind(owner)
-    .bind(until)
-    .execute(&mut *c)
-    .await?;
+    let done =
+        sqlx::query("UPDATE tus_uploads SET lock_until = $3 WHERE id = $1 AND lock_owner = $2")
+            .bind(id)
+            .bind(owner)
+            .bind(until)
+            .execute(&mut *c)
+            .await?;
     Ok(done.rows_affected() == 1)
 }
 

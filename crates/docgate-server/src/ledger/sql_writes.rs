@@ -183,7 +183,12 @@ pub async fn start_attempt(
     })
 }
 
-pub async fn finish(c: &mut AnyConnection, id: String, owner: String, f: Finish) -> LedgerResult<bool> {
+pub async fn finish(
+    c: &mut AnyConnection,
+    id: String,
+    owner: String,
+    f: Finish,
+) -> LedgerResult<bool> {
     let delivered_at =
         matches!(f.status, UploadStatus::Delivered | UploadStatus::Duplicate).then_some(f.now);
     let done = sqlx::query(

@@ -54,9 +54,7 @@ impl Writer {
     pub async fn write<T, F>(&self, write: F) -> LedgerResult<T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, LedgerResult<T>>
-            + Send
-            + 'static,
+        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, LedgerResult<T>> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel::<LedgerResult<T>>();
         let job: Job = Box::new(move |conn| {
@@ -73,10 +71,7 @@ impl Writer {
                 answer
             })
         });
-        self.jobs
-            .send(job)
-            .await
-            .map_err(|_| LedgerError::Closed)?;
+        self.jobs.send(job).await.map_err(|_| LedgerError::Closed)?;
         rx.await.map_err(|_| LedgerError::Closed)?
     }
 }

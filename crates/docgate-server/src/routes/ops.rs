@@ -35,7 +35,11 @@ pub async fn healthz() -> Response {
 
 /// Write, commit and remove a tiny object: the spool takes writes.
 async fn spool_probe(spool: &docgate_core::SpoolDir) -> std::io::Result<()> {
-    let key = format!("{}ready-{}", crate::spool_keys::TMP, uuid::Uuid::new_v4().simple());
+    let key = format!(
+        "{}ready-{}",
+        crate::spool_keys::TMP,
+        uuid::Uuid::new_v4().simple()
+    );
     let mut probe = spool.store().put(&key).await?;
     probe.write(bytes::Bytes::from_static(b"ready")).await?;
     probe.commit().await?;

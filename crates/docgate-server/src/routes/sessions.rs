@@ -18,9 +18,7 @@ use axum::{
     response::Response,
     Json,
 };
-use docgate_core::{
-    provider::fields::only_missing, FieldError, Fields, Problem, Provider, Slots,
-};
+use docgate_core::{provider::fields::only_missing, FieldError, Fields, Problem, Provider, Slots};
 use serde::Deserialize;
 use serde_json::{json, Value};
 

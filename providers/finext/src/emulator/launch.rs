@@ -27,8 +27,8 @@ impl RunningEmulator for Emulator {
     }
 
     fn sandbox_provider(&self) -> Result<Arc<dyn Provider>, ConfigIssues> {
-        let provider =
-            crate::FinextProvider::new(self.sandbox_config()).map_err(|e| ConfigIssues::one("finext", e))?;
+        let provider = crate::FinextProvider::new(self.sandbox_config())
+            .map_err(|e| ConfigIssues::one("finext", e))?;
         Ok(Arc::new(provider))
     }
 

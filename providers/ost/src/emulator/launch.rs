@@ -30,8 +30,8 @@ impl RunningEmulator for Emulator {
     }
 
     fn sandbox_provider(&self) -> Result<Arc<dyn Provider>, ConfigIssues> {
-        let provider =
-            crate::OstProvider::new(self.sandbox_config()).map_err(|e| ConfigIssues::one("ost", e))?;
+        let provider = crate::OstProvider::new(self.sandbox_config())
+            .map_err(|e| ConfigIssues::one("ost", e))?;
         Ok(Arc::new(provider))
     }
 

@@ -165,6 +165,13 @@ pub fn referenced_keys(fields: &BTreeMap<String, Value>) -> Vec<String> {
     keys
 }
 
+/// The kind of [`docgate_core::OwnedRef`] an S3 key handed to a tenant is recorded as.
+pub const KEY_REF: &str = "s3_key";
+
+/// The kind of [`docgate_core::OwnedRef`] an OST user id is recorded as: the first tenant to
+/// submit KYC for a user owns that user.
+pub const USER_REF: &str = "user";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,10 +243,3 @@ mod tests {
         assert_eq!(check_files(&BTreeMap::new()).len(), 1);
     }
 }
-
-/// The kind of [`docgate_core::OwnedRef`] an S3 key handed to a tenant is recorded as.
-pub const KEY_REF: &str = "s3_key";
-
-/// The kind of [`docgate_core::OwnedRef`] an OST user id is recorded as: the first tenant to
-/// submit KYC for a user owns that user.
-pub const USER_REF: &str = "user";

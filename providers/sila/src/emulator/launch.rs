@@ -27,8 +27,8 @@ impl RunningEmulator for Emulator {
     }
 
     fn sandbox_provider(&self) -> Result<Arc<dyn Provider>, ConfigIssues> {
-        let provider =
-            crate::SilaProvider::new(self.sandbox_config()).map_err(|e| ConfigIssues::one("sila", e))?;
+        let provider = crate::SilaProvider::new(self.sandbox_config())
+            .map_err(|e| ConfigIssues::one("sila", e))?;
         Ok(Arc::new(provider))
     }
 

@@ -27,8 +27,8 @@ impl RunningEmulator for Emulator {
     }
 
     fn sandbox_provider(&self) -> Result<Arc<dyn Provider>, ConfigIssues> {
-        let provider =
-            crate::TalerProvider::new(self.sandbox_config()).map_err(|e| ConfigIssues::one("taler", e))?;
+        let provider = crate::TalerProvider::new(self.sandbox_config())
+            .map_err(|e| ConfigIssues::one("taler", e))?;
         Ok(Arc::new(provider))
     }
 

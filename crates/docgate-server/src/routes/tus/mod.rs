@@ -107,7 +107,8 @@ pub fn parse_metadata(headers: &HeaderMap) -> Result<std::collections::BTreeMap<
 
 /// An HTTP date (`Upload-Expires`).
 pub fn http_date(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     httpdate::fmt_http_date(t)
 }
 
@@ -117,7 +118,10 @@ pub async fn options(State(app): State<AppState>) -> Response {
     let h = res.headers_mut();
     h.insert("tus-version", HeaderValue::from_static(VERSION));
     h.insert("tus-extension", HeaderValue::from_static(EXTENSIONS));
-    h.insert("tus-checksum-algorithm", HeaderValue::from_static(CHECKSUMS));
+    h.insert(
+        "tus-checksum-algorithm",
+        HeaderValue::from_static(CHECKSUMS),
+    );
     h.insert("tus-max-size", header_value(max_document_bytes(&app)));
     tus_headers(&mut res);
     res
@@ -155,7 +159,10 @@ pub async fn own_upload(app: &AppState, session: &SessionRecord, id: &str) -> Re
 }
 
 /// The slot a creation names: its metadata's `slot`, or the session's only slot.
-fn slot_of(session: &SessionRecord, meta: &std::collections::BTreeMap<String, String>) -> Result<String> {
+fn slot_of(
+    session: &SessionRecord,
+    meta: &std::collections::BTreeMap<String, String>,
+) -> Result<String> {
     let slot = match (meta.get("slot"), session.slots.as_slice()) {
         (Some(s), _) => s.clone(),
         (None, [only]) => only.clone(),
@@ -214,7 +221,9 @@ pub async fn create(
         check_length(&app, &session, len, max)?;
     }
     let filename = crate::routes::uploads::request::checked_filename(
-        meta.get("filename").or_else(|| meta.get("name")).map(String::as_str),
+        meta.get("filename")
+            .or_else(|| meta.get("name"))
+            .map(String::as_str),
         app.limits.max_filename_bytes,
     )?;
     let rec = TusRecord {
@@ -237,8 +246,11 @@ pub async fn create(
         .await
         .map_err(|e| ledger_problem(&e))?;
     if !created {
-        return Err(Problem::new(StatusCode::CONFLICT, "slot_taken", "Slot taken")
-            .with_detail("this session already has a document for that slot; terminate it first"));
+        return Err(
+            Problem::new(StatusCode::CONFLICT, "slot_taken", "Slot taken").with_detail(
+                "this session already has a document for that slot; terminate it first",
+            ),
+        );
     }
     app.metrics.tus("created");
     created_response(&app, &session, rec, &headers, body).await
@@ -246,7 +258,10 @@ pub async fn create(
 
 fn check_length(app: &AppState, session: &SessionRecord, len: u64, max: u64) -> Result<()> {
     if len > max {
-        return Err(Problem::payload_too_large(max, "the document (by its Upload-Length)"));
+        return Err(Problem::payload_too_large(
+            max,
+            "the document (by its Upload-Length)",
+        ));
     }
     if let Some(provider) = app.registry.get(&session.provider) {
         let min = provider.policy().min_document_bytes;
@@ -275,9 +290,15 @@ async fn created_response(
     };
     let mut res = StatusCode::CREATED.into_response();
     let h = res.headers_mut();
-    h.insert(header::LOCATION, header_value(format!("/v1/tus/{}", rec.id)));
+    h.insert(
+        header::LOCATION,
+        header_value(format!("/v1/tus/{}", rec.id)),
+    );
     h.insert("upload-offset", header_value(offset));
-    h.insert("upload-expires", header_value(http_date(session.expires_at)));
+    h.insert(
+        "upload-expires",
+        header_value(http_date(session.expires_at)),
+    );
     tus_headers(&mut res);
     Ok(res)
 }
@@ -302,7 +323,10 @@ pub async fn head(
         Some(len) => h.insert("upload-length", header_value(len)),
         None => h.insert("upload-defer-length", HeaderValue::from_static("1")),
     };
-    h.insert("upload-expires", header_value(http_date(session.expires_at)));
+    h.insert(
+        "upload-expires",
+        header_value(http_date(session.expires_at)),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     tus_headers(&mut res);
     Ok(res)

@@ -52,11 +52,14 @@ const KEPT: usize = 256;
 /// offset each is at (a state at another offset than the ledger's is stale).
 #[derive(Debug, Default)]
 pub struct Assemblies {
-    inner: Mutex<(HashMap<String, (u64, Assembly)>, VecDeque<String>)>,
+    inner: Mutex<Kept>,
 }
 
+/// States by upload id (with their offsets), and the ids oldest first for eviction.
+type Kept = (HashMap<String, (u64, Assembly)>, VecDeque<String>);
+
 impl Assemblies {
-    fn lock(&self) -> std::sync::MutexGuard<'_, (HashMap<String, (u64, Assembly)>, VecDeque<String>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -72,7 +75,10 @@ impl Assemblies {
     fn put(&self, id: &str, assembly: Assembly) {
         let mut inner = self.lock();
         let (map, order) = &mut *inner;
-        if map.insert(id.to_owned(), (assembly.len(), assembly)).is_none() {
+        if map
+            .insert(id.to_owned(), (assembly.len(), assembly))
+            .is_none()
+        {
             order.push_back(id.to_owned());
         }
         while map.len() > KEPT {
@@ -181,12 +187,18 @@ pub async fn receive(
     let max = super::max_bytes(app, session)?;
     if let Some(len) = length {
         if len > max {
-            return Err(Problem::payload_too_large(max, "the document (by its Upload-Length)"));
+            return Err(Problem::payload_too_large(
+                max,
+                "the document (by its Upload-Length)",
+            ));
         }
     }
     let owner = format!("{}:{}", app.deliverer.node, uuid::Uuid::new_v4().simple());
     take_lock(app, &rec.id, &owner, offset).await?;
-    let result = receive_locked(app, session, rec, offset, length, max, checksum, &owner, body).await;
+    let result = receive_locked(
+        app, session, rec, offset, length, max, checksum, &owner, body,
+    )
+    .await;
     if result.is_err() {
         let _ = app.ledger.unlock_tus(&rec.id, &owner).await;
     }
@@ -202,23 +214,31 @@ async fn take_lock(app: &AppState, id: &str, owner: &str, offset: u64) -> Result
         .map_err(|e| ledger_problem(&e))?
     {
         TusLock::Taken => Ok(()),
-        TusLock::Busy => Err(Problem::new(StatusCode::CONFLICT, "upload_locked", "Upload locked")
-            .with_detail("another request is writing to this upload; retry after it ends")
-            .with_retry_after(Duration::from_secs(1))),
-        TusLock::Offset { received } => Err(Problem::new(
-            StatusCode::CONFLICT,
-            "offset_mismatch",
-            "Offset mismatch",
-        )
-        .with_detail(format!("the upload is at offset {received}; HEAD it and resume from there"))
-        .with_extra("upload_offset", received)),
+        TusLock::Busy => Err(
+            Problem::new(StatusCode::CONFLICT, "upload_locked", "Upload locked")
+                .with_detail("another request is writing to this upload; retry after it ends")
+                .with_retry_after(Duration::from_secs(1)),
+        ),
+        TusLock::Offset { received } => {
+            Err(
+                Problem::new(StatusCode::CONFLICT, "offset_mismatch", "Offset mismatch")
+                    .with_detail(format!(
+                        "the upload is at offset {received}; HEAD it and resume from there"
+                    ))
+                    .with_extra("upload_offset", received),
+            )
+        }
         TusLock::Gone => Err(Problem::new(StatusCode::GONE, "upload_gone", "Upload gone")
             .with_detail("this upload takes no more bytes")),
     }
 }
 
 /// The document's state at `rec`'s offset: kept, or rebuilt from its pieces.
-async fn assembly_for(app: &AppState, session: &SessionRecord, rec: &TusRecord) -> Result<Assembly> {
+async fn assembly_for(
+    app: &AppState,
+    session: &SessionRecord,
+    rec: &TusRecord,
+) -> Result<Assembly> {
     if let Some(a) = assemblies(app).take(&rec.id, rec.received) {
         return Ok(a);
     }
@@ -253,7 +273,15 @@ async fn receive_locked(
     let key = spool_keys::piece_key(&session.upload_id, &rec.slot, &rec.id, rec.pieces.len());
     let renewing = renew_while(app, rec.id.clone(), owner.to_owned());
     let guarded = crate::body::GuardedBody::new(body.into_data_stream(), app.limits.body_rules());
-    let end = receive_piece(guarded, &app.spool, &key, &assembly, room, checksum.as_ref()).await;
+    let end = receive_piece(
+        guarded,
+        &app.spool,
+        &key,
+        &assembly,
+        room,
+        checksum.as_ref(),
+    )
+    .await;
     drop(renewing);
     let end = match end {
         Ok(end) => end,
@@ -271,7 +299,7 @@ async fn receive_locked(
     };
     if let Some(piece) = &end.piece {
         if let Err(e) = assembly.add(&app.spool, piece).await {
-            let _ = spool_keys::remove(&app.spool, &[piece.key.clone()]).await;
+            let _ = spool_keys::remove(&app.spool, std::slice::from_ref(&piece.key)).await;
             return Err(refuse(app, rec, e).await);
         }
     }
@@ -347,7 +375,11 @@ async fn record(
 async fn refuse(app: &AppState, rec: &TusRecord, e: IngestError) -> Problem {
     let problem = crate::routes::uploads::ingest_problem(app, e);
     if problem.status.is_client_error() && problem.status != StatusCode::REQUEST_TIMEOUT {
-        if let Ok(Some(ended)) = app.ledger.end_tus(&rec.id, TusState::Refused, now_ms()).await {
+        if let Ok(Some(ended)) = app
+            .ledger
+            .end_tus(&rec.id, TusState::Refused, now_ms())
+            .await
+        {
             let keys: Vec<String> = ended.pieces.iter().map(|p| p.key.clone()).collect();
             let _ = spool_keys::remove(&app.spool, &keys).await;
         }

@@ -16,9 +16,9 @@ use sha2::{Digest, Sha256};
 use super::{wait, Intake, Result};
 use crate::{
     admission::{insufficient_storage, is_out_of_space},
-    spool_keys,
     ledger::{now_ms, Inserted, LedgerError, NewUpload, StoredDocument, UploadRecord},
     receipt::upload_response,
+    spool_keys,
 };
 
 /// What was uploaded, for comparing requests under the same Idempotency-Key: the provider,
@@ -170,8 +170,10 @@ async fn persist(intake: &Intake, documents: &[Document]) -> Result<Vec<StoredDo
         }
         let key = intake.key(&doc.meta.slot);
         if let Err(e) = doc.spool.persist(&app.spool, &key).await {
-            let mut written: Vec<String> =
-                stored.iter().map(|d: &StoredDocument| d.spool_path.clone()).collect();
+            let mut written: Vec<String> = stored
+                .iter()
+                .map(|d: &StoredDocument| d.spool_path.clone())
+                .collect();
             written.push(key);
             let _ = spool_keys::remove(&app.spool, &written).await;
             return Err(storage_failed(app, &e));
@@ -191,7 +193,9 @@ pub fn storage_failed(app: &crate::app::AppState, e: &std::io::Error) -> Problem
     if is_out_of_space(e) {
         app.admission.space.out_of_space();
         tracing::warn!(error = %e, "out of space while storing an upload");
-        insufficient_storage("the gateway ran out of storage while storing the upload; nothing was accepted")
+        insufficient_storage(
+            "the gateway ran out of storage while storing the upload; nothing was accepted",
+        )
     } else {
         tracing::error!(error = %e, "could not make an upload durable");
         Problem::internal("the document could not be stored; nothing was accepted")

@@ -25,11 +25,11 @@ use super::{
 };
 use crate::{
     app::AppState,
+    body::{BodyFault, FaultCell},
     ledger::{now_ms, SessionRecord, SessionState},
+    part_headers::{PartHeaderGuard, PartHeaderLimited},
     routes::sessions::merge_fields,
     sessions::{check_usable, Uploader},
-    body::{BodyFault, FaultCell},
-    part_headers::{PartHeaderGuard, PartHeaderLimited},
     tenants::Tenant,
 };
 
@@ -146,7 +146,10 @@ impl Head {
             provider = Some(provider_for(app, tenant, &v)?);
         }
         if let Some(session) = session {
-            if provider.as_ref().is_some_and(|p| p.name() != session.provider) {
+            if provider
+                .as_ref()
+                .is_some_and(|p| p.name() != session.provider)
+            {
                 return Err(Problem::invalid_field(
                     "provider",
                     "the upload session is for another provider",
@@ -233,7 +236,9 @@ impl<'a> Receiver<'a> {
     /// A parser error, as the client is told: a recorded body fault first.
     fn multer_problem(&self, e: multer::Error) -> Problem {
         let parsed = match e {
-            multer::Error::StreamSizeExceeded { limit } => BodyFault::TooLarge { limit }.to_problem(),
+            multer::Error::StreamSizeExceeded { limit } => {
+                BodyFault::TooLarge { limit }.to_problem()
+            }
             multer::Error::FieldSizeExceeded { limit, field_name } => Problem::payload_too_large(
                 limit,
                 &format!("field `{}`", field_name.unwrap_or_default()),
@@ -272,8 +277,8 @@ impl<'a> Receiver<'a> {
             }
             value.extend_from_slice(&chunk);
         }
-        let value =
-            String::from_utf8(value).map_err(|_| Problem::invalid_field(&name, "not UTF-8 text"))?;
+        let value = String::from_utf8(value)
+            .map_err(|_| Problem::invalid_field(&name, "not UTF-8 text"))?;
         if name == "provider" {
             return self.set_provider(value.trim());
         }
@@ -292,7 +297,12 @@ impl<'a> Receiver<'a> {
     fn set_provider(&mut self, name: &str) -> Result<()> {
         if self.session.is_some() {
             // The session names the provider; a matching field is harmless.
-            return match self.head.provider.as_ref().is_some_and(|p| p.name() == name) {
+            return match self
+                .head
+                .provider
+                .as_ref()
+                .is_some_and(|p| p.name() == name)
+            {
                 true => Ok(()),
                 false => Err(Problem::invalid_field(
                     "provider",
@@ -300,7 +310,11 @@ impl<'a> Receiver<'a> {
                 )),
             };
         }
-        if self.head.provider.as_ref().is_some_and(|p| p.name() != name)
+        if self
+            .head
+            .provider
+            .as_ref()
+            .is_some_and(|p| p.name() != name)
             || self.fields.contains_key("provider")
         {
             return Err(Problem::invalid_field("provider", "given more than once"));
@@ -351,7 +365,10 @@ impl<'a> Receiver<'a> {
             if !session.slots.contains(&name) {
                 return Err(Problem::invalid_field(
                     &name,
-                    format!("not a slot of this upload session ({})", session.slots.join(", ")),
+                    format!(
+                        "not a slot of this upload session ({})",
+                        session.slots.join(", ")
+                    ),
                 ));
             }
         }

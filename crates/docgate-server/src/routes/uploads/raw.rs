@@ -11,7 +11,8 @@ use docgate_core::{
 use http::{header, HeaderMap};
 
 use super::{
-    accept::{accept, ingest_failed},     declared_length, provider_for, request, Intake, Result,
+    accept::{accept, ingest_failed},
+    declared_length, provider_for, request, Intake, Result,
 };
 use crate::{app::AppState, auth::Caller};
 

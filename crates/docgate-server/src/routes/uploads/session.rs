@@ -78,9 +78,11 @@ pub async fn take(app: &AppState, session: &SessionRecord) -> Result<()> {
     if taken {
         Ok(())
     } else {
-        Err(Problem::new(StatusCode::CONFLICT, "session_busy", "Upload session busy")
-            .with_detail("another request is accepting this session's upload")
-            .with_retry_after(Duration::from_secs(1)))
+        Err(
+            Problem::new(StatusCode::CONFLICT, "session_busy", "Upload session busy")
+                .with_detail("another request is accepting this session's upload")
+                .with_retry_after(Duration::from_secs(1)),
+        )
     }
 }
 
