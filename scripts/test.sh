@@ -151,6 +151,18 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements" 2>/dev/null)" !
 fi
 export DOCGATE_INTEROP_PYTHON="$PWD/$venv/bin/python"
 
+# Schemathesis in a virtualenv of its own (its pins clash with the SDKs').
+st_venv=target/schemathesis-venv
+st_want=$(sha256sum interop/schemathesis/requirements.txt | cut -d' ' -f1)
+if [ ! -x "$st_venv/bin/st" ] || [ "$(cat "$st_venv/.requirements" 2>/dev/null)" != "$st_want" ]; then
+    say "creating $st_venv from interop/schemathesis/requirements.txt"
+    rm -rf "$st_venv"
+    python3 -m venv "$st_venv"
+    "$st_venv/bin/pip" install --quiet --disable-pip-version-check -r interop/schemathesis/requirements.txt
+    echo "$st_want" >"$st_venv/.requirements"
+fi
+export DOCGATE_SCHEMATHESIS="$PWD/$st_venv/bin/st"
+
 # The JavaScript clients (tus-js-client, …) from npm, exactly as locked, rebuilt when the
 # lock file changes.
 command -v node >/dev/null && command -v npm >/dev/null ||
@@ -162,6 +174,12 @@ if [ "$(cat interop/node/node_modules/.lock-sha 2>/dev/null)" != "$node_lock" ];
     echo "$node_lock" >interop/node/node_modules/.lock-sha
 fi
 export DOCGATE_INTEROP_NODE_DIR="$PWD/interop/node"
+
+# The pages are tested in Debian's Chromium, driven by playwright-core (from the lock above).
+chromium_bin=${DOCGATE_CHROMIUM:-$(command -v chromium || true)}
+[ -n "$chromium_bin" ] && [ -x "$chromium_bin" ] ||
+    die "chromium not found: install the Debian package \`chromium\` (the browser tests run the pages in it), or set DOCGATE_CHROMIUM"
+export DOCGATE_CHROMIUM="$chromium_bin"
 
 # Not `exec`: the EXIT trap must still stop a throwaway PostgreSQL afterwards.
 cargo test --workspace --locked "$@"

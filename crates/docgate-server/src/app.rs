@@ -46,6 +46,8 @@ pub struct App {
     pub host: Host,
     /// Documents being received in pieces (tus): their digest state between requests.
     pub assemblies: routes::tus::Assemblies,
+    /// The pages and the sandbox's session minting.
+    pub web: crate::web::WebSettings,
 }
 
 pub type AppState = Arc<App>;
@@ -64,6 +66,7 @@ pub fn router(app: AppState) -> Router {
         .route("/readyz", get(routes::ops::readyz))
         .route("/metrics", get(routes::ops::metrics))
         .route("/v1/upload-sessions", post(routes::sessions::create))
+        .merge(crate::web::routes(&app))
         .with_state(app.clone())
         .merge(browser);
     router = mount_provider_routes(router, &app);

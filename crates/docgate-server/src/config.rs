@@ -32,6 +32,8 @@ pub struct Config {
     pub delivery: DeliverySettings,
     pub tenants: Vec<TenantConfig>,
     pub providers: ProvidersConfig,
+    /// `[web]`: the upload page and the console (off by default).
+    pub web: crate::web::WebSettings,
 }
 
 /// The top-level keys of a configuration file.
@@ -44,6 +46,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "delivery",
     "tenants",
     "providers",
+    "web",
 ];
 
 fn default_listen() -> SocketAddr {
@@ -444,6 +447,7 @@ impl Sections<'_> {
             delivery: self.take("delivery").unwrap_or_default(),
             tenants: self.take_tenants(),
             providers: self.take("providers").unwrap_or_default(),
+            web: self.take("web").unwrap_or_default(),
         };
         for key in self.table.keys() {
             self.issues.push(

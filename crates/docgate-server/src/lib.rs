@@ -33,6 +33,7 @@ pub mod serve;
 pub mod sessions;
 pub mod spool_keys;
 pub mod tenants;
+pub mod web;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -65,6 +66,8 @@ pub struct Setup {
     pub delivery: DeliverySettings,
     pub tenants: Tenants,
     pub registry: Registry,
+    /// The pages (and, in the sandbox, who they mint sessions for).
+    pub web: web::WebSettings,
 }
 
 impl Setup {
@@ -103,6 +106,7 @@ impl Setup {
             delivery: config.delivery,
             tenants,
             registry,
+            web: config.web,
         };
         (setup, issues)
     }
@@ -279,6 +283,7 @@ impl Gateway {
             metrics: metrics.clone(),
             host,
             assemblies: routes::tus::Assemblies::default(),
+            web: setup.web,
         });
         let listener = match setup.listener {
             Some(std_listener) => {

@@ -131,6 +131,10 @@ pub async fn setup(
         delivery: DeliverySettings::default(),
         tenants,
         registry,
+        web: crate::web::WebSettings {
+            pages: true,
+            sandbox_tenant: Some("sandbox".into()),
+        },
     };
     Ok((
         setup,

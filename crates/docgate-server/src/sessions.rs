@@ -134,7 +134,8 @@ impl CorsGrant {
     }
 }
 
-/// A browser origin must be one the tenant allows, and the session's own when it has one.
+/// A browser origin must be one the tenant allows, or the gateway's own (its upload page),
+/// and the session's own when it has one.
 fn check_origin(parts: &Parts, tenant: &Tenant, session: &SessionRecord) -> Result<(), Problem> {
     let Some(origin) = parts
         .headers
@@ -143,7 +144,8 @@ fn check_origin(parts: &Parts, tenant: &Tenant, session: &SessionRecord) -> Resu
     else {
         return Ok(());
     };
-    let allowed = tenant.cors_origins.iter().any(|o| o == origin)
+    let listed = tenant.cors_origins.iter().any(|o| o == origin);
+    let allowed = (listed || same_origin(parts, origin))
         && session.origin.as_deref().is_none_or(|o| o == origin);
     if allowed {
         Ok(())
@@ -154,6 +156,22 @@ fn check_origin(parts: &Parts, tenant: &Tenant, session: &SessionRecord) -> Resu
             "this upload session may not be used from this origin",
         ))
     }
+}
+
+/// The request comes from a page the gateway served: its `Origin` names the host the
+/// request was sent to (the scheme is not compared: TLS may end at a proxy in front). A
+/// page elsewhere cannot make a browser send another site's host with its own origin.
+fn same_origin(parts: &Parts, origin: &str) -> bool {
+    let Some(host) = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+    else {
+        return false;
+    };
+    origin
+        .split_once("://")
+        .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
 }
 
 impl FromRequestParts<AppState> for Uploader {

@@ -55,6 +55,7 @@ impl World {
             },
             tenants,
             registry,
+            web: Default::default(),
         };
         World {
             gateway: Gateway::start(setup).await.expect("gateway"),

@@ -64,6 +64,7 @@ impl World {
             delivery: DeliverySettings::default(),
             tenants,
             registry,
+            web: Default::default(),
         };
         World {
             gateway: Gateway::start(setup).await.expect("gateway"),

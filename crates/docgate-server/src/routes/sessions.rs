@@ -49,12 +49,32 @@ pub struct NewSession {
     fields: Fields,
     #[serde(default)]
     slots: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     max_bytes: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     expires_in: Option<u64>,
     #[serde(default)]
     origin: Option<String>,
+}
+
+/// A non-negative whole number, also when written `900.0` (JSON Schema, and so the
+/// OpenAPI document, counts that as an integer; serde's `u64` alone would not).
+fn whole_number<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<u64>, D::Error> {
+    /// Above this, a float no longer holds every whole number exactly.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    n.as_u64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && (0.0..=EXACT).contains(f))
+                .map(|f| f as u64)
+        })
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom("expected a whole number of at least 0"))
 }
 
 fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
@@ -77,6 +97,12 @@ fn session_slots(provider: &dyn Provider, asked: Option<Vec<String>>) -> Result<
             Slots::Free { .. } => vec!["file".to_owned()],
         },
     };
+    if slots.is_empty() {
+        return Err(Problem::invalid_field(
+            "slots",
+            "this provider requires no slot by default: name the slots this session takes",
+        ));
+    }
     let mut errors = Vec::new();
     for slot in &slots {
         if let Err(p) = policy.check_slot(slot) {
@@ -131,9 +157,19 @@ pub async fn create(
     Caller(tenant): Caller,
     body: Bytes,
 ) -> Result<Response> {
-    let req: NewSession = json_body(&body)?;
-    check_new(&app, &tenant, &req)?;
-    let provider = provider_for(&app, &tenant, &req.provider)?;
+    mint(&app, &tenant, &body).await
+}
+
+/// A new session for `tenant` from a `POST /v1/upload-sessions` body (also what the
+/// sandbox's page uses, with the sandbox tenant).
+pub async fn mint(
+    app: &AppState,
+    tenant: &crate::tenants::Tenant,
+    body: &[u8],
+) -> Result<Response> {
+    let req: NewSession = json_body(body)?;
+    check_new(app, tenant, &req)?;
+    let provider = provider_for(app, tenant, &req.provider)?;
     let slots = session_slots(provider.as_ref(), req.slots)?;
     let token = sessions::new_token();
     let now = now_ms();
@@ -156,7 +192,7 @@ pub async fn create(
         .create_session(session.clone())
         .await
         .map_err(|e| ledger_problem(&e))?;
-    let mut body = describe(&app, &session, &[]).await?;
+    let mut body = describe(app, &session, &[]).await?;
     body["token"] = Value::String(token);
     let mut res = json_response(http::StatusCode::CREATED, &body);
     if let Ok(v) = http::HeaderValue::from_str(&format!("/v1/upload-sessions/{}", session.id)) {
@@ -216,6 +252,15 @@ async fn describe(
         "upload_id": session.upload_id,
         "documents": docs,
     });
+    // What a page needs to check files before sending them (a token may not read
+    // `/v1/providers`).
+    if let Some(provider) = app.registry.get(&session.provider) {
+        body["provider_info"] = json!({
+            "description": provider.description(),
+            "fields": provider.fields(),
+            "policy": provider.policy(),
+        });
+    }
     if session.state == SessionState::Accepted {
         if let Ok(Some(rec)) = app.ledger.get(&session.upload_id).await {
             body["receipt"] = receipt(&rec);
@@ -224,17 +269,27 @@ async fn describe(
     Ok(body)
 }
 
-/// Required fields the session does not have yet (the browser must send them).
+/// Fields the session does not have yet and the provider needs (the browser must send
+/// them): the required ones, and those the provider reports missing given the fields the
+/// session has (e.g. Finext's address fields once `kind` is `address`).
 fn fields_needed(app: &AppState, session: &SessionRecord) -> Vec<String> {
     let Some(provider) = app.registry.get(&session.provider) else {
         return Vec::new();
     };
-    provider
+    let mut needed: Vec<String> = provider
         .fields()
         .into_iter()
         .filter(|f| f.required && !session.fields.contains_key(&f.name))
         .map(|f| f.name)
-        .collect()
+        .collect();
+    if let Err(p) = provider.prepare(&session.fields) {
+        for e in p.errors {
+            if e.kind == docgate_core::FieldErrorKind::Missing && !needed.contains(&e.field) {
+                needed.push(e.field);
+            }
+        }
+    }
+    needed
 }
 
 pub async fn get(

@@ -106,6 +106,7 @@ impl Harness {
             delivery: opts.delivery,
             tenants,
             registry,
+            web: Default::default(),
         };
         let gateway = Gateway::start(setup).await.expect("gateway starts");
         Harness {

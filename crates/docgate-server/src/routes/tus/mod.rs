@@ -220,6 +220,12 @@ pub async fn create(
     if let Some(len) = length {
         check_length(&app, &session, len, max)?;
     }
+    let filetype = meta
+        .get("filetype")
+        .or_else(|| meta.get("type"))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty());
+    check_declared_type(&app, &session, filetype.as_deref())?;
     let filename = crate::routes::uploads::request::checked_filename(
         meta.get("filename")
             .or_else(|| meta.get("name"))
@@ -233,7 +239,7 @@ pub async fn create(
         length,
         received: 0,
         filename,
-        filetype: meta.get("filetype").or_else(|| meta.get("type")).cloned(),
+        filetype,
         pieces: Vec::new(),
         state: TusState::Receiving,
         meta: None,
@@ -254,6 +260,39 @@ pub async fn create(
     }
     app.metrics.tus("created");
     created_response(&app, &session, rec, &headers, body).await
+}
+
+/// A declared type the slot does not accept is refused at creation, before the browser
+/// sends a byte (the bytes are still sniffed as they arrive: a declared type proves
+/// nothing). `application/octet-stream` says "unknown" and is left to the sniffer.
+fn check_declared_type(
+    app: &AppState,
+    session: &SessionRecord,
+    declared: Option<&str>,
+) -> Result<()> {
+    let Some(declared) = declared.filter(|t| *t != "application/octet-stream") else {
+        return Ok(());
+    };
+    let Some(provider) = app.registry.get(&session.provider) else {
+        return Ok(());
+    };
+    let policy = provider.policy();
+    if policy.accepts(declared) {
+        Ok(())
+    } else {
+        let accepted = policy.accepted_names();
+        Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Unsupported media type",
+        )
+        .with_detail(format!(
+            "the file is declared as {declared}; accepted here: {}",
+            accepted.join(", ")
+        ))
+        .with_extra("declared_type", declared)
+        .with_extra("accepted", accepted))
+    }
 }
 
 fn check_length(app: &AppState, session: &SessionRecord, len: u64, max: u64) -> Result<()> {

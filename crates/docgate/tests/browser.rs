@@ -1,0 +1,255 @@
+//! docgate's own pages in a real browser: Debian's Chromium, driven by playwright-core
+//! (npm; it downloads nothing) from `interop/node/browser_e2e.mjs`, against the sandbox
+//! binary. Screenshots land in `target/browser/`; a failure names the step that failed.
+
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use common::{pdf_bytes, Proc, PAYTO};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const KEY: &str = "browser-key";
+const TEN_MIB: u64 = 10 << 20;
+
+fn node_dir() -> PathBuf {
+    std::env::var("DOCGATE_INTEROP_NODE_DIR")
+        .expect("DOCGATE_INTEROP_NODE_DIR names interop/node with its modules installed: run ./scripts/test.sh")
+        .into()
+}
+
+fn chromium() -> String {
+    let path = std::env::var("DOCGATE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&path).exists(),
+        "no Chromium at {path}: install the Debian package `chromium` (or set DOCGATE_CHROMIUM)"
+    );
+    path
+}
+
+/// `target/browser/<name>`: where screenshots are kept after the run.
+fn artefacts(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/browser")
+        .join(name);
+    // A previous run's screenshots would mislead.
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("artefact directory");
+    dir
+}
+
+/// A JPEG of exactly `len` bytes: a JFIF header, then noise that carries no other format's
+/// signature.
+fn jpeg(len: usize, seed: u32) -> Vec<u8> {
+    let mut v = vec![
+        0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00, 0x01, 0x01,
+    ];
+    let mut x = seed | 1;
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        // Letters only: noise that never spells another format's magic bytes.
+        v.push(b'a' + ((x >> 8) % 26) as u8);
+    }
+    v
+}
+
+/// Values the sandbox's emulators accept for each provider's fields.
+fn fields_for(provider: &str) -> Value {
+    match provider {
+        "taler" => json!({ "payto": PAYTO }),
+        "sila" => {
+            json!({ "user_handle": "test_user.silamoney.eth", "document_type": "id_drivers_license" })
+        }
+        "finext" => json!({
+            "kind": "address", "username": "lili111", "address_type": "Utility Bill",
+            "address_issued_by": "City Power", "address_issued_date": "2026-11-01",
+            "address_language": "English"
+        }),
+        _ => json!({}),
+    }
+}
+
+/// Run the browser on `plan`; the script's JSON verdict.
+fn run_browser(plan: &Value, dir: &Path) -> Value {
+    let plan_path = dir.join("plan.json");
+    std::fs::write(&plan_path, serde_json::to_vec(plan).expect("plan")).expect("write plan");
+    let out = Command::new("node")
+        .arg(node_dir().join("browser_e2e.mjs"))
+        .arg(&plan_path)
+        .current_dir(node_dir())
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let verdict: Value = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no verdict from the browser script:\n{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert!(
+        out.status.success() && verdict["ok"] == true,
+        "the browser test failed at step `{}`: {}\n(screenshots in {})\n{}",
+        verdict["step"],
+        verdict["error"],
+        plan["out_dir"],
+        String::from_utf8_lossy(&out.stderr)
+    );
+    verdict
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upload_page_delivers_for_every_provider_resumes_after_a_cut_and_refuses_a_wrong_type()
+{
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Proc::sandbox(&dir.path().join("data"), KEY);
+    let providers: Value = reqwest::Client::new()
+        .get(format!("{}/v1/providers", gw.url))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .expect("providers")
+        .json()
+        .await
+        .expect("json");
+    let mut scenarios = Vec::new();
+    let mut expected = Vec::new();
+    for (n, p) in providers["providers"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .enumerate()
+    {
+        let name = p["name"].as_str().expect("name");
+        let policy = &p["policy"];
+        // The required slots; where none is required (OST), the person ticks the first two.
+        let (slots, ticked): (Vec<String>, Vec<String>) = match policy["slots"]["kind"].as_str() {
+            Some("named") => {
+                let named = policy["slots"]["slots"].as_array().expect("slots");
+                let required: Vec<String> = named
+                    .iter()
+                    .filter(|s| s["required"] == true)
+                    .map(|s| s["name"].as_str().expect("slot").to_owned())
+                    .collect();
+                if required.is_empty() {
+                    let two: Vec<String> = named
+                        .iter()
+                        .take(2)
+                        .map(|s| s["name"].as_str().expect("slot").to_owned())
+                        .collect();
+                    (two.clone(), two)
+                } else {
+                    (required, Vec::new())
+                }
+            }
+            _ => (vec!["file".to_owned()], Vec::new()),
+        };
+        let per_doc = TEN_MIB
+            .min(policy["max_document_bytes"].as_u64().expect("max"))
+            .min(policy["max_request_bytes"].as_u64().expect("max") / slots.len() as u64 - 4096);
+        let accepts = |t: &str| {
+            policy["accepted"]
+                .as_array()
+                .expect("accepted")
+                .iter()
+                .any(|a| {
+                    a == t
+                        || a.as_str().is_some_and(|a| {
+                            a.ends_with("/*") && t.starts_with(a.trim_end_matches('*'))
+                        })
+                })
+        };
+        let mut files = serde_json::Map::new();
+        let mut sums = Vec::new();
+        for (i, slot) in slots.iter().enumerate() {
+            let seed = (n * 10 + i + 1) as u32;
+            let (bytes, file) = if accepts("application/pdf") {
+                (
+                    pdf_bytes(per_doc, u64::from(seed)).await,
+                    format!("{name}-{slot}.pdf"),
+                )
+            } else {
+                (jpeg(per_doc as usize, seed), format!("{name}-{slot}.jpg"))
+            };
+            sums.push(hex::encode(Sha256::digest(&bytes)));
+            let path = common::write_file(dir.path(), &file, &bytes);
+            files.insert(slot.clone(), json!(path));
+        }
+        expected.push((format!("{name}-desktop"), sums));
+        scenarios.push(json!({
+            "name": name, "provider": name, "fields": fields_for(name), "files": files,
+            "slots": ticked,
+        }));
+    }
+    // A phone whose connection drops after the first 2 MiB chunk.
+    let doc = pdf_bytes(TEN_MIB, 99).await;
+    let cut = common::write_file(dir.path(), "cut.pdf", &doc);
+    expected.push(("cut-phone".into(), vec![hex::encode(Sha256::digest(&doc))]));
+    scenarios.push(json!({
+        "name": "cut", "viewport": "phone", "provider": "taler", "fields": fields_for("taler"),
+        "files": { "file": cut }, "cut_after_patches": 1,
+    }));
+    // A file of a type Taler does not take: refused before a byte is sent.
+    let text = common::write_file(dir.path(), "notes.txt", b"just some text\n");
+    scenarios.push(json!({
+        "name": "wrong-type", "provider": "taler", "fields": fields_for("taler"),
+        "files": { "file": text }, "expect_refusal": true,
+    }));
+
+    let out_dir = artefacts("upload-page");
+    let verdict = run_browser(
+        &json!({
+            "base": gw.url, "chromium": chromium(), "out_dir": out_dir, "scenarios": scenarios,
+        }),
+        dir.path(),
+    );
+    let results = verdict["results"].as_array().expect("results");
+    for (name, sums) in &expected {
+        let r = results
+            .iter()
+            .find(|r| r["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("no result for {name}"));
+        assert_eq!(r["status"], "delivered", "{name}: {r}");
+        let shown: Vec<&str> = r["sha256"]
+            .as_array()
+            .expect("sha256 list")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(
+            shown, *sums,
+            "{name}: the page shows the documents' SHA-256"
+        );
+    }
+    let cut = results
+        .iter()
+        .find(|r| r["name"] == "cut-phone")
+        .expect("cut");
+    assert_eq!(cut["aborted"], 1, "the network was cut once: {cut}");
+    assert!(
+        cut["heads"].as_u64() >= Some(1),
+        "the page asked where to resume: {cut}"
+    );
+    let refused = results
+        .iter()
+        .find(|r| r["name"] == "wrong-type-desktop")
+        .expect("refusal");
+    assert_eq!(
+        refused["patches"], 0,
+        "no byte of a refused file is sent: {refused}"
+    );
+    let text = refused["refusal"].as_str().expect("refusal text");
+    assert!(
+        text.contains("text/plain") && text.contains("application/pdf"),
+        "the gateway's own message names the type and what is accepted: {text}"
+    );
+}
