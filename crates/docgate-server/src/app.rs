@@ -61,10 +61,7 @@ pub fn router(app: AppState) -> Router {
                 .get(routes::uploads::get_upload)
                 .delete(routes::operations::erase),
         )
-        .route(
-            "/v1/uploads/{id}/events",
-            get(routes::operations::events),
-        )
+        .route("/v1/uploads/{id}/events", get(routes::operations::events))
         .route("/v1/uploads/{id}/retry", post(routes::operations::retry))
         .route("/v1/uploads/{id}/cancel", post(routes::operations::cancel))
         .route("/v1/providers", get(routes::ops::providers))

@@ -150,7 +150,10 @@ impl World {
             .expect("request");
         let status = res.status().as_u16();
         let text = res.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     async fn get(&self, path: &str, key: &str) -> (u16, Value) {
@@ -264,7 +267,9 @@ async fn scenario(w: World, sqlite_file: Option<&Path>) {
     w.taler.faults.set(FaultPlan::default());
     let (id_ok, status, body) = w.upload(10, PAYTO, "ok.pdf").await;
     assert_eq!(status, 201, "{body}");
-    let (id_erase, status, body) = w.upload(11, &format!("payto://iban/{ERASED_IBAN}"), ERASED_FILENAME).await;
+    let (id_erase, status, body) = w
+        .upload(11, &format!("payto://iban/{ERASED_IBAN}"), ERASED_FILENAME)
+        .await;
     assert_eq!(status, 201, "{body}");
 
     // ?status=failed lists exactly the three, newest first.
@@ -283,10 +288,16 @@ async fn scenario(w: World, sqlite_file: Option<&Path>) {
     let one_page = all_pages(&w, "limit=500", ACME).await;
     assert_eq!(paged, one_page);
     assert_eq!(paged.len(), 5);
-    assert_eq!(paged.iter().collect::<HashSet<_>>().len(), 5, "no duplicates");
+    assert_eq!(
+        paged.iter().collect::<HashSet<_>>().len(),
+        5,
+        "no duplicates"
+    );
     assert_eq!(paged[0], id_erase, "newest first");
     assert_eq!(paged[4], failed[0]);
-    let (_, page) = w.get("/v1/uploads?provider=taler&status=delivered", ACME).await;
+    let (_, page) = w
+        .get("/v1/uploads?provider=taler&status=delivered", ACME)
+        .await;
     assert_eq!(page["items"].as_array().map(Vec::len), Some(2));
 
     // Another tenant sees none of it and cannot act on it.
@@ -296,10 +307,22 @@ async fn scenario(w: World, sqlite_file: Option<&Path>) {
     assert_eq!(page["next_cursor"], Value::Null);
     for (method, path) in [
         (reqwest::Method::GET, format!("/v1/uploads/{}", failed[0])),
-        (reqwest::Method::GET, format!("/v1/uploads/{}/events", failed[0])),
-        (reqwest::Method::POST, format!("/v1/uploads/{}/retry", failed[0])),
-        (reqwest::Method::POST, format!("/v1/uploads/{}/cancel", failed[0])),
-        (reqwest::Method::DELETE, format!("/v1/uploads/{}", failed[0])),
+        (
+            reqwest::Method::GET,
+            format!("/v1/uploads/{}/events", failed[0]),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/uploads/{}/retry", failed[0]),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/uploads/{}/cancel", failed[0]),
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("/v1/uploads/{}", failed[0]),
+        ),
         (reqwest::Method::DELETE, format!("/v1/uploads/{}", id_ok)),
     ] {
         let (status, body) = w.call(method.clone(), &path, GLOBEX).await;
@@ -309,7 +332,11 @@ async fn scenario(w: World, sqlite_file: Option<&Path>) {
     // …and an unknown id answers the same.
     let unknown = uuid::Uuid::new_v4();
     let (status, _) = w
-        .call(reqwest::Method::POST, &format!("/v1/uploads/{unknown}/retry"), ACME)
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/uploads/{unknown}/retry"),
+            ACME,
+        )
         .await;
     assert_eq!(status, 404);
     // Nothing of acme's changed by globex's attempts.
@@ -319,14 +346,22 @@ async fn scenario(w: World, sqlite_file: Option<&Path>) {
     // Cancel of a final upload: 409.
     for id in [&failed[1], &id_ok] {
         let (status, body) = w
-            .call(reqwest::Method::POST, &format!("/v1/uploads/{id}/cancel"), ACME)
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/uploads/{id}/cancel"),
+                ACME,
+            )
             .await;
         assert_eq!(status, 409, "{body}");
         assert_eq!(body["code"], "not_cancelable");
     }
     // Retry of a delivered upload: 409.
     let (status, body) = w
-        .call(reqwest::Method::POST, &format!("/v1/uploads/{id_ok}/retry"), ACME)
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/uploads/{id_ok}/retry"),
+            ACME,
+        )
         .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["code"], "not_retryable");
@@ -334,23 +369,40 @@ async fn scenario(w: World, sqlite_file: Option<&Path>) {
     // The fault has cleared: a retry delivers under the same id.
     let stored_before = w.taler.stored(PAYTO).expect("stored").len();
     let (status, body) = w
-        .call(reqwest::Method::POST, &format!("/v1/uploads/{}/retry", failed[0]), ACME)
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/uploads/{}/retry", failed[0]),
+            ACME,
+        )
         .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["id"], failed[0].as_str());
     let r = w.settled(&failed[0]).await;
     assert_eq!(r["status"], "delivered", "{r}");
     assert_eq!(r["id"], failed[0].as_str());
-    assert_eq!(w.taler.stored(PAYTO).expect("stored").len(), stored_before + 1);
+    assert_eq!(
+        w.taler.stored(PAYTO).expect("stored").len(),
+        stored_before + 1
+    );
     let kinds = w.events(&failed[0]).await;
-    let retried = kinds.iter().position(|k| k == "retried").expect("retried event");
-    let delivered = kinds.iter().position(|k| k == "delivered").expect("delivered event");
+    let retried = kinds
+        .iter()
+        .position(|k| k == "retried")
+        .expect("retried event");
+    let delivered = kinds
+        .iter()
+        .position(|k| k == "delivered")
+        .expect("delivered event");
     assert!(kinds[..retried].contains(&"failed".to_owned()), "{kinds:?}");
     assert!(retried < delivered, "{kinds:?}");
     assert_eq!(kinds[0], "received");
     // A second retry of the now delivered upload is refused.
     let (status, _) = w
-        .call(reqwest::Method::POST, &format!("/v1/uploads/{}/retry", failed[0]), ACME)
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/uploads/{}/retry", failed[0]),
+            ACME,
+        )
         .await;
     assert_eq!(status, 409);
 
@@ -359,7 +411,11 @@ async fn scenario(w: World, sqlite_file: Option<&Path>) {
         std::fs::remove_file(w.spool().join(f)).expect("remove spooled document");
     }
     let (status, body) = w
-        .call(reqwest::Method::POST, &format!("/v1/uploads/{}/retry", failed[1]), ACME)
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/uploads/{}/retry", failed[1]),
+            ACME,
+        )
         .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["code"], "documents_gone");
@@ -368,17 +424,30 @@ async fn scenario(w: World, sqlite_file: Option<&Path>) {
     assert_eq!(w.spooled(&id_erase).len(), 1, "spooled before the erasure");
     if let Some(file) = sqlite_file {
         let dump = dump_sqlite(file).await;
-        assert!(dump.contains(ERASED_IBAN), "the dump sees the metadata before");
-        assert!(dump.contains(ERASED_FILENAME), "the dump sees the filename before");
+        assert!(
+            dump.contains(ERASED_IBAN),
+            "the dump sees the metadata before"
+        );
+        assert!(
+            dump.contains(ERASED_FILENAME),
+            "the dump sees the filename before"
+        );
     }
     let (status, first) = w
-        .call(reqwest::Method::DELETE, &format!("/v1/uploads/{id_erase}"), ACME)
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/uploads/{id_erase}"),
+            ACME,
+        )
         .await;
     assert_eq!(status, 200, "{first}");
     assert_eq!(first["id"], id_erase.as_str());
     assert_eq!(first["status"], "delivered");
     assert!(first["erased_at"].is_string(), "{first}");
-    assert!(first["documents"][0]["sha256"].is_string(), "digests kept: {first}");
+    assert!(
+        first["documents"][0]["sha256"].is_string(),
+        "digests kept: {first}"
+    );
     assert_eq!(first["documents"][0].get("filename"), Some(&Value::Null));
     assert_eq!(first["provider_reference"], Value::Null);
     assert!(w.spooled(&id_erase).is_empty(), "spool files removed");
@@ -386,7 +455,11 @@ async fn scenario(w: World, sqlite_file: Option<&Path>) {
     assert!(!text.contains(ERASED_IBAN) && !text.contains(ERASED_FILENAME));
     // Idempotent: the same tombstone again.
     let (status, second) = w
-        .call(reqwest::Method::DELETE, &format!("/v1/uploads/{id_erase}"), ACME)
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/uploads/{id_erase}"),
+            ACME,
+        )
         .await;
     assert_eq!(status, 200, "{second}");
     assert_eq!(second, first);
@@ -394,30 +467,50 @@ async fn scenario(w: World, sqlite_file: Option<&Path>) {
     assert_eq!(status, 200);
     assert_eq!(shown, first);
     let kinds = w.events(&id_erase).await;
-    assert_eq!(kinds.iter().filter(|k| *k == "erased").count(), 1, "{kinds:?}");
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "erased").count(),
+        1,
+        "{kinds:?}"
+    );
     // The listing shows the tombstone.
     let (_, page) = w.get("/v1/uploads?limit=1", ACME).await;
     assert_eq!(page["items"][0]["id"], id_erase.as_str());
     assert!(page["items"][0]["erased_at"].is_string());
     if let Some(file) = sqlite_file {
         let dump = dump_sqlite(file).await;
-        assert!(!dump.contains(ERASED_IBAN), "metadata value left in the ledger");
-        assert!(!dump.contains(ERASED_FILENAME), "filename left in the ledger");
+        assert!(
+            !dump.contains(ERASED_IBAN),
+            "metadata value left in the ledger"
+        );
+        assert!(
+            !dump.contains(ERASED_FILENAME),
+            "filename left in the ledger"
+        );
         assert!(dump.contains(&id_erase), "the tombstone stays");
     }
     // Erasure of a failed upload: its error texts are redacted from the history too.
     let (status, _) = w
-        .call(reqwest::Method::DELETE, &format!("/v1/uploads/{}", failed[2]), ACME)
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/uploads/{}", failed[2]),
+            ACME,
+        )
         .await;
     assert_eq!(status, 200);
-    let (_, h) = w.get(&format!("/v1/uploads/{}/events", failed[2]), ACME).await;
+    let (_, h) = w
+        .get(&format!("/v1/uploads/{}/events", failed[2]), ACME)
+        .await;
     for e in h["events"].as_array().expect("events") {
         assert!(e["detail"].get("error").is_none(), "{e}");
         assert!(e["detail"].get("reason").is_none(), "{e}");
     }
     // A retry of an erased upload: its documents are gone.
     let (status, body) = w
-        .call(reqwest::Method::POST, &format!("/v1/uploads/{}/retry", failed[2]), ACME)
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/uploads/{}/retry", failed[2]),
+            ACME,
+        )
         .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["code"], "documents_gone");
@@ -517,7 +610,12 @@ async fn ledger_controls(ledger: SqlLedger) {
     let t0 = 1_700_000_000_000i64;
     // Pending: canceled at once, never claimed afterwards.
     ledger
-        .insert(new_upload("00000000-0000-4000-8000-000000000001", "acme", t0, None))
+        .insert(new_upload(
+            "00000000-0000-4000-8000-000000000001",
+            "acme",
+            t0,
+            None,
+        ))
         .await
         .expect("insert");
     let Control::Done(rec) = ledger
@@ -538,7 +636,9 @@ async fn ledger_controls(ledger: SqlLedger) {
         .expect("claim");
     assert!(claimed.is_empty(), "a canceled upload is not claimed");
     assert!(matches!(
-        ledger.cancel("00000000-0000-4000-8000-000000000001", t0 + 2).await,
+        ledger
+            .cancel("00000000-0000-4000-8000-000000000001", t0 + 2)
+            .await,
         Ok(Control::Refused(_))
     ));
 
@@ -549,7 +649,10 @@ async fn ledger_controls(ledger: SqlLedger) {
         .await
         .expect("insert");
     assert_eq!(
-        ledger.start_attempt(id, &lease, t0 + 1).await.expect("start"),
+        ledger
+            .start_attempt(id, &lease, t0 + 1)
+            .await
+            .expect("start"),
         Some(1)
     );
     let Control::Done(rec) = ledger.cancel(id, t0 + 2).await.expect("cancel") else {
@@ -557,7 +660,13 @@ async fn ledger_controls(ledger: SqlLedger) {
     };
     assert_eq!(rec.status, UploadStatus::Delivering);
     assert!(rec.cancel_requested);
-    assert_eq!(ledger.start_attempt(id, &lease, t0 + 3).await.expect("start"), None);
+    assert_eq!(
+        ledger
+            .start_attempt(id, &lease, t0 + 3)
+            .await
+            .expect("start"),
+        None
+    );
     let rec = ledger.get(id).await.expect("get").expect("row");
     assert_eq!(rec.status, UploadStatus::Canceled);
     assert_eq!(rec.lease_owner, None);
@@ -570,7 +679,10 @@ async fn ledger_controls(ledger: SqlLedger) {
         .collect();
     assert_eq!(kinds, ["received", "cancel_requested", "canceled"]);
     // A canceled upload is not retried.
-    assert!(matches!(ledger.retry(id, t0 + 4).await, Ok(Control::Refused(_))));
+    assert!(matches!(
+        ledger.retry(id, t0 + 4).await,
+        Ok(Control::Refused(_))
+    ));
 
     // Keyset pages: ten uploads, several in the same millisecond, pages of three.
     for i in 0..10i64 {
@@ -581,7 +693,12 @@ async fn ledger_controls(ledger: SqlLedger) {
             .expect("insert");
     }
     ledger
-        .insert(new_upload("20000000-0000-4000-8000-000000000000", "globex", t0 + 100, None))
+        .insert(new_upload(
+            "20000000-0000-4000-8000-000000000000",
+            "globex",
+            t0 + 100,
+            None,
+        ))
         .await
         .expect("insert");
     let mut q = ListQuery {

@@ -382,7 +382,10 @@ mod tests {
             ("provider", None),
             ("created_after", Some("2025-01-31T12:00:00+01:00".into())),
         ]);
-        assert_eq!(q, "?status=failed&created_after=2025-01-31T12%3A00%3A00%2B01%3A00");
+        assert_eq!(
+            q,
+            "?status=failed&created_after=2025-01-31T12%3A00%3A00%2B01%3A00"
+        );
         assert_eq!(query_string(&[("limit", None)]), "");
     }
 

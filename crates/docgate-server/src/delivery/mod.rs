@@ -421,7 +421,14 @@ impl Deliverer {
             format!("{}{}.", spool_keys::UPLOADS, rec.id),
             format!("{}{}/", spool_keys::UPLOADS, rec.id),
         ] {
-            keys.extend(self.spool.store().list(&prefix).await?.into_iter().map(|o| o.key));
+            keys.extend(
+                self.spool
+                    .store()
+                    .list(&prefix)
+                    .await?
+                    .into_iter()
+                    .map(|o| o.key),
+            );
         }
         keys.sort();
         keys.dedup();

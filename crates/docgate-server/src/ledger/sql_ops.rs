@@ -8,7 +8,7 @@ use sqlx::{AnyConnection, Row};
 use super::{
     sql::{decode, to_text, COLUMNS},
     sql_writes::add_event,
-    Control, ListQuery, LedgerResult, Millis, StoredDocument, UploadRecord, UploadStatus,
+    Control, LedgerResult, ListQuery, Millis, StoredDocument, UploadRecord, UploadStatus,
 };
 
 /// Keys of an event's detail that may quote a provider's answer or an error message, which
@@ -80,7 +80,12 @@ pub async fn list(c: &mut AnyConnection, q: &ListQuery) -> LedgerResult<Vec<Uplo
         push("status = ?", arg, &mut args, &mut clauses);
     }
     if let Some(p) = &q.provider {
-        push("provider = ?", Arg::Text(p.clone()), &mut args, &mut clauses);
+        push(
+            "provider = ?",
+            Arg::Text(p.clone()),
+            &mut args,
+            &mut clauses,
+        );
     }
     if let Some(t) = q.created_after {
         push("created_at >= ?", Arg::Int(t), &mut args, &mut clauses);
@@ -285,7 +290,14 @@ async fn settle_where(
     let rows = query.fetch_all(&mut *c).await?;
     for row in &rows {
         let id: String = row.try_get("id")?;
-        add_event(c, &id, now, "canceled", json!({ "after_attempt": "unrecorded" })).await?;
+        add_event(
+            c,
+            &id,
+            now,
+            "canceled",
+            json!({ "after_attempt": "unrecorded" }),
+        )
+        .await?;
     }
     Ok(rows.len() as u64)
 }
@@ -374,6 +386,13 @@ pub async fn erase(
         .bind(id.clone())
         .execute(&mut *c)
         .await?;
-    add_event(c, &id, now, "erased", json!({ "documents": rec.documents.len() })).await?;
+    add_event(
+        c,
+        &id,
+        now,
+        "erased",
+        json!({ "documents": rec.documents.len() }),
+    )
+    .await?;
     Ok(Some((reselect(c, &id).await?, true)))
 }

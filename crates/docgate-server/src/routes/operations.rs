@@ -67,9 +67,8 @@ pub fn decode_cursor(cursor: &str) -> Option<(Millis, String)> {
     let (at, id) = text.split_once(':')?;
     let at: Millis = at.parse().ok()?;
     // Ids are UUIDs: anything else was not made by us.
-    let plausible = !id.is_empty()
-        && id.len() <= 64
-        && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    let plausible =
+        !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
     plausible.then(|| (at, id.to_owned()))
 }
 
@@ -249,7 +248,12 @@ fn with_location(mut res: Response, id: &str) -> Response {
     res
 }
 
-fn conflict(code: &'static str, title: &'static str, detail: String, rec: &UploadRecord) -> Problem {
+fn conflict(
+    code: &'static str,
+    title: &'static str,
+    detail: String,
+    rec: &UploadRecord,
+) -> Problem {
     Problem::new(StatusCode::CONFLICT, code, title)
         .with_detail(detail)
         .with_extra("upload_id", rec.id.clone())
@@ -285,9 +289,7 @@ async fn documents_present(app: &AppState, rec: &UploadRecord) -> std::io::Resul
         }
     }
     Ok(rec.documents.iter().all(|d| match &d.pieces {
-        Some(pieces) => pieces
-            .iter()
-            .all(|p| present.get(&p.key) == Some(&p.len)),
+        Some(pieces) => pieces.iter().all(|p| present.get(&p.key) == Some(&p.len)),
         None => present.get(&d.spool_path) == Some(&d.meta.size),
     }))
 }
@@ -325,7 +327,9 @@ pub async fn retry(
             ))
         }
         // Changed meanwhile (another retry, spool retention, an erasure).
-        Control::Refused(now) if matches!(now.status, UploadStatus::Failed | UploadStatus::Rejected) => {
+        Control::Refused(now)
+            if matches!(now.status, UploadStatus::Failed | UploadStatus::Rejected) =>
+        {
             Err(documents_gone(&now))
         }
         Control::Refused(now) => Err(not_retryable(&now)),
@@ -367,7 +371,10 @@ pub async fn cancel(
                 StatusCode::ACCEPTED
             };
             tracing::info!(upload = %rec.id, tenant = %tenant.name, "upload canceled by its tenant");
-            Ok(with_location(json_response(status, &receipt(&rec)), &rec.id))
+            Ok(with_location(
+                json_response(status, &receipt(&rec)),
+                &rec.id,
+            ))
         }
         Control::Refused(now) => Err(conflict(
             "not_cancelable",
