@@ -742,3 +742,143 @@ async fn ledger_controls_on_postgres() {
         .expect("ledger");
     ledger_controls(ledger).await;
 }
+
+impl World {
+    /// Upload one PDF asking for an immediate 202; its id.
+    async fn upload_async(&self, seed: u8) -> String {
+        let part = reqwest::multipart::Part::bytes(pdf(2000, seed)).file_name("scan.pdf");
+        let form = reqwest::multipart::Form::new()
+            .text("provider", "taler")
+            .text("payto", PAYTO)
+            .part("file", part);
+        let res = self
+            .client
+            .post(self.url("/v1/uploads"))
+            .bearer_auth(ACME)
+            .header("prefer", "respond-async")
+            .multipart(form)
+            .send()
+            .await
+            .expect("upload");
+        assert_eq!(res.status(), 202);
+        let body: Value = res.json().await.expect("json");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Wait until upload `id` has an attempt in flight at the provider.
+    async fn in_flight(&self, id: &str, requests_before: u64) {
+        for _ in 0..100 {
+            let (_, r) = self.get(&format!("/v1/uploads/{id}"), ACME).await;
+            if r["status"] == "delivering" && self.taler.faults.requests() > requests_before {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("upload {id} never reached the provider");
+    }
+}
+
+/// A cancel or an erasure while an attempt is at the provider: the attempt finishes and is
+/// recorded, and no other follows.
+#[tokio::test]
+async fn cancel_and_erase_in_flight_let_the_attempt_finish_and_stop_there() {
+    let w = World::start("sqlite".into()).await;
+
+    // The attempt fails: without the cancel a second attempt would follow (max_attempts 2).
+    w.taler.faults.set(FaultPlan {
+        delay_ms: 600,
+        fail_next: u32::MAX,
+        fail_status: 500,
+        ..FaultPlan::default()
+    });
+    let before = w.taler.faults.requests();
+    let id = w.upload_async(1).await;
+    w.in_flight(&id, before).await;
+    let (status, body) = w
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/uploads/{id}/cancel"),
+            ACME,
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["cancel_requested"], true);
+    let r = w.settled(&id).await;
+    assert_eq!(r["status"], "canceled", "{r}");
+    assert_eq!(r["attempts"], 1);
+    assert_eq!(
+        w.taler.faults.requests() - before,
+        1,
+        "no attempt after the cancel"
+    );
+    let kinds = w.events(&id).await;
+    assert_eq!(
+        kinds,
+        ["received", "cancel_requested", "attempt", "canceled"],
+        "{kinds:?}"
+    );
+    // Final now: a second cancel is refused, and it is not retried by the worker.
+    let (status, _) = w
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/uploads/{id}/cancel"),
+            ACME,
+        )
+        .await;
+    assert_eq!(status, 409);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(w.taler.faults.requests() - before, 1);
+
+    // The attempt succeeds: the upload ends delivered, the cancel in its history.
+    w.taler.faults.set(FaultPlan {
+        delay_ms: 600,
+        ..FaultPlan::default()
+    });
+    let before = w.taler.faults.requests();
+    let id = w.upload_async(2).await;
+    w.in_flight(&id, before).await;
+    let (status, _) = w
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/uploads/{id}/cancel"),
+            ACME,
+        )
+        .await;
+    assert_eq!(status, 202);
+    let r = w.settled(&id).await;
+    assert_eq!(r["status"], "delivered", "{r}");
+    let kinds = w.events(&id).await;
+    assert_eq!(
+        kinds,
+        ["received", "cancel_requested", "attempt", "delivered"],
+        "{kinds:?}"
+    );
+
+    // Erased in flight: the delivery ends, recorded without the provider's reference.
+    let before = w.taler.faults.requests();
+    let id = w.upload_async(3).await;
+    w.in_flight(&id, before).await;
+    let (status, tombstone) = w
+        .call(reqwest::Method::DELETE, &format!("/v1/uploads/{id}"), ACME)
+        .await;
+    assert_eq!(status, 200, "{tombstone}");
+    assert!(tombstone["erased_at"].is_string());
+    assert!(w.spooled(&id).is_empty());
+    let r = w.settled(&id).await;
+    assert_eq!(r["status"], "delivered", "{r}");
+    assert_eq!(r["provider_reference"], Value::Null, "{r}");
+    assert!(r["erased_at"].is_string());
+    let kinds = w.events(&id).await;
+    assert_eq!(
+        kinds,
+        [
+            "received",
+            "cancel_requested",
+            "erased",
+            "attempt",
+            "delivered"
+        ],
+        "{kinds:?}"
+    );
+    assert_eq!(w.taler.faults.requests() - before, 1);
+}
