@@ -288,7 +288,7 @@ pub struct UploadEvent {
     pub seq: u64,
     pub at: Millis,
     /// `received`, `attempt`, `retry_scheduled`, `delivered`, `duplicate`, `rejected`,
-    /// `failed`, `retried`, `canceled`, `erased`.
+    /// `failed`, `retried`, `cancel_requested`, `canceled`, `erased`.
     pub kind: String,
     /// Kind-specific facts (an attempt's number, duration, upstream status and error, …).
     pub detail: Value,
