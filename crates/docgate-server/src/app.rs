@@ -59,8 +59,13 @@ pub fn router(app: AppState) -> Router {
     let mut router = Router::new()
         .route(
             "/v1/uploads/{key}",
-            put(routes::uploads::put_raw).get(routes::uploads::get_upload),
+            put(routes::uploads::put_raw)
+                .get(routes::uploads::get_upload)
+                .delete(routes::operations::erase),
         )
+        .route("/v1/uploads/{id}/events", get(routes::operations::events))
+        .route("/v1/uploads/{id}/retry", post(routes::operations::retry))
+        .route("/v1/uploads/{id}/cancel", post(routes::operations::cancel))
         .route("/v1/providers", get(routes::ops::providers))
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))
@@ -104,7 +109,12 @@ fn browser_routes(app: &AppState) -> Router {
         .flat_map(|t| t.cors_origins.iter().cloned())
         .collect();
     Router::new()
-        .route("/v1/uploads", post(uploads::post_multipart))
+        // The listing shares the path but takes only an API key (see `operations`); CORS
+        // on it is harmless, the extractor refuses session tokens.
+        .route(
+            "/v1/uploads",
+            post(uploads::post_multipart).get(routes::operations::list),
+        )
         .route(
             "/v1/upload-sessions/{id}",
             get(sessions::get).delete(sessions::revoke),

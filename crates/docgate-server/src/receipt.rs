@@ -56,6 +56,12 @@ pub fn receipt(rec: &UploadRecord) -> Value {
         if let Some(problem) = &rec.problem {
             obj.insert("problem".into(), problem.clone());
         }
+        if rec.cancel_requested && !rec.status.is_terminal() {
+            obj.insert("cancel_requested".into(), Value::Bool(true));
+        }
+        if let Some(at) = rec.erased_at {
+            obj.insert("erased_at".into(), rfc3339(at));
+        }
     }
     r
 }

@@ -5,19 +5,22 @@
 //! - `docgate emulate <provider> [--listen ADDR] [--data-dir DIR] [its own flags]` — one
 //!   emulator (in builds with the `sandbox` feature, the default).
 //! - `docgate upload --provider P [--field k=v]… SLOT=FILE…` — post documents to a gateway.
+//! - `docgate uploads list|show|events|retry|cancel|erase [--json]` — operate on a tenant's
+//!   uploads.
 //! - `docgate hash [--digest sha256,sha512,md5|all] FILE` — the digest pipeline on a file.
 //! - `docgate check --config FILE` — every problem of a configuration at once, one per line.
 //!
 //! Logs go to stderr, filtered by `RUST_LOG` (`DOCGATE_LOG` wins when set), as text (coloured
 //! only on a terminal) or as JSON lines with `--log-format json`.
 //!
-//! Secrets never come from the command line: the API key for `upload` is read from
+//! Secrets never come from the command line: the API key for `upload` and `uploads` is read from
 //! `DOCGATE_API_KEY`, provider secrets from the environment or files named in the config.
 
 #![forbid(unsafe_code)]
 
 mod hash;
 mod upload;
+mod uploads;
 
 use std::{
     ffi::OsString,
@@ -84,6 +87,9 @@ enum Command {
     },
     /// Upload documents to a running gateway (API key from $DOCGATE_API_KEY).
     Upload(upload::UploadArgs),
+    /// List, inspect, retry, cancel or erase a tenant's uploads on a running gateway (API
+    /// key from $DOCGATE_API_KEY).
+    Uploads(uploads::UploadsArgs),
     /// Check a configuration: every problem at once (secrets, values, secret file modes, the
     /// ledger, provider hosts), one `path: message` line each; exits 1 if there is any.
     Check {
@@ -179,6 +185,7 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(1);
         }
         Command::Upload(args) => upload::run(args).await,
+        Command::Uploads(args) => uploads::run(args).await,
         Command::Hash { digest, file } => hash::run(&digest, &file).await,
     }
 }

@@ -252,7 +252,7 @@ impl Deliverer {
                 .start_attempt(id, &self.lease_for(&owner), now_ms())
                 .await?
             else {
-                tracing::warn!(upload = %id, "lease lost; another claim has this delivery");
+                tracing::warn!(upload = %id, "lease lost or delivery canceled; no further attempt");
                 return Ok(());
             };
             self.publish(id, UploadStatus::Delivering);
@@ -302,7 +302,7 @@ impl Deliverer {
                     Finish::refused(UploadStatus::Rejected, &problem, upstream)
                 }
                 Outcome::RetryLater { after, reason, .. } => {
-                    let age = Duration::from_millis((now_ms() - rec.created_at).max(0) as u64);
+                    let age = Duration::from_millis((now_ms() - rec.series_start()).max(0) as u64);
                     if attempt >= max_attempts || age >= max_age {
                         let problem = gave_up(attempt, age, &reason);
                         Finish::refused(UploadStatus::Failed, &problem, upstream)
@@ -409,6 +409,38 @@ impl Deliverer {
             Ok(()) => self.ledger.mark_spool_removed(&rec.id).await,
             Err(_) => Ok(()),
         }
+    }
+
+    /// Remove everything an erased upload left in the spool: its recorded documents, any
+    /// other object under its id (pieces of an unfinished resumable upload) and its scratch
+    /// files. Unlike [`Self::remove_spool`] a failure is returned: the erasure must say it
+    /// is incomplete.
+    pub async fn erase_spool(&self, rec: &UploadRecord) -> std::io::Result<()> {
+        let mut keys: Vec<String> = rec.documents.iter().flat_map(|d| d.keys()).collect();
+        for prefix in [
+            format!("{}{}.", spool_keys::UPLOADS, rec.id),
+            format!("{}{}/", spool_keys::UPLOADS, rec.id),
+        ] {
+            keys.extend(
+                self.spool
+                    .store()
+                    .list(&prefix)
+                    .await?
+                    .into_iter()
+                    .map(|o| o.key),
+            );
+        }
+        keys.sort();
+        keys.dedup();
+        spool_keys::remove(&self.spool, &keys).await?;
+        match tokio::fs::remove_dir_all(self.scratch_dir(&rec.id)).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        self.ledger
+            .mark_spool_removed(&rec.id)
+            .await
+            .map_err(std::io::Error::other)
     }
 
     /// Derived files of one upload's deliveries (e.g. ZIP parts): local and regenerable.

@@ -20,6 +20,7 @@
 //! SQLite (embedded default) and PostgreSQL (scale-out). The same test suite runs against both.
 
 pub mod sql;
+mod sql_ops;
 mod sql_sessions;
 mod sql_writes;
 pub mod writer;
@@ -183,6 +184,43 @@ pub struct UploadRecord {
     pub spool_removed: bool,
     /// When the upload's personal data was erased (only a tombstone is left).
     pub erased_at: Option<Millis>,
+    /// An operator canceled it while an attempt was in flight: that attempt is recorded,
+    /// no other follows.
+    pub cancel_requested: bool,
+    /// When the latest retry began a new series of attempts (`None`: none yet).
+    pub series_started_at: Option<Millis>,
+}
+
+impl UploadRecord {
+    /// When the current series of attempts began (the give-up age counts from here).
+    pub fn series_start(&self) -> Millis {
+        self.series_started_at.unwrap_or(self.created_at)
+    }
+}
+
+/// Which of a tenant's uploads to list, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListQuery {
+    pub tenant: String,
+    pub status: Option<UploadStatus>,
+    pub provider: Option<String>,
+    /// Created at or after this.
+    pub created_after: Option<Millis>,
+    /// Created strictly before this.
+    pub created_before: Option<Millis>,
+    /// Continue after this `(created_at, id)`: the last item of the previous page.
+    pub after: Option<(Millis, String)>,
+    pub limit: u32,
+}
+
+/// Result of an operator's action on one upload.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Control {
+    /// Done; the upload as it now stands.
+    Done(UploadRecord),
+    /// The upload's state does not allow it; the upload as it stands.
+    Refused(UploadRecord),
+    NotFound,
 }
 
 /// A freshly accepted upload.
@@ -250,7 +288,7 @@ pub struct UploadEvent {
     pub seq: u64,
     pub at: Millis,
     /// `received`, `attempt`, `retry_scheduled`, `delivered`, `duplicate`, `rejected`,
-    /// `failed`, `retried`, `canceled`, `erased`.
+    /// `failed`, `retried`, `cancel_requested`, `canceled`, `erased`.
     pub kind: String,
     /// Kind-specific facts (an attempt's number, duration, upstream status and error, …).
     pub detail: Value,
@@ -395,6 +433,22 @@ pub trait Ledger: Send + Sync + std::fmt::Debug + 'static {
 
     /// The upload's history, oldest first.
     async fn history(&self, id: &str) -> LedgerResult<Vec<UploadEvent>>;
+
+    /// A page of a tenant's uploads, newest first (ties by id, descending).
+    async fn list_uploads(&self, q: &ListQuery) -> LedgerResult<Vec<UploadRecord>>;
+
+    /// Re-queue a `failed` or `rejected` upload whose documents are still spooled: due now,
+    /// a new series of attempts, event `retried`. Refused in any other state.
+    async fn retry(&self, id: &str, now: Millis) -> LedgerResult<Control>;
+
+    /// Stop an upload that is not final: a pending one becomes `canceled` at once; one with
+    /// an attempt in flight is flagged, and its lease holder records that attempt and stops.
+    /// Refused for final uploads.
+    async fn cancel(&self, id: &str, now: Millis) -> LedgerResult<Control>;
+
+    /// Erase the upload's personal data, leaving a tombstone (cancels it first when not
+    /// final). `Some((tombstone, true))` the first time, `(tombstone, false)` after.
+    async fn erase(&self, id: &str, now: Millis) -> LedgerResult<Option<(UploadRecord, bool)>>;
 
     /// Make every lease held by replica `node` (owners `<node>:<token>`) due again now
     /// (graceful shutdown).

@@ -20,7 +20,7 @@ use sqlx::{
     AnyConnection, AnyPool, ConnectOptions, Connection, Executor, Row,
 };
 
-use super::{sql_sessions as ss, sql_writes as w, writer::Writer, *};
+use super::{sql_ops as ops, sql_sessions as ss, sql_writes as w, writer::Writer, *};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -57,14 +57,16 @@ pub(super) const COLUMNS: &str =
     "id, tenant, provider, idempotency_key, fingerprint, status, prepared, documents, \
     attempts, next_attempt_at, lease_owner, lease_until, last_upstream_status, last_error, \
     provider_reference, problem, created_at, updated_at, delivered_at, notify_state, \
-    notify_attempts, notify_next_at, spool_removed, erased_at";
+    notify_attempts, notify_next_at, spool_removed, erased_at, cancel_requested, series_started_at";
 
 pub(super) const TERMINAL: &str = "('delivered', 'duplicate', 'rejected', 'failed', 'canceled')";
 
 /// The settings every SQLite connection gets: WAL (readers beside the writer), full syncs
-/// (a commit survives a power cut), and a busy timeout only as a last resort.
+/// (a commit survives a power cut), a busy timeout only as a last resort, and secure
+/// delete: an erased upload's old values are overwritten in the file, not left in free pages.
 async fn sqlite_settings(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
     conn.execute("PRAGMA journal_mode = WAL").await?;
+    conn.execute("PRAGMA secure_delete = ON").await?;
     conn.execute("PRAGMA synchronous = FULL").await?;
     conn.execute("PRAGMA busy_timeout = 10000").await?;
     Ok(())
@@ -197,6 +199,8 @@ pub(super) fn decode(row: &AnyRow) -> LedgerResult<UploadRecord> {
         notify_next_at: row.try_get("notify_next_at")?,
         spool_removed: row.try_get::<i64, _>("spool_removed")? != 0,
         erased_at: row.try_get("erased_at")?,
+        cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
+        series_started_at: row.try_get("series_started_at")?,
     })
 }
 
@@ -283,6 +287,26 @@ impl Ledger for SqlLedger {
                 })
             })
             .collect()
+    }
+
+    async fn list_uploads(&self, q: &ListQuery) -> LedgerResult<Vec<UploadRecord>> {
+        let mut conn = self.pool.acquire().await?;
+        ops::list(&mut conn, q).await
+    }
+
+    async fn retry(&self, id: &str, now: Millis) -> LedgerResult<Control> {
+        let id = id.to_owned();
+        self.write(move |c| ops::retry(c, id, now).boxed()).await
+    }
+
+    async fn cancel(&self, id: &str, now: Millis) -> LedgerResult<Control> {
+        let id = id.to_owned();
+        self.write(move |c| ops::cancel(c, id, now).boxed()).await
+    }
+
+    async fn erase(&self, id: &str, now: Millis) -> LedgerResult<Option<(UploadRecord, bool)>> {
+        let id = id.to_owned();
+        self.write(move |c| ops::erase(c, id, now).boxed()).await
     }
 
     async fn release_node(&self, node: &str, now: Millis) -> LedgerResult<u64> {

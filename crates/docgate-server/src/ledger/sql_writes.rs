@@ -22,7 +22,7 @@ pub async fn add_event(
     detail: Value,
 ) -> LedgerResult<()> {
     let row = sqlx::query(
-        "UPDATE uploads SET event_seq = event_seq + 1 WHERE id = $1 RETURNING event_seq",
+        "UPDATE uploads SET event_seq = event_seq + 1 WHERE id = $1 RETURNING event_seq, erased_at",
     )
     .bind(id.to_owned())
     .fetch_optional(&mut *c)
@@ -31,6 +31,14 @@ pub async fn add_event(
         return Ok(());
     };
     let seq: i64 = row.try_get("event_seq")?;
+    // An attempt in flight when the upload was erased still ends and is recorded; what the
+    // provider said about it may quote the documents' content or the person.
+    let erased: Option<Millis> = row.try_get("erased_at")?;
+    let detail = if erased.is_some() {
+        super::sql_ops::redact_detail(detail).0
+    } else {
+        detail
+    };
     sqlx::query(
         "INSERT INTO upload_events (upload_id, seq, at, kind, detail) VALUES ($1, $2, $3, $4, $5)",
     )
@@ -65,7 +73,7 @@ pub async fn insert(c: &mut AnyConnection, new: NewUpload) -> LedgerResult<Inser
     };
     let sql = format!(
         "INSERT INTO uploads ({COLUMNS}) VALUES \
-         ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11, NULL, NULL, NULL, NULL, $12, $12, NULL, $13, 0, NULL, 0, NULL) \
+         ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11, NULL, NULL, NULL, NULL, $12, $12, NULL, $13, 0, NULL, 0, NULL, 0, NULL) \
          ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING {COLUMNS}"
     );
     let inserted = sqlx::query(&sql)
@@ -113,6 +121,9 @@ pub async fn claim_due(
 ) -> LedgerResult<Vec<UploadRecord>> {
     // Only providers this replica can deliver to: during a rolling change of the provider
     // list, a replica must not take (and fail) work it cannot do.
+    // A canceled upload whose lease holder died mid-attempt: nobody will record that attempt
+    // now, so it ends here instead of being claimed again.
+    super::sql_ops::settle_expired_cancels(c, now).await?;
     let list: Vec<String> = (0..providers.len())
         .map(|i| format!("${}", i + 5))
         .collect();
@@ -120,7 +131,7 @@ pub async fn claim_due(
         "UPDATE uploads SET status = 'delivering', lease_owner = $1, lease_until = $2, updated_at = $3 \
          WHERE id IN (SELECT id FROM uploads \
              WHERE ((status IN ('received', 'retry_scheduled') AND next_attempt_at <= $3) \
-                OR (status = 'delivering' AND lease_until < $3)) \
+                OR (status = 'delivering' AND lease_until < $3 AND cancel_requested = 0)) \
                AND provider IN ({}) \
              ORDER BY next_attempt_at LIMIT $4 {}) \
          RETURNING {COLUMNS}",
@@ -169,17 +180,22 @@ pub async fn start_attempt(
     let row = sqlx::query(
         "UPDATE uploads SET attempts = attempts + 1, lease_until = $3, updated_at = $4 \
          WHERE id = $1 AND lease_owner = $2 AND status = 'delivering' AND lease_until >= $4 \
+           AND cancel_requested = 0 \
          RETURNING attempts",
     )
-    .bind(id)
-    .bind(owner)
+    .bind(id.clone())
+    .bind(owner.clone())
     .bind(until)
     .bind(now)
     .fetch_optional(&mut *c)
     .await?;
     Ok(match row {
         Some(r) => Some(u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX)),
-        None => None,
+        None => {
+            // Canceled since the last attempt: no further one; the lease ends here.
+            super::sql_ops::settle_cancel(c, &id, &owner, now).await?;
+            None
+        }
     })
 }
 
@@ -192,7 +208,9 @@ pub async fn finish(
     let delivered_at =
         matches!(f.status, UploadStatus::Delivered | UploadStatus::Duplicate).then_some(f.now);
     let done = sqlx::query(
-        "UPDATE uploads SET status = $3, provider_reference = $4, problem = $5, \
+        "UPDATE uploads SET status = $3, \
+             provider_reference = CASE WHEN erased_at IS NULL THEN $4 ELSE NULL END, \
+             problem = CASE WHEN erased_at IS NULL THEN $5 ELSE NULL END, \
              last_upstream_status = COALESCE($6, last_upstream_status), delivered_at = $7, \
              lease_owner = NULL, lease_until = NULL, next_attempt_at = NULL, updated_at = $8, \
              notify_next_at = $8 \
@@ -238,13 +256,14 @@ pub async fn reschedule(
     r: Reschedule,
 ) -> LedgerResult<bool> {
     let done = sqlx::query(
-        "UPDATE uploads SET status = 'retry_scheduled', next_attempt_at = $3, last_error = $4, \
+        "UPDATE uploads SET status = 'retry_scheduled', next_attempt_at = $3, \
+             last_error = CASE WHEN erased_at IS NULL THEN $4 ELSE NULL END, \
              last_upstream_status = COALESCE($5, last_upstream_status), lease_owner = NULL, \
              lease_until = NULL, updated_at = $6 \
-         WHERE id = $1 AND lease_owner = $2 AND status = 'delivering'",
+         WHERE id = $1 AND lease_owner = $2 AND status = 'delivering' AND cancel_requested = 0",
     )
     .bind(id.clone())
-    .bind(owner)
+    .bind(owner.clone())
     .bind(r.next_at)
     .bind(r.reason.clone())
     .bind(r.upstream_status.map(i64::from))
@@ -252,7 +271,14 @@ pub async fn reschedule(
     .execute(&mut *c)
     .await?;
     if done.rows_affected() != 1 {
-        return Ok(false);
+        // Canceled while this attempt ran: it is recorded, and it was the last.
+        if !super::sql_ops::cancel_pending(c, &id, &owner).await? {
+            return Ok(false);
+        }
+        if let Some(a) = &r.attempt {
+            add_event(c, &id, r.now, "attempt", attempt_detail(a)?).await?;
+        }
+        return super::sql_ops::settle_cancel(c, &id, &owner, r.now).await;
     }
     if let Some(a) = &r.attempt {
         add_event(c, &id, r.now, "attempt", attempt_detail(a)?).await?;
@@ -270,21 +296,30 @@ pub async fn record_attempt(
     now: Millis,
 ) -> LedgerResult<bool> {
     let row = sqlx::query(
-        "SELECT id FROM uploads WHERE id = $1 AND lease_owner = $2 AND status = 'delivering'",
+        "SELECT cancel_requested FROM uploads \
+         WHERE id = $1 AND lease_owner = $2 AND status = 'delivering'",
     )
     .bind(id.clone())
-    .bind(owner)
+    .bind(owner.clone())
     .fetch_optional(&mut *c)
     .await?;
-    if row.is_none() {
+    let Some(row) = row else {
+        return Ok(false);
+    };
+    add_event(c, &id, now, "attempt", attempt_detail(&a)?).await?;
+    if row.try_get::<i64, _>("cancel_requested")? != 0 {
+        // Canceled while this attempt ran: it was the last one. The caller stops as it
+        // would after losing its lease.
+        super::sql_ops::settle_cancel(c, &id, &owner, now).await?;
         return Ok(false);
     }
-    add_event(c, &id, now, "attempt", attempt_detail(&a)?).await?;
     Ok(true)
 }
 
 /// Hand leases back (`owner_like` `%` matches every owner): due again at once.
 pub async fn release(c: &mut AnyConnection, owner_like: String, now: Millis) -> LedgerResult<u64> {
+    // Canceled ones end instead of becoming due again.
+    let canceled = super::sql_ops::settle_released_cancels(c, &owner_like, now).await?;
     let done = sqlx::query(
         "UPDATE uploads SET status = 'retry_scheduled', next_attempt_at = $2, lease_owner = NULL, \
              lease_until = NULL, updated_at = $2 \
@@ -294,7 +329,7 @@ pub async fn release(c: &mut AnyConnection, owner_like: String, now: Millis) -> 
     .bind(now)
     .execute(&mut *c)
     .await?;
-    Ok(done.rows_affected())
+    Ok(done.rows_affected() + canceled)
 }
 
 pub async fn claim_notifications(
