@@ -101,9 +101,52 @@ async function uploadScenario(browser, sc) {
   }
 }
 
+// The console: find the upload that failed, retry it until delivered, then erase it.
+async function consoleScenario(browser, sc) {
+  const context = await browser.newContext(VIEWPORTS[sc.viewport || "desktop"]);
+  const page = await context.newPage();
+  page.on("dialog", (d) => d.accept());
+  const name = `${sc.name}-${sc.viewport || "desktop"}`;
+  try {
+    step = `${name}: open the console`;
+    await page.goto(plan.base + "/console");
+    step = `${name}: connect with the API key`;
+    await page.fill("#api-key", sc.key);
+    await page.click("#key-form button");
+    await page.waitForSelector("#board:not([hidden])", { timeout: 15000 });
+    step = `${name}: filter on status ${sc.status}`;
+    await page.selectOption("#f-status", sc.status);
+    await page.click("#filters button");
+    await page.waitForSelector(`button[data-upload="${sc.upload}"]`, { timeout: 15000 });
+    const listed = await page.$$eval("#rows tr", (rows) => rows.length);
+    await shot(page, `${name}-listed`);
+    step = `${name}: open the upload`;
+    await page.click(`button[data-upload="${sc.upload}"]`);
+    await page.waitForSelector(`#d-status[data-status="${sc.status}"]`, { timeout: 15000 });
+    step = `${name}: retry until delivered`;
+    await page.click("#retry");
+    await page.waitForSelector('#d-status[data-status="delivered"]', { timeout: 60000 });
+    const history = await page.$$eval("#events tr td:nth-child(2)", (tds) => tds.map((t) => t.textContent));
+    await shot(page, `${name}-delivered`);
+    step = `${name}: erase`;
+    await page.click("#erase");
+    await page.locator("#d-fields dt", { hasText: "Erased" }).waitFor({ timeout: 15000 });
+    await shot(page, `${name}-erased`);
+    results.push({ name, listed, history, erased: true });
+  } catch (e) {
+    await shot(page, `${name}-failed`).catch(() => {});
+    throw e;
+  } finally {
+    await context.close();
+  }
+}
+
 const browser = await chromium.launch({ executablePath: plan.chromium, args: ["--no-sandbox"] });
 try {
-  for (const sc of plan.scenarios) await uploadScenario(browser, sc);
+  for (const sc of plan.scenarios) {
+    if (sc.console) await consoleScenario(browser, sc);
+    else await uploadScenario(browser, sc);
+  }
   console.log(JSON.stringify({ ok: true, results }));
 } catch (e) {
   console.log(JSON.stringify({ ok: false, step, error: String(e && e.message ? e.message : e), results }));

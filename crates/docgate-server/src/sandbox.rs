@@ -128,7 +128,12 @@ pub async fn setup(
         ledger_url: "sqlite".into(),
         spool_dir: data_dir.join("spool"),
         limits: Limits::default(),
-        delivery: DeliverySettings::default(),
+        // Documents stay a day after their final status, so a failed upload can be
+        // retried from the console while trying things out.
+        delivery: DeliverySettings {
+            retention: std::time::Duration::from_secs(24 * 3600),
+            ..DeliverySettings::default()
+        },
         tenants,
         registry,
         web: crate::web::WebSettings {

@@ -4,6 +4,8 @@ const $ = (id) => document.getElementById(id);
 let key = null;
 let cursor = null;
 let current = null;
+let refresh = null;
+const FINAL = new Set(["delivered", "duplicate", "rejected", "failed", "canceled"]);
 
 function notice(text, kind = "") {
   $("notice").textContent = text;
@@ -123,10 +125,16 @@ async function show(id) {
   $("events").replaceChildren(...events.map((e) => {
     const tr = document.createElement("tr");
     const { at, time, kind, event, ...rest } = e;
-    tr.append(cell(when(at || time)), cell(kind || event), cell(JSON.stringify(rest)));
+    const detail = rest.detail === undefined || rest.detail === null ? "" : JSON.stringify(rest.detail);
+    tr.append(cell(when(at || time)), cell(kind || event), cell(detail));
     return tr;
   }));
   $("detail").scrollIntoView({ block: "nearest" });
+  // Follow an upload that is still moving (after a retry, say) until it settles.
+  clearTimeout(refresh);
+  if (!FINAL.has(r.status)) {
+    refresh = setTimeout(() => { if (current === id) show(id).catch(() => {}); }, 1000);
+  }
 }
 
 async function act(what, method, path) {

@@ -253,3 +253,88 @@ async fn the_upload_page_delivers_for_every_provider_resumes_after_a_cut_and_ref
         "the gateway's own message names the type and what is accepted: {text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_finds_a_rejected_upload_retries_it_to_delivered_and_erases_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Proc::sandbox(&dir.path().join("data"), KEY);
+    let taler = gw
+        .banner
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("taler   emulator at "))
+        .expect("the taler emulator's URL in the banner")
+        .trim()
+        .to_owned();
+    let client = reqwest::Client::new();
+    let faults = |body: Value| {
+        let client = client.clone();
+        let url = format!("{taler}/__emulator/faults");
+        async move {
+            let res = client.put(url).json(&body).send().await.expect("faults");
+            assert!(res.status().is_success(), "{}", res.status());
+        }
+    };
+    // The exchange refuses the next request: the upload ends `rejected`.
+    faults(json!({"fail_next": 1, "fail_status": 400})).await;
+    let doc = pdf_bytes(300_000, 5).await;
+    let form = reqwest::multipart::Form::new()
+        .text("provider", "taler")
+        .text("payto", PAYTO)
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(doc).file_name("statement.pdf"),
+        );
+    let res = client
+        .post(format!("{}/v1/uploads", gw.url))
+        .bearer_auth(KEY)
+        .header("prefer", "respond-async")
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload");
+    let receipt: Value = res.json().await.expect("json");
+    let id = receipt["id"].as_str().expect("id").to_owned();
+    let settled = common::wait_final(
+        &client,
+        &gw.url,
+        KEY,
+        &id,
+        std::time::Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(settled["status"], "rejected", "{settled}");
+    faults(json!({})).await;
+
+    let verdict = run_browser(
+        &json!({
+            "base": gw.url, "chromium": chromium(), "out_dir": artefacts("console"),
+            "scenarios": [{ "name": "console", "console": true, "key": KEY,
+                            "status": "rejected", "upload": id }],
+        }),
+        dir.path(),
+    );
+    let result = &verdict["results"][0];
+    assert_eq!(result["erased"], true, "{result}");
+    let history: Vec<&str> = result["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        history.contains(&"retried"),
+        "the retry is in the history: {history:?}"
+    );
+    // After the erasure, the receipt is a tombstone: no filename, still the digest.
+    let tomb: Value = client
+        .get(format!("{}/v1/uploads/{id}", gw.url))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert!(tomb["erased_at"].is_string(), "{tomb}");
+    assert!(!tomb.to_string().contains("statement.pdf"), "{tomb}");
+}

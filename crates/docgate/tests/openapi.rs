@@ -81,6 +81,7 @@ fn the_document_is_openapi_3_1_and_lists_every_problem_code_the_code_uses() {
     for file in &files {
         let text = std::fs::read_to_string(file).expect("source");
         used.extend(literals_after(&text, "Problem::new(", true));
+        used.extend(literals_after(&text, "conflict(", false));
     }
     assert!(used.len() > 20, "the scan finds the codes: {used:?}");
     let missing: Vec<_> = used.difference(&listed).collect();

@@ -257,7 +257,7 @@ fn conflict(
     Problem::new(StatusCode::CONFLICT, code, title)
         .with_detail(detail)
         .with_extra("upload_id", rec.id.clone())
-        .with_extra("status", rec.status.as_str())
+        .with_extra("upload_status", rec.status.as_str())
 }
 
 fn documents_gone(rec: &UploadRecord) -> Problem {
