@@ -175,6 +175,17 @@ if [ "$(cat interop/node/node_modules/.lock-sha 2>/dev/null)" != "$node_lock" ];
 fi
 export DOCGATE_INTEROP_NODE_DIR="$PWD/interop/node"
 
+# The Uppy example (examples/uppy), installed from its lock file and bundled with esbuild;
+# the browser tests load it.
+uppy_lock=$(sha256sum examples/uppy/package-lock.json | cut -d' ' -f1)
+if [ "$(cat examples/uppy/node_modules/.lock-sha 2>/dev/null)" != "$uppy_lock" ]; then
+    say "installing examples/uppy from its lock file"
+    npm ci --prefix examples/uppy --no-audit --no-fund --loglevel=error
+    echo "$uppy_lock" >examples/uppy/node_modules/.lock-sha
+fi
+npm run --silent --prefix examples/uppy build >/dev/null
+export DOCGATE_UPPY_DIR="$PWD/examples/uppy"
+
 # The pages are tested in Debian's Chromium, driven by playwright-core (from the lock above).
 chromium_bin=${DOCGATE_CHROMIUM:-$(command -v chromium || true)}
 [ -n "$chromium_bin" ] && [ -x "$chromium_bin" ] ||

@@ -5,6 +5,7 @@
 // usage: node browser_e2e.mjs plan.json
 import { readFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { createServer } from "node:http";
 import { chromium } from "playwright-core";
 
 const plan = JSON.parse(readFileSync(process.argv[2], "utf8"));
@@ -141,10 +142,59 @@ async function consoleScenario(browser, sc) {
   }
 }
 
+// The Uppy example, served from its own origin (requests to it are answered from the
+// example's directory), uploading to a session minted by the test.
+async function uppyScenario(browser, sc) {
+  // A real HTTP server on loopback for the example's files, so the page and the gateway
+  // are both local to Chromium (as a team's dev server would be).
+  const types = { html: "text/html", js: "text/javascript", css: "text/css" };
+  const server = createServer((req, res) => {
+    const path = new URL(req.url, "http://x").pathname.replace(/^\/+/, "") || "index.html";
+    if (path.includes("..")) { res.writeHead(404); return res.end(); }
+    try {
+      const body = readFileSync(join(sc.dir, path));
+      res.writeHead(200, { "Content-Type": types[path.split(".").pop()] || "application/octet-stream" });
+      res.end(body);
+    } catch {
+      res.writeHead(404);
+      res.end("not found");
+    }
+  });
+  await new Promise((ok) => server.listen(sc.port, "127.0.0.1", ok));
+  const context = await browser.newContext(VIEWPORTS.desktop);
+  const page = await context.newPage();
+  context.on("close", () => server.close());
+  const name = sc.name;
+  const trouble = [];
+  page.on("requestfailed", (r) => trouble.push(`${r.method()} ${r.url()}: ${r.failure() && r.failure().errorText}`));
+  page.on("console", (m) => { if (m.type() === "error") trouble.push(`console: ${m.text()}`); });
+  try {
+    step = `${name}: open the Uppy example`;
+    await page.goto(sc.page);
+    await page.waitForSelector(".uppy-Dashboard", { timeout: 15000 });
+    step = `${name}: add the file`;
+    await page.setInputFiles(".uppy-Dashboard-input >> nth=0", sc.file);
+    await shot(page, `${name}-ready`);
+    step = `${name}: upload`;
+    await page.click(".uppy-StatusBar-actionBtn--upload");
+    await page.waitForSelector("#result[data-successful]", { timeout: 120000 });
+    const successful = await page.getAttribute("#result", "data-successful");
+    await shot(page, `${name}-done`);
+    if (successful !== "1") throw new Error(`Uppy says: ${await page.textContent("#result")} (${trouble.join("; ")})`);
+    results.push({ name, successful: 1 });
+  } catch (e) {
+    await shot(page, `${name}-failed`).catch(() => {});
+    throw e;
+  } finally {
+    await context.close();
+  }
+}
+
 const browser = await chromium.launch({ executablePath: plan.chromium, args: ["--no-sandbox"] });
 try {
   for (const sc of plan.scenarios) {
     if (sc.console) await consoleScenario(browser, sc);
+    else if (sc.uppy) await uppyScenario(browser, sc);
     else await uploadScenario(browser, sc);
   }
   console.log(JSON.stringify({ ok: true, results }));

@@ -119,6 +119,17 @@ pub async fn setup(
     let mut ost = toml::Table::new();
     ost.insert("presigned_post".into(), toml::Value::Boolean(true));
     tenant.options = std::sync::Arc::new([("ost".to_owned(), ost)].into_iter().collect());
+    // Frontends on other origins (the Uppy example, a team's dev server) may use the
+    // sandbox's upload sessions when listed here, comma-separated.
+    if let Ok(origins) = std::env::var("DOCGATE_SANDBOX_ORIGINS") {
+        tenant.cors_origins = std::sync::Arc::new(
+            origins
+                .split(',')
+                .map(|o| o.trim().trim_end_matches('/').to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
+        );
+    }
     let mut tenants = Tenants::default();
     tenants.add(&api_key, tenant);
     let setup = Setup {

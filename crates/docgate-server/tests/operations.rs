@@ -86,6 +86,7 @@ impl World {
             },
             tenants,
             registry,
+            web: Default::default(),
         };
         World {
             gateway: Gateway::start(setup).await.expect("gateway"),

@@ -338,3 +338,71 @@ async fn the_console_finds_a_rejected_upload_retries_it_to_delivered_and_erases_
     assert!(tomb["erased_at"].is_string(), "{tomb}");
     assert!(!tomb.to_string().contains("statement.pdf"), "{tomb}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_uppy_example_uploads_to_a_session_unchanged() {
+    let uppy = std::env::var("DOCGATE_UPPY_DIR")
+        .expect("DOCGATE_UPPY_DIR names examples/uppy, installed and built: run ./scripts/test.sh");
+    // The browser script serves the example on this loopback port (picked free now; the
+    // gateway must know the origin when it starts).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let origin = origin.as_str();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let gw = Proc::spawn(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data.to_string_lossy(),
+        ],
+        &[
+            ("DOCGATE_SANDBOX_KEY", KEY),
+            ("DOCGATE_SANDBOX_ORIGINS", origin),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let session: Value = client
+        .post(format!("{}/v1/upload-sessions", gw.url))
+        .bearer_auth(KEY)
+        .json(&json!({"provider": "taler", "fields": {"payto": PAYTO}, "origin": origin}))
+        .send()
+        .await
+        .expect("mint")
+        .json()
+        .await
+        .expect("json");
+    let token = session["token"].as_str().expect("token");
+    let doc = pdf_bytes(3 << 20, 17).await;
+    let file = common::write_file(dir.path(), "passport.pdf", &doc);
+    run_browser(
+        &json!({
+            "base": gw.url, "chromium": chromium(), "out_dir": artefacts("uppy"),
+            "scenarios": [{
+                "name": "uppy", "uppy": true, "dir": uppy, "file": file, "port": port,
+                "page": format!("{origin}/index.html#gateway={}&token={token}", gw.url),
+            }],
+        }),
+        dir.path(),
+    );
+    let id = session["upload_id"].as_str().expect("upload id");
+    let receipt = common::wait_final(
+        &client,
+        &gw.url,
+        KEY,
+        id,
+        std::time::Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(receipt["status"], "delivered", "{receipt}");
+    assert_eq!(
+        receipt["documents"][0]["sha256"],
+        hex::encode(Sha256::digest(&doc)),
+        "{receipt}"
+    );
+}

@@ -163,7 +163,10 @@ fn slot_of(
     session: &SessionRecord,
     meta: &std::collections::BTreeMap<String, String>,
 ) -> Result<String> {
-    let slot = match (meta.get("slot"), session.slots.as_slice()) {
+    // A key without a value (clients send the metadata fields they were told of, set or
+    // not) names no slot.
+    let named = meta.get("slot").filter(|s| !s.trim().is_empty());
+    let slot = match (named, session.slots.as_slice()) {
         (Some(s), _) => s.clone(),
         (None, [only]) => only.clone(),
         (None, _) => {
@@ -179,7 +182,10 @@ fn slot_of(
     if !session.slots.contains(&slot) {
         return Err(Problem::invalid_field(
             "slot",
-            format!("not a slot of this session ({})", session.slots.join(", ")),
+            format!(
+                "`{slot}` is not a slot of this session (it takes: {})",
+                session.slots.join(", ")
+            ),
         ));
     }
     Ok(slot)
