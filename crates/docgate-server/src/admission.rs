@@ -43,17 +43,42 @@ const PREEMPT_MIN_AGE: Duration = Duration::from_secs(2);
 /// admission how fast its body arrives.
 #[derive(Debug)]
 pub struct UploadPermit {
-    _global: OwnedSemaphorePermit,
-    _tenant: OwnedSemaphorePermit,
+    global: Option<OwnedSemaphorePermit>,
+    tenant: Option<OwnedSemaphorePermit>,
     pub pace: Arc<Pace>,
     registry: Arc<Mutex<Vec<Arc<Pace>>>>,
 }
 
 impl Drop for UploadPermit {
     fn drop(&mut self) {
-        let mut running = lock(&self.registry);
-        running.retain(|p| !Arc::ptr_eq(p, &self.pace));
+        lock(&self.registry).retain(|p| !Arc::ptr_eq(p, &self.pace));
+        // A preempted upload hands its slot to the upload that preempted it, not to
+        // whoever queued first (often another slow client).
+        if let Some(heir) = lock(&self.pace.heir).take() {
+            let permit = match heir.level {
+                Level::Tenant => self.tenant.take(),
+                Level::Global => self.global.take(),
+            };
+            if let Some(permit) = permit {
+                // A receiver that gave up returns the permit, which is then released.
+                let _ = heir.to.send(permit);
+            }
+        }
     }
+}
+
+/// Which of an upload's two slots a preemption is for.
+#[derive(Debug, Clone, Copy)]
+enum Level {
+    Tenant,
+    Global,
+}
+
+/// The upload waiting for a preempted upload's slot.
+#[derive(Debug)]
+struct Heir {
+    level: Level,
+    to: tokio::sync::oneshot::Sender<OwnedSemaphorePermit>,
 }
 
 /// One upload's progress, shared between its body and the admission.
@@ -64,6 +89,8 @@ pub struct Pace {
     bytes: AtomicU64,
     /// Cancelled when a waiting upload takes this one's slot.
     pub preempted: CancellationToken,
+    /// Who gets the slot when this upload ends after its preemption.
+    heir: Mutex<Option<Heir>>,
 }
 
 impl Pace {
@@ -159,18 +186,21 @@ impl Admission {
             started: Instant::now(),
             bytes: AtomicU64::new(0),
             preempted: CancellationToken::new(),
+            heir: Mutex::new(None),
         });
         lock(&self.running).push(pace.clone());
         Ok(UploadPermit {
-            _global: global,
-            _tenant: tenant_permit,
+            global: Some(global),
+            tenant: Some(tenant_permit),
             pace,
             registry: self.running.clone(),
         })
     }
 
     /// A slot of `slots`: a free one, or the one of the slowest upload (of `tenant`, when
-    /// given), which is preempted for it.
+    /// given), which is preempted and hands its slot to this upload as it ends. `None` when
+    /// every holder is too young to judge or fast enough: the client hears 503 with
+    /// Retry-After and, a moment later, finds a slow holder to preempt.
     async fn slot(
         &self,
         slots: &Arc<Semaphore>,
@@ -179,36 +209,36 @@ impl Admission {
         if let Ok(p) = slots.clone().try_acquire_owned() {
             return Some(p);
         }
-        if !self.preempt_slowest(tenant) {
-            return None;
-        }
-        tokio::time::timeout(PREEMPT_WAIT, slots.clone().acquire_owned())
-            .await
-            .ok()?
-            .ok()
+        let handed = self.preempt_slowest(tenant)?;
+        tokio::time::timeout(PREEMPT_WAIT, handed).await.ok()?.ok()
     }
 
-    /// Cut the slowest slot holder that is old enough and below the slow rate. False when
-    /// none qualifies.
-    fn preempt_slowest(&self, tenant: Option<&str>) -> bool {
+    /// Cut the slowest slot holder that is old enough and below the slow rate; its slot
+    /// will arrive on the returned channel. `None` when none qualifies.
+    fn preempt_slowest(
+        &self,
+        tenant: Option<&str>,
+    ) -> Option<tokio::sync::oneshot::Receiver<OwnedSemaphorePermit>> {
         let now = Instant::now();
         let running = lock(&self.running);
-        let slowest = running
+        let (rate, pace) = running
             .iter()
             .filter(|p| tenant.is_none_or(|t| p.tenant == t))
             .filter(|p| !p.preempted.is_cancelled())
             .filter(|p| now.duration_since(p.started) >= PREEMPT_MIN_AGE)
             .map(|p| (p.rate(now), p))
             .filter(|(rate, _)| *rate < self.slow)
-            .min_by_key(|(rate, _)| *rate);
-        match slowest {
-            Some((rate, pace)) => {
-                tracing::info!(tenant = %pace.tenant, rate, "preempting a slow upload for its slot");
-                pace.preempted.cancel();
-                true
-            }
-            None => false,
-        }
+            .min_by_key(|(rate, _)| *rate)?;
+        tracing::info!(tenant = %pace.tenant, rate, "preempting a slow upload for its slot");
+        let (to, handed) = tokio::sync::oneshot::channel();
+        let level = if tenant.is_some() {
+            Level::Tenant
+        } else {
+            Level::Global
+        };
+        *lock(&pace.heir) = Some(Heir { level, to });
+        pace.preempted.cancel();
+        Some(handed)
     }
 }
 
@@ -301,7 +331,7 @@ pub fn is_out_of_space(e: &std::io::Error) -> bool {
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_tenant_cannot_take_more_than_its_share_and_others_still_get_slots() {
         let space = SpaceWatch::new(vec![], 0);
         let a = Admission::new(4, [("a".into(), 2), ("b".into(), 2)], 0, space);
@@ -312,7 +342,7 @@ mod tests {
         assert!(a.admit("b").await.is_ok(), "b still has its share");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn the_global_bound_holds_across_tenants() {
         let space = SpaceWatch::new(vec![], 0);
         let a = Admission::new(1, [("a".into(), 1), ("b".into(), 1)], 0, space);
@@ -334,7 +364,7 @@ mod tests {
         // Too young to judge: the newcomer is refused.
         assert!(a.admit("a").await.is_err());
         tokio::time::advance(Duration::from_secs(3)).await;
-        // The holder notices its preemption and ends, freeing the slot.
+        // The holder notices its preemption and ends, handing its slot over.
         let preempted = slow.pace.preempted.clone();
         let holder = tokio::spawn(async move {
             preempted.cancelled().await;
@@ -345,6 +375,23 @@ mod tests {
         fast.pace.received(10 << 20);
         tokio::time::advance(Duration::from_secs(3)).await;
         assert!(a.admit("a").await.is_err(), "a fast upload keeps its slot");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn regression_a_preempted_slot_is_handed_to_the_upload_that_preempted_it() {
+        let space = SpaceWatch::new(vec![], 0);
+        let a = Arc::new(Admission::new(1, [("a".into(), 1)], 1024, space));
+        let slow = a.admit("a").await.expect("slow one");
+        slow.pace.received(3);
+        tokio::time::advance(Duration::from_secs(3)).await;
+        let preempted = slow.pace.preempted.clone();
+        let holder = tokio::spawn(async move {
+            preempted.cancelled().await;
+            drop(slow);
+        });
+        let heir = a.admit("a").await.expect("handed the slot");
+        holder.await.expect("holder");
+        assert!(!heir.pace.preempted.is_cancelled());
     }
 
     #[test]
