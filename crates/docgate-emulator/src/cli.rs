@@ -29,9 +29,13 @@ pub fn parse<A: Args + FromArgMatches>(
     name: &str,
     args: Vec<OsString>,
 ) -> Result<(CommonArgs, A), EmulatorError> {
-    let command = clap::Command::new(format!("docgate emulate {name}"))
-        .about(format!("Run the {name} emulator alone"));
-    let command = A::augment_args(CommonArgs::augment_args(command));
+    // Named and described after the flags are added: an `Args` type's doc comment would
+    // otherwise become the command's description.
+    let command = A::augment_args(CommonArgs::augment_args(clap::Command::new(
+        name.to_owned(),
+    )))
+    .bin_name(format!("docgate emulate {name}"))
+    .about(format!("Run the {name} emulator alone"));
     let argv = std::iter::once(OsString::from(name)).chain(args);
     let matches = command.try_get_matches_from(argv).map_err(usage)?;
     let common = CommonArgs::from_arg_matches(&matches).map_err(usage)?;

@@ -155,6 +155,9 @@ fn init_tracing(format: LogFormat) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if let Some(provider) = emulator_help_wanted(std::env::args_os().collect()) {
+        return emulate(&provider, vec!["--help".into()]).await;
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Serve {
@@ -278,6 +281,18 @@ async fn serve(config: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<
     gateway.shutdown().await;
     drop(sandbox);
     Ok(())
+}
+
+/// `docgate emulate <provider> … --help` asks for the provider's own flags, which clap
+/// would answer with the `emulate` command's help instead.
+fn emulator_help_wanted(args: Vec<OsString>) -> Option<String> {
+    let mut args = args.into_iter().skip(1);
+    if args.next()? != "emulate" {
+        return None;
+    }
+    let provider = args.next()?.into_string().ok()?;
+    docgate_providers::find(&provider)?;
+    args.any(|a| a == "--help" || a == "-h").then_some(provider)
 }
 
 async fn emulate(provider: &str, args: Vec<OsString>) -> anyhow::Result<()> {

@@ -58,6 +58,17 @@ async fn hash_agrees_with_coreutils_and_sniffs_the_type() {
 }
 
 #[test]
+fn regression_emulate_provider_help_shows_the_providers_own_flags() {
+    let out = docgate(&["emulate", "taler", "--help"]);
+    assert!(out.status.success(), "{out:?}");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("docgate emulate taler"), "{help}");
+    for flag in ["--payto-hash", "--purpose", "--extern-pub", "--listen"] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+    }
+}
+
+#[test]
 fn every_emulator_starts_alone_and_prints_where_it_listens() {
     for provider in ["taler", "sila", "finext", "ost"] {
         let dir = tempfile::tempdir().expect("tempdir");
