@@ -576,6 +576,27 @@ mod tests {
         }
     }
 
+    /// 64 uploads at once share the pool's few threads (lanes hand their thread on after a
+    /// few blocks): every one still gets its own, right digests.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_pipelines_at_once_share_the_pool_and_stay_correct() {
+        let mut tasks = Vec::new();
+        for n in 0..64u32 {
+            tasks.push(tokio::spawn(async move {
+                let data: Vec<u8> = (0..300_000u32).map(|i| (i * 31 + n) as u8).collect();
+                let mut p = DigestPipeline::new(DigestSet::ALL);
+                for chunk in data.chunks(INLINE_BLOCK * 2) {
+                    p.feed(Bytes::copy_from_slice(chunk)).await.expect("feed");
+                }
+                (p.finish().await.expect("finish"), data)
+            }));
+        }
+        for t in tasks {
+            let (got, data) = t.await.expect("task");
+            assert_eq!(got, Digests::of(&data, DigestSet::ALL));
+        }
+    }
+
     /// Regression: a lock guard held across an await made `feed` non-Send, and with it every
     /// upload handler.
     #[test]
