@@ -47,10 +47,9 @@ impl HashPool {
         for i in 0..threads {
             let rx = rx.clone();
             std::thread::Builder::new()
+                // The default stack: the content scanner rides in a lane and inflates
+                // streams; an untouched stack costs address space, not memory.
                 .name(format!("docgate-hash-{i}"))
-                // Hashers keep their state on the heap (or in a few hundred bytes of stack):
-                // the default 2 MiB stack would only be address space, but say so.
-                .stack_size(256 * 1024)
                 .spawn(move || work(&rx))
                 .map_err(|e| format!("starting hashing thread {i}: {e}"))?;
         }
