@@ -1,25 +1,31 @@
 //! Digests in one pass, off the async reactor, overlapping the network.
 //!
 //! Hashing 64 KiB with SHA-256 + SHA-512 + MD5 costs ~300 µs of CPU: far too long to run
-//! between two `.await`s on a reactor thread. So every block goes to blocking threads, one
-//! task per digest (on 2 cores the three digests run side by side: ~420 MB/s instead of
-//! ~220 MB/s in one thread). The block is a shared [`Bytes`]: each task holds a reference, no
-//! copy is made.
+//! between two `.await`s on a reactor thread. So every block goes to the hashing pool
+//! ([`pool`]: one thread per core, whatever the number of uploads), split into lanes of
+//! similar measured cost ([`cost`]; on 2 cores the three digests run side by side: ~420 MB/s
+//! instead of ~220 MB/s in one thread). The block is a shared [`Bytes`]: each lane holds a
+//! reference, no copy is made.
 //!
-//! [`DigestPipeline::feed`] returns as soon as the block is queued; each digest drains its own
-//! queue on a blocking thread, so the fast SHA-256 runs ahead of SHA-512 and MD5 instead of
-//! waiting for them at every block, and the caller reads the next block from the network
-//! while earlier ones are hashed. A digest at most `LANE_DEPTH` blocks behind bounds the
-//! memory; a blocking thread is only held while there is something to hash.
+//! [`DigestPipeline::feed`] returns as soon as the block is queued; each lane drains its own
+//! queue on a pool thread, so a cheap lane runs ahead of a dear one instead of waiting for it
+//! at every block, and the caller reads the next block from the network while earlier ones
+//! are hashed. A lane at most `LANE_DEPTH` blocks behind bounds the memory; a pool thread is
+//! only held while there is something to hash, and gives way to other uploads' lanes every
+//! `LANE_DEPTH` blocks.
 //!
 //! The content scanner ([`crate::scan`]) rides along as one more consumer of the same blocks:
 //! it is planned into the cheapest lane like a digest, so it too runs off the reactor and in
 //! parallel with the hashes. A finding is visible at once through
 //! [`DigestPipeline::scan_error`], so the upload can be cut off without waiting for the end.
 
+mod cost;
+mod pool;
+
 use std::{
     collections::VecDeque,
     fmt,
+    panic::{catch_unwind, AssertUnwindSafe},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -30,17 +36,14 @@ use bytes::Bytes;
 use md5::Md5;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256, Sha512};
-use tokio::{sync::Notify, task::JoinHandle};
+use tokio::sync::Notify;
+
+pub use cost::{measured as measured_costs, partition, Algorithm, Costs};
 
 use crate::{
     policy::DigestSet,
     scan::{ContentScan, ScanError},
 };
-
-/// The scanner's relative cost in [`Hasher::cost`] units (SHA-256 = 10 at ~1.4 GB/s): it
-/// scans JPEGs and PDFs of images at ~2.7–3.3 GiB/s (the `scan` bench). Pure PDF syntax is
-/// slower (~290 MiB/s) but makes up a small part of real documents.
-const SCAN_COST: u32 = 5;
 
 /// Blocks at most this big are hashed in place: handing them to a thread costs more than the
 /// hashing itself (16 KiB of SHA-256 is ~11 µs).
@@ -156,15 +159,22 @@ impl Hasher {
         all
     }
 
-    /// Relative CPU cost per byte, from `../shared/notes/performance.md` and our own runs:
-    /// SHA-256 (SHA-NI) ≈ 1.4 GB/s, MD5 (asm) ≈ 600 MB/s, SHA-512 ≈ 500 MB/s per core; the
-    /// scanner's cost is its worst measured format (see the `scan` bench).
-    fn cost(&self) -> u32 {
+    /// CPU time per MiB on this machine, as measured at first use (see [`cost`]).
+    fn cost(&self, costs: &Costs) -> u64 {
         match self {
-            Hasher::Sha256(_) => 10,
-            Hasher::Md5(_) => 24,
-            Hasher::Sha512(_) => 28,
-            Hasher::Scan(_) => SCAN_COST,
+            Hasher::Sha256(_) => costs.sha256,
+            Hasher::Md5(_) => costs.md5,
+            Hasher::Sha512(_) => costs.sha512,
+            Hasher::Scan(_) => costs.scan(),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Hasher::Sha256(_) => Algorithm::Sha256.name(),
+            Hasher::Sha512(_) => Algorithm::Sha512.name(),
+            Hasher::Md5(_) => Algorithm::Md5.name(),
+            Hasher::Scan(_) => "scan",
         }
     }
 
@@ -189,21 +199,60 @@ impl Hasher {
 /// The digests one thread computes, block after block.
 type Lane = Vec<Hasher>;
 
-/// Split the digests into at most `parallelism` lanes of similar cost (largest first, each
-/// to the cheapest lane). More lanes than cores would not add speed: the scheduler would
-/// share the cores between them and slow the slowest lane, SHA-512, down. On 2 cores, all
-/// three become `[SHA-512]` and `[MD5, SHA-256]`: two lanes of nearly equal cost.
-fn plan(mut hashers: Vec<Hasher>, parallelism: usize) -> Vec<Lane> {
-    hashers.sort_by_key(|h| std::cmp::Reverse(h.cost()));
-    let n = parallelism.clamp(1, hashers.len());
-    let mut lanes: Vec<(u32, Lane)> = (0..n).map(|_| (0, Vec::new())).collect();
-    for h in hashers {
-        if let Some(lane) = lanes.iter_mut().min_by_key(|(cost, _)| *cost) {
-            lane.0 += h.cost();
-            lane.1.push(h);
+/// Split the digests into at most `parallelism` lanes whose measured costs are as even as
+/// they can be (see [`partition`]). More lanes than cores would not add speed: the scheduler
+/// would share the cores between them and slow the dearest lane down. On 2 cores the three
+/// digests become the dearest alone and the other two together — which one is dearest is
+/// the machine's answer, not ours.
+fn plan(hashers: Vec<Hasher>, parallelism: usize, costs: &Costs) -> Vec<Lane> {
+    let weights: Vec<u64> = hashers.iter().map(|h| h.cost(costs)).collect();
+    let groups = partition(&weights, parallelism);
+    let mut slots: Vec<Option<Hasher>> = hashers.into_iter().map(Some).collect();
+    groups
+        .into_iter()
+        .map(|g| g.into_iter().filter_map(|i| slots[i].take()).collect())
+        .collect()
+}
+
+/// The lanes a pipeline for `set` (without the scanner) uses on this machine, and the costs
+/// they were split by: what `docgate hash --verbose` reports.
+#[derive(Debug, Clone)]
+pub struct LanePlan {
+    pub costs: Costs,
+    /// Per lane, the digests it computes and its total cost (ns per MiB).
+    pub lanes: Vec<(Vec<&'static str>, u64)>,
+    /// Threads of the hashing pool.
+    pub threads: usize,
+}
+
+impl fmt::Display for LanePlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "measured digest costs: {}", self.costs)?;
+        write!(f, "lanes ({} hashing threads):", self.threads)?;
+        for (names, cost) in &self.lanes {
+            write!(f, " [{}] {} µs/MiB;", names.join(" + "), cost / 1000)?;
         }
+        Ok(())
     }
-    lanes.into_iter().map(|(_, lane)| lane).collect()
+}
+
+/// See [`LanePlan`]; measures the costs if nothing has yet.
+pub fn lane_plan(set: DigestSet) -> Result<LanePlan, DigestError> {
+    let costs = cost::measured();
+    let threads = pool::pool()?.threads();
+    let lanes = plan(Hasher::all(set), parallelism(), &costs)
+        .into_iter()
+        .map(|lane| {
+            let names = lane.iter().map(Hasher::name).collect();
+            let total = lane.iter().map(|h| h.cost(&costs)).sum();
+            (names, total)
+        })
+        .collect();
+    Ok(LanePlan {
+        costs,
+        lanes,
+        threads,
+    })
 }
 
 fn parallelism() -> usize {
@@ -230,7 +279,8 @@ fn finish_hashers(hashers: impl IntoIterator<Item = Hasher>) -> (Digests, Option
     (out, scan)
 }
 
-/// A hashing task died (only a panic inside a hash function could do that).
+/// A hashing task died (only a panic inside a hash function could do that), or the hashing
+/// pool could not start.
 #[derive(Debug, thiserror::Error)]
 #[error("digest worker failed: {0}")]
 pub struct DigestError(String);
@@ -250,15 +300,17 @@ const LANE_DEPTH: usize = 4;
 #[derive(Default)]
 struct LaneQueue {
     blocks: VecDeque<Bytes>,
-    /// A blocking task is draining this queue.
+    /// A pool job for this lane is queued or running: only it pops blocks.
     running: bool,
 }
 
-/// One digest's queue, its hasher and the signal the draining task gives after each block.
+/// One lane's queue, its hashers and the signal the draining job gives after each block.
 struct LaneShared {
     queue: Mutex<LaneQueue>,
     hasher: Mutex<Option<Lane>>,
     progress: Notify,
+    /// A hasher panicked: the lane's digests are lost and the upload must fail.
+    failed: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -267,9 +319,36 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl LaneShared {
-    /// The blocking task: hash queued blocks until the queue is empty.
-    fn drain(self: Arc<Self>) {
+    /// The pool job: hash queued blocks until the queue is empty. After `LANE_DEPTH` blocks
+    /// the lane goes to the back of the pool's queue (when there is room), so one fast
+    /// upload cannot hold a core while other uploads' lanes wait.
+    fn run(self: Arc<Self>) {
         loop {
+            match catch_unwind(AssertUnwindSafe(|| self.drain(LANE_DEPTH))) {
+                Ok(true) => return,
+                Ok(false) => {
+                    let Ok(pool) = pool::pool() else { continue };
+                    let again = self.clone();
+                    if pool.try_submit(Box::new(move || again.run())).is_ok() {
+                        return;
+                    }
+                }
+                Err(_) => {
+                    self.failed.store(true, Ordering::Release);
+                    let mut q = lock(&self.queue);
+                    q.blocks.clear();
+                    q.running = false;
+                    drop(q);
+                    self.progress.notify_one();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Hash up to `budget` queued blocks; true once the queue is empty (and the lane idle).
+    fn drain(&self, budget: usize) -> bool {
+        for _ in 0..budget {
             let block = {
                 let mut q = lock(&self.queue);
                 match q.blocks.pop_front() {
@@ -278,7 +357,7 @@ impl LaneShared {
                         q.running = false;
                         drop(q);
                         self.progress.notify_one();
-                        return;
+                        return true;
                     }
                 }
             };
@@ -287,6 +366,14 @@ impl LaneShared {
             }
             self.progress.notify_one();
         }
+        false
+    }
+
+    fn check(&self) -> Result<(), DigestError> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(DigestError::new("a digest panicked"));
+        }
+        Ok(())
     }
 }
 
@@ -294,7 +381,7 @@ impl LaneShared {
 enum Next {
     /// The lane is idle and the block small: hash it here.
     Inline,
-    /// Queued, and no task drains the queue: start one.
+    /// Room in the queue, and no job drains it: start one.
     Spawn,
     /// Queued behind a running task.
     Queued,
@@ -304,7 +391,7 @@ enum Next {
 
 /// Incremental digests over a stream of blocks; see the module docs.
 pub struct DigestPipeline {
-    lanes: Vec<(Arc<LaneShared>, Option<JoinHandle<()>>)>,
+    lanes: Vec<Arc<LaneShared>>,
     bytes: u64,
     scan: Option<Arc<ScanVerdict>>,
 }
@@ -334,15 +421,15 @@ impl DigestPipeline {
                 verdict: verdict.clone(),
             })));
         }
-        let lanes = plan(hashers, parallelism())
+        let lanes = plan(hashers, parallelism(), &cost::measured())
             .into_iter()
             .map(|lane| {
-                let shared = LaneShared {
+                Arc::new(LaneShared {
                     queue: Mutex::new(LaneQueue::default()),
                     hasher: Mutex::new(Some(lane)),
                     progress: Notify::new(),
-                };
-                (Arc::new(shared), None)
+                    failed: AtomicBool::new(false),
+                })
             })
             .collect();
         DigestPipeline {
@@ -370,19 +457,19 @@ impl DigestPipeline {
     /// waits when a digest is `LANE_DEPTH` blocks behind).
     pub async fn feed(&mut self, block: Bytes) -> Result<(), DigestError> {
         self.bytes += block.len() as u64;
-        for (shared, handle) in &mut self.lanes {
+        for shared in &self.lanes {
             loop {
+                shared.check()?;
                 // Decide under the lock, act after it (a guard must not live across an await).
                 let next = {
                     let mut q = lock(&shared.queue);
                     if !q.running && q.blocks.is_empty() && block.len() <= INLINE_BLOCK {
                         Next::Inline
                     } else if q.blocks.len() < LANE_DEPTH {
-                        q.blocks.push_back(block.clone());
                         if q.running {
+                            q.blocks.push_back(block.clone());
                             Next::Queued
                         } else {
-                            q.running = true;
                             Next::Spawn
                         }
                     } else {
@@ -397,15 +484,22 @@ impl DigestPipeline {
                         break;
                     }
                     Next::Spawn => {
+                        // A place in the pool's queue first, then the block: dropped while
+                        // waiting for the place, this future leaves the lane as it was.
+                        // Only `feed` (behind `&mut self`) starts jobs, so the lane is
+                        // still idle once the place is ours.
+                        let slot = pool::pool()?.reserve().await?;
+                        {
+                            let mut q = lock(&shared.queue);
+                            q.blocks.push_back(block.clone());
+                            q.running = true;
+                        }
                         let task = shared.clone();
-                        *handle = Some(tokio::task::spawn_blocking(move || task.drain()));
+                        slot.send(Box::new(move || task.run()));
                         break;
                     }
                     Next::Queued => break,
-                    Next::Wait => {
-                        shared.progress.notified().await;
-                        check(handle).await?;
-                    }
+                    Next::Wait => shared.progress.notified().await,
                 }
             }
         }
@@ -421,8 +515,9 @@ impl DigestPipeline {
     /// whole document (`Ok` when no scanner rode along).
     pub async fn finish_scanned(self) -> Result<(Digests, Result<(), ScanError>), DigestError> {
         let mut lanes = Vec::with_capacity(self.lanes.len());
-        for (shared, mut handle) in self.lanes {
+        for shared in self.lanes {
             loop {
+                shared.check()?;
                 let idle = {
                     let q = lock(&shared.queue);
                     !q.running && q.blocks.is_empty()
@@ -431,11 +526,8 @@ impl DigestPipeline {
                     break;
                 }
                 shared.progress.notified().await;
-                check(&mut handle).await?;
             }
-            if let Some(h) = handle.take() {
-                h.await.map_err(|e| DigestError(e.to_string()))?;
-            }
+            shared.check()?;
             let lane = lock(&shared.hasher)
                 .take()
                 .ok_or_else(|| DigestError("hasher missing".into()))?;
@@ -451,16 +543,6 @@ impl DigestPipeline {
         };
         Ok((digests, verdict))
     }
-}
-
-/// Surface a dead hashing task instead of waiting for it forever.
-async fn check(handle: &mut Option<JoinHandle<()>>) -> Result<(), DigestError> {
-    if handle.as_ref().is_some_and(JoinHandle::is_finished) {
-        if let Some(h) = handle.take() {
-            h.await.map_err(|e| DigestError(e.to_string()))?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -494,6 +576,27 @@ mod tests {
         }
     }
 
+    /// 64 uploads at once share the pool's few threads (lanes hand their thread on after a
+    /// few blocks): every one still gets its own, right digests.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_pipelines_at_once_share_the_pool_and_stay_correct() {
+        let mut tasks = Vec::new();
+        for n in 0..64u32 {
+            tasks.push(tokio::spawn(async move {
+                let data: Vec<u8> = (0..300_000u32).map(|i| (i * 31 + n) as u8).collect();
+                let mut p = DigestPipeline::new(DigestSet::ALL);
+                for chunk in data.chunks(INLINE_BLOCK * 2) {
+                    p.feed(Bytes::copy_from_slice(chunk)).await.expect("feed");
+                }
+                (p.finish().await.expect("finish"), data)
+            }));
+        }
+        for t in tasks {
+            let (got, data) = t.await.expect("task");
+            assert_eq!(got, Digests::of(&data, DigestSet::ALL));
+        }
+    }
+
     /// Regression: a lock guard held across an await made `feed` non-Send, and with it every
     /// upload handler.
     #[test]
@@ -505,20 +608,40 @@ mod tests {
     }
 
     #[test]
-    fn lanes_are_balanced_by_cost_and_never_outnumber_the_cores() {
-        let names = |lanes: Vec<Lane>| -> Vec<Vec<u32>> {
+    fn lanes_follow_the_costs_given_and_never_outnumber_the_cores() {
+        let names = |lanes: Vec<Lane>| -> Vec<Vec<&str>> {
             lanes
                 .iter()
-                .map(|l| l.iter().map(Hasher::cost).collect())
+                .map(|l| l.iter().map(Hasher::name).collect())
                 .collect()
         };
         let all = || Hasher::all(DigestSet::ALL);
-        assert_eq!(names(plan(all(), 2)), vec![vec![28], vec![24, 10]]);
-        assert_eq!(names(plan(all(), 1)), vec![vec![28, 24, 10]]);
-        assert_eq!(names(plan(all(), 8)).len(), 3);
+        let intel = Costs {
+            sha256: 700,
+            sha512: 1900,
+            md5: 1700,
+        };
+        let epyc = Costs {
+            sha256: 700,
+            sha512: 1500,
+            md5: 2100,
+        };
         assert_eq!(
-            names(plan(Hasher::all(DigestSet::SHA256), 8)),
-            vec![vec![10]]
+            names(plan(all(), 2, &intel)),
+            vec![vec!["md5", "sha256"], vec!["sha512"]]
+        );
+        assert_eq!(
+            names(plan(all(), 2, &epyc)),
+            vec![vec!["sha512", "sha256"], vec!["md5"]]
+        );
+        assert_eq!(
+            names(plan(all(), 1, &intel)),
+            vec![vec!["sha512", "md5", "sha256"]]
+        );
+        assert_eq!(names(plan(all(), 8, &intel)).len(), 3);
+        assert_eq!(
+            names(plan(Hasher::all(DigestSet::SHA256), 8, &intel)),
+            vec![vec!["sha256"]]
         );
     }
 

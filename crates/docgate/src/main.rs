@@ -22,6 +22,12 @@ mod hash;
 mod upload;
 mod uploads;
 
+// Only the binary picks the allocator: the libraries leave it to whoever links them. See the
+// `jemalloc` feature in Cargo.toml for why this one.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::{
     ffi::OsString,
     io::IsTerminal,
@@ -105,6 +111,9 @@ enum Command {
         /// Comma-separated: sha256, sha512, md5, or all.
         #[arg(long, default_value = "sha256")]
         digest: String,
+        /// Print the measured digest costs and the lanes chosen from them to stderr.
+        #[arg(long)]
+        verbose: bool,
         file: PathBuf,
     },
 }
@@ -153,8 +162,29 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Threads of tokio's blocking pool (file I/O of the spool, fsyncs, archive checks). Its
+/// default cap is 512: under 64 concurrent uploads each spool write took a thread of its
+/// own, every thread kept a malloc arena, and memory and threads stayed high after the
+/// burst. File I/O on 2 cores gains nothing from more than a few threads in flight; 16
+/// leaves room for parallel fsyncs (the durability point of each upload) without growth.
+/// Hashing does not use this pool: it has its own, one thread per core (docgate-core).
+const BLOCKING_THREADS: usize = 16;
+
+fn main() -> anyhow::Result<()> {
+    // Without its background thread jemalloc only purges freed pages when the process next
+    // allocates, so an idle gateway would keep a burst's memory. Failing to start it costs
+    // memory, not correctness: not worth refusing to run for.
+    #[cfg(feature = "jemalloc")]
+    let _ = tikv_jemalloc_ctl::background_thread::write(true);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     if let Some(provider) = emulator_help_wanted(std::env::args_os().collect()) {
         return emulate(&provider, vec!["--help".into()]).await;
     }
@@ -189,7 +219,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Upload(args) => upload::run(args).await,
         Command::Uploads(args) => uploads::run(args).await,
-        Command::Hash { digest, file } => hash::run(&digest, &file).await,
+        Command::Hash {
+            digest,
+            verbose,
+            file,
+        } => hash::run(&digest, &file, verbose).await,
     }
 }
 
