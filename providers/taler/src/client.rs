@@ -467,19 +467,7 @@ impl TalerProvider {
         doc: &Document,
     ) -> Result<Vec<PartReport>, Outcome> {
         let root = ctx.scratch_dir.join(PARTS_DIR);
-        let spool = doc.spool.clone();
-        let first = split_off_reactor(
-            move || spool.blocking_reader(),
-            doc.meta.size,
-            self.upload_limit,
-            root.clone(),
-            "part-".into(),
-        )
-        .await?;
-        let Some(first) = first else {
-            return Err(Outcome::rejected(self.unsplittable(&doc.meta, &[]), None));
-        };
-        let mut pending: VecDeque<Part> = first.into();
+        let mut pending = self.split_document(doc, &root).await?;
         let mut done: Vec<PartReport> = Vec::new();
         // Each refusal replaces a part by two or more strictly smaller ones, so this only
         // guards against an exchange that refuses everything.
@@ -527,6 +515,27 @@ impl TalerProvider {
             }
         }
         Ok(done)
+    }
+
+    /// The first split of the refused document, its parts under `root`.
+    async fn split_document(
+        &self,
+        doc: &Document,
+        root: &std::path::Path,
+    ) -> Result<VecDeque<Part>, Outcome> {
+        let spool = doc.spool.clone();
+        let first = split_off_reactor(
+            move || spool.blocking_reader(),
+            doc.meta.size,
+            self.upload_limit,
+            root.to_path_buf(),
+            "part-".into(),
+        )
+        .await?;
+        match first {
+            Some(parts) => Ok(parts.into()),
+            None => Err(Outcome::rejected(self.unsplittable(&doc.meta, &[]), None)),
+        }
     }
 
     /// Stream one part file to the exchange.
