@@ -265,6 +265,7 @@ pub async fn run(args: UploadsArgs) -> anyhow::Result<()> {
         key,
     };
     use reqwest::Method;
+    let json = args.json;
     match args.command {
         UploadsCommand::List {
             status,
@@ -272,67 +273,19 @@ pub async fn run(args: UploadsArgs) -> anyhow::Result<()> {
             created_after,
             created_before,
             limit,
-            mut cursor,
+            cursor,
             all,
         } => {
-            let mut rows = Vec::new();
-            let mut pages = Vec::new();
-            loop {
-                let q = query_string(&[
-                    ("status", status.clone()),
-                    ("provider", provider.clone()),
-                    ("created_after", created_after.clone()),
-                    ("created_before", created_before.clone()),
-                    ("limit", limit.map(|l| l.to_string())),
-                    ("cursor", cursor.clone()),
-                ]);
-                let page = client.call(Method::GET, &format!("/v1/uploads{q}")).await?;
-                rows.extend(list_rows(&page));
-                cursor = page["next_cursor"].as_str().map(str::to_owned);
-                pages.push(page);
-                if !all || cursor.is_none() {
-                    break;
-                }
-            }
-            if args.json {
-                let value = if pages.len() == 1 {
-                    pages.remove(0)
-                } else {
-                    let items: Vec<Value> = pages
-                        .iter()
-                        .flat_map(|p| p["items"].as_array().cloned().unwrap_or_default())
-                        .collect();
-                    serde_json::json!({ "items": items, "next_cursor": Value::Null })
-                };
-                println!("{}", serde_json::to_string_pretty(&value)?);
-            } else {
-                println!(
-                    "{}",
-                    table(
-                        &[
-                            "id",
-                            "provider",
-                            "status",
-                            "attempts",
-                            "docs",
-                            "created_at",
-                            "delivered_at"
-                        ],
-                        &rows
-                    )
-                );
-                if let Some(c) = &cursor {
-                    println!("more: --cursor {c}");
-                }
-            }
-            Ok(())
+            let filters = [
+                ("status", status),
+                ("provider", provider),
+                ("created_after", created_after),
+                ("created_before", created_before),
+                ("limit", limit.map(|l| l.to_string())),
+            ];
+            list(&client, json, &filters, cursor, all).await
         }
-        UploadsCommand::Show { id } => {
-            let r = client
-                .call(Method::GET, &format!("/v1/uploads/{}", checked_id(&id)?))
-                .await?;
-            print(args.json, &r, receipt_lines)
-        }
+        UploadsCommand::Show { id } => receipt(&client, json, Method::GET, &id, "").await,
         UploadsCommand::Events { id } => {
             let h = client
                 .call(
@@ -340,35 +293,89 @@ pub async fn run(args: UploadsArgs) -> anyhow::Result<()> {
                     &format!("/v1/uploads/{}/events", checked_id(&id)?),
                 )
                 .await?;
-            print(args.json, &h, |h| {
+            print(json, &h, |h| {
                 table(&["seq", "at", "kind", "detail"], &event_rows(h))
             })
         }
-        UploadsCommand::Retry { id } => {
-            let r = client
-                .call(
-                    Method::POST,
-                    &format!("/v1/uploads/{}/retry", checked_id(&id)?),
-                )
-                .await?;
-            print(args.json, &r, receipt_lines)
-        }
-        UploadsCommand::Cancel { id } => {
-            let r = client
-                .call(
-                    Method::POST,
-                    &format!("/v1/uploads/{}/cancel", checked_id(&id)?),
-                )
-                .await?;
-            print(args.json, &r, receipt_lines)
-        }
-        UploadsCommand::Erase { id } => {
-            let r = client
-                .call(Method::DELETE, &format!("/v1/uploads/{}", checked_id(&id)?))
-                .await?;
-            print(args.json, &r, receipt_lines)
+        UploadsCommand::Retry { id } => receipt(&client, json, Method::POST, &id, "/retry").await,
+        UploadsCommand::Cancel { id } => receipt(&client, json, Method::POST, &id, "/cancel").await,
+        UploadsCommand::Erase { id } => receipt(&client, json, Method::DELETE, &id, "").await,
+    }
+}
+
+/// Call `/v1/uploads/<id><action>` and print the receipt the gateway answers with.
+async fn receipt(
+    client: &Client,
+    json: bool,
+    method: reqwest::Method,
+    id: &str,
+    action: &str,
+) -> anyhow::Result<()> {
+    let r = client
+        .call(method, &format!("/v1/uploads/{}{action}", checked_id(id)?))
+        .await?;
+    print(json, &r, receipt_lines)
+}
+
+/// `uploads list`: one page, or with `all` every page from `cursor` on.
+async fn list(
+    client: &Client,
+    json: bool,
+    filters: &[(&str, Option<String>)],
+    mut cursor: Option<String>,
+    all: bool,
+) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    let mut pages = Vec::new();
+    loop {
+        let mut pairs = filters.to_vec();
+        pairs.push(("cursor", cursor.clone()));
+        let q = query_string(&pairs);
+        let page = client
+            .call(reqwest::Method::GET, &format!("/v1/uploads{q}"))
+            .await?;
+        rows.extend(list_rows(&page));
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+        pages.push(page);
+        if !all || cursor.is_none() {
+            break;
         }
     }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&merged_pages(pages))?);
+    } else {
+        println!(
+            "{}",
+            table(
+                &[
+                    "id",
+                    "provider",
+                    "status",
+                    "attempts",
+                    "docs",
+                    "created_at",
+                    "delivered_at"
+                ],
+                &rows
+            )
+        );
+        if let Some(c) = &cursor {
+            println!("more: --cursor {c}");
+        }
+    }
+    Ok(())
+}
+
+/// A single page as the gateway sent it; several as one page of all their items.
+fn merged_pages(mut pages: Vec<Value>) -> Value {
+    if pages.len() == 1 {
+        return pages.remove(0);
+    }
+    let items: Vec<Value> = pages
+        .iter()
+        .flat_map(|p| p["items"].as_array().cloned().unwrap_or_default())
+        .collect();
+    serde_json::json!({ "items": items, "next_cursor": Value::Null })
 }
 
 #[cfg(test)]

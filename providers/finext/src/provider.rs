@@ -115,6 +115,102 @@ impl FinextProvider {
         self.extensions.get(media_type).map(String::as_str)
     }
 
+    /// The document in `slot` with its `*_extension` value.
+    fn in_slot<'a>(
+        &'a self,
+        documents: &'a [Document],
+        slot: &str,
+    ) -> Option<(&'a Document, &'a str)> {
+        documents
+            .iter()
+            .find(|d| d.meta.slot == slot)
+            .and_then(|d| {
+                // check() guarantees every document's type has an extension.
+                self.extension(&d.meta.media_type).map(|e| (d, e))
+            })
+    }
+
+    /// Sign and stream one request; the response, or the outcome when none came.
+    async fn send(
+        &self,
+        ctx: &DeliveryContext,
+        submission: &Submission,
+        front: (&Document, &str),
+        back: Option<(&Document, &str)>,
+        request_id: &str,
+    ) -> Result<reqwest::Response, Outcome> {
+        let endpoint = submission.endpoint();
+        let timestamp = timestamp_ms();
+        let plan = self
+            .body(submission, front, back, request_id, &timestamp)
+            .finish();
+        let content_length = plan.content_length();
+        let fault = SpoolFault::default();
+        let url = format!("{}{}", self.base_url, endpoint.path());
+        tracing::info!(
+            upload_id = %ctx.upload_id,
+            attempt = ctx.attempt,
+            endpoint = endpoint.name(),
+            request_id = %request_id,
+            content_length,
+            "finext: sending"
+        );
+        let sent = self
+            .http
+            .post(&url)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::AUTHORIZATION, self.authorization.clone())
+            .header(header::CONTENT_LENGTH, content_length)
+            .body(reqwest::Body::wrap_stream(plan.into_stream(fault.clone())))
+            .send()
+            .await;
+        sent.map_err(|e| {
+            // The stream broke on our side (the spool), not on the network: say so.
+            if let Some(what) = fault.get() {
+                return Outcome::rejected(Problem::internal(format!("finext: {what}")), None);
+            }
+            outcome::transport_failure(&e, self.config.timeout)
+        })
+    }
+
+    /// Read Finext's answer and classify it.
+    async fn answer(
+        &self,
+        ctx: &DeliveryContext,
+        submission: &Submission,
+        request_id: &str,
+        response: reqwest::Response,
+    ) -> Outcome {
+        let endpoint = submission.endpoint();
+        let status = response.status();
+        let headers = response.headers().clone();
+        // At most `MAX_ERROR_BODY` bytes of the answer (Finext's answers are tiny JSON objects).
+        let body = match read_bounded(response.bytes_stream(), MAX_ERROR_BODY).await {
+            Ok(b) => b,
+            Err(e) => return outcome::transport_failure(&e, self.config.timeout),
+        };
+        let result = outcome::interpret(
+            status,
+            &headers,
+            &body,
+            &outcome::Attempt {
+                endpoint,
+                username: &submission.username,
+                request_id,
+            },
+        );
+        tracing::info!(
+            upload_id = %ctx.upload_id,
+            endpoint = endpoint.name(),
+            request_id = %request_id,
+            status = status.as_u16(),
+            delivered = matches!(result, Outcome::Delivered { .. }),
+            final_ = result.is_final(),
+            "finext: answered"
+        );
+        result
+    }
+
     fn back_problem(submission: &Submission) -> Problem {
         let what = match &submission.proof {
             Proof::Id { id_type, .. } => format!("an ID proof with id_type {id_type}"),
@@ -257,84 +353,17 @@ impl Provider for FinextProvider {
         if let Err(p) = self.check(prepared, &metas) {
             return Outcome::rejected(p, None);
         }
-        let with_ext = |slot: &str| {
-            documents
-                .iter()
-                .find(|d| d.meta.slot == slot)
-                .and_then(|d| {
-                    // check() above guarantees every document's type has an extension.
-                    self.extension(&d.meta.media_type).map(|e| (d, e))
-                })
-        };
-        let Some(front) = with_ext(FRONT) else {
+        let Some(front) = self.in_slot(documents, FRONT) else {
             return Outcome::rejected(
                 Problem::invalid_metadata(vec![FieldError::missing(FRONT)]),
                 None,
             );
         };
-        let back = with_ext(BACK);
-
-        let endpoint = submission.endpoint();
+        let back = self.in_slot(documents, BACK);
         let request_id = request_id();
-        let timestamp = timestamp_ms();
-        let plan = self
-            .body(&submission, front, back, &request_id, &timestamp)
-            .finish();
-        let content_length = plan.content_length();
-        let fault = SpoolFault::default();
-        let url = format!("{}{}", self.base_url, endpoint.path());
-        tracing::info!(
-            upload_id = %ctx.upload_id,
-            attempt = ctx.attempt,
-            endpoint = endpoint.name(),
-            request_id = %request_id,
-            content_length,
-            "finext: sending"
-        );
-        let sent = self
-            .http
-            .post(&url)
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::AUTHORIZATION, self.authorization.clone())
-            .header(header::CONTENT_LENGTH, content_length)
-            .body(reqwest::Body::wrap_stream(plan.into_stream(fault.clone())))
-            .send()
-            .await;
-        let response = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                if let Some(what) = fault.get() {
-                    return Outcome::rejected(Problem::internal(format!("finext: {what}")), None);
-                }
-                return outcome::transport_failure(&e, self.config.timeout);
-            }
-        };
-        let status = response.status();
-        let headers = response.headers().clone();
-        // At most `MAX_ERROR_BODY` bytes of the answer (Finext's answers are tiny JSON objects).
-        let body = match read_bounded(response.bytes_stream(), MAX_ERROR_BODY).await {
-            Ok(b) => b,
-            Err(e) => return outcome::transport_failure(&e, self.config.timeout),
-        };
-        let result = outcome::interpret(
-            status,
-            &headers,
-            &body,
-            &outcome::Attempt {
-                endpoint,
-                username: &submission.username,
-                request_id: &request_id,
-            },
-        );
-        tracing::info!(
-            upload_id = %ctx.upload_id,
-            endpoint = endpoint.name(),
-            request_id = %request_id,
-            status = status.as_u16(),
-            delivered = matches!(result, Outcome::Delivered { .. }),
-            final_ = result.is_final(),
-            "finext: answered"
-        );
-        result
+        match self.send(ctx, &submission, front, back, &request_id).await {
+            Ok(response) => self.answer(ctx, &submission, &request_id, response).await,
+            Err(outcome) => outcome,
+        }
     }
 }

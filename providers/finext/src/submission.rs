@@ -192,8 +192,44 @@ enum Kind {
 /// Check the frontend's fields against Finext's rules as of `today` (UTC).
 pub fn validate(fields: &Fields, today: Date) -> Result<Submission, Problem> {
     let mut errors = Vec::new();
+    let kind = parse_kind(fields, &mut errors);
+    check_unknown_fields(fields, kind, &mut errors);
+    let username = required(fields, "username", &mut errors)
+        .and_then(|u| text(u, "username", 128, false, &mut errors));
+    let resubmit = parse_resubmit(fields, kind, &mut errors);
 
-    let kind = match required(fields, "kind", &mut errors) {
+    // With `kind` unknown (absent or invalid) the fields that did arrive are still checked,
+    // but none is reported missing: which ones are needed depends on the kind.
+    let address = if kind != Some(Kind::Id) {
+        address_proof(fields, kind, resubmit, today, &mut errors)
+    } else {
+        None
+    };
+    let id = if kind != Some(Kind::Address) {
+        id_proof(fields, kind, today, &mut errors)
+    } else {
+        None
+    };
+
+    if !errors.is_empty() {
+        return Err(Problem::invalid_metadata(errors));
+    }
+    let proof = match kind {
+        Some(Kind::Address) => address,
+        Some(Kind::Id) => id,
+        None => None,
+    };
+    match (username, proof) {
+        (Some(username), Some(proof)) => Ok(Submission { username, proof }),
+        // Unreachable in practice: every missing piece above recorded an error.
+        _ => Err(Problem::internal(
+            "finext: metadata incomplete without a reported error",
+        )),
+    }
+}
+
+fn parse_kind(fields: &Fields, errors: &mut Vec<FieldError>) -> Option<Kind> {
+    match required(fields, "kind", errors) {
         Some(k) if k.eq_ignore_ascii_case("address") => Some(Kind::Address),
         Some(k) if k.eq_ignore_ascii_case("id") => Some(Kind::Id),
         Some(_) => {
@@ -201,8 +237,11 @@ pub fn validate(fields: &Fields, today: Date) -> Result<Submission, Problem> {
             None
         }
         None => None,
-    };
+    }
+}
 
+/// Report fields no kind knows; a field of the other kind is named as such.
+fn check_unknown_fields(fields: &Fields, kind: Option<Kind>, errors: &mut Vec<FieldError>) {
     let known: Vec<&str> = match kind {
         Some(Kind::Address) => COMMON_FIELDS
             .iter()
@@ -225,10 +264,9 @@ pub fn validate(fields: &Fields, today: Date) -> Result<Submission, Problem> {
         }
         errors.push(e);
     }
+}
 
-    let username = required(fields, "username", &mut errors)
-        .and_then(|u| text(u, "username", 128, false, &mut errors));
-
+fn parse_resubmit(fields: &Fields, kind: Option<Kind>, errors: &mut Vec<FieldError>) -> bool {
     let resubmit = match optional(fields, "resubmit") {
         None => false,
         Some(v) if v.eq_ignore_ascii_case("true") => true,
@@ -244,115 +282,88 @@ pub fn validate(fields: &Fields, today: Date) -> Result<Submission, Problem> {
             "only address proofs can be re-submitted (Finext has no updateIDProof)",
         ));
     }
+    resubmit
+}
 
-    // With `kind` unknown (absent or invalid) the fields that did arrive are still checked,
-    // but none is reported missing: which ones are needed depends on the kind.
-    let want_address = kind != Some(Kind::Id);
-    let want_id = kind != Some(Kind::Address);
-    let need = |k: Kind| kind == Some(k);
-
-    let mut address = None;
-    if want_address {
-        let get = |name: &str, errors: &mut Vec<FieldError>| {
-            if need(Kind::Address) {
-                required(fields, name, errors)
-            } else {
-                optional(fields, name)
-            }
-        };
-        let address_type = get("address_type", &mut errors)
-            .and_then(|v| vocabulary::<AddressType>("address_type", v, &mut errors));
-        let issued_by = get("address_issued_by", &mut errors)
-            .and_then(|v| text(v, "address_issued_by", 255, true, &mut errors));
-        let issued_date = get("address_issued_date", &mut errors)
-            .and_then(|v| date("address_issued_date", v, &mut errors))
-            .and_then(|d| {
-                check_date(
-                    "address_issued_date",
-                    d,
-                    dates::address_issued_date_problem(d, today),
-                    &mut errors,
-                )
-            });
-        let language = get("address_language", &mut errors)
-            .and_then(|v| vocabulary::<Language>("address_language", v, &mut errors));
-        if let (Some(address_type), Some(issued_by), Some(issued_date), Some(language)) =
-            (address_type, issued_by, issued_date, language)
-        {
-            address = Some(Proof::Address {
-                resubmit,
-                address_type,
-                address_issued_by: issued_by,
-                address_issued_date: issued_date,
-                address_language: language,
-            });
-        }
+/// The value of `name`, reported missing only when `kind` is known to need it.
+fn field_for<'a>(
+    fields: &'a Fields,
+    name: &str,
+    needed: bool,
+    errors: &mut Vec<FieldError>,
+) -> Option<&'a str> {
+    if needed {
+        required(fields, name, errors)
+    } else {
+        optional(fields, name)
     }
+}
 
-    let mut id = None;
-    if want_id {
-        let get = |name: &str, errors: &mut Vec<FieldError>| {
-            if need(Kind::Id) {
-                required(fields, name, errors)
-            } else {
-                optional(fields, name)
-            }
-        };
-        let id_type = get("id_type", &mut errors)
-            .and_then(|v| vocabulary::<IdType>("id_type", v, &mut errors));
-        let id_number =
-            get("id_number", &mut errors).and_then(|v| text(v, "id_number", 64, true, &mut errors));
-        let issued_by =
-            get("issued_by", &mut errors).and_then(|v| country("issued_by", v, &mut errors));
-        let language = get("language", &mut errors)
-            .and_then(|v| vocabulary::<Language>("language", v, &mut errors));
-        // Dates are required unless the id type is known not to need them.
-        let dates_required = need(Kind::Id) && id_type.is_some_and(IdType::needs_dates);
-        let id_date =
-            |name: &str, rule: fn(Date, Date) -> Option<String>, errors: &mut Vec<FieldError>| {
-                let raw = if dates_required {
-                    required(fields, name, errors)
-                } else {
-                    optional(fields, name)
-                };
-                raw.and_then(|v| date(name, v, errors))
-                    .and_then(|d| check_date(name, d, rule(d, today), errors))
-            };
-        let issued_date = id_date("issued_date", dates::id_issued_date_problem, &mut errors);
-        let expiration_date = id_date(
-            "expiration_date",
-            dates::expiration_date_problem,
-            &mut errors,
-        );
-        if let (Some(id_type), Some(id_number), Some(issued_by), Some(language)) =
-            (id_type, id_number, issued_by, language)
-        {
-            id = Some(Proof::Id {
-                id_type,
-                id_number,
-                issued_by,
-                issued_date,
-                expiration_date,
-                language,
-            });
-        }
-    }
+fn address_proof(
+    fields: &Fields,
+    kind: Option<Kind>,
+    resubmit: bool,
+    today: Date,
+    errors: &mut Vec<FieldError>,
+) -> Option<Proof> {
+    let needed = kind == Some(Kind::Address);
+    let address_type = field_for(fields, "address_type", needed, errors)
+        .and_then(|v| vocabulary::<AddressType>("address_type", v, errors));
+    let issued_by = field_for(fields, "address_issued_by", needed, errors)
+        .and_then(|v| text(v, "address_issued_by", 255, true, errors));
+    let issued_date = field_for(fields, "address_issued_date", needed, errors)
+        .and_then(|v| date("address_issued_date", v, errors))
+        .and_then(|d| {
+            check_date(
+                "address_issued_date",
+                d,
+                dates::address_issued_date_problem(d, today),
+                errors,
+            )
+        });
+    let language = field_for(fields, "address_language", needed, errors)
+        .and_then(|v| vocabulary::<Language>("address_language", v, errors));
+    Some(Proof::Address {
+        resubmit,
+        address_type: address_type?,
+        address_issued_by: issued_by?,
+        address_issued_date: issued_date?,
+        address_language: language?,
+    })
+}
 
-    if !errors.is_empty() {
-        return Err(Problem::invalid_metadata(errors));
-    }
-    let proof = match kind {
-        Some(Kind::Address) => address,
-        Some(Kind::Id) => id,
-        None => None,
+fn id_proof(
+    fields: &Fields,
+    kind: Option<Kind>,
+    today: Date,
+    errors: &mut Vec<FieldError>,
+) -> Option<Proof> {
+    let needed = kind == Some(Kind::Id);
+    let id_type = field_for(fields, "id_type", needed, errors)
+        .and_then(|v| vocabulary::<IdType>("id_type", v, errors));
+    let id_number = field_for(fields, "id_number", needed, errors)
+        .and_then(|v| text(v, "id_number", 64, true, errors));
+    let issued_by = field_for(fields, "issued_by", needed, errors)
+        .and_then(|v| country("issued_by", v, errors));
+    let language = field_for(fields, "language", needed, errors)
+        .and_then(|v| vocabulary::<Language>("language", v, errors));
+    // Dates are required unless the id type is known not to need them.
+    let dates_required = needed && id_type.is_some_and(IdType::needs_dates);
+    let id_date = |name: &str, rule: fn(Date, Date) -> Option<String>, errors: &mut Vec<_>| {
+        field_for(fields, name, dates_required, errors)
+            .and_then(|v| date(name, v, errors))
+            .and_then(|d| check_date(name, d, rule(d, today), errors))
     };
-    match (username, proof) {
-        (Some(username), Some(proof)) => Ok(Submission { username, proof }),
-        // Unreachable in practice: every missing piece above recorded an error.
-        _ => Err(Problem::internal(
-            "finext: metadata incomplete without a reported error",
-        )),
-    }
+    let issued_date = id_date("issued_date", dates::id_issued_date_problem, errors);
+    let expiration_date = id_date("expiration_date", dates::expiration_date_problem, errors);
+    Some(Proof::Id {
+        id_type: id_type?,
+        id_number: id_number?,
+        issued_by: issued_by?,
+        issued_date,
+        expiration_date,
+        language: language?,
+    })
 }
 
 fn vocabulary<V: Vocabulary>(field: &str, value: &str, errors: &mut Vec<FieldError>) -> Option<V> {

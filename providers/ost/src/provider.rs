@@ -355,61 +355,12 @@ impl Provider for OstProvider {
         let mut keys = Map::new();
         let mut refreshed = false;
         loop {
-            let targets = match self.presigned_put(&pending).await {
-                Ok(t) => t,
-                Err(e) => return api_outcome(e),
+            let round = match self.put_round(pending, &mut keys).await {
+                Ok(round) => round,
+                Err(outcome) => return outcome,
             };
-            let mut refused = Vec::new();
-            let mut last_refusal = None;
-            for doc in pending {
-                let Some(target) = targets.get(&doc.meta.slot) else {
-                    return Outcome::rejected(
-                        malformed_answer("for-put", "a slot is missing"),
-                        Some(200),
-                    );
-                };
-                match self.put_document(target, doc).await {
-                    Ok(()) => {
-                        keys.insert(doc.meta.slot.clone(), Value::String(target.key.clone()));
-                    }
-                    Err(PutError::UrlRefused { status, summary }) => {
-                        tracing::info!(slot = %doc.meta.slot, status, "S3 refused a presigned URL");
-                        refused.push(doc);
-                        last_refusal = Some((status, summary));
-                    }
-                    Err(PutError::Refused { status, summary }) => {
-                        return Outcome::rejected(
-                            Problem::provider_rejected(Some(status), summary),
-                            Some(status),
-                        )
-                    }
-                    Err(PutError::Transient {
-                        status,
-                        reason,
-                        after,
-                    }) => {
-                        return Outcome::RetryLater {
-                            after,
-                            reason,
-                            upstream_status: status,
-                        }
-                    }
-                }
-            }
-            match last_refusal {
-                None => {
-                    // The S3 keys are the tenant's: only it may name them in a KYC submission.
-                    let owned = keys
-                        .values()
-                        .filter_map(Value::as_str)
-                        .map(|k| OwnedRef::new(kyc::KEY_REF, k))
-                        .collect();
-                    return Outcome::Delivered {
-                        reference: Value::Object(keys),
-                        owned,
-                        upstream_status: Some(200),
-                    };
-                }
+            match round.last_refusal {
+                None => return delivered(keys),
                 Some((status, summary)) if refreshed => {
                     return Outcome::rejected(
                         Problem::provider_rejected(
@@ -421,10 +372,83 @@ impl Provider for OstProvider {
                 }
                 Some(_) => {
                     refreshed = true;
-                    pending = refused;
+                    pending = round.refused;
                 }
             }
         }
+    }
+}
+
+/// The documents whose presigned URL S3 refused in one round, and the last refusal.
+struct Round<'a> {
+    refused: Vec<&'a Document>,
+    last_refusal: Option<(u16, String)>,
+}
+
+impl OstProvider {
+    /// Fetch URLs for `pending` and put each document; the S3 key of each stored document
+    /// goes into `keys`. An outcome ends the delivery.
+    async fn put_round<'a>(
+        &self,
+        pending: Vec<&'a Document>,
+        keys: &mut Map<String, Value>,
+    ) -> Result<Round<'a>, Outcome> {
+        let targets = self.presigned_put(&pending).await.map_err(api_outcome)?;
+        let mut round = Round {
+            refused: Vec::new(),
+            last_refusal: None,
+        };
+        for doc in pending {
+            let Some(target) = targets.get(&doc.meta.slot) else {
+                return Err(Outcome::rejected(
+                    malformed_answer("for-put", "a slot is missing"),
+                    Some(200),
+                ));
+            };
+            match self.put_document(target, doc).await {
+                Ok(()) => {
+                    keys.insert(doc.meta.slot.clone(), Value::String(target.key.clone()));
+                }
+                Err(PutError::UrlRefused { status, summary }) => {
+                    tracing::info!(slot = %doc.meta.slot, status, "S3 refused a presigned URL");
+                    round.refused.push(doc);
+                    round.last_refusal = Some((status, summary));
+                }
+                Err(PutError::Refused { status, summary }) => {
+                    return Err(Outcome::rejected(
+                        Problem::provider_rejected(Some(status), summary),
+                        Some(status),
+                    ))
+                }
+                Err(PutError::Transient {
+                    status,
+                    reason,
+                    after,
+                }) => {
+                    return Err(Outcome::RetryLater {
+                        after,
+                        reason,
+                        upstream_status: status,
+                    })
+                }
+            }
+        }
+        Ok(round)
+    }
+}
+
+/// Every document is stored; `keys` maps each slot to its S3 key.
+fn delivered(keys: Map<String, Value>) -> Outcome {
+    // The S3 keys are the tenant's: only it may name them in a KYC submission.
+    let owned = keys
+        .values()
+        .filter_map(Value::as_str)
+        .map(|k| OwnedRef::new(kyc::KEY_REF, k))
+        .collect();
+    Outcome::Delivered {
+        reference: Value::Object(keys),
+        owned,
+        upstream_status: Some(200),
     }
 }
 

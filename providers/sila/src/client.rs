@@ -52,6 +52,89 @@ struct Inner {
     http: reqwest::Client,
 }
 
+/// The app key and the user keystore; an OAuth2 token alongside is a conflict.
+fn ecdsa_credentials(config: &SilaConfig) -> Result<Credentials, SilaConfigError> {
+    const MODE: &str = "ecdsa";
+    if config.oauth_token.is_some() {
+        return Err(SilaConfigError::Conflicting {
+            mode: MODE,
+            key: "oauth_token",
+        });
+    }
+    let key = config
+        .app_private_key
+        .as_ref()
+        .ok_or(SilaConfigError::Missing {
+            mode: MODE,
+            key: "app_private_key",
+        })?;
+    let app = PrivateKey::from_hex(key.expose()).map_err(SilaConfigError::AppKey)?;
+    let path = config
+        .user_keystore
+        .as_ref()
+        .ok_or(SilaConfigError::Missing {
+            mode: MODE,
+            key: "user_keystore",
+        })?;
+    Ok(Credentials::Ecdsa {
+        app,
+        users: Keystore::open(path)?,
+    })
+}
+
+/// The token source; ECDSA keys alongside are a conflict.
+fn oauth2_credentials(config: &SilaConfig) -> Result<Credentials, SilaConfigError> {
+    const MODE: &str = "oauth2";
+    for (present, key) in [
+        (config.app_private_key.is_some(), "app_private_key"),
+        (config.user_keystore.is_some(), "user_keystore"),
+    ] {
+        if present {
+            return Err(SilaConfigError::Conflicting { mode: MODE, key });
+        }
+    }
+    let source = config
+        .oauth_token
+        .as_ref()
+        .ok_or(SilaConfigError::Missing {
+            mode: MODE,
+            key: "oauth_token",
+        })?;
+    Ok(Credentials::OAuth2 {
+        token: TokenSource::open(source)?,
+    })
+}
+
+fn http_client(config: &SilaConfig) -> Result<reqwest::Client, SilaConfigError> {
+    reqwest::Client::builder()
+        .connect_timeout(at_least_a_second_if_zero(config.connect_timeout))
+        .timeout(at_least_a_second_if_zero(config.request_timeout))
+        .user_agent(concat!("docgate-sila/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| SilaConfigError::HttpClient(e.to_string()))
+}
+
+fn upload_policy(config: &SilaConfig) -> UploadPolicy {
+    UploadPolicy {
+        min_document_bytes: 1,
+        max_document_bytes: config.max_request_bytes,
+        // Documents alone may not exceed Sila's request limit; the exact check, framing
+        // and metadata included, is `check`. With this, the gateway refuses a request
+        // whose Content-Length already exceeds the limit before reading its body.
+        max_request_bytes: config.max_request_bytes,
+        accepted: SUPPORTED_MEDIA_TYPES
+            .iter()
+            .filter_map(|m| MediaRange::parse(m).ok())
+            .collect(),
+        digests: DigestSet::SHA256,
+        slots: Slots::Free {
+            max: config.max_documents,
+        },
+        zip: None,
+        refuse_active_content: true,
+    }
+}
+
 impl SilaProvider {
     /// Check the configuration and load the credentials (the keystore's permissions too).
     pub fn new(config: SilaConfig) -> Result<SilaProvider, SilaConfigError> {
@@ -72,80 +155,11 @@ impl SilaProvider {
             return Err(SilaConfigError::Limits);
         }
         let credentials = match config.auth {
-            AuthMode::Ecdsa => {
-                const MODE: &str = "ecdsa";
-                if config.oauth_token.is_some() {
-                    return Err(SilaConfigError::Conflicting {
-                        mode: MODE,
-                        key: "oauth_token",
-                    });
-                }
-                let key = config
-                    .app_private_key
-                    .as_ref()
-                    .ok_or(SilaConfigError::Missing {
-                        mode: MODE,
-                        key: "app_private_key",
-                    })?;
-                let app = PrivateKey::from_hex(key.expose()).map_err(SilaConfigError::AppKey)?;
-                let path = config
-                    .user_keystore
-                    .as_ref()
-                    .ok_or(SilaConfigError::Missing {
-                        mode: MODE,
-                        key: "user_keystore",
-                    })?;
-                Credentials::Ecdsa {
-                    app,
-                    users: Keystore::open(path)?,
-                }
-            }
-            AuthMode::OAuth2 => {
-                const MODE: &str = "oauth2";
-                for (present, key) in [
-                    (config.app_private_key.is_some(), "app_private_key"),
-                    (config.user_keystore.is_some(), "user_keystore"),
-                ] {
-                    if present {
-                        return Err(SilaConfigError::Conflicting { mode: MODE, key });
-                    }
-                }
-                let source = config
-                    .oauth_token
-                    .as_ref()
-                    .ok_or(SilaConfigError::Missing {
-                        mode: MODE,
-                        key: "oauth_token",
-                    })?;
-                Credentials::OAuth2 {
-                    token: TokenSource::open(source)?,
-                }
-            }
+            AuthMode::Ecdsa => ecdsa_credentials(&config)?,
+            AuthMode::OAuth2 => oauth2_credentials(&config)?,
         };
-        let http = reqwest::Client::builder()
-            .connect_timeout(at_least_a_second_if_zero(config.connect_timeout))
-            .timeout(at_least_a_second_if_zero(config.request_timeout))
-            .user_agent(concat!("docgate-sila/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| SilaConfigError::HttpClient(e.to_string()))?;
-        let policy = UploadPolicy {
-            min_document_bytes: 1,
-            max_document_bytes: config.max_request_bytes,
-            // Documents alone may not exceed Sila's request limit; the exact check, framing
-            // and metadata included, is `check`. With this, the gateway refuses a request
-            // whose Content-Length already exceeds the limit before reading its body.
-            max_request_bytes: config.max_request_bytes,
-            accepted: SUPPORTED_MEDIA_TYPES
-                .iter()
-                .filter_map(|m| MediaRange::parse(m).ok())
-                .collect(),
-            digests: DigestSet::SHA256,
-            slots: Slots::Free {
-                max: config.max_documents,
-            },
-            zip: None,
-            refuse_active_content: true,
-        };
+        let http = http_client(&config)?;
+        let policy = upload_policy(&config);
         Ok(SilaProvider {
             inner: Arc::new(Inner {
                 documents_url,

@@ -444,111 +444,10 @@ impl TalerProvider {
         doc: &Document,
         h_body: &[u8; 64],
     ) -> Outcome {
-        let root = ctx.scratch_dir.join(PARTS_DIR);
-        let spool = doc.spool.clone();
-        let first = split_off_reactor(
-            move || spool.blocking_reader(),
-            doc.meta.size,
-            self.upload_limit,
-            root.clone(),
-            "part-".into(),
-        )
-        .await;
-        let mut pending: VecDeque<Part> = match first {
-            Ok(Some(parts)) => parts.into(),
-            Ok(None) => return Outcome::rejected(self.unsplittable(&doc.meta, &[]), None),
+        let done = match self.upload_parts(ctx, payto, doc).await {
+            Ok(done) => done,
             Err(outcome) => return outcome,
         };
-        let mut done: Vec<PartReport> = Vec::new();
-        // Each refusal replaces a part by two or more strictly smaller ones, so this only
-        // guards against an exchange that refuses everything.
-        let mut budget = 4 * zip_entry_count(&doc.meta) + 16;
-        while let Some(part) = pending.pop_front() {
-            if budget == 0 {
-                return Outcome::rejected(
-                    self.unsplittable(&doc.meta, &done)
-                        .with_detail("the exchange kept refusing the parts of the split ZIP"),
-                    None,
-                );
-            }
-            budget -= 1;
-            let body = match tokio::fs::File::open(&part.path).await {
-                Ok(f) => reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
-                    f,
-                    docgate_core::spool::BLOCK,
-                )),
-                Err(e) => {
-                    return Outcome::retry(
-                        format!("ZIP part {} cannot be read: {e}", part.name),
-                        None,
-                    )
-                }
-            };
-            let answer = self
-                .post(Upload {
-                    payto,
-                    h_body: part.sha512,
-                    len: part.size,
-                    media_type: "application/zip",
-                    body,
-                })
-                .await;
-            match answer {
-                Answer::Stored(_) => done.push(PartReport::of(&part, "stored")),
-                Answer::AlreadyStored => done.push(PartReport::of(&part, "already_stored")),
-                Answer::TooLarge(_) if part.entries.len() >= 2 => {
-                    let path = part.path.clone();
-                    let smaller = split_off_reactor(
-                        move || std::fs::File::open(&path).map(std::io::BufReader::new),
-                        part.size,
-                        self.upload_limit,
-                        root.join(&part.name),
-                        format!("{}.", part.name),
-                    )
-                    .await;
-                    match smaller {
-                        Ok(Some(parts)) => {
-                            parts.into_iter().rev().for_each(|p| pending.push_front(p))
-                        }
-                        Ok(None) => {
-                            return Outcome::rejected(self.unsplittable(&doc.meta, &done), None)
-                        }
-                        Err(outcome) => return outcome,
-                    }
-                }
-                Answer::TooLarge(_) => {
-                    let entry = part.entries.first().cloned().unwrap_or_default();
-                    return Outcome::rejected(
-                        self.unsplittable(&doc.meta, &done)
-                            .with_extra("entry", entry),
-                        None,
-                    );
-                }
-                Answer::Refused(refusal) => {
-                    return Outcome::rejected(
-                        self.rejection(&refusal)
-                            .with_extra("part", part.name.as_str())
-                            .with_extra("parts", parts_value(&done)),
-                        None,
-                    )
-                }
-                Answer::Transient {
-                    after,
-                    reason,
-                    status,
-                } => {
-                    return Outcome::RetryLater {
-                        after,
-                        reason: format!(
-                            "ZIP part {} of a split upload ({} parts stored so far): {reason}",
-                            part.name,
-                            done.len()
-                        ),
-                        upstream_status: status,
-                    }
-                }
-            }
-        }
         let mut reference = self.reference(h_body, &doc.meta);
         reference["split"] = Value::Bool(true);
         reference["parts"] = parts_value(&done);
@@ -557,6 +456,128 @@ impl TalerProvider {
         } else {
             Outcome::delivered(reference, Some(204))
         }
+    }
+
+    /// Upload the parts of the split document in order; what each part became, or the
+    /// outcome that ends the delivery.
+    async fn upload_parts(
+        &self,
+        ctx: &DeliveryContext,
+        payto: &Payto,
+        doc: &Document,
+    ) -> Result<Vec<PartReport>, Outcome> {
+        let root = ctx.scratch_dir.join(PARTS_DIR);
+        let mut pending = self.split_document(doc, &root).await?;
+        let mut done: Vec<PartReport> = Vec::new();
+        // Each refusal replaces a part by two or more strictly smaller ones, so this only
+        // guards against an exchange that refuses everything.
+        let mut budget = 4 * zip_entry_count(&doc.meta) + 16;
+        while let Some(part) = pending.pop_front() {
+            if budget == 0 {
+                return Err(Outcome::rejected(
+                    self.unsplittable(&doc.meta, &done)
+                        .with_detail("the exchange kept refusing the parts of the split ZIP"),
+                    None,
+                ));
+            }
+            budget -= 1;
+            let answer = self.post_part(payto, &part).await?;
+            match answer {
+                Answer::Stored(_) => done.push(PartReport::of(&part, "stored")),
+                Answer::AlreadyStored => done.push(PartReport::of(&part, "already_stored")),
+                Answer::TooLarge(_) if part.entries.len() >= 2 => {
+                    let smaller = self.split_part(&part, &root).await?;
+                    let Some(smaller) = smaller else {
+                        return Err(Outcome::rejected(self.unsplittable(&doc.meta, &done), None));
+                    };
+                    smaller
+                        .into_iter()
+                        .rev()
+                        .for_each(|p| pending.push_front(p));
+                }
+                Answer::TooLarge(_) => {
+                    let entry = part.entries.first().cloned().unwrap_or_default();
+                    let problem = self.unsplittable(&doc.meta, &done);
+                    return Err(Outcome::rejected(problem.with_extra("entry", entry), None));
+                }
+                Answer::Refused(refusal) => {
+                    let problem = self
+                        .rejection(&refusal)
+                        .with_extra("part", part.name.as_str())
+                        .with_extra("parts", parts_value(&done));
+                    return Err(Outcome::rejected(problem, None));
+                }
+                Answer::Transient {
+                    after,
+                    reason,
+                    status,
+                } => return Err(part_retry_later(&part, &done, after, reason, status)),
+            }
+        }
+        Ok(done)
+    }
+
+    /// The first split of the refused document, its parts under `root`.
+    async fn split_document(
+        &self,
+        doc: &Document,
+        root: &std::path::Path,
+    ) -> Result<VecDeque<Part>, Outcome> {
+        let spool = doc.spool.clone();
+        let first = split_off_reactor(
+            move || spool.blocking_reader(),
+            doc.meta.size,
+            self.upload_limit,
+            root.to_path_buf(),
+            "part-".into(),
+        )
+        .await?;
+        match first {
+            Some(parts) => Ok(parts.into()),
+            None => Err(Outcome::rejected(self.unsplittable(&doc.meta, &[]), None)),
+        }
+    }
+
+    /// Stream one part file to the exchange.
+    async fn post_part(&self, payto: &Payto, part: &Part) -> Result<Answer, Outcome> {
+        let body = match tokio::fs::File::open(&part.path).await {
+            Ok(f) => reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+                f,
+                docgate_core::spool::BLOCK,
+            )),
+            Err(e) => {
+                return Err(Outcome::retry(
+                    format!("ZIP part {} cannot be read: {e}", part.name),
+                    None,
+                ))
+            }
+        };
+        Ok(self
+            .post(Upload {
+                payto,
+                h_body: part.sha512,
+                len: part.size,
+                media_type: "application/zip",
+                body,
+            })
+            .await)
+    }
+
+    /// Split a part the exchange refused as too large; its pieces go under `root/<name>`.
+    async fn split_part(
+        &self,
+        part: &Part,
+        root: &std::path::Path,
+    ) -> Result<Option<Vec<Part>>, Outcome> {
+        let path = part.path.clone();
+        split_off_reactor(
+            move || std::fs::File::open(&path).map(std::io::BufReader::new),
+            part.size,
+            self.upload_limit,
+            root.join(&part.name),
+            format!("{}.", part.name),
+        )
+        .await
     }
 
     fn unsplittable(&self, meta: &DocumentMeta, done: &[PartReport]) -> Problem {
@@ -573,6 +594,25 @@ impl TalerProvider {
             p = p.with_extra("parts", parts_value(done));
         }
         p
+    }
+}
+
+/// The exchange asked to wait while a split upload was under way.
+fn part_retry_later(
+    part: &Part,
+    done: &[PartReport],
+    after: Option<Duration>,
+    reason: String,
+    status: Option<u16>,
+) -> Outcome {
+    Outcome::RetryLater {
+        after,
+        reason: format!(
+            "ZIP part {} of a split upload ({} parts stored so far): {reason}",
+            part.name,
+            done.len()
+        ),
+        upstream_status: status,
     }
 }
 

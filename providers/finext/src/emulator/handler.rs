@@ -31,10 +31,10 @@ use tokio::io::AsyncWriteExt;
 
 use super::{
     codes::{self, Refusal},
-    rules,
-    scan::{scan, ScanSpec, Scanned},
+    rules::{self, CheckedDocument},
+    scan::{scan, DecodedDocument, ScanSpec, Scanned},
     state::StoredSubmission,
-    App,
+    App, Settings,
 };
 use crate::{
     base64_stream::encoded_len,
@@ -176,7 +176,30 @@ fn verify_and_store(
         prefix,
         at_ms: now,
     } = *request;
-    let settings = &app.settings;
+    check_headers(headers, &app.settings)?;
+    let Scanned { texts, documents } = scan_body(app, endpoint, raw, prefix, temps)?;
+    let signed = check_signed_fields(&app.settings, &texts, now)?;
+    claim_request_id(app, &signed.request_id, now)?;
+
+    if endpoint == Endpoint::GetAddressKycStatus {
+        let status = app.ledger().address_status(&signed.username);
+        return Ok(Some(serde_json::json!({ "status": status })));
+    }
+
+    rules::check_fields(
+        endpoint,
+        &texts,
+        &documents,
+        app.settings.date_format,
+        dates::today_utc(),
+    )?;
+    let checked = rules::check_documents(endpoint, &texts, &documents)?;
+    store_submission(app, endpoint, texts, &documents, &checked, signed, now)?;
+    Ok(None)
+}
+
+/// The `authorization` header, then the Content-Type.
+fn check_headers(headers: &HeaderMap, settings: &Settings) -> Result<(), Refusal> {
     let authorized = headers
         .get(header::AUTHORIZATION)
         .is_some_and(|v| constant_time_eq(v.as_bytes(), settings.authorization.as_bytes()));
@@ -193,8 +216,12 @@ fn verify_and_store(
             "Content-Type must be application/json".into(),
         ));
     }
+    Ok(())
+}
 
-    let (documents, texts): (&[&str], Vec<&str>) = match endpoint {
+/// The document fields and the text fields `endpoint` reads.
+fn fields_of(endpoint: Endpoint) -> (&'static [&'static str], Vec<&'static str>) {
+    match endpoint {
         Endpoint::AddAddressProof | Endpoint::UpdateAddressProof => (
             &["address_proof_front", "address_proof_back"],
             COMMON.iter().chain(&ADDRESS_TEXTS).copied().collect(),
@@ -204,7 +231,18 @@ fn verify_and_store(
             COMMON.iter().chain(&ID_TEXTS).copied().collect(),
         ),
         Endpoint::GetAddressKycStatus => (&[], COMMON.to_vec()),
-    };
+    }
+}
+
+/// Scan the spooled body into text fields and decoded document files, then remove it.
+fn scan_body(
+    app: &App,
+    endpoint: Endpoint,
+    raw: &Path,
+    prefix: &str,
+    temps: &mut TempFiles,
+) -> Result<Scanned, Refusal> {
+    let (documents, texts) = fields_of(endpoint);
     // Decoded documents are created as the scan finds them; register their paths for
     // removal up front so a refusal leaves nothing behind.
     for field in documents {
@@ -216,23 +254,37 @@ fn verify_and_store(
         documents,
         texts: &texts,
         max_text: MAX_TEXT,
-        max_document_bytes: settings.max_document_bytes,
+        max_document_bytes: app.settings.max_document_bytes,
         out_dir: &app.dirs.tmp,
         prefix,
     };
     let file =
         fs::File::open(raw).map_err(|e| Refusal::Internal(format!("reopening the body: {e}")))?;
-    let Scanned { texts, documents } = scan(BufReader::with_capacity(256 * 1024, file), &spec)
-        .map_err(|e| match e {
-            super::scan::ScanError::Io(io) => Refusal::Internal(format!("reading the body: {io}")),
-            e @ (super::scan::ScanError::NotAString(_) | super::scan::ScanError::TooLong(..)) => {
-                Refusal::InvalidField(e.to_string())
-            }
-            e => Refusal::Malformed(e.to_string()),
-        })?;
+    let scanned = scan(BufReader::with_capacity(256 * 1024, file), &spec).map_err(|e| match e {
+        super::scan::ScanError::Io(io) => Refusal::Internal(format!("reading the body: {io}")),
+        e @ (super::scan::ScanError::NotAString(_) | super::scan::ScanError::TooLong(..)) => {
+            Refusal::InvalidField(e.to_string())
+        }
+        e => Refusal::Malformed(e.to_string()),
+    })?;
     // The raw body is no longer needed; free the disk space before storing documents.
     let _ = fs::remove_file(raw);
+    Ok(scanned)
+}
 
+/// The signed fields of a request that passed [`check_signed_fields`].
+struct Signed {
+    request_id: String,
+    username: String,
+}
+
+/// `api_key`, presence of the common fields, `request_id`, the timestamp window and `sign`,
+/// in that order.
+fn check_signed_fields(
+    settings: &Settings,
+    texts: &BTreeMap<String, String>,
+    now: i64,
+) -> Result<Signed, Refusal> {
     let text = |name: &str| texts.get(name).map(String::as_str).unwrap_or("");
     if !constant_time_eq(text("api_key").as_bytes(), settings.api_key.as_bytes()) {
         if text("api_key").is_empty() {
@@ -246,6 +298,27 @@ fn verify_and_store(
         }
     }
     let request_id = text("request_id").to_owned();
+    check_request_id(&request_id)?;
+    let timestamp = text("timestamp");
+    check_timestamp(timestamp, now, settings.timestamp_window_ms)?;
+    let username = text("username").to_owned();
+    let expected = sign(
+        &settings.api_key,
+        &username,
+        timestamp,
+        &settings.secret,
+        &request_id,
+    );
+    if !constant_time_eq(text("sign").as_bytes(), expected.as_bytes()) {
+        return Err(Refusal::BadSign);
+    }
+    Ok(Signed {
+        request_id,
+        username,
+    })
+}
+
+fn check_request_id(request_id: &str) -> Result<(), Refusal> {
     let id_len = request_id.chars().count();
     if !(20..=64).contains(&id_len) {
         return Err(Refusal::RequestId(format!(
@@ -260,7 +333,10 @@ fn verify_and_store(
             "must not contain spaces or control characters".into(),
         ));
     }
-    let timestamp = text("timestamp");
+    Ok(())
+}
+
+fn check_timestamp(timestamp: &str, now: i64, window_ms: i64) -> Result<(), Refusal> {
     if timestamp.len() != 13 || !timestamp.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Refusal::Timestamp(
             "must be 13 digits of milliseconds".into(),
@@ -270,54 +346,45 @@ fn verify_and_store(
         .parse::<i64>()
         .map(|t| (now - t).abs())
         .unwrap_or(i64::MAX);
-    if skew > settings.timestamp_window_ms {
+    if skew > window_ms {
         return Err(Refusal::Timestamp(format!(
-            "{skew} ms away from the server clock; at most {} ms are accepted",
-            settings.timestamp_window_ms
+            "{skew} ms away from the server clock; at most {window_ms} ms are accepted"
         )));
     }
-    let username = text("username").to_owned();
-    let expected = sign(
-        &settings.api_key,
-        &username,
-        timestamp,
-        &settings.secret,
-        &request_id,
-    );
-    if !constant_time_eq(text("sign").as_bytes(), expected.as_bytes()) {
-        return Err(Refusal::BadSign);
-    }
+    Ok(())
+}
+
+/// Refuse a `request_id` already seen; otherwise remember it.
+fn claim_request_id(app: &App, request_id: &str, now: i64) -> Result<(), Refusal> {
     let first_use = app
         .replay
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .first_use(&request_id, now)
+        .first_use(request_id, now)
         .map_err(|e| Refusal::Internal(format!("recording the request_id: {e}")))?;
     if !first_use {
         return Err(Refusal::Replayed);
     }
+    Ok(())
+}
 
-    if endpoint == Endpoint::GetAddressKycStatus {
-        let status = app.ledger().address_status(&username);
-        return Ok(Some(serde_json::json!({ "status": status })));
-    }
-
-    rules::check_fields(
-        endpoint,
-        &texts,
-        &documents,
-        settings.date_format,
-        dates::today_utc(),
-    )?;
-    let checked = rules::check_documents(endpoint, &texts, &documents)?;
-
+/// Move the checked documents to `documents/<id>/` and journal the submission.
+fn store_submission(
+    app: &App,
+    endpoint: Endpoint,
+    texts: BTreeMap<String, String>,
+    documents: &BTreeMap<String, DecodedDocument>,
+    checked: &[CheckedDocument],
+    signed: Signed,
+    now: i64,
+) -> Result<(), Refusal> {
     let mut ledger = app.ledger();
     let id = ledger.reserve_id();
     let dir = app.dirs.documents.join(id.to_string());
     let io_err = |e: std::io::Error| Refusal::Internal(format!("storing the documents: {e}"));
     fs::create_dir_all(&dir).map_err(io_err)?;
     let mut stored = Vec::new();
-    for c in &checked {
+    for c in checked {
         let Some(decoded) = documents.get(c.field) else {
             continue;
         };
@@ -336,13 +403,13 @@ fn verify_and_store(
     let submission = StoredSubmission {
         id,
         endpoint,
-        username,
-        request_id,
+        username: signed.username,
+        request_id: signed.request_id,
         received_at_ms: now,
         fields,
         documents: stored,
     };
     tracing::info!(id, endpoint = endpoint.name(), username = %submission.username, "finext emulator: accepted");
     ledger.record(submission).map_err(io_err)?;
-    Ok(None)
+    Ok(())
 }

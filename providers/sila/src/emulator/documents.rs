@@ -133,46 +133,13 @@ async fn accept(
         }
     };
 
-    let received = intake::receive_body(
-        body,
-        &boundary,
-        state.options.max_request_bytes,
-        state.store.tmp_dir(),
-    )
-    .await
-    .map_err(|e| match e {
-        IntakeError::TooLarge { limit } => too_large(limit),
-        IntakeError::DataTooLarge => {
-            failure(StatusCode::PAYLOAD_TOO_LARGE, "The data part is too large.")
-        }
-        IntakeError::Io(e) => {
-            tracing::error!(error = %e, "sila emulator cannot store an upload");
-            failure(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                envelope::message_for(StatusCode::INTERNAL_SERVER_ERROR),
-            )
-        }
-        other => Failure::bad_request(json!({ "body": other.to_string() })),
-    })?;
-
+    let received = receive_multipart(state, body, &boundary).await?;
     let Some(data) = received.data.clone() else {
         return Err(Failure::bad_request(
             json!({"data": "the data part is required"}),
         ));
     };
-    let message: Map<String, Value> = match serde_json::from_slice::<Value>(&data) {
-        Ok(Value::Object(map)) => map,
-        Ok(_) => {
-            return Err(Failure::bad_request(
-                json!({"data": "data must be a JSON object"}),
-            ))
-        }
-        Err(e) => {
-            return Err(Failure::bad_request(
-                json!({"data": format!("data is not valid JSON: {e}")}),
-            ))
-        }
-    };
+    let message = parse_message(&data)?;
     let header = message_header(&message, true)?;
     let reference = header.reference.clone();
     state
@@ -191,21 +158,89 @@ async fn accept(
     let accepted = match_files(&message, &received.files, &state.options.document_types)
         .map_err(|f| f.with_reference(reference.clone()))?;
 
-    let reference = reference.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let user_handle = header.user_handle.clone().unwrap_or_default();
-    let auth = match presented {
-        Presented::Bearer => "oauth2",
-        Presented::Signatures { .. } => "ecdsa",
+    let upload = Upload {
+        reference: reference.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        header: &header,
+        auth: match presented {
+            Presented::Bearer => "oauth2",
+            Presented::Signatures { .. } => "ecdsa",
+        },
+        content_length,
     };
+    let ids = store_files(state, &upload, received.files, accepted).await?;
+    Ok(success_response(&message, upload.reference, ids, started))
+}
+
+/// Stream the multipart body to disk, mapping intake errors to Sila's refusals.
+async fn receive_multipart(
+    state: &EmulatorState,
+    body: Body,
+    boundary: &str,
+) -> Result<intake::Received, Failure> {
+    intake::receive_body(
+        body,
+        boundary,
+        state.options.max_request_bytes,
+        state.store.tmp_dir(),
+    )
+    .await
+    .map_err(|e| match e {
+        IntakeError::TooLarge { limit } => too_large(limit),
+        IntakeError::DataTooLarge => {
+            failure(StatusCode::PAYLOAD_TOO_LARGE, "The data part is too large.")
+        }
+        IntakeError::Io(e) => {
+            tracing::error!(error = %e, "sila emulator cannot store an upload");
+            internal_error()
+        }
+        other => Failure::bad_request(json!({ "body": other.to_string() })),
+    })
+}
+
+fn internal_error() -> Failure {
+    failure(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        envelope::message_for(StatusCode::INTERNAL_SERVER_ERROR),
+    )
+}
+
+/// The `data` part as a JSON object.
+fn parse_message(data: &[u8]) -> Result<Map<String, Value>, Failure> {
+    match serde_json::from_slice::<Value>(data) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(Failure::bad_request(
+            json!({"data": "data must be a JSON object"}),
+        )),
+        Err(e) => Err(Failure::bad_request(
+            json!({"data": format!("data is not valid JSON: {e}")}),
+        )),
+    }
+}
+
+/// What every document of one accepted request shares.
+struct Upload<'a> {
+    reference: String,
+    header: &'a MessageHeader,
+    auth: &'static str,
+    content_length: Option<u64>,
+}
+
+/// Persist each file with its metadata; the new document ids, in part order.
+async fn store_files(
+    state: &EmulatorState,
+    upload: &Upload<'_>,
+    files: Vec<ReceivedFile>,
+    accepted: Vec<FileMeta>,
+) -> Result<Vec<Value>, Failure> {
+    let user_handle = upload.header.user_handle.clone().unwrap_or_default();
     let mut ids = Vec::with_capacity(accepted.len());
-    let mut files = received.files;
     // Parts arrive in the sender's order; ids are returned in that order.
-    for (file, meta) in files.drain(..).zip(accepted) {
+    for (file, meta) in files.into_iter().zip(accepted) {
         let id = uuid::Uuid::new_v4().to_string();
         let stored = StoredDocument {
             document_id: id.clone(),
-            reference: reference.clone(),
-            app_handle: header.app_handle.clone(),
+            reference: upload.reference.clone(),
+            app_handle: upload.header.app_handle.clone(),
             user_handle: user_handle.clone(),
             label: file.label.clone(),
             filename: meta.filename,
@@ -216,8 +251,8 @@ async fn accept(
             mime_type: meta.mime_type,
             sha256: file.sha256.clone(),
             size: file.size,
-            request_content_length: content_length,
-            auth: auth.into(),
+            request_content_length: upload.content_length,
+            auth: upload.auth.into(),
             received_at: time::OffsetDateTime::now_utc().unix_timestamp(),
         };
         let dest = state.store.content_path_of(&stored);
@@ -227,15 +262,21 @@ async fn accept(
         };
         if let Err(e) = saved.await {
             tracing::error!(error = %e, "sila emulator cannot store a document");
-            return Err(failure(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                envelope::message_for(StatusCode::INTERNAL_SERVER_ERROR),
-            ));
+            return Err(internal_error());
         }
         ids.push(Value::String(id));
     }
+    Ok(ids)
+}
 
-    let multi = present(&message, "file_metadata").is_some();
+/// A multi-file request (`file_metadata`) gets a list of ids, a single file just its id.
+fn success_response(
+    message: &Map<String, Value>,
+    reference: String,
+    mut ids: Vec<Value>,
+    started: Instant,
+) -> Response {
+    let multi = present(message, "file_metadata").is_some();
     let mut fields = Map::new();
     fields.insert("reference_id".into(), reference.into());
     if multi {
@@ -244,11 +285,7 @@ async fn accept(
     } else {
         fields.insert("document_id".into(), ids.pop().unwrap_or(Value::Null));
     }
-    Ok(envelope::success(
-        "File uploaded successfully.",
-        started,
-        fields,
-    ))
+    envelope::success("File uploaded successfully.", started, fields)
 }
 
 /// Everything decided from the headers alone: size by Content-Length, credentials present,
@@ -379,24 +416,75 @@ fn check_file(
     document_types: &[String],
 ) -> Result<FileMeta, Map<String, Value>> {
     let mut errors = Map::new();
-    let filename = text(meta, "filename", &mut errors).map(str::to_owned);
-    let hash = text(meta, "hash", &mut errors);
-    let mime_type = text(meta, "mime_type", &mut errors).map(str::to_owned);
-    let document_type = text(meta, "document_type", &mut errors).map(str::to_owned);
-    let name = text(meta, "name", &mut errors).map(str::to_owned);
-    let description = text(meta, "description", &mut errors).map(str::to_owned);
-    let identity_type = text(meta, "identity_type", &mut errors).map(str::to_owned);
-    let require = |key: &str, present: bool, errors: &mut Map<String, Value>| {
-        if !present && !errors.contains_key(key) {
-            errors.insert(key.into(), format!("{key} is required").into());
+    let declared = Declared::read(meta, &mut errors);
+    check_lengths(&declared, &mut errors);
+    check_content(&declared, file, &mut errors);
+    if let Some(t) = &declared.document_type {
+        if !document_types.iter().any(|known| known == t) {
+            errors.insert("document_type".into(), "Invalid document_type".into());
         }
-    };
-    require("filename", filename.is_some(), &mut errors);
-    require("hash", hash.is_some(), &mut errors);
-    require("mime_type", mime_type.is_some(), &mut errors);
-    require("document_type", document_type.is_some(), &mut errors);
+    }
+    match declared {
+        Declared {
+            filename: Some(filename),
+            mime_type: Some(mime_type),
+            document_type: Some(document_type),
+            name,
+            description,
+            identity_type,
+            ..
+        } if errors.is_empty() => Ok(FileMeta {
+            filename,
+            name,
+            description,
+            document_type,
+            identity_type,
+            mime_type,
+        }),
+        _ => Err(errors),
+    }
+}
 
-    if let Some(f) = &filename {
+/// One file's metadata as sent, before its values are checked.
+struct Declared<'a> {
+    filename: Option<String>,
+    hash: Option<&'a str>,
+    mime_type: Option<String>,
+    document_type: Option<String>,
+    name: Option<String>,
+    description: Option<String>,
+    identity_type: Option<String>,
+}
+
+impl<'a> Declared<'a> {
+    /// Read the fields, recording non-strings and missing required ones in `errors`.
+    fn read(meta: &'a Map<String, Value>, errors: &mut Map<String, Value>) -> Self {
+        let owned =
+            |key: &str, errors: &mut Map<String, Value>| text(meta, key, errors).map(str::to_owned);
+        let declared = Declared {
+            filename: owned("filename", errors),
+            hash: text(meta, "hash", errors),
+            mime_type: owned("mime_type", errors),
+            document_type: owned("document_type", errors),
+            name: owned("name", errors),
+            description: owned("description", errors),
+            identity_type: owned("identity_type", errors),
+        };
+        let require = |key: &str, present: bool, errors: &mut Map<String, Value>| {
+            if !present && !errors.contains_key(key) {
+                errors.insert(key.into(), format!("{key} is required").into());
+            }
+        };
+        require("filename", declared.filename.is_some(), errors);
+        require("hash", declared.hash.is_some(), errors);
+        require("mime_type", declared.mime_type.is_some(), errors);
+        require("document_type", declared.document_type.is_some(), errors);
+        declared
+    }
+}
+
+fn check_lengths(declared: &Declared<'_>, errors: &mut Map<String, Value>) {
+    if let Some(f) = &declared.filename {
         let chars = f.chars().count();
         if chars == 0 || chars > MAX_NAME_CHARS {
             errors.insert(
@@ -405,13 +493,15 @@ fn check_file(
             );
         }
     }
-    if name
+    if declared
+        .name
         .as_ref()
         .is_some_and(|n| n.chars().count() > MAX_NAME_CHARS)
     {
         errors.insert("name".into(), "Max allowed length is 100 characters".into());
     }
-    if description
+    if declared
+        .description
         .as_ref()
         .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_CHARS)
     {
@@ -420,10 +510,14 @@ fn check_file(
             "Max allowed length is 255 characters".into(),
         );
     }
+}
+
+/// The bytes against what was declared about them: non-empty, `hash`, `mime_type`.
+fn check_content(declared: &Declared<'_>, file: &ReceivedFile, errors: &mut Map<String, Value>) {
     if file.size == 0 {
         errors.insert("file".into(), "the uploaded file is empty".into());
     }
-    if let Some(hash) = hash {
+    if let Some(hash) = declared.hash {
         if !hash.eq_ignore_ascii_case(&file.sha256) {
             errors.insert(
                 "hash".into(),
@@ -431,7 +525,7 @@ fn check_file(
             );
         }
     }
-    if let Some(declared) = &mime_type {
+    if let Some(declared) = &declared.mime_type {
         let sniffed = docgate_core::media::sniff(&file.head);
         let supported = SUPPORTED_MEDIA_TYPES.contains(&declared.as_str());
         if !supported || sniffed != Some(declared.as_str()) {
@@ -444,23 +538,5 @@ fn check_file(
                 .into(),
             );
         }
-    }
-    if let Some(t) = &document_type {
-        if !document_types.iter().any(|known| known == t) {
-            errors.insert("document_type".into(), "Invalid document_type".into());
-        }
-    }
-    match (filename, mime_type, document_type) {
-        (Some(filename), Some(mime_type), Some(document_type)) if errors.is_empty() => {
-            Ok(FileMeta {
-                filename,
-                name,
-                description,
-                document_type,
-                identity_type,
-                mime_type,
-            })
-        }
-        _ => Err(errors),
     }
 }

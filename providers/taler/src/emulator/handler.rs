@@ -37,7 +37,10 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha512};
 use tokio::io::AsyncWriteExt;
 
-use super::{store::Committed, store::StoredBody, EmulatorErrorCodes, Shared};
+use super::{
+    store::{Committed, StoredBody, TempBody},
+    EmulatorErrorCodes, Shared,
+};
 use crate::{
     crockford,
     payto::Payto,
@@ -235,6 +238,39 @@ async fn check_headers(
     extern_pub: &str,
     headers: &HeaderMap,
 ) -> Result<Checked, Response> {
+    let key = known_key(shared, extern_pub)?;
+    let declared_len = check_content_length(shared, headers)?;
+
+    let payto_raw = required(headers, HEADER_PAYTO)?;
+    Payto::parse(payto_raw)
+        .map_err(|e| malformed("Taler-Customer-Payto is not a payto URI", e.to_string()))?;
+    // The customer is who the signature names: the header as sent, hashed per variant.
+    let customer = h_payto(shared.scheme.payto_hash, payto_raw);
+
+    let content_type = accepted_content_type(shared, headers)?;
+
+    let if_not_match = required(headers, HEADER_IF_NOT_MATCH)?;
+    let h_body: [u8; 64] = crockford::decode_array(if_not_match).map_err(|e| {
+        malformed(
+            "If-Not-Match is not a Crockford base32 SHA-512 hash",
+            e.to_string(),
+        )
+    })?;
+
+    let signature = required(headers, HEADER_SIGNATURE)?;
+    check_signature(shared, &key, &h_body, payto_raw, signature)?;
+    Ok(Checked {
+        extern_pub: extern_pub.to_ascii_uppercase(),
+        payto: payto_raw.to_owned(),
+        customer,
+        content_type,
+        declared_len,
+        h_body,
+    })
+}
+
+/// `$EXTERN_PUB` as a public key the exchange has registered.
+fn known_key(shared: &Shared, extern_pub: &str) -> Result<ed25519_dalek::VerifyingKey, Response> {
     let key = signing::parse_public(extern_pub).ok_or_else(|| {
         malformed(
             "EXTERN_PUB is not a Crockford base32 EdDSA public key",
@@ -251,6 +287,11 @@ async fn check_headers(
             .with_detail(extern_pub.to_owned()),
         ));
     }
+    Ok(key)
+}
+
+/// `Content-Length`: present, a number, within the upload limit and not zero.
+fn check_content_length(shared: &Shared, headers: &HeaderMap) -> Result<u64, Response> {
     let Some(length) = header(headers, header::CONTENT_LENGTH.as_str())? else {
         return Err(taler_error(
             StatusCode::LENGTH_REQUIRED,
@@ -280,151 +321,170 @@ async fn check_headers(
     if declared_len == 0 {
         return Err(malformed("The body is empty.", "Content-Length"));
     }
+    Ok(declared_len)
+}
 
-    let payto_raw = required(headers, HEADER_PAYTO)?;
-    Payto::parse(payto_raw)
-        .map_err(|e| malformed("Taler-Customer-Payto is not a payto URI", e.to_string()))?;
-    // The customer is who the signature names: the header as sent, hashed per variant.
-    let customer = h_payto(shared.scheme.payto_hash, payto_raw);
-
+/// The declared `Content-Type`, normalized, if the exchange accepts it.
+fn accepted_content_type(shared: &Shared, headers: &HeaderMap) -> Result<String, Response> {
     let content_type = required(headers, header::CONTENT_TYPE.as_str())?;
-    let content_type = media::normalize_declared(Some(content_type))
+    media::normalize_declared(Some(content_type))
         .filter(|t| shared.accepted.iter().any(|r| r.matches(t)))
         .ok_or_else(|| {
             malformed(
                 "Content-Type must be application/pdf, audio/*, image/*, video/* or application/zip",
                 content_type.to_owned(),
             )
-        })?;
+        })
+}
 
-    let if_not_match = required(headers, HEADER_IF_NOT_MATCH)?;
-    let h_body: [u8; 64] = crockford::decode_array(if_not_match).map_err(|e| {
-        malformed(
-            "If-Not-Match is not a Crockford base32 SHA-512 hash",
-            e.to_string(),
-        )
-    })?;
-
-    let signature = required(headers, HEADER_SIGNATURE)?;
-    match signing::verify(&key, &shared.scheme, &h_body, payto_raw, signature) {
-        Ok(()) => {}
-        Err(VerifyError::Malformed) => {
-            return Err(malformed(
-                "Taler-Extern-Signature is not a Crockford base32 EdDSA signature",
-                HEADER_SIGNATURE,
-            ))
-        }
-        Err(VerifyError::Invalid) => {
-            return Err(taler_error(
-                StatusCode::FORBIDDEN,
-                ErrorDetail::new(
-                    shared.codes.signature_invalid,
-                    "The signature over the upload is invalid.",
-                )
-                .with_detail(HEADER_SIGNATURE),
-            ))
-        }
+fn check_signature(
+    shared: &Shared,
+    key: &ed25519_dalek::VerifyingKey,
+    h_body: &[u8; 64],
+    payto: &str,
+    signature: &str,
+) -> Result<(), Response> {
+    match signing::verify(key, &shared.scheme, h_body, payto, signature) {
+        Ok(()) => Ok(()),
+        Err(VerifyError::Malformed) => Err(malformed(
+            "Taler-Extern-Signature is not a Crockford base32 EdDSA signature",
+            HEADER_SIGNATURE,
+        )),
+        Err(VerifyError::Invalid) => Err(taler_error(
+            StatusCode::FORBIDDEN,
+            ErrorDetail::new(
+                shared.codes.signature_invalid,
+                "The signature over the upload is invalid.",
+            )
+            .with_detail(HEADER_SIGNATURE),
+        )),
     }
-    Ok(Checked {
-        extern_pub: extern_pub.to_ascii_uppercase(),
-        payto: payto_raw.to_owned(),
-        customer,
-        content_type,
-        declared_len,
-        h_body,
-    })
 }
 
 /// Stream the body to disk while hashing it, verify it, and commit it.
 async fn receive(shared: &Shared, checked: Checked, body: Body) -> Response {
     let temp = shared.store.temp();
-    let file = match tokio::fs::File::create(temp.path()).await {
-        Ok(f) => f,
-        Err(e) => return store_failed(e),
+    let spooled = match spool_body(shared, &checked, body, temp.path()).await {
+        Ok(spooled) => spooled,
+        Err(response) => return response,
     };
+    if spooled.sha512 != checked.h_body {
+        return malformed(
+            "If-Not-Match is not the SHA-512 of the body.",
+            format!("the body hashes to {}", crockford::encode(&spooled.sha512)),
+        );
+    }
+    if let Err(response) = check_body_type(shared, &checked, &spooled.head, temp.path()).await {
+        return response;
+    }
+    commit(shared, &checked, temp, spooled.size).await
+}
+
+/// A body written to its temporary file.
+struct Spooled {
+    size: u64,
+    /// The first bytes, for sniffing the type.
+    head: Vec<u8>,
+    sha512: [u8; 64],
+}
+
+/// Write the body to `path`, hashing it; it must be exactly `Content-Length` bytes and
+/// keep arriving within the idle timeout.
+async fn spool_body(
+    shared: &Shared,
+    checked: &Checked,
+    body: Body,
+    path: &std::path::Path,
+) -> Result<Spooled, Response> {
+    let file = tokio::fs::File::create(path).await.map_err(store_failed)?;
     let mut file = tokio::io::BufWriter::with_capacity(256 * 1024, file);
     let mut stream = body.into_data_stream();
     let mut hasher = Sha512::new();
     let mut head: Vec<u8> = Vec::with_capacity(SNIFF_BYTES);
     let mut received: u64 = 0;
     loop {
-        let next = match tokio::time::timeout(shared.body_idle_timeout, stream.next()).await {
-            Ok(next) => next,
-            Err(_) => {
-                return malformed(
+        let next = tokio::time::timeout(shared.body_idle_timeout, stream.next())
+            .await
+            .map_err(|_| {
+                malformed(
                     "The body stalled.",
                     format!("no bytes for {:?}", shared.body_idle_timeout),
                 )
-            }
-        };
+            })?;
         let chunk = match next {
             None => break,
             Some(Ok(chunk)) => chunk,
-            Some(Err(e)) => return malformed("The body could not be read.", e.to_string()),
+            Some(Err(e)) => return Err(malformed("The body could not be read.", e.to_string())),
         };
         received += chunk.len() as u64;
         if received > checked.declared_len {
-            return malformed("The body is longer than Content-Length.", "Content-Length");
+            return Err(malformed(
+                "The body is longer than Content-Length.",
+                "Content-Length",
+            ));
         }
         if head.len() < SNIFF_BYTES {
             let take = chunk.len().min(SNIFF_BYTES - head.len());
             head.extend_from_slice(&chunk[..take]);
         }
         hasher.update(&chunk);
-        if let Err(e) = file.write_all(&chunk).await {
-            return store_failed(e);
-        }
+        file.write_all(&chunk).await.map_err(store_failed)?;
     }
     if received != checked.declared_len {
-        return malformed(
+        return Err(malformed(
             "The body is shorter than Content-Length.",
             format!("{received} of {} bytes", checked.declared_len),
-        );
+        ));
     }
-    let flushed = async {
-        file.flush().await?;
-        file.into_inner().sync_all().await
-    };
-    if let Err(e) = flushed.await {
-        return store_failed(e);
-    }
-    let actual: [u8; 64] = hasher.finalize().into();
-    if actual != checked.h_body {
-        return malformed(
-            "If-Not-Match is not the SHA-512 of the body.",
-            format!("the body hashes to {}", crockford::encode(&actual)),
-        );
-    }
+    file.flush().await.map_err(store_failed)?;
+    file.into_inner().sync_all().await.map_err(store_failed)?;
+    Ok(Spooled {
+        size: received,
+        head,
+        sha512: hasher.finalize().into(),
+    })
+}
 
-    let sniffed = media::sniff(&head).unwrap_or("of no recognised type");
+/// The sniffed type must agree with `Content-Type`, and a ZIP must pass the entry rules.
+async fn check_body_type(
+    shared: &Shared,
+    checked: &Checked,
+    head: &[u8],
+    path: &std::path::Path,
+) -> Result<(), Response> {
+    let sniffed = media::sniff(head).unwrap_or("of no recognised type");
     if !media::declared_agrees(&checked.content_type, sniffed) {
-        return malformed(
+        return Err(malformed(
             "The body is not of the declared Content-Type.",
             format!("declared {}, the body is {sniffed}", checked.content_type),
-        );
+        ));
     }
-    if sniffed == "application/zip" {
-        let rules: ZipRules = shared.zip_rules.clone();
-        let path = temp.path().to_path_buf();
-        let inspected = tokio::task::spawn_blocking(move || {
-            let file = std::fs::File::open(&path)?;
-            Ok::<_, std::io::Error>(archive::inspect(
-                std::io::BufReader::with_capacity(64 * 1024, file),
-                &rules,
-            ))
-        })
-        .await;
-        match inspected {
-            Ok(Ok(Ok(_entries))) => {}
-            Ok(Ok(Err(e))) => return malformed("The ZIP file is not acceptable.", e.to_string()),
-            Ok(Err(e)) => return store_failed(e),
-            Err(e) => return store_failed(e),
-        }
+    if sniffed != "application/zip" {
+        return Ok(());
     }
+    let rules: ZipRules = shared.zip_rules.clone();
+    let path = path.to_path_buf();
+    let inspected = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path)?;
+        Ok::<_, std::io::Error>(archive::inspect(
+            std::io::BufReader::with_capacity(64 * 1024, file),
+            &rules,
+        ))
+    })
+    .await;
+    match inspected {
+        Ok(Ok(Ok(_entries))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(malformed("The ZIP file is not acceptable.", e.to_string())),
+        Ok(Err(e)) => Err(store_failed(e)),
+        Err(e) => Err(store_failed(e)),
+    }
+}
 
+/// Move the verified body into the store: 204, or 412 if an identical upload won the race.
+async fn commit(shared: &Shared, checked: &Checked, temp: TempBody, size: u64) -> Response {
     let meta = StoredBody {
         h_body: crockford::encode(&checked.h_body),
-        size: received,
+        size,
         content_type: checked.content_type.clone(),
         extern_pub: checked.extern_pub.clone(),
         received_at: time::OffsetDateTime::now_utc().unix_timestamp(),
@@ -443,7 +503,7 @@ async fn receive(shared: &Shared, checked: Checked, body: Body) -> Response {
     {
         Ok(Committed::Stored) => {
             tracing::info!(
-                size = received,
+                size,
                 content_type = %checked.content_type,
                 "taler emulator stored a kyc-bulk upload"
             );
