@@ -409,6 +409,12 @@ impl<S: ObjectStore> EncryptedStore<S> {
         Header::open(b, &self.keys, key)
     }
 
+    /// Check that `key` is a sealed object whose data key one of the configured keys
+    /// unwraps (start-up checks); the body is not read.
+    pub async fn open_header(&self, key: &str) -> io::Result<()> {
+        self.header(key).await.map(|_| ())
+    }
+
     /// The key id an object is sealed under, read from its header without unwrapping
     /// anything (start-up checks, operator tools).
     pub async fn key_id_of(&self, key: &str) -> io::Result<String> {

@@ -86,6 +86,8 @@ impl World {
             },
             tenants,
             registry,
+            web: Default::default(),
+            spool_encryption: None,
         };
         World {
             gateway: Gateway::start(setup).await.expect("gateway"),
