@@ -37,7 +37,11 @@ impl ObjectWriter for MemWriter {
         Ok(())
     }
     async fn commit(self: Box<Self>) -> io::Result<()> {
-        let mut map = self.store.0.lock().map_err(|_| io::Error::other("poisoned"))?;
+        let mut map = self
+            .store
+            .0
+            .lock()
+            .map_err(|_| io::Error::other("poisoned"))?;
         map.insert(self.key, self.buf.freeze());
         Ok(())
     }
