@@ -219,7 +219,7 @@ async fn check_spool_keys(store: &EncryptedStore<LocalStore>) -> Result<(), Star
         .list(spool_keys::UPLOADS)
         .await
         .map_err(io("listing the spool"))?;
-    objects.sort_by(|a, b| b.modified.cmp(&a.modified));
+    objects.sort_by_key(|o| std::cmp::Reverse(o.modified));
     let mut failures = Vec::new();
     let sampled = objects.len().min(KEY_CHECK_SAMPLE);
     for object in objects.iter().take(KEY_CHECK_SAMPLE) {
