@@ -22,6 +22,7 @@ pub mod read_out;
 pub mod registration;
 pub mod resume;
 pub mod scan;
+pub mod seal;
 pub mod secret;
 pub mod size;
 pub mod spool;

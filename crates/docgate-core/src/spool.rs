@@ -102,6 +102,7 @@ impl SpoolDir {
                     pieces: pieces.into(),
                 },
                 len,
+                integrity_failed: Arc::default(),
             }),
         }
     }
@@ -205,6 +206,10 @@ impl fmt::Debug for Backing {
 struct Inner {
     backing: Backing,
     len: u64,
+    /// Set when a read found the stored bytes altered or truncated (an encrypted store's
+    /// authentication failed): shared by every handle and every piece of the document, so
+    /// the delivery learns it whatever a provider made of the read error.
+    integrity_failed: Arc<AtomicBool>,
 }
 
 impl Drop for Inner {
@@ -247,6 +252,7 @@ impl Spooled {
             inner: Arc::new(Inner {
                 backing: Backing::Memory(bytes),
                 len,
+                integrity_failed: Arc::default(),
             }),
         }
     }
@@ -260,6 +266,7 @@ impl Spooled {
                     temporary: AtomicBool::new(temporary),
                 },
                 len,
+                integrity_failed: Arc::default(),
             }),
         }
     }
@@ -338,13 +345,31 @@ impl Spooled {
                     expected: len.saturating_sub(from),
                     seen: 0,
                     _keep: keep_alive,
+                    integrity_failed: self.inner.integrity_failed.clone(),
                 })
             }
         }
     }
 
+    /// Whether a read of this document (any handle, any piece) found its stored bytes
+    /// altered or truncated; see [`crate::seal::is_integrity_failure`]. No retry can help.
+    pub fn failed_integrity(&self) -> bool {
+        self.inner.integrity_failed.load(Ordering::Acquire)
+    }
+
     /// A blocking reader over the whole document (call from a blocking thread).
     pub fn blocking_reader(&self) -> io::Result<Box<dyn ReadSeek>> {
+        let flag = self.inner.integrity_failed.clone();
+        let reader = self
+            .open_blocking()
+            .inspect_err(|e| note_integrity(&flag, e))?;
+        Ok(Box::new(IntegrityWatch {
+            inner: reader,
+            flag,
+        }))
+    }
+
+    fn open_blocking(&self) -> io::Result<Box<dyn ReadSeek>> {
         match &self.inner.backing {
             Backing::Memory(bytes) => Ok(Box::new(io::Cursor::new(bytes.clone()))),
             Backing::Stored { store, key, .. } => store.open_blocking(key, self.len()),
@@ -431,6 +456,7 @@ fn pieces_stream(
                         temporary: AtomicBool::new(false),
                     },
                     len: piece.len,
+                    integrity_failed: keep.inner.integrity_failed.clone(),
                 }),
             };
             drop(keep);
@@ -440,6 +466,34 @@ fn pieces_stream(
     Box::pin(streams.flatten())
 }
 
+fn note_integrity(flag: &AtomicBool, e: &io::Error) {
+    if crate::seal::is_integrity_failure(e) {
+        flag.store(true, Ordering::Release);
+    }
+}
+
+/// Notes integrity failures of a blocking reader in the document's flag.
+struct IntegrityWatch {
+    inner: Box<dyn ReadSeek>,
+    flag: Arc<AtomicBool>,
+}
+
+impl io::Read for IntegrityWatch {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner
+            .read(buf)
+            .inspect_err(|e| note_integrity(&self.flag, e))
+    }
+}
+
+impl io::Seek for IntegrityWatch {
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        self.inner
+            .seek(to)
+            .inspect_err(|e| note_integrity(&self.flag, e))
+    }
+}
+
 /// Fails the stream if the object is shorter or longer than recorded: a truncated spool must
 /// never be delivered as if it were the whole document.
 struct LengthChecked {
@@ -447,6 +501,7 @@ struct LengthChecked {
     expected: u64,
     seen: u64,
     _keep: Spooled,
+    integrity_failed: Arc<AtomicBool>,
 }
 
 impl Stream for LengthChecked {
@@ -467,6 +522,10 @@ impl Stream for LengthChecked {
                     ))));
                 }
                 Poll::Ready(Some(Ok(b)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                note_integrity(&self.integrity_failed, &e);
+                Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) if self.seen != self.expected => {
                 let msg = format!(

@@ -34,6 +34,8 @@ pub struct Config {
     pub providers: ProvidersConfig,
     /// `[web]`: the upload page and the console (off by default).
     pub web: crate::web::WebSettings,
+    /// `spool_encryption = { … }`: seal every spooled document (off when absent).
+    pub spool_encryption: Option<SpoolEncryptionConfig>,
 }
 
 /// The top-level keys of a configuration file.
@@ -47,6 +49,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "tenants",
     "providers",
     "web",
+    "spool_encryption",
 ];
 
 fn default_listen() -> SocketAddr {
@@ -281,6 +284,73 @@ pub struct TenantConfig {
     pub cors_origins: Vec<String>,
 }
 
+/// `spool_encryption = { key = { env = "…" }, key_id = "k2", previous = [{ key = …, key_id =
+/// "k1" }] }`: new spooled documents are sealed under `key`; documents sealed under a
+/// `previous` key still open (rotation). Keys are 32 bytes written as 64 hex characters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolEncryptionConfig {
+    pub key: Secret,
+    pub key_id: String,
+    #[serde(default)]
+    pub previous: Vec<PreviousSpoolKey>,
+}
+
+/// A key that only opens documents sealed before a rotation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviousSpoolKey {
+    pub key: Secret,
+    pub key_id: String,
+}
+
+impl SpoolEncryptionConfig {
+    /// The keyring, or `None` with every reason in `issues` (paths under `spool_encryption`).
+    /// Keys that could not be loaded were reported when the file was read and are skipped.
+    pub fn keyring(&self, issues: &mut ConfigIssues) -> Option<docgate_core::seal::Keyring> {
+        use docgate_core::seal::{check_key_id, parse_hex_key, Keyring};
+        let entries = std::iter::once(("spool_encryption".to_owned(), &self.key, &self.key_id))
+            .chain(
+                self.previous
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (format!("spool_encryption.previous[{i}]"), &p.key, &p.key_id)),
+            );
+        let mut keys = Vec::new();
+        let mut usable = true;
+        for (path, key, id) in entries {
+            if let Err(e) = check_key_id(id) {
+                issues.push(format!("{path}.key_id"), e);
+                usable = false;
+            }
+            if !key.is_resolved() {
+                usable = false;
+                continue;
+            }
+            // The message never quotes the value: it is the key (or a near miss of it).
+            match parse_hex_key(key.expose()) {
+                Ok(bytes) => keys.push((id.as_str(), bytes)),
+                Err(e) => {
+                    issues.push(format!("{path}.key"), e);
+                    usable = false;
+                }
+            }
+        }
+        if !usable {
+            return None;
+        }
+        let (current, previous) = keys.split_first()?;
+        let previous: Vec<(&str, &[u8; 32])> = previous.iter().map(|(id, k)| (*id, &**k)).collect();
+        match Keyring::new((current.0, &current.1), &previous) {
+            Ok(ring) => Some(ring),
+            Err(e) => {
+                issues.push("spool_encryption", e);
+                None
+            }
+        }
+    }
+}
+
 /// One section per provider, `[providers.<name>]`, parsed by that provider's registration; a
 /// provider without a section is not offered.
 pub type ProvidersConfig = BTreeMap<String, toml::Value>;
@@ -402,6 +472,9 @@ impl Config {
         if self.limits.max_concurrent_uploads == 0 {
             issues.push("limits.max_concurrent_uploads", "must be at least 1");
         }
+        if let Some(encryption) = &self.spool_encryption {
+            encryption.keyring(issues);
+        }
     }
 
     pub fn spool_dir(&self) -> PathBuf {
@@ -448,6 +521,7 @@ impl Sections<'_> {
             tenants: self.take_tenants(),
             providers: self.take("providers").unwrap_or_default(),
             web: self.take("web").unwrap_or_default(),
+            spool_encryption: self.take("spool_encryption"),
         };
         for key in self.table.keys() {
             self.issues.push(
@@ -600,5 +674,43 @@ mod tests {
     fn a_file_without_tenants_says_so() {
         let (_, issues) = Config::parse_checked("listen = \"127.0.0.1:9\"").expect("toml");
         assert_eq!(paths(&issues), vec!["tenants"]);
+    }
+
+    #[test]
+    fn spool_encryption_keys_are_checked_with_everything_else() {
+        std::env::set_var("DOCGATE_CONFIG_TEST_KEY", "k");
+        std::env::set_var("DOCGATE_CONFIG_TEST_KEK2", "ab".repeat(32));
+        std::env::set_var("DOCGATE_CONFIG_TEST_KEK1", "cd".repeat(32));
+        std::env::set_var("DOCGATE_CONFIG_TEST_KEK_SHORT", "secret-not-shown");
+        let tenant = "[[tenants]]\nname = \"shop\"\napi_key = { env = \"DOCGATE_CONFIG_TEST_KEY\" }\nproviders = []\n";
+        let good = format!(
+            "spool_encryption = {{ key = {{ env = \"DOCGATE_CONFIG_TEST_KEK2\" }}, key_id = \"k2\", \
+             previous = [{{ key = {{ env = \"DOCGATE_CONFIG_TEST_KEK1\" }}, key_id = \"k1\" }}] }}\n{tenant}"
+        );
+        let config = Config::parse(&good).expect("valid");
+        let ring = config
+            .spool_encryption
+            .as_ref()
+            .and_then(|e| e.keyring(&mut ConfigIssues::default()))
+            .expect("keyring");
+        assert_eq!(ring.current_id(), "k2");
+        let bad = format!(
+            "spool_encryption = {{ key = {{ env = \"DOCGATE_CONFIG_TEST_KEK_SHORT\" }}, key_id = \"k 2\", \
+             previous = [{{ key = {{ env = \"DOCGATE_CONFIG_TEST_KEK_UNSET\" }}, key_id = \"k1\" }}] }}\n{tenant}"
+        );
+        let (_, issues) = Config::parse_checked(&bad).expect("toml");
+        assert_eq!(
+            paths(&issues),
+            vec![
+                "spool_encryption.previous[0].key",
+                "spool_encryption.key_id",
+                "spool_encryption.key",
+            ],
+            "{issues}"
+        );
+        let text = issues.to_string();
+        assert!(text.contains("64 hexadecimal"), "{text}");
+        assert!(text.contains("DOCGATE_CONFIG_TEST_KEK_UNSET"), "{text}");
+        assert!(!text.contains("secret-not-shown"), "{text}");
     }
 }

@@ -37,7 +37,10 @@ pub mod web;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use docgate_core::{ConfigIssues, Registration, SpoolDir};
+use docgate_core::{
+    seal::{EncryptedStore, SealError},
+    ConfigIssues, LocalStore, ObjectStore, Registration, SpoolDir,
+};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -68,6 +71,8 @@ pub struct Setup {
     pub registry: Registry,
     /// The pages (and, in the sandbox, who they mint sessions for).
     pub web: web::WebSettings,
+    /// Seal spooled documents with these keys (`None`: stored as received).
+    pub spool_encryption: Option<docgate_core::seal::Keyring>,
 }
 
 impl Setup {
@@ -96,6 +101,11 @@ impl Setup {
             }
         }
         let tenants = tenants_from_config(config.tenants, table, &sections, &mut issues);
+        // Its problems were reported when the file was read (`Config::validate`).
+        let spool_encryption = config
+            .spool_encryption
+            .as_ref()
+            .and_then(|e| e.keyring(&mut ConfigIssues::default()));
         let setup = Setup {
             listen: config.listen,
             listener: None,
@@ -107,6 +117,7 @@ impl Setup {
             tenants,
             registry,
             web: config.web,
+            spool_encryption,
         };
         (setup, issues)
     }
@@ -195,6 +206,47 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
     move |source| StartError::Io { what, source }
 }
 
+/// Spooled objects looked at before serving, newest first.
+const KEY_CHECK_SAMPLE: usize = 8;
+
+/// Refuse to start with keys that cannot open what is already spooled: a key id the
+/// configuration lost (a rotation that dropped `previous`), or a key that opens none of the
+/// newest objects (a wrong key, or a spool written before encryption was turned on). One
+/// object that does not open is left to its delivery, which fails it as altered: a single
+/// damaged file must not keep the gateway down.
+async fn check_spool_keys(store: &EncryptedStore<LocalStore>) -> Result<(), StartError> {
+    let mut objects = store
+        .list(spool_keys::UPLOADS)
+        .await
+        .map_err(io("listing the spool"))?;
+    objects.sort_by_key(|o| std::cmp::Reverse(o.modified));
+    let mut failures = Vec::new();
+    let sampled = objects.len().min(KEY_CHECK_SAMPLE);
+    for object in objects.iter().take(KEY_CHECK_SAMPLE) {
+        let Err(e) = store.open_header(&object.key).await else {
+            return Ok(());
+        };
+        if let Some(SealError::UnknownKey { key_id, .. }) =
+            e.get_ref().and_then(|i| i.downcast_ref::<SealError>())
+        {
+            return Err(StartError::Config(ConfigError::Invalid(format!(
+                "spool_encryption: spooled documents are sealed under key id `{key_id}`, which is \
+                 not configured (keep it in spool_encryption.previous until they are delivered)"
+            ))));
+        }
+        failures.push(e);
+    }
+    match failures.first() {
+        Some(first) if failures.len() == sampled => {
+            Err(StartError::Config(ConfigError::Invalid(format!(
+                "spool_encryption: the configured keys open none of the {sampled} newest spooled \
+                 documents (wrong key, or documents spooled before encryption was turned on): {first}"
+            ))))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A running gateway.
 #[derive(Debug)]
 pub struct Gateway {
@@ -210,8 +262,26 @@ impl Gateway {
     pub async fn start(setup: Setup) -> Result<Gateway, StartError> {
         std::fs::create_dir_all(&setup.data_dir)
             .map_err(io(format!("creating {}", setup.data_dir.display())))?;
-        let spool = SpoolDir::new(&setup.spool_dir, setup.limits.spool_memory_threshold)
+        let local = LocalStore::new(&setup.spool_dir)
             .map_err(io(format!("creating spool {}", setup.spool_dir.display())))?;
+        let store: Arc<dyn ObjectStore> = match &setup.spool_encryption {
+            Some(keys) => {
+                let sealed = EncryptedStore::new(local, keys.clone());
+                check_spool_keys(&sealed).await?;
+                tracing::info!(
+                    key_id = keys.current_id(),
+                    "spooled documents are encrypted"
+                );
+                Arc::new(sealed)
+            }
+            None => {
+                tracing::warn!(
+                    "spool_encryption is not configured: spooled documents are stored unencrypted"
+                );
+                Arc::new(local)
+            }
+        };
+        let spool = SpoolDir::with_store(store, setup.limits.spool_memory_threshold);
         let single_replica = !setup.ledger_url.starts_with("postgres");
         let ledger_url = if setup.ledger_url == "sqlite" {
             SqlLedger::sqlite_url(&setup.data_dir.join("ledger.sqlite"))

@@ -59,6 +59,64 @@ fn generate_key() -> String {
     format!("sandbox_{}", hex::encode(bytes))
 }
 
+/// Where the sandbox keeps its spool key, so documents spooled before a restart still open.
+pub const SPOOL_KEY_FILE: &str = "spool-key";
+
+/// The sandbox's spool keyring: the key in `<data_dir>/spool-key` (64 hex characters, mode
+/// 0600), generated on first start. Its id is fixed: there is one sandbox key, never rotated.
+fn spool_keyring(data_dir: &Path) -> Result<docgate_core::seal::Keyring, StartError> {
+    let path = data_dir.join(SPOOL_KEY_FILE);
+    let failed = |what: &str| {
+        let what = format!("{what} {}", path.display());
+        move |source| StartError::Io { what, source }
+    };
+    std::fs::create_dir_all(data_dir).map_err(failed("creating the directory of"))?;
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = zeroize::Zeroizing::new([0u8; 32]);
+            rand::rngs::OsRng.fill_bytes(key.as_mut_slice());
+            let text = hex::encode(key.as_slice());
+            write_private(&path, &text).map_err(failed("writing"))?;
+            text
+        }
+        Err(e) => return Err(failed("reading")(e)),
+    };
+    let text = zeroize::Zeroizing::new(text);
+    let key = docgate_core::seal::parse_hex_key(&text).map_err(|e| {
+        StartError::Config(ConfigError::Invalid(format!(
+            "sandbox spool key {}: {e}",
+            path.display()
+        )))
+    })?;
+    docgate_core::seal::Keyring::new(("sandbox", &key), &[])
+        .map_err(|e| StartError::Config(ConfigError::Invalid(format!("sandbox spool key: {e}"))))
+}
+
+/// Write `path` readable by its owner only (the mode is set at creation, before any byte of
+/// the key is in it), through a renamed temporary file so an interrupted first start leaves
+/// no half-written key behind.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&tmp)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 fn emulator_failed(name: &str, e: EmulatorError) -> StartError {
     match e {
         EmulatorError::Io(source) => StartError::Io {
@@ -151,6 +209,7 @@ pub async fn setup(
             pages: true,
             sandbox_tenant: Some("sandbox".into()),
         },
+        spool_encryption: Some(spool_keyring(data_dir)?),
     };
     Ok((
         setup,

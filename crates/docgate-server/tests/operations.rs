@@ -87,6 +87,7 @@ impl World {
             tenants,
             registry,
             web: Default::default(),
+            spool_encryption: None,
         };
         World {
             gateway: Gateway::start(setup).await.expect("gateway"),

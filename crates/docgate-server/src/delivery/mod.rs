@@ -83,6 +83,22 @@ fn gave_up(attempt: u32, age: Duration, reason: &str) -> Problem {
     ))
 }
 
+/// A spooled document failed its integrity check: its stored bytes were altered or cut
+/// after it was accepted. Only authenticated bytes were ever read from it, and no retry can
+/// repair it, so the upload fails now instead of retrying until it gives up.
+fn spool_altered() -> Problem {
+    Problem::new(
+        http::StatusCode::INTERNAL_SERVER_ERROR,
+        "delivery_failed",
+        "Delivery failed",
+    )
+    .with_side(docgate_core::Side::Gateway)
+    .with_detail(
+        "the spooled document failed its integrity check (altered or truncated while \
+         stored); no altered byte was sent, and the document must be uploaded again",
+    )
+}
+
 /// Runs deliveries and tells waiting requests how they went.
 #[derive(Debug)]
 pub struct Deliverer {
@@ -291,7 +307,15 @@ impl Deliverer {
                 upstream_status: upstream,
                 error: attempt_error(&outcome),
             };
+            let altered = !matches!(
+                outcome,
+                Outcome::Delivered { .. } | Outcome::Duplicate { .. }
+            ) && documents.iter().any(|d| d.spool.failed_integrity());
             let finish = match outcome {
+                _ if altered => {
+                    tracing::error!(upload = %id, "a spooled document failed its integrity check; the upload fails without further attempts");
+                    Finish::refused(UploadStatus::Failed, &spool_altered(), upstream)
+                }
                 Outcome::Delivered {
                     reference, owned, ..
                 } => Finish::delivered(UploadStatus::Delivered, reference, owned, upstream),

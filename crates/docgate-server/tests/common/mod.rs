@@ -107,6 +107,7 @@ impl Harness {
             tenants,
             registry,
             web: Default::default(),
+            spool_encryption: None,
         };
         let gateway = Gateway::start(setup).await.expect("gateway starts");
         Harness {
