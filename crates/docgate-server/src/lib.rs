@@ -257,49 +257,97 @@ pub struct Gateway {
     worker: JoinHandle<()>,
 }
 
+/// The spool's object store: files under `spool_dir`, sealed when `spool_encryption` is
+/// configured (after checking the keys open what is already spooled).
+async fn open_spool(setup: &Setup) -> Result<Arc<dyn ObjectStore>, StartError> {
+    let local = LocalStore::new(&setup.spool_dir)
+        .map_err(io(format!("creating spool {}", setup.spool_dir.display())))?;
+    Ok(match &setup.spool_encryption {
+        Some(keys) => {
+            let sealed = EncryptedStore::new(local, keys.clone());
+            check_spool_keys(&sealed).await?;
+            tracing::info!(
+                key_id = keys.current_id(),
+                "spooled documents are encrypted"
+            );
+            Arc::new(sealed)
+        }
+        None => {
+            tracing::warn!(
+                "spool_encryption is not configured: spooled documents are stored unencrypted"
+            );
+            Arc::new(local)
+        }
+    })
+}
+
+/// The ledger, probed first for a clear error; a single replica takes back the leases of
+/// the process before it.
+async fn open_ledger(setup: &Setup, single_replica: bool) -> Result<Arc<dyn Ledger>, StartError> {
+    let ledger_url = if setup.ledger_url == "sqlite" {
+        SqlLedger::sqlite_url(&setup.data_dir.join("ledger.sqlite"))
+    } else {
+        setup.ledger_url.clone()
+    };
+    check::probe_ledger(&setup.ledger_url, &setup.data_dir).await?;
+    let ledger: Arc<dyn Ledger> = Arc::new(SqlLedger::connect(&ledger_url).await?);
+    if single_replica {
+        // The previous process is gone: its leases mean nothing, resume its work now.
+        let n = ledger.release_all(ledger::now_ms()).await?;
+        if n > 0 {
+            tracing::info!(
+                resumed = n,
+                "resuming deliveries interrupted by the last shutdown"
+            );
+        }
+    }
+    Ok(ledger)
+}
+
+/// Upload slots: the global bound and each tenant's share.
+fn admission_for(tenants: &Tenants, limits: &Limits, space: Arc<SpaceWatch>) -> Admission {
+    Admission::new(
+        limits.max_concurrent_uploads,
+        tenants.all().map(|t| {
+            let slots = t
+                .max_concurrent_uploads
+                .unwrap_or_else(|| limits.default_tenant_slots());
+            (t.name.clone(), slots)
+        }),
+        limits.min_body_rate,
+        space,
+    )
+}
+
+/// The listener: the one already bound (the sandbox's), or a new one on `addr`.
+async fn listen(
+    bound: Option<std::net::TcpListener>,
+    addr: SocketAddr,
+) -> Result<TcpListener, StartError> {
+    match bound {
+        Some(std_listener) => {
+            std_listener
+                .set_nonblocking(true)
+                .map_err(io("configuring the listener"))?;
+            TcpListener::from_std(std_listener).map_err(io("adopting the listener"))
+        }
+        None => TcpListener::bind(addr)
+            .await
+            .map_err(io(format!("binding {addr}"))),
+    }
+}
+
 impl Gateway {
     /// Open the ledger and spool, resume pending work, bind and serve.
     pub async fn start(setup: Setup) -> Result<Gateway, StartError> {
         std::fs::create_dir_all(&setup.data_dir)
             .map_err(io(format!("creating {}", setup.data_dir.display())))?;
-        let local = LocalStore::new(&setup.spool_dir)
-            .map_err(io(format!("creating spool {}", setup.spool_dir.display())))?;
-        let store: Arc<dyn ObjectStore> = match &setup.spool_encryption {
-            Some(keys) => {
-                let sealed = EncryptedStore::new(local, keys.clone());
-                check_spool_keys(&sealed).await?;
-                tracing::info!(
-                    key_id = keys.current_id(),
-                    "spooled documents are encrypted"
-                );
-                Arc::new(sealed)
-            }
-            None => {
-                tracing::warn!(
-                    "spool_encryption is not configured: spooled documents are stored unencrypted"
-                );
-                Arc::new(local)
-            }
-        };
-        let spool = SpoolDir::with_store(store, setup.limits.spool_memory_threshold);
+        let spool = SpoolDir::with_store(
+            open_spool(&setup).await?,
+            setup.limits.spool_memory_threshold,
+        );
         let single_replica = !setup.ledger_url.starts_with("postgres");
-        let ledger_url = if setup.ledger_url == "sqlite" {
-            SqlLedger::sqlite_url(&setup.data_dir.join("ledger.sqlite"))
-        } else {
-            setup.ledger_url.clone()
-        };
-        check::probe_ledger(&setup.ledger_url, &setup.data_dir).await?;
-        let ledger: Arc<dyn Ledger> = Arc::new(SqlLedger::connect(&ledger_url).await?);
-        if single_replica {
-            // The previous process is gone: its leases mean nothing, resume its work now.
-            let n = ledger.release_all(ledger::now_ms()).await?;
-            if n > 0 {
-                tracing::info!(
-                    resumed = n,
-                    "resuming deliveries interrupted by the last shutdown"
-                );
-            }
-        }
+        let ledger = open_ledger(&setup, single_replica).await?;
         let metrics = Arc::new(Metrics::default());
         let registry = Arc::new(setup.registry);
         let tenants = Arc::new(setup.tenants);
@@ -325,17 +373,7 @@ impl Gateway {
             vec![setup.spool_dir.clone(), setup.data_dir.clone()],
             setup.limits.min_free_space,
         );
-        let admission = Admission::new(
-            setup.limits.max_concurrent_uploads,
-            tenants.all().map(|t| {
-                let slots = t
-                    .max_concurrent_uploads
-                    .unwrap_or_else(|| setup.limits.default_tenant_slots());
-                (t.name.clone(), slots)
-            }),
-            setup.limits.min_body_rate,
-            space.clone(),
-        );
+        let admission = admission_for(&tenants, &setup.limits, space.clone());
         let host: docgate_core::Host = Arc::new(host::Host {
             tenants: tenants.clone(),
             ledger: ledger.clone(),
@@ -355,17 +393,7 @@ impl Gateway {
             assemblies: routes::tus::Assemblies::default(),
             web: setup.web,
         });
-        let listener = match setup.listener {
-            Some(std_listener) => {
-                std_listener
-                    .set_nonblocking(true)
-                    .map_err(io("configuring the listener"))?;
-                TcpListener::from_std(std_listener).map_err(io("adopting the listener"))?
-            }
-            None => TcpListener::bind(setup.listen)
-                .await
-                .map_err(io(format!("binding {}", setup.listen)))?,
-        };
+        let listener = listen(setup.listener, setup.listen).await?;
         let addr = listener
             .local_addr()
             .map_err(io("reading the bound address"))?;

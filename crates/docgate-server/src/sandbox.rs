@@ -131,21 +131,13 @@ fn emulator_failed(name: &str, e: EmulatorError) -> StartError {
 
 /// Start the emulators of every provider in `table` that has one, and describe a gateway
 /// wired to them.
-pub async fn setup(
-    listen: SocketAddr,
-    data_dir: &Path,
-    key: Option<String>,
+/// Every emulator in `table`, started for a gateway at `gateway_addr`, and the providers
+/// wired to them.
+async fn start_emulators(
     table: &[&Registration],
-) -> Result<(Setup, Sandbox), StartError> {
-    // Bind first: emulators that call the gateway back (OST's webhooks) sign over its URL.
-    let listener = std::net::TcpListener::bind(listen).map_err(|source| StartError::Io {
-        what: format!("binding {listen}"),
-        source,
-    })?;
-    let gateway_addr = listener.local_addr().map_err(|source| StartError::Io {
-        what: "reading the bound address".into(),
-        source,
-    })?;
+    data_dir: &Path,
+    gateway_addr: SocketAddr,
+) -> Result<(Registry, Vec<(&'static str, Box<dyn RunningEmulator>)>), StartError> {
     let mut registry = Registry::default();
     let mut emulators = Vec::new();
     for entry in table {
@@ -167,10 +159,12 @@ pub async fn setup(
         registry.insert(provider);
         emulators.push((entry.name, emulator));
     }
-    let (api_key, generated_key) = match key {
-        Some(k) if !k.trim().is_empty() => (Secret::new(k.trim()), false),
-        _ => (Secret::new(generate_key()), true),
-    };
+    Ok((registry, emulators))
+}
+
+/// The sandbox's one tenant: every provider, OST's direct-to-S3 posts, and the origins in
+/// `DOCGATE_SANDBOX_ORIGINS`.
+fn sandbox_tenant(registry: &Registry) -> Tenant {
     let mut tenant = Tenant::new("sandbox", registry.names().map(str::to_owned).collect());
     // The sandbox is for trying everything, including OST's uninspected direct-to-S3 posts;
     // a configured tenant must opt in to them.
@@ -188,6 +182,30 @@ pub async fn setup(
                 .collect(),
         );
     }
+    tenant
+}
+
+pub async fn setup(
+    listen: SocketAddr,
+    data_dir: &Path,
+    key: Option<String>,
+    table: &[&Registration],
+) -> Result<(Setup, Sandbox), StartError> {
+    // Bind first: emulators that call the gateway back (OST's webhooks) sign over its URL.
+    let listener = std::net::TcpListener::bind(listen).map_err(|source| StartError::Io {
+        what: format!("binding {listen}"),
+        source,
+    })?;
+    let gateway_addr = listener.local_addr().map_err(|source| StartError::Io {
+        what: "reading the bound address".into(),
+        source,
+    })?;
+    let (registry, emulators) = start_emulators(table, data_dir, gateway_addr).await?;
+    let (api_key, generated_key) = match key {
+        Some(k) if !k.trim().is_empty() => (Secret::new(k.trim()), false),
+        _ => (Secret::new(generate_key()), true),
+    };
+    let tenant = sandbox_tenant(&registry);
     let mut tenants = Tenants::default();
     tenants.add(&api_key, tenant);
     let setup = Setup {

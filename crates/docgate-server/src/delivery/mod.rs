@@ -244,22 +244,8 @@ impl Deliverer {
             return Ok(());
         };
         let Some(provider) = self.registry.get(&rec.provider).cloned() else {
-            // Not deliverable here (the provider list changed under us): hand it back for a
-            // replica that can, rather than failing it.
-            let r = Reschedule {
-                next_at: now_ms() + 60_000,
-                reason: format!(
-                    "provider `{}` is not configured on this replica",
-                    rec.provider
-                ),
-                upstream_status: None,
-                now: now_ms(),
-                attempt: None,
-            };
-            self.ledger.reschedule(id, &owner, r).await?;
-            return Ok(());
+            return self.hand_back(&rec, &owner).await;
         };
-        let (max_attempts, max_age) = self.settings.limits_for(&rec.provider);
         let documents = self.documents(&rec);
         let scratch_dir = self.scratch_dir(id);
         loop {
@@ -311,43 +297,75 @@ impl Deliverer {
                 outcome,
                 Outcome::Delivered { .. } | Outcome::Duplicate { .. }
             ) && documents.iter().any(|d| d.spool.failed_integrity());
-            let finish = match outcome {
-                _ if altered => {
-                    tracing::error!(upload = %id, "a spooled document failed its integrity check; the upload fails without further attempts");
-                    Finish::refused(UploadStatus::Failed, &spool_altered(), upstream)
+            match self.next_step(&rec, attempt, outcome, altered) {
+                Next::Finish(finish) => {
+                    return self.finish(&rec, &owner, finish.after(record)).await
                 }
-                Outcome::Delivered {
-                    reference, owned, ..
-                } => Finish::delivered(UploadStatus::Delivered, reference, owned, upstream),
-                Outcome::Duplicate {
-                    reference, owned, ..
-                } => Finish::delivered(UploadStatus::Duplicate, reference, owned, upstream),
-                Outcome::Rejected { problem, .. } => {
-                    Finish::refused(UploadStatus::Rejected, &problem, upstream)
-                }
-                Outcome::RetryLater { after, reason, .. } => {
-                    let age = Duration::from_millis((now_ms() - rec.series_start()).max(0) as u64);
-                    if attempt >= max_attempts || age >= max_age {
-                        let problem = gave_up(attempt, age, &reason);
-                        Finish::refused(UploadStatus::Failed, &problem, upstream)
-                    } else {
-                        let wait = backoff(&self.settings, attempt)
-                            .max(after.unwrap_or_default().min(MAX_RETRY_AFTER));
-                        if wait <= INLINE_RETRY {
-                            if !self.ledger.record_attempt(id, &owner, record).await? {
-                                return Ok(());
-                            }
-                            tokio::select! {
-                                _ = tokio::time::sleep(wait) => continue,
-                                _ = self.cancel.cancelled() => return Ok(()),
-                            }
-                        }
-                        return self.retry_later(id, &owner, wait, reason, record).await;
+                Next::Retry { wait, .. } if wait <= INLINE_RETRY => {
+                    if !self.ledger.record_attempt(id, &owner, record).await? {
+                        return Ok(());
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => continue,
+                        _ = self.cancel.cancelled() => return Ok(()),
                     }
                 }
-            };
-            return self.finish(&rec, &owner, finish.after(record)).await;
+                Next::Retry { wait, reason } => {
+                    return self.retry_later(id, &owner, wait, reason, record).await
+                }
+            }
         }
+    }
+
+    /// Not deliverable here (the provider list changed under us): hand it back for a
+    /// replica that can, rather than failing it.
+    async fn hand_back(&self, rec: &UploadRecord, owner: &str) -> Result<(), LedgerError> {
+        let r = Reschedule {
+            next_at: now_ms() + 60_000,
+            reason: format!(
+                "provider `{}` is not configured on this replica",
+                rec.provider
+            ),
+            upstream_status: None,
+            now: now_ms(),
+            attempt: None,
+        };
+        self.ledger.reschedule(&rec.id, owner, r).await?;
+        Ok(())
+    }
+
+    /// What an attempt's outcome leads to: a final status, or another attempt after a wait
+    /// (unless the upload has used its attempts or its age).
+    fn next_step(&self, rec: &UploadRecord, attempt: u32, outcome: Outcome, altered: bool) -> Next {
+        let upstream = outcome.upstream_status();
+        let finish = match outcome {
+            _ if altered => {
+                tracing::error!(upload = %rec.id, "a spooled document failed its integrity check; the upload fails without further attempts");
+                Finish::refused(UploadStatus::Failed, &spool_altered(), upstream)
+            }
+            Outcome::Delivered {
+                reference, owned, ..
+            } => Finish::delivered(UploadStatus::Delivered, reference, owned, upstream),
+            Outcome::Duplicate {
+                reference, owned, ..
+            } => Finish::delivered(UploadStatus::Duplicate, reference, owned, upstream),
+            Outcome::Rejected { problem, .. } => {
+                Finish::refused(UploadStatus::Rejected, &problem, upstream)
+            }
+            Outcome::RetryLater { after, reason, .. } => {
+                let (max_attempts, max_age) = self.settings.limits_for(&rec.provider);
+                let age = Duration::from_millis((now_ms() - rec.series_start()).max(0) as u64);
+                if attempt >= max_attempts || age >= max_age {
+                    let problem = gave_up(attempt, age, &reason);
+                    Finish::refused(UploadStatus::Failed, &problem, upstream)
+                } else {
+                    let wait = backoff(&self.settings, attempt)
+                        .max(after.unwrap_or_default().min(MAX_RETRY_AFTER));
+                    return Next::Retry { wait, reason };
+                }
+            }
+        };
+        Next::Finish(finish)
     }
 
     /// Hand a transient failure back to the ledger for any replica's worker, later.
@@ -471,6 +489,12 @@ impl Deliverer {
     pub fn scratch_dir(&self, id: &str) -> PathBuf {
         self.scratch_root.join(id)
     }
+}
+
+/// After an attempt: the upload's final status, or another attempt after `wait`.
+enum Next {
+    Finish(Finish),
+    Retry { wait: Duration, reason: String },
 }
 
 #[cfg(test)]
