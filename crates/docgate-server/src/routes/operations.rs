@@ -279,18 +279,21 @@ async fn documents_present(app: &AppState, rec: &UploadRecord) -> std::io::Resul
         return Ok(false);
     }
     let store = app.spool.store();
-    let mut present = std::collections::HashMap::new();
+    let mut present = std::collections::HashSet::new();
     for prefix in [
         format!("{}{}.", crate::spool_keys::UPLOADS, rec.id),
         format!("{}{}/", crate::spool_keys::UPLOADS, rec.id),
     ] {
         for object in store.list(&prefix).await? {
-            present.insert(object.key, object.size);
+            present.insert(object.key);
         }
     }
+    // Presence, not size: a listing gives stored sizes, which an encrypted spool makes
+    // larger than the documents. A document cut short is still caught when delivery reads
+    // it (the length recorded here is checked, and sealed objects verify every segment).
     Ok(rec.documents.iter().all(|d| match &d.pieces {
-        Some(pieces) => pieces.iter().all(|p| present.get(&p.key) == Some(&p.len)),
-        None => present.get(&d.spool_path) == Some(&d.meta.size),
+        Some(pieces) => pieces.iter().all(|p| present.contains(&p.key)),
+        None => present.contains(&d.spool_path),
     }))
 }
 
