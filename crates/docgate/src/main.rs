@@ -308,6 +308,9 @@ async fn serve(config: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<
             "$DOCGATE_SANDBOX_KEY".to_owned()
         };
         println!("  try: curl -H \"Authorization: Bearer {key_ref}\" -F provider=taler -F payto=payto://iban/DE89370400440532013000 -F file=@doc.pdf {url}/v1/uploads");
+        println!(
+            "  upload page: {url}/   operator console: {url}/console   API: {url}/openapi.json"
+        );
     }
     println!("docgate listening on {url}");
     termination_signal().await;

@@ -232,8 +232,40 @@ impl Deliverer {
     /// delivery is picked up again.
     pub async fn drive(&self, rec: UploadRecord) {
         let id = rec.id.clone();
+        let owner = rec.lease_owner.clone();
         if let Err(e) = self.drive_inner(rec).await {
-            tracing::error!(upload = %id, error = %e, "ledger failed during delivery; it will be retried when the lease expires");
+            tracing::error!(upload = %id, error = %e, "ledger failed during delivery; handing the upload back");
+            if let Some(owner) = owner {
+                self.hand_back_after_ledger_error(&id, &owner).await;
+            }
+        }
+    }
+
+    /// After a ledger write failed mid-delivery (a full disk, a dropped connection), give
+    /// the upload back for a new attempt soon, rather than leaving it claimed until its
+    /// lease runs out: the ledger often recovers within seconds (space freed by other
+    /// deliveries). Tried a few times; past that, the lease's expiry still frees it.
+    async fn hand_back_after_ledger_error(&self, id: &str, owner: &str) {
+        let mut wait = Duration::from_millis(250);
+        for _ in 0..6 {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.cancel.cancelled() => return,
+            }
+            let r = Reschedule {
+                next_at: now_ms() + 1_000,
+                reason: "the ledger failed during the last attempt".into(),
+                upstream_status: None,
+                now: now_ms(),
+                attempt: None,
+            };
+            match self.ledger.reschedule(id, owner, r).await {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(upload = %id, error = %e, "handing back after a ledger error failed; trying again")
+                }
+            }
+            wait = (wait * 2).min(Duration::from_secs(4));
         }
     }
 
