@@ -9,18 +9,12 @@ use std::{
     process::Command,
 };
 
-use common::{pdf_bytes, Proc, PAYTO};
+use common::{node_dir, pdf_bytes, Proc, PAYTO};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 const KEY: &str = "browser-key";
 const TEN_MIB: u64 = 10 << 20;
-
-fn node_dir() -> PathBuf {
-    std::env::var("DOCGATE_INTEROP_NODE_DIR")
-        .expect("DOCGATE_INTEROP_NODE_DIR names interop/node with its modules installed: run ./scripts/test.sh")
-        .into()
-}
 
 fn chromium() -> String {
     let path = std::env::var("DOCGATE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());

@@ -8,14 +8,10 @@ mod common;
 
 use std::{collections::BTreeSet, path::Path};
 
-use common::Proc;
+use common::{root, Proc};
 use serde_json::Value;
 
 const KEY: &str = "openapi-key";
-
-fn root() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-}
 
 fn spec() -> Value {
     let text = std::fs::read_to_string(root().join("crates/docgate-server/web/openapi.json"))

@@ -5,15 +5,11 @@
 
 mod common;
 
-use std::{path::Path, process::Command};
+use std::process::Command;
 
-use common::Proc;
+use common::{root, Proc};
 
 const KEY: &str = "schemathesis-key";
-
-fn root() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-}
 
 #[test]
 fn schemathesis_finds_no_failure_against_the_sandbox() {

@@ -6,7 +6,7 @@ mod common;
 
 use std::{path::Path, process::Command, time::Duration};
 
-use common::{pdf_bytes, Proc, PAYTO};
+use common::{node_dir, pdf_bytes, Proc, PAYTO};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -41,12 +41,6 @@ fn run_json(mut cmd: Command) -> Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().last().expect("one line of output");
     serde_json::from_str(line).expect("JSON")
-}
-
-fn node_dir() -> String {
-    std::env::var("DOCGATE_INTEROP_NODE_DIR").expect(
-        "DOCGATE_INTEROP_NODE_DIR names interop/node with its modules installed: run ./scripts/test.sh",
-    )
 }
 
 fn python() -> String {

@@ -190,3 +190,16 @@ pub async fn wait_final(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The repository's root (fixtures of the repository itself: the OpenAPI document, the
+/// Schemathesis settings, the interop clients).
+pub fn root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+/// `interop/node` with its npm modules installed (by `scripts/test.sh`).
+pub fn node_dir() -> std::path::PathBuf {
+    std::env::var("DOCGATE_INTEROP_NODE_DIR")
+        .expect("DOCGATE_INTEROP_NODE_DIR names interop/node with its modules installed: run ./scripts/test.sh")
+        .into()
+}
