@@ -12,6 +12,13 @@
 //!   re-checked at once after any write fails for lack of space, so a full disk is noticed
 //!   by the next request, not the next sample;
 //! - readiness (`/readyz`) reports the same space verdict.
+//!
+//! Admission alone cannot keep the reserve: uploads admitted together may write more than
+//! is free. So bodies also draw on a write budget while they arrive ([`SpaceWatch::draw`]):
+//! an upload whose next chunk would leave less than half the reserve is cut with 507. The
+//! other half is the ledger's: once uploads are accepted, recording their delivery attempts
+//! must never fail for want of space, or nothing could be delivered to free it (CI once
+//! deadlocked that way).
 
 use std::{
     collections::HashMap,
@@ -250,6 +257,8 @@ pub struct SpaceWatch {
     low: AtomicBool,
     /// The smallest free space seen at the last sample (bytes), for `/readyz`.
     free: AtomicU64,
+    /// Body bytes drawn since the last sample (not yet reflected in `free`).
+    drawn: AtomicU64,
 }
 
 impl SpaceWatch {
@@ -260,6 +269,7 @@ impl SpaceWatch {
             reserve,
             low: AtomicBool::new(false),
             free: AtomicU64::new(u64::MAX),
+            drawn: AtomicU64::new(0),
         });
         watch.sample();
         watch
@@ -274,7 +284,22 @@ impl SpaceWatch {
             .min()
             .unwrap_or(u64::MAX);
         self.free.store(free, Ordering::Relaxed);
+        // Bytes drawn before the sample are in `free` now. (A chunk drawn but not yet written
+        // when sampled is forgotten once: the floor's margin covers a few chunks.)
+        self.drawn.store(0, Ordering::Relaxed);
         self.low.store(free < self.reserve, Ordering::Relaxed);
+    }
+
+    /// An upload is about to write `n` more bytes: may it? No when that would leave less
+    /// than half the reserve free (the rest is kept for the ledger).
+    pub fn draw(&self, n: u64) -> bool {
+        let drawn = self.drawn.fetch_add(n, Ordering::Relaxed).saturating_add(n);
+        let left = self.free.load(Ordering::Relaxed).saturating_sub(drawn);
+        if left >= self.reserve / 2 {
+            return true;
+        }
+        self.low.store(true, Ordering::Relaxed);
+        false
     }
 
     /// Why new uploads must wait, if they must.
@@ -392,6 +417,27 @@ mod tests {
         let heir = a.admit("a").await.expect("handed the slot");
         holder.await.expect("holder");
         assert!(!heir.pace.preempted.is_cancelled());
+    }
+
+    #[test]
+    fn bodies_stop_drawing_at_half_the_reserve_and_a_sample_refills_the_budget() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let space = SpaceWatch::new(vec![dir.path().to_owned()], 0);
+        let free = space.free_bytes();
+        assert!(free > 4 << 20, "a test machine has a few MiB free");
+        let space = SpaceWatch::new(vec![dir.path().to_owned()], 2 << 20);
+        assert!(
+            space.draw(free - (1 << 20) - 4096 * 64),
+            "well above the floor"
+        );
+        assert!(space.shortage().is_none());
+        assert!(!space.draw(4096 * 128), "past half the reserve");
+        assert!(space.shortage().is_some(), "new uploads wait too");
+        space.sample();
+        assert!(
+            space.draw(1 << 20),
+            "nothing was written: the budget is back"
+        );
     }
 
     #[test]

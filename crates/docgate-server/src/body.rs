@@ -61,6 +61,8 @@ pub enum BodyFault {
     PartHeaderTooLarge { limit: u64 },
     #[error("reading the body failed: {0}")]
     Read(String),
+    #[error("the gateway ran out of storage while receiving the body; nothing was accepted")]
+    OutOfSpace,
 }
 
 impl BodyFault {
@@ -86,6 +88,7 @@ impl BodyFault {
             .with_detail(self.to_string())
             .with_extra("limit", *limit),
             BodyFault::Read(_) => Problem::bad_request(self.to_string()),
+            BodyFault::OutOfSpace => crate::admission::insufficient_storage(self.to_string()),
         }
     }
 }
@@ -119,6 +122,8 @@ pub struct GuardedBody<S> {
         Arc<crate::admission::Pace>,
         Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
     )>,
+    /// The write budget each chunk draws on before it is spooled.
+    space: Option<Arc<crate::admission::SpaceWatch>>,
     idle: Pin<Box<Sleep>>,
     deadline: Pin<Box<Sleep>>,
     window_start: Instant,
@@ -146,7 +151,14 @@ impl<S> GuardedBody<S> {
             window_bytes: 0,
             faults: FaultCell::default(),
             pace: None,
+            space: None,
         }
+    }
+
+    /// Cut the body (507) when its next chunk would eat into the storage reserve.
+    pub fn with_space(mut self, space: Arc<crate::admission::SpaceWatch>) -> GuardedBody<S> {
+        self.space = Some(space);
+        self
     }
 
     /// Report progress to the upload's admission, and end when it preempts the upload.
@@ -160,6 +172,11 @@ impl<S> GuardedBody<S> {
     fn pace(&mut self, len: usize) -> Option<BodyFault> {
         if let Some((pace, _)) = &self.pace {
             pace.received(len);
+        }
+        if let Some(space) = &self.space {
+            if !space.draw(len as u64) {
+                return Some(BodyFault::OutOfSpace);
+            }
         }
         let now = Instant::now();
         self.idle.as_mut().reset(now + self.rules.idle);

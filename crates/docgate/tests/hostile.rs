@@ -211,6 +211,16 @@ async fn regression_a_full_disk_never_acknowledges_what_it_did_not_store() {
     assert!(!accepted.is_empty());
     assert_eq!(w.readyz().await, 503, "not ready while below the reserve");
 
+    // The outage goes on while the disk is at its reserve: every failed attempt is written
+    // to the ledger, whose journal must fit in the reserve (CI once deadlocked here: the
+    // SQLite journal grew past the reserve, delivery could no longer record anything and the
+    // uploads stayed claimed). A slow machine spends seconds here; so does this test.
+    let hold = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < hold {
+        assert_eq!(w.readyz().await, 503, "still below the reserve");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
     // Every acknowledged upload is recorded now, and is delivered once the outage ends
     // (delivered uploads leave the spool, which frees the space).
     for (id, _) in &accepted {
@@ -458,4 +468,111 @@ async fn oversized_heads_and_names_are_refused_with_problem_json_in_bounded_memo
         rss_after < rss_before + 32 * 1024,
         "RSS grew from {rss_before} kB to {rss_after} kB"
     );
+}
+
+/// A browser's resumable upload on a disk near its reserve: the PATCH is cut with 507 (not
+/// a 204 for bytes that were not stored, nor a 5xx that loses the upload), the offset says
+/// what is kept, and once space is back the same upload resumes from there and completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_tus_patch_on_a_full_disk_gets_507_and_resumes_later() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = Tmpfs::mount(dir.path().join("disk"), "16m");
+    let w = World::start(
+        dir.path(),
+        &disk.0.join("data"),
+        r#"min_free_space = "2MiB""#,
+    );
+    let minted = w
+        .client
+        .post(format!("{}/v1/upload-sessions", w.gateway.url))
+        .bearer_auth(KEY)
+        .json(&serde_json::json!({"provider": "taler", "fields": {"payto": payto(7)}}))
+        .send()
+        .await
+        .expect("mint");
+    assert_eq!(minted.status(), 201);
+    let session: Value = minted.json().await.expect("json");
+    let token = session["token"].as_str().expect("token").to_owned();
+    let tus = |method: reqwest::Method, url: String| {
+        w.client
+            .request(method, url)
+            .bearer_auth(&token)
+            .header("tus-resumable", "1.0.0")
+    };
+    let doc = pdf_bytes(4 << 20, 7).await;
+    let created = tus(reqwest::Method::POST, format!("{}/v1/tus/", w.gateway.url))
+        .header("upload-length", doc.len().to_string())
+        .header("upload-metadata", "filetype YXBwbGljYXRpb24vcGRm")
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status(), 201);
+    let location = created.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    let upload = if location.starts_with("http") {
+        location
+    } else {
+        format!("{}{location}", w.gateway.url)
+    };
+
+    // Leave about 3 MiB free: admitted (above the 2 MiB reserve), cut before 1 MiB is left.
+    let free = disk_free(&disk.0);
+    let filler = disk.0.join("filler");
+    std::fs::write(&filler, vec![0u8; (free - (3 << 20)) as usize]).expect("filler");
+    let patch = |offset: usize| {
+        tus(reqwest::Method::PATCH, upload.clone())
+            .header("content-type", "application/offset+octet-stream")
+            .header("upload-offset", offset.to_string())
+            .body(doc[offset..].to_vec())
+            .send()
+    };
+    let cut = patch(0).await.expect("patch");
+    assert_eq!(cut.status(), 507, "the disk has no room for the document");
+    let problem: Value = cut.json().await.expect("problem");
+    assert_eq!(problem["code"], "insufficient_storage", "{problem}");
+    let offset = head_offset(&tus(reqwest::Method::HEAD, upload.clone())).await;
+    assert!(offset < doc.len(), "not all of it was kept: {offset}");
+
+    std::fs::remove_file(&filler).expect("free the space");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let done = loop {
+        let offset = head_offset(&tus(reqwest::Method::HEAD, upload.clone())).await;
+        let res = patch(offset).await.expect("patch");
+        if res.status() != 507 || Instant::now() >= deadline {
+            break res;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(done.status(), 204, "resumed once space is back");
+    assert_eq!(done.headers()["upload-offset"], doc.len().to_string());
+}
+
+fn disk_free(path: &Path) -> u64 {
+    let out = std::process::Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(path)
+        .output()
+        .expect("df");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .expect("df prints the free bytes")
+}
+
+async fn head_offset(req: &reqwest::RequestBuilder) -> usize {
+    let res = req
+        .try_clone()
+        .expect("clonable")
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(res.status(), 200);
+    res.headers()["upload-offset"]
+        .to_str()
+        .expect("offset")
+        .parse()
+        .expect("number")
 }

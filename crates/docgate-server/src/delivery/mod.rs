@@ -233,10 +233,11 @@ impl Deliverer {
     pub async fn drive(&self, rec: UploadRecord) {
         let id = rec.id.clone();
         let owner = rec.lease_owner.clone();
+        let until = rec.lease_until.unwrap_or(0);
         if let Err(e) = self.drive_inner(rec).await {
             tracing::error!(upload = %id, error = %e, "ledger failed during delivery; handing the upload back");
             if let Some(owner) = owner {
-                self.hand_back_after_ledger_error(&id, &owner).await;
+                self.hand_back_after_ledger_error(&id, &owner, until).await;
             }
         }
     }
@@ -244,10 +245,10 @@ impl Deliverer {
     /// After a ledger write failed mid-delivery (a full disk, a dropped connection), give
     /// the upload back for a new attempt soon, rather than leaving it claimed until its
     /// lease runs out: the ledger often recovers within seconds (space freed by other
-    /// deliveries). Tried a few times; past that, the lease's expiry still frees it.
-    async fn hand_back_after_ledger_error(&self, id: &str, owner: &str) {
+    /// deliveries). Tried until the lease (`until`, ms) would have expired anyway.
+    async fn hand_back_after_ledger_error(&self, id: &str, owner: &str, until: i64) {
         let mut wait = Duration::from_millis(250);
-        for _ in 0..6 {
+        while now_ms() < until {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.cancel.cancelled() => return,

@@ -64,8 +64,15 @@ pub(super) const TERMINAL: &str = "('delivered', 'duplicate', 'rejected', 'faile
 /// The settings every SQLite connection gets: WAL (readers beside the writer), full syncs
 /// (a commit survives a power cut), a busy timeout only as a last resort, and secure
 /// delete: an erased upload's old values are overwritten in the file, not left in free pages.
+///
+/// The WAL is checkpointed every 256 pages (1 MiB) and cut back to 1 MiB afterwards, rather
+/// than SQLite's 4 MiB that it then keeps: the journal must fit in the storage reserve kept
+/// for the ledger (`limits.min_free_space`), or a disk filled by accepted uploads would stop
+/// their deliveries from being recorded.
 async fn sqlite_settings(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
     conn.execute("PRAGMA journal_mode = WAL").await?;
+    conn.execute("PRAGMA wal_autocheckpoint = 256").await?;
+    conn.execute("PRAGMA journal_size_limit = 1048576").await?;
     conn.execute("PRAGMA secure_delete = ON").await?;
     conn.execute("PRAGMA synchronous = FULL").await?;
     conn.execute("PRAGMA busy_timeout = 10000").await?;

@@ -27,8 +27,17 @@ impl Proc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_docgate"));
         cmd.args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
             .env("DOCGATE_LOG", "warn");
+        // To see why a test failed, DOCGATE_TEST_LOGS=<file> appends every child's log there.
+        match std::env::var_os("DOCGATE_TEST_LOGS").map(|p| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+        }) {
+            Some(Ok(file)) => cmd.stderr(file),
+            _ => cmd.stderr(Stdio::null()),
+        };
         for (k, v) in env {
             cmd.env(k, v);
         }

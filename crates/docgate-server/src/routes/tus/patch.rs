@@ -21,7 +21,7 @@ use std::{
 };
 
 use axum::{
-    body::Body,
+    body::{Body, BodyDataStream},
     extract::{Path, State},
     response::{IntoResponse, Response},
 };
@@ -36,6 +36,7 @@ use http::{header, HeaderMap, StatusCode};
 use super::{check_version, number, own_upload, tus_headers, Result, OFFSET_CONTENT_TYPE};
 use crate::{
     app::AppState,
+    body::{FaultCell, GuardedBody},
     host::ledger_problem,
     ledger::{now_ms, SessionRecord, TusLock, TusRecord, TusState},
     sessions::{check_usable, Uploader},
@@ -193,12 +194,19 @@ pub async fn receive(
             ));
         }
     }
+    // A browser's PATCH takes upload slots and draws on the storage budget like any upload,
+    // before it takes the lock (a refused PATCH leaves the upload resumable).
+    let permit = app.admission.admit(&session.tenant).await?;
+    let guarded = GuardedBody::new(body.into_data_stream(), app.limits.body_rules())
+        .with_pace(permit.pace.clone())
+        .with_space(app.admission.space.clone());
     let owner = format!("{}:{}", app.deliverer.node, uuid::Uuid::new_v4().simple());
     take_lock(app, &rec.id, &owner, offset).await?;
     let result = receive_locked(
-        app, session, rec, offset, length, max, checksum, &owner, body,
+        app, session, rec, offset, length, max, checksum, &owner, guarded,
     )
     .await;
+    drop(permit);
     if result.is_err() {
         let _ = app.ledger.unlock_tus(&rec.id, &owner).await;
     }
@@ -266,13 +274,13 @@ async fn receive_locked(
     max: u64,
     checksum: Option<PieceChecksum>,
     owner: &str,
-    body: Body,
+    guarded: GuardedBody<BodyDataStream>,
 ) -> Result<u64> {
+    let faults = guarded.faults.clone();
     let mut assembly = assembly_for(app, session, rec).await?;
     let room = length.unwrap_or(max).saturating_sub(offset);
     let key = spool_keys::piece_key(&session.upload_id, &rec.slot, &rec.id, rec.pieces.len());
     let renewing = renew_while(app, rec.id.clone(), owner.to_owned());
-    let guarded = crate::body::GuardedBody::new(body.into_data_stream(), app.limits.body_rules());
     let end = receive_piece(
         guarded,
         &app.spool,
@@ -295,12 +303,12 @@ async fn receive_locked(
             )
             .with_detail(format!("the {algorithm} of the bytes sent does not match Upload-Checksum; they were discarded")));
         }
-        Err(PieceError::Ingest(e)) => return Err(refuse(app, rec, e).await),
+        Err(PieceError::Ingest(e)) => return Err(refuse(app, rec, &faults, e).await),
     };
     if let Some(piece) = &end.piece {
         if let Err(e) = assembly.add(&app.spool, piece).await {
             let _ = spool_keys::remove(&app.spool, std::slice::from_ref(&piece.key)).await;
-            return Err(refuse(app, rec, e).await);
+            return Err(refuse(app, rec, &faults, e).await);
         }
     }
     let received = assembly.len();
@@ -335,7 +343,7 @@ async fn finish(
         .await
     {
         Ok(meta) => Ok(meta),
-        Err(e) => Err(refuse(app, rec, e).await),
+        Err(e) => Err(refuse(app, rec, &FaultCell::default(), e).await),
     }
 }
 
@@ -372,8 +380,8 @@ async fn record(
 
 /// Bytes the document cannot have (type, size, content): the upload ends, refused, and its
 /// bytes are removed; the client is told why.
-async fn refuse(app: &AppState, rec: &TusRecord, e: IngestError) -> Problem {
-    let problem = crate::routes::uploads::ingest_problem(app, e);
+async fn refuse(app: &AppState, rec: &TusRecord, faults: &FaultCell, e: IngestError) -> Problem {
+    let problem = crate::routes::uploads::ingest_problem_with(app, faults, e);
     if problem.status.is_client_error() && problem.status != StatusCode::REQUEST_TIMEOUT {
         if let Ok(Some(ended)) = app
             .ledger

@@ -72,7 +72,8 @@ struct Intake {
 impl Intake {
     /// The upload's body, held to the front door's pace rules and reporting to admission.
     fn guard<S>(&self, body: S) -> GuardedBody<S> {
-        let mut guarded = GuardedBody::new(body, self.app.limits.body_rules());
+        let mut guarded = GuardedBody::new(body, self.app.limits.body_rules())
+            .with_space(self.app.admission.space.clone());
         if let Some(permit) = &self.permit {
             guarded = guarded.with_pace(permit.pace.clone());
         }
