@@ -52,7 +52,9 @@ pub trait ObjectWriter: Send {
 pub trait ObjectStore: Send + Sync + fmt::Debug + 'static {
     /// Start writing `key` (replacing it if it exists).
     async fn put(&self, key: &str) -> io::Result<Box<dyn ObjectWriter>>;
-    /// The object's bytes from `from` to `len` (the length recorded when it was written).
+    /// The object's bytes from offset `from` up to `len`, the object's whole length as
+    /// recorded when it was written (a stored object of another length is the caller's to
+    /// notice: the stream may end early, or carry a byte past `len`).
     async fn get(&self, key: &str, from: u64, len: u64) -> io::Result<ByteStream>;
     /// A blocking reader over the whole object (call from a blocking thread).
     fn open_blocking(&self, key: &str, len: u64) -> io::Result<Box<dyn ReadSeek>>;

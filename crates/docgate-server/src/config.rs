@@ -25,9 +25,13 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `"sqlite"` (default: `<data_dir>/ledger.sqlite`), `"sqlite:///path"`, or `"postgres://…"`.
     pub ledger: String,
-    /// Where documents wait for delivery. Replicas sharing a PostgreSQL ledger must share this
-    /// directory too. Default `<data_dir>/spool`.
+    /// Where documents wait for delivery, as a directory. Replicas sharing a PostgreSQL ledger
+    /// must share it too (or use `spool = "s3://…"`). Default `<data_dir>/spool`.
     pub spool_dir: Option<PathBuf>,
+    /// `spool = "s3://bucket/prefix"`: documents wait in S3 instead (see `[spool_s3]`).
+    pub spool: Option<String>,
+    /// `[spool_s3]`: how to reach the bucket of `spool`.
+    pub spool_s3: Option<SpoolS3Config>,
     pub limits: Limits,
     pub delivery: DeliverySettings,
     pub tenants: Vec<TenantConfig>,
@@ -44,6 +48,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "data_dir",
     "ledger",
     "spool_dir",
+    "spool",
+    "spool_s3",
     "limits",
     "delivery",
     "tenants",
@@ -296,6 +302,22 @@ pub struct SpoolEncryptionConfig {
     pub previous: Vec<PreviousSpoolKey>,
 }
 
+/// `[spool_s3]`: the bucket's endpoint and credentials (secrets as `{ env = … }` or
+/// `{ file = … }`; without them, `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolS3Config {
+    /// An S3-compatible endpoint (`https://minio.internal:9000`); AWS's own when absent.
+    pub endpoint: Option<String>,
+    /// Default `us-east-1`.
+    pub region: Option<String>,
+    /// Address the bucket in the path (most S3-compatible stores) rather than the host name.
+    #[serde(default)]
+    pub path_style: bool,
+    pub access_key_id: Option<Secret>,
+    pub secret_access_key: Option<Secret>,
+}
+
 /// A key that only opens documents sealed before a rotation.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -475,6 +497,58 @@ impl Config {
         if let Some(encryption) = &self.spool_encryption {
             encryption.keyring(issues);
         }
+        self.spool_s3_settings(issues);
+    }
+
+    /// The S3 spool's settings when `spool = "s3://…"`, every problem reported to `issues`.
+    pub fn spool_s3_settings(
+        &self,
+        issues: &mut ConfigIssues,
+    ) -> Option<docgate_spool_s3::S3Settings> {
+        let Some(url) = &self.spool else {
+            if self.spool_s3.is_some() {
+                issues.push(
+                    "spool_s3",
+                    "is only read with spool = \"s3://bucket/prefix\"",
+                );
+            }
+            return None;
+        };
+        if self.spool_dir.is_some() {
+            issues.push(
+                "spool",
+                "set either spool (S3) or spool_dir (a directory), not both",
+            );
+        }
+        let location = match docgate_spool_s3::S3Location::parse(url) {
+            Ok(location) => location,
+            Err(e) => {
+                issues.push("spool", e.to_string());
+                return None;
+            }
+        };
+        let s3 = self.spool_s3.as_ref();
+        let mut settings = docgate_spool_s3::S3Settings::new(
+            location,
+            s3.and_then(|c| c.region.clone())
+                .unwrap_or_else(|| "us-east-1".to_owned()),
+        );
+        if let Some(c) = s3 {
+            settings.endpoint = c.endpoint.clone();
+            settings.path_style = c.path_style;
+            match (&c.access_key_id, &c.secret_access_key) {
+                (Some(id), Some(secret)) => {
+                    settings.access_key_id = Some(id.clone());
+                    settings.secret_access_key = Some(secret.clone());
+                }
+                (None, None) => {}
+                _ => issues.push(
+                    "spool_s3",
+                    "set both access_key_id and secret_access_key, or neither (AWS_* variables)",
+                ),
+            }
+        }
+        Some(settings)
     }
 
     pub fn spool_dir(&self) -> PathBuf {
@@ -516,6 +590,8 @@ impl Sections<'_> {
             data_dir: self.take("data_dir").unwrap_or_else(default_data_dir),
             ledger: self.take("ledger").unwrap_or_else(default_ledger),
             spool_dir: self.take("spool_dir"),
+            spool: self.take("spool"),
+            spool_s3: self.take("spool_s3"),
             limits: self.take("limits").unwrap_or_default(),
             delivery: self.take("delivery").unwrap_or_default(),
             tenants: self.take_tenants(),

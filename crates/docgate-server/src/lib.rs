@@ -35,7 +35,12 @@ pub mod spool_keys;
 pub mod tenants;
 pub mod web;
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use docgate_core::{
     seal::{EncryptedStore, SealError},
@@ -65,6 +70,8 @@ pub struct Setup {
     pub data_dir: PathBuf,
     pub ledger_url: String,
     pub spool_dir: PathBuf,
+    /// Spool in S3 instead of `spool_dir`.
+    pub spool_s3: Option<docgate_spool_s3::S3Settings>,
     pub limits: Limits,
     pub delivery: DeliverySettings,
     pub tenants: Tenants,
@@ -89,6 +96,8 @@ impl Setup {
     pub fn assemble(config: Config, table: &[&Registration]) -> (Setup, ConfigIssues) {
         let mut issues = ConfigIssues::default();
         let spool_dir = config.spool_dir();
+        // Its problems were reported when the file was read (`Config::validate`).
+        let spool_s3 = config.spool_s3_settings(&mut ConfigIssues::default());
         let sections: std::collections::BTreeSet<String> =
             config.providers.keys().cloned().collect();
         let mut registry = Registry::default();
@@ -112,6 +121,7 @@ impl Setup {
             data_dir: config.data_dir,
             ledger_url: config.ledger,
             spool_dir,
+            spool_s3,
             limits: config.limits,
             delivery: config.delivery,
             tenants,
@@ -214,7 +224,7 @@ const KEY_CHECK_SAMPLE: usize = 8;
 /// newest objects (a wrong key, or a spool written before encryption was turned on). One
 /// object that does not open is left to its delivery, which fails it as altered: a single
 /// damaged file must not keep the gateway down.
-async fn check_spool_keys(store: &EncryptedStore<LocalStore>) -> Result<(), StartError> {
+async fn check_spool_keys<S: ObjectStore>(store: &EncryptedStore<S>) -> Result<(), StartError> {
     let mut objects = store
         .list(spool_keys::UPLOADS)
         .await
@@ -257,14 +267,36 @@ pub struct Gateway {
     worker: JoinHandle<()>,
 }
 
-/// The spool's object store: files under `spool_dir`, sealed when `spool_encryption` is
-/// configured (after checking the keys open what is already spooled).
+/// The spool's object store: files under `spool_dir`, or objects in S3 (`spool_s3`, checked
+/// reachable first), sealed when `spool_encryption` is configured (after checking the keys
+/// open what is already spooled).
 async fn open_spool(setup: &Setup) -> Result<Arc<dyn ObjectStore>, StartError> {
-    let local = LocalStore::new(&setup.spool_dir)
-        .map_err(io(format!("creating spool {}", setup.spool_dir.display())))?;
+    match &setup.spool_s3 {
+        Some(settings) => {
+            let s3 = docgate_spool_s3::S3Store::new(settings)
+                .map_err(|e| StartError::Config(ConfigError::Invalid(e.to_string())))?;
+            s3.probe().await.map_err(io(format!(
+                "reaching the spool bucket {}",
+                settings.location.bucket
+            )))?;
+            tracing::info!(bucket = %settings.location.bucket, "spooling documents in S3");
+            seal_if_configured(setup, s3).await
+        }
+        None => {
+            let local = LocalStore::new(&setup.spool_dir)
+                .map_err(io(format!("creating spool {}", setup.spool_dir.display())))?;
+            seal_if_configured(setup, local).await
+        }
+    }
+}
+
+async fn seal_if_configured<S: ObjectStore>(
+    setup: &Setup,
+    store: S,
+) -> Result<Arc<dyn ObjectStore>, StartError> {
     Ok(match &setup.spool_encryption {
         Some(keys) => {
-            let sealed = EncryptedStore::new(local, keys.clone());
+            let sealed = EncryptedStore::new(store, keys.clone());
             check_spool_keys(&sealed).await?;
             tracing::info!(
                 key_id = keys.current_id(),
@@ -276,7 +308,7 @@ async fn open_spool(setup: &Setup) -> Result<Arc<dyn ObjectStore>, StartError> {
             tracing::warn!(
                 "spool_encryption is not configured: spooled documents are stored unencrypted"
             );
-            Arc::new(local)
+            Arc::new(store)
         }
     })
 }
@@ -369,10 +401,12 @@ impl Gateway {
             Ok(n) => tracing::info!(removed = n, "removed orphaned spool files"),
             Err(e) => tracing::warn!(error = %e, "orphan spool cleanup failed"),
         }
-        let space = SpaceWatch::new(
-            vec![setup.spool_dir.clone(), setup.data_dir.clone()],
-            setup.limits.min_free_space,
-        );
+        // The spool's own filesystem when it is local; the data dir always (the SQLite
+        // ledger, scratch space for deliveries).
+        let watched = std::iter::once(setup.data_dir.clone())
+            .chain(spool.local_root().map(Path::to_owned))
+            .collect();
+        let space = SpaceWatch::new(watched, setup.limits.min_free_space);
         let admission = admission_for(&tenants, &setup.limits, space.clone());
         let host: docgate_core::Host = Arc::new(host::Host {
             tenants: tenants.clone(),

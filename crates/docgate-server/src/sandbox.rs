@@ -228,6 +228,7 @@ pub async fn setup(
             sandbox_tenant: Some("sandbox".into()),
         },
         spool_encryption: Some(spool_keyring(data_dir)?),
+        spool_s3: None,
     };
     Ok((
         setup,

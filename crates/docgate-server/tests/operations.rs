@@ -88,6 +88,7 @@ impl World {
             registry,
             web: Default::default(),
             spool_encryption: None,
+            spool_s3: None,
         };
         World {
             gateway: Gateway::start(setup).await.expect("gateway"),

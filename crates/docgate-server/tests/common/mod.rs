@@ -108,6 +108,7 @@ impl Harness {
             registry,
             web: Default::default(),
             spool_encryption: None,
+            spool_s3: None,
         };
         let gateway = Gateway::start(setup).await.expect("gateway starts");
         Harness {

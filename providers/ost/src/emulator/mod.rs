@@ -48,7 +48,7 @@ use docgate_core::Secret;
 use serde_json::{Map, Value};
 
 pub use args::EmulatorArgs;
-pub use s3::{public_addr, S3Server, REGION};
+pub use s3::{public_addr, S3Server, S3Settings, REGION};
 pub use state::{AddUserError, ControlError, SentEmail, User, UserKyc, MAX_USERS};
 pub use status::{
     AdminActionType, AdminStatus, AmlStatus, ChangeError, KycChange, KycState, KycStatus,
