@@ -1,6 +1,6 @@
 use std::io::{Read, Seek, SeekFrom};
 
-use aes_gcm::aead::stream::DecryptorBE32;
+use aes_gcm::aead::stream::{DecryptorBE32, EncryptorBE32};
 
 use super::*;
 use crate::store::LocalStore;
@@ -130,6 +130,39 @@ async fn the_body_is_the_standard_stream_construction() {
         out.extend(dec.decrypt_next(payload).expect("next"));
     }
     assert_eq!(out, plain);
+}
+
+#[tokio::test]
+async fn objects_sealed_by_aead_s_own_stream_encryptor_open() {
+    // The reverse direction: a body written by RustCrypto's EncryptorBE32 (as objects spooled
+    // before the segments moved to ring were) reads back through the store.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = store(dir.path(), ("k1", &K1), &[]);
+    let plain = data(2 * SEGMENT + 77);
+    put(&s, "b", &plain).await;
+    let mut raw = std::fs::read(dir.path().join("b")).expect("raw");
+    let header: [u8; HEADER_LEN] = raw[..HEADER_LEN].try_into().expect("header");
+    let (_, data_key) = Header::open(header, &s.keys, "b").expect("open");
+    let cipher = Aes256Gcm::new(&Key::<Aes256Gcm>::from(*data_key));
+    let prefix: [u8; 7] = raw[101..108].try_into().expect("prefix");
+    let mut enc = EncryptorBE32::from_aead(cipher, &prefix.into());
+    let mut aad = header.to_vec();
+    aad.extend_from_slice(b"b");
+    raw.truncate(HEADER_LEN);
+    let chunks: Vec<&[u8]> = plain.chunks(SEGMENT).collect();
+    for (i, c) in chunks.iter().enumerate() {
+        let payload = Payload { msg: c, aad: &aad };
+        if i + 1 == chunks.len() {
+            raw.extend(enc.encrypt_last(payload).expect("last"));
+            break;
+        }
+        raw.extend(enc.encrypt_next(payload).expect("next"));
+    }
+    std::fs::write(dir.path().join("b"), &raw).expect("rewrite");
+    assert_eq!(
+        get(&s, "b", 0, plain.len() as u64).await.expect("get"),
+        plain
+    );
 }
 
 #[tokio::test]
