@@ -18,6 +18,12 @@ pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Err
     }
 }
 
+/// `#[serde(default, deserialize_with = "docgate_core::size::deserialize_opt")]`: a size that
+/// may be left out.
+pub fn deserialize_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    deserialize(d).map(Some)
+}
+
 /// Parse `<integer>[B|KB|MB|GB|KiB|MiB|GiB]` (no unit: bytes).
 pub fn parse(text: &str) -> Result<u64, String> {
     let text = text.trim();

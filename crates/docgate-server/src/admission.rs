@@ -338,6 +338,19 @@ impl SpaceWatch {
     }
 }
 
+/// The reserve when `limits.min_free_space` is not set: 256 MiB, or a tenth of the smallest
+/// filesystem of `paths` when that is less (at least 1 MiB), so a gateway on a small disk
+/// still takes uploads and keeps room for its ledger.
+pub fn default_reserve(paths: &[PathBuf]) -> u64 {
+    let smallest = paths
+        .iter()
+        .filter_map(|p| rustix::fs::statvfs(p.as_path()).ok())
+        .map(|s| s.f_blocks.saturating_mul(s.f_frsize))
+        .min()
+        .unwrap_or(u64::MAX);
+    (smallest / 10).clamp(1 << 20, 256 << 20)
+}
+
 /// Bytes available to an unprivileged writer on the filesystem holding `path`.
 fn available(path: &std::path::Path) -> Option<u64> {
     let stat = rustix::fs::statvfs(path).ok()?;
@@ -438,6 +451,16 @@ mod tests {
             space.draw(1 << 20),
             "nothing was written: the budget is back"
         );
+    }
+
+    #[test]
+    fn the_default_reserve_is_a_tenth_of_a_small_disk_and_256_mib_on_a_big_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stat = rustix::fs::statvfs(dir.path()).expect("statvfs");
+        let total = stat.f_blocks * stat.f_frsize;
+        let expected = (total / 10).clamp(1 << 20, 256 << 20);
+        assert_eq!(default_reserve(&[dir.path().to_owned()]), expected);
+        assert_eq!(default_reserve(&[]), 256 << 20, "nothing to look at");
     }
 
     #[test]

@@ -102,9 +102,10 @@ pub struct Limits {
     /// not set, so one tenant cannot starve the others.
     pub tenant_upload_share: f64,
     /// Below this much free space on the spool's or ledger's filesystem, `/readyz` is not
-    /// ready and uploads get 507 before their body is read.
-    #[serde(deserialize_with = "docgate_core::size::deserialize")]
-    pub min_free_space: u64,
+    /// ready and uploads get 507 before their body is read. Default: 256 MiB, or a tenth of
+    /// the smallest of those filesystems when that is less (a small disk stays usable).
+    #[serde(default, deserialize_with = "docgate_core::size::deserialize_opt")]
+    pub min_free_space: Option<u64>,
     /// Documents up to this size are spooled in memory, larger ones on disk.
     pub spool_memory_threshold: usize,
     /// Bytes of one multipart part's headers.
@@ -174,7 +175,7 @@ impl Default for Limits {
             body_deadline: Duration::from_secs(15 * 60),
             max_concurrent_uploads: 64,
             tenant_upload_share: 0.5,
-            min_free_space: 256 << 20,
+            min_free_space: None,
             spool_memory_threshold: 256 * 1024,
             max_part_header_bytes: 8 * 1024,
             max_filename_bytes: 255,

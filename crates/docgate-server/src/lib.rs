@@ -403,10 +403,14 @@ impl Gateway {
         }
         // The spool's own filesystem when it is local; the data dir always (the SQLite
         // ledger, scratch space for deliveries).
-        let watched = std::iter::once(setup.data_dir.clone())
+        let watched: Vec<PathBuf> = std::iter::once(setup.data_dir.clone())
             .chain(spool.local_root().map(Path::to_owned))
             .collect();
-        let space = SpaceWatch::new(watched, setup.limits.min_free_space);
+        let reserve = setup
+            .limits
+            .min_free_space
+            .unwrap_or_else(|| admission::default_reserve(&watched));
+        let space = SpaceWatch::new(watched, reserve);
         let admission = admission_for(&tenants, &setup.limits, space.clone());
         let host: docgate_core::Host = Arc::new(host::Host {
             tenants: tenants.clone(),

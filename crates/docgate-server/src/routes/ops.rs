@@ -4,6 +4,7 @@ use axum::{
     extract::State,
     response::{IntoResponse, Response},
 };
+use docgate_core::Problem;
 use http::{header, HeaderValue, StatusCode};
 use serde_json::json;
 
@@ -70,21 +71,17 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
     } else {
         "ok"
     };
-    let ok = ledger == "ok" && spool == "ok" && storage == "ok";
-    let body = json!({
-        "status": if ok { "ready" } else { "not_ready" },
-        "ledger": ledger,
-        "spool": spool,
-        "storage": storage,
-    });
-    json_response(
-        if ok {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        },
-        &body,
-    )
+    if ledger == "ok" && spool == "ok" && storage == "ok" {
+        let body = json!({"status": "ready", "ledger": ledger, "spool": spool, "storage": storage});
+        return json_response(StatusCode::OK, &body);
+    }
+    Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "Not ready")
+        .with_detail("this replica cannot take uploads now; see ledger, spool and storage")
+        .with_extra("status", "not_ready")
+        .with_extra("ledger", ledger)
+        .with_extra("spool", spool)
+        .with_extra("storage", storage)
+        .into_response()
 }
 
 /// `GET /metrics`: Prometheus text format (0.0.4).
