@@ -328,7 +328,12 @@ async fn two_replicas_on_postgres_and_s3_deliver_200_uploads_once_when_one_is_ki
 
     for id in &ids {
         let r = wait_final(&client, &b.url, KEY, id, Duration::from_secs(120)).await;
-        assert_eq!(r["status"], "delivered", "{r}");
+        // `duplicate`: replica a died after the exchange stored the document but before it
+        // recorded so; b's attempt got Taler's 412 (already stored). Still stored once.
+        assert!(
+            ["delivered", "duplicate"].contains(&r["status"].as_str().unwrap_or("")),
+            "{r}"
+        );
     }
     let mut unique = ids.clone();
     unique.sort();
