@@ -66,16 +66,34 @@ pub async fn check(path: &Path, overrides: &Overrides, table: &[&Registration]) 
 }
 
 /// What the configuration needs from its surroundings: a ledger that answers (or a directory
-/// SQLite can write) and provider hosts that resolve.
+/// SQLite can write), a spool bucket that takes the credentials, and provider hosts that
+/// resolve.
 pub async fn environment(setup: &Setup) -> ConfigIssues {
-    let (ledger, mut endpoints) = tokio::join!(
+    let (ledger, spool, mut endpoints) = tokio::join!(
         probe_ledger(&setup.ledger_url, &setup.data_dir),
+        probe_spool_bucket(setup),
         probe_endpoints(&setup.registry)
     );
+    if let Err(problem) = spool {
+        endpoints.0.insert(0, ConfigIssue::new("spool", problem));
+    }
     if let Err(problem) = ledger {
         endpoints.0.insert(0, ConfigIssue::new("ledger", problem));
     }
     endpoints
+}
+
+/// With `spool = "s3://…"`: the bucket answers a `HEAD` with these credentials (the error
+/// carries S3's status and code, never a secret).
+async fn probe_spool_bucket(setup: &Setup) -> Result<(), String> {
+    let Some(settings) = &setup.spool_s3 else {
+        return Ok(());
+    };
+    let store = docgate_spool_s3::S3Store::new(settings).map_err(|e| e.to_string())?;
+    store
+        .probe()
+        .await
+        .map_err(|e| format!("bucket {}: {e}", settings.location.bucket))
 }
 
 /// Why the ledger cannot be used. Never shows the URL: it may carry a password.

@@ -391,25 +391,34 @@ async fn a_replica_with_wrong_s3_credentials_refuses_to_start_and_says_why() {
     let s3 = s3(dir.path().join("s3")).await;
     let cfg = config(dir.path(), &emulator, "sqlite", &s3.url);
     let wrong_secret = "not-the-fleet-secret-0123456789";
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_docgate"))
-            .args(["serve", "--config"])
-            .arg(&cfg)
-            .env("FLEET_API_KEY", KEY)
-            .env("FLEET_S3_ID", S3_ID)
-            .env("FLEET_S3_SECRET", wrong_secret)
-            .env("DOCGATE_LOG", "warn")
-            .output()
-            .expect("run docgate")
-    })
-    .await
-    .expect("join");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "it must not start: {stderr}");
-    assert!(stderr.contains(BUCKET), "names the bucket: {stderr}");
-    assert!(
-        stderr.contains("SignatureDoesNotMatch") || stderr.contains("403"),
-        "gives S3's reason: {stderr}"
-    );
-    assert!(!stderr.contains(wrong_secret), "never prints the secret");
+    let run = |command: &'static str| {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_docgate"))
+                .args([command, "--config"])
+                .arg(&cfg)
+                .env("FLEET_API_KEY", KEY)
+                .env("FLEET_S3_ID", S3_ID)
+                .env("FLEET_S3_SECRET", wrong_secret)
+                .env("DOCGATE_LOG", "warn")
+                .output()
+                .expect("run docgate")
+        })
+    };
+    // `serve` refuses to start; `check` reports the same before anyone tries.
+    for command in ["serve", "check"] {
+        let out = run(command).await.expect("join");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{command} must fail: {said}");
+        assert!(said.contains(BUCKET), "{command} names the bucket: {said}");
+        assert!(
+            said.contains("SignatureDoesNotMatch") || said.contains("403"),
+            "{command} gives S3's reason: {said}"
+        );
+        assert!(!said.contains(wrong_secret), "never prints the secret");
+    }
 }
