@@ -48,6 +48,8 @@ pub struct App {
     pub assemblies: routes::tus::Assemblies,
     /// The pages and the sandbox's session minting.
     pub web: crate::web::WebSettings,
+    /// `/readyz`'s last spool probe.
+    pub spool_probe: routes::ops::SpoolProbeCache,
 }
 
 pub type AppState = Arc<App>;

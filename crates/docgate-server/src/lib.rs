@@ -430,6 +430,7 @@ impl Gateway {
             host,
             assemblies: routes::tus::Assemblies::default(),
             web: setup.web,
+            spool_probe: Default::default(),
         });
         let listener = listen(setup.listener, setup.listen).await?;
         let addr = listener

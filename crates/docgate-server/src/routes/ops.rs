@@ -34,6 +34,35 @@ pub async fn healthz() -> Response {
     json_response(StatusCode::OK, &json!({"status": "ok"}))
 }
 
+/// How long a spool probe's verdict answers `/readyz`.
+const PROBE_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The last spool probe: `/readyz` is unauthenticated and polled, and with an S3 spool every
+/// probe is a `PUT` and a `DELETE` someone pays for. One probe runs at a time; callers meanwhile
+/// wait for it and share its verdict, which stays fresh for [`PROBE_FRESH`].
+#[derive(Debug, Default)]
+pub struct SpoolProbeCache(tokio::sync::Mutex<Option<(tokio::time::Instant, bool)>>);
+
+impl SpoolProbeCache {
+    async fn writable(&self, spool: &docgate_core::SpoolDir) -> bool {
+        let mut last = self.0.lock().await;
+        if let Some((at, verdict)) = *last {
+            if at.elapsed() < PROBE_FRESH {
+                return verdict;
+            }
+        }
+        let verdict = match spool_probe(spool).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "readiness: spool not writable");
+                false
+            }
+        };
+        *last = Some((tokio::time::Instant::now(), verdict));
+        verdict
+    }
+}
+
 /// Write, commit and remove a tiny object: the spool takes writes.
 async fn spool_probe(spool: &docgate_core::SpoolDir) -> std::io::Result<()> {
     let key = format!(
@@ -59,12 +88,10 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
             "unavailable"
         }
     };
-    let spool = match spool_probe(&app.spool).await {
-        Ok(()) => "ok",
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness: spool not writable");
-            "not_writable"
-        }
+    let spool = if app.spool_probe.writable(&app.spool).await {
+        "ok"
+    } else {
+        "not_writable"
     };
     let storage = if app.admission.space.shortage().is_some() {
         "low"
@@ -101,4 +128,63 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
     );
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    };
+
+    use docgate_core::{
+        store::{ByteStream, ObjectInfo, ObjectStore, ObjectWriter, ReadSeek},
+        LocalStore, SpoolDir,
+    };
+
+    use super::*;
+
+    /// A local store that counts the objects written.
+    #[derive(Debug)]
+    struct Counting(LocalStore, Arc<AtomicUsize>);
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Counting {
+        async fn put(&self, key: &str) -> std::io::Result<Box<dyn ObjectWriter>> {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            self.0.put(key).await
+        }
+        async fn get(&self, key: &str, from: u64, len: u64) -> std::io::Result<ByteStream> {
+            self.0.get(key, from, len).await
+        }
+        fn open_blocking(&self, key: &str, len: u64) -> std::io::Result<Box<dyn ReadSeek>> {
+            self.0.open_blocking(key, len)
+        }
+        async fn delete(&self, key: &str) -> std::io::Result<()> {
+            self.0.delete(key).await
+        }
+        async fn list(&self, prefix: &str) -> std::io::Result<Vec<ObjectInfo>> {
+            self.0.list(prefix).await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_crowd_polling_readyz_costs_one_spool_probe_per_second() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let puts = Arc::new(AtomicUsize::new(0));
+        let store = Counting(LocalStore::new(dir.path()).expect("store"), puts.clone());
+        let spool = SpoolDir::with_store(Arc::new(store), 0);
+        let cache = SpoolProbeCache::default();
+        let verdicts =
+            futures_util::future::join_all((0..50).map(|_| cache.writable(&spool))).await;
+        assert!(verdicts.iter().all(|ok| *ok));
+        assert_eq!(puts.load(Ordering::Relaxed), 1, "one probe for the crowd");
+        tokio::time::advance(PROBE_FRESH).await;
+        assert!(cache.writable(&spool).await);
+        assert_eq!(
+            puts.load(Ordering::Relaxed),
+            2,
+            "a stale verdict is probed again"
+        );
+    }
 }
