@@ -1,7 +1,10 @@
 //! Memory stays bounded per upload, whatever the document size.
 //!
 //! 16 concurrent 15 MiB uploads (240 MiB in flight) through the sandbox — gateway and Taler
-//! emulator in one process — must raise its resident memory by less than 48 MiB. Buffering
+//! emulator in one process — must raise its resident memory by less than 64 MiB (issue #13's
+//! bound for a burst). Measured: 31–55 MiB from run to run on the same binary, as jemalloc
+//! keeps freed pages for seconds and the timing of 32 streams decides how many blocks are
+//! alive at once; the bound leaves room for that, and none for a design that buffers. Buffering
 //! even one document per upload would need 240 MiB.
 
 mod common;
@@ -19,7 +22,7 @@ const MIB: u64 = 1024 * 1024;
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sixteen_concurrent_15_mib_uploads_stay_under_48_mib_above_idle() {
+async fn sixteen_concurrent_15_mib_uploads_stay_under_64_mib_above_idle() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let gw = Proc::sandbox(dir.path(), KEY);
@@ -73,7 +76,7 @@ async fn sixteen_concurrent_15_mib_uploads_stay_under_48_mib_above_idle() {
         peak / 1024
     );
     assert!(
-        grew_mib < 48.0,
+        grew_mib < 64.0,
         "peak RSS grew {grew_mib:.1} MiB over idle for 240 MiB of uploads"
     );
 }
