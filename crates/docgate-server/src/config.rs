@@ -722,6 +722,53 @@ mod tests {
     }
 
     #[test]
+    fn an_s3_spool_is_read_with_its_table_and_its_mistakes_are_named() {
+        let (config, issues) = Config::parse_checked(
+            r#"
+            spool = "s3://kyc-spool/fleet/"
+            [spool_s3]
+            endpoint = "http://127.0.0.1:9000"
+            path_style = true
+        "#,
+        )
+        .expect("TOML is fine");
+        // Only what this test is about: a file without tenants is reported too.
+        let about_spool = |issues: &ConfigIssues| -> Vec<String> {
+            paths(issues)
+                .into_iter()
+                .filter(|p| *p != "tenants")
+                .map(String::from)
+                .collect()
+        };
+        assert!(about_spool(&issues).is_empty(), "{issues}");
+        let s3 = config
+            .spool_s3_settings(&mut ConfigIssues::default())
+            .expect("settings");
+        assert_eq!(
+            (s3.location.bucket.as_str(), s3.location.prefix.as_str()),
+            ("kyc-spool", "fleet/")
+        );
+        assert_eq!(
+            (s3.endpoint.as_deref(), s3.path_style, s3.region.as_str()),
+            (Some("http://127.0.0.1:9000"), true, "us-east-1")
+        );
+
+        for (text, path) in [
+            (r#"spool = "/var/spool/docgate""#, "spool"),
+            (r#"spool = "s3://Bad_Bucket/x""#, "spool"),
+            ("spool = \"s3://kyc-spool\"\nspool_dir = \"/x\"", "spool"),
+            ("[spool_s3]\nregion = \"eu-west-1\"", "spool_s3"),
+            (
+                "spool = \"s3://kyc-spool\"\n[spool_s3]\naccess_key_id = { env = \"HOME\" }",
+                "spool_s3",
+            ),
+        ] {
+            let (_, issues) = Config::parse_checked(text).expect("TOML is fine");
+            assert_eq!(about_spool(&issues), vec![path], "{text}: {issues}");
+        }
+    }
+
+    #[test]
     fn syntax_errors_keep_line_and_column_but_not_the_line() {
         let text = "[[tenants]]\nname = \"a\"\napi_key = s3cr3t-unquoted\n";
         let Err(ConfigError::Parse { message, .. }) = Config::parse(text) else {
