@@ -10,7 +10,6 @@ use std::{path::Path, time::Duration};
 
 use common::*;
 use docgate_emulator::FaultPlan;
-use sqlx::Executor;
 
 const KEY: &str = "durability-test-key";
 
@@ -32,13 +31,7 @@ fn config(
     extra: &str,
 ) -> std::path::PathBuf {
     let c = emulator.sandbox_config();
-    let key_file = write_file(dir, "taler.key", c.extern_key.expose().as_bytes());
-    // A secret file must be private to its owner, or docgate refuses it.
-    std::fs::set_permissions(
-        &key_file,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .expect("chmod");
+    let key_file = private_file(dir, "taler.key", c.extern_key.expose().as_bytes());
     let codes = &c.error_codes;
     let text = format!(
         r#"
@@ -235,11 +228,6 @@ async fn kill_9_during_50_deliveries_loses_nothing_and_stores_nothing_twice() {
     );
 }
 
-fn postgres_base() -> String {
-    std::env::var("DOCGATE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_on_postgres_deliver_every_upload_exactly_once_when_one_dies() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -248,15 +236,7 @@ async fn two_replicas_on_postgres_deliver_every_upload_exactly_once_when_one_die
         delay_ms: 30,
         ..FaultPlan::default()
     });
-    let schema = format!("replicas_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&postgres_base())
-        .await
-        .expect("PostgreSQL");
-    admin
-        .execute(format!("CREATE SCHEMA {schema}").as_str())
-        .await
-        .expect("schema");
-    let ledger = format!("{}?options=-c%20search_path%3D{schema}", postgres_base());
+    let (_admin, _schema, ledger) = postgres_schema("replicas").await;
     let spool = dir.path().join("shared-spool");
     // Short leases so the survivor takes over the dead replica's work quickly.
     let extra = "lease = \"3s\"\nattempt_timeout = \"2s\"\nworker_concurrency = 8";

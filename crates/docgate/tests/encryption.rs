@@ -27,18 +27,11 @@ async fn taler(dir: &Path) -> docgate_taler::emulator::Emulator {
     .expect("taler emulator")
 }
 
-fn private_file(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = write_file(dir, name, text.as_bytes());
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .expect("chmod");
-    path
-}
-
 /// A docgate.toml for `emulator` on SQLite under `dir/gateway`, with `encryption` as its
 /// top-level `spool_encryption` line (or none).
 fn config(dir: &Path, emulator: &docgate_taler::emulator::Emulator, encryption: &str) -> PathBuf {
     let c = emulator.sandbox_config();
-    let key_file = private_file(dir, "taler.key", c.extern_key.expose());
+    let key_file = private_file(dir, "taler.key", c.extern_key.expose().as_bytes());
     let codes = &c.error_codes;
     let text = format!(
         r#"
@@ -180,43 +173,8 @@ async fn wait_attempted(client: &reqwest::Client, base: &str, id: &str) {
     }
 }
 
-/// Every file under `root` (spool objects, ledger.sqlite and its WAL, scratch, emulator
-/// state is elsewhere) that contains `needle`.
-fn files_containing(root: &Path, needle: &[u8]) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut dirs = vec![root.to_owned()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).expect("read_dir") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path) {
-                if bytes.windows(needle.len()).any(|w| w == needle) {
-                    found.push(path);
-                }
-            }
-        }
-    }
-    found
-}
-
 fn spooled_objects(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut dirs = vec![data_dir(dir).join("spool").join("uploads")];
-    while let Some(d) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else {
-                found.push(path);
-            }
-        }
-    }
-    found
+    files_under(&data_dir(dir).join("spool").join("uploads"))
 }
 
 fn outage() -> FaultPlan {
@@ -234,8 +192,8 @@ fn outage() -> FaultPlan {
 async fn spooled_documents_are_unreadable_on_disk_and_survive_a_key_rotation() {
     let dir = tempfile::tempdir().expect("tempdir");
     let emulator = taler(dir.path()).await;
-    let k1 = private_file(dir.path(), "k1.hex", K1);
-    let k2 = private_file(dir.path(), "k2.hex", K2);
+    let k1 = private_file(dir.path(), "k1.hex", K1.as_bytes());
+    let k2 = private_file(dir.path(), "k2.hex", K2.as_bytes());
     let first = config(
         dir.path(),
         &emulator,

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{pdf_bytes, rss_kb, Proc, PAYTO};
+use common::{pdf_bytes, private_file, rss_kb, Proc, TusUpload, PAYTO};
 use serde_json::Value;
 
 const KEY: &str = "hostile-test-key";
@@ -49,9 +49,7 @@ impl World {
             ],
             &[],
         );
-        let key_file = dir.join("extern-key");
-        std::fs::write(&key_file, extern_seed(&emulator)).expect("key file");
-        set_mode_0600(&key_file);
+        let key_file = private_file(dir, "extern-key", extern_seed(&emulator).as_bytes());
         let config = format!(
             r#"
 listen = "127.0.0.1:0"
@@ -133,11 +131,6 @@ purpose = 65535
             .expect("faults");
         assert!(res.status().is_success());
     }
-}
-
-fn set_mode_0600(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
 }
 
 /// A tmpfs of `size` mounted at `dir` (root only), unmounted on drop.
@@ -482,64 +475,26 @@ async fn regression_a_tus_patch_on_a_full_disk_gets_507_and_resumes_later() {
         &disk.0.join("data"),
         r#"min_free_space = "2MiB""#,
     );
-    let minted = w
-        .client
-        .post(format!("{}/v1/upload-sessions", w.gateway.url))
-        .bearer_auth(KEY)
-        .json(&serde_json::json!({"provider": "taler", "fields": {"payto": payto(7)}}))
-        .send()
-        .await
-        .expect("mint");
-    assert_eq!(minted.status(), 201);
-    let session: Value = minted.json().await.expect("json");
-    let token = session["token"].as_str().expect("token").to_owned();
-    let tus = |method: reqwest::Method, url: String| {
-        w.client
-            .request(method, url)
-            .bearer_auth(&token)
-            .header("tus-resumable", "1.0.0")
-    };
     let doc = pdf_bytes(4 << 20, 7).await;
-    let created = tus(reqwest::Method::POST, format!("{}/v1/tus/", w.gateway.url))
-        .header("upload-length", doc.len().to_string())
-        .header("upload-metadata", "filetype YXBwbGljYXRpb24vcGRm")
-        .send()
-        .await
-        .expect("create");
-    assert_eq!(created.status(), 201);
-    let location = created.headers()["location"]
-        .to_str()
-        .expect("location")
-        .to_owned();
-    let upload = if location.starts_with("http") {
-        location
-    } else {
-        format!("{}{location}", w.gateway.url)
-    };
+    let upload = TusUpload::begin(&w.client, &w.gateway.url, KEY, &payto(7), doc.len()).await;
 
     // Leave about 3 MiB free: admitted (above the 2 MiB reserve), cut before 1 MiB is left.
     let free = disk_free(&disk.0);
     let filler = disk.0.join("filler");
     std::fs::write(&filler, vec![0u8; (free - (3 << 20)) as usize]).expect("filler");
-    let patch = |offset: usize| {
-        tus(reqwest::Method::PATCH, upload.clone())
-            .header("content-type", "application/offset+octet-stream")
-            .header("upload-offset", offset.to_string())
-            .body(doc[offset..].to_vec())
-            .send()
-    };
-    let cut = patch(0).await.expect("patch");
+    let patch = |offset: usize| upload.patch(&w.client, &w.gateway.url, offset, &doc[offset..]);
+    let cut = patch(0).await;
     assert_eq!(cut.status(), 507, "the disk has no room for the document");
     let problem: Value = cut.json().await.expect("problem");
     assert_eq!(problem["code"], "insufficient_storage", "{problem}");
-    let offset = head_offset(&tus(reqwest::Method::HEAD, upload.clone())).await;
+    let offset = upload.offset(&w.client, &w.gateway.url).await;
     assert!(offset < doc.len(), "not all of it was kept: {offset}");
 
     std::fs::remove_file(&filler).expect("free the space");
     let deadline = Instant::now() + Duration::from_secs(10);
     let done = loop {
-        let offset = head_offset(&tus(reqwest::Method::HEAD, upload.clone())).await;
-        let res = patch(offset).await.expect("patch");
+        let offset = upload.offset(&w.client, &w.gateway.url).await;
+        let res = patch(offset).await;
         // 507 until the space watch has seen the space come back; 409 `upload_locked` while
         // the refused PATCH's lock is released. A tus client retries both.
         if !matches!(res.status().as_u16(), 507 | 409) || Instant::now() >= deadline {
@@ -562,19 +517,4 @@ fn disk_free(path: &Path) -> u64 {
         .nth(1)
         .and_then(|l| l.trim().parse().ok())
         .expect("df prints the free bytes")
-}
-
-async fn head_offset(req: &reqwest::RequestBuilder) -> usize {
-    let res = req
-        .try_clone()
-        .expect("clonable")
-        .send()
-        .await
-        .expect("head");
-    assert_eq!(res.status(), 200);
-    res.headers()["upload-offset"]
-        .to_str()
-        .expect("offset")
-        .parse()
-        .expect("number")
 }

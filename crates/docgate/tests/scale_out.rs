@@ -22,11 +22,6 @@ const S3_SECRET: &str = "fleet-test-secret";
 /// Planted in every document: it must appear nowhere docgate keeps data.
 const MARKER: &[u8] = b"MARKER-PASSPORT-P7734129";
 
-fn postgres_base() -> String {
-    std::env::var("DOCGATE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
 async fn s3(root: PathBuf) -> S3Server {
     S3Server::start(&S3Settings {
         listen: "127.0.0.1:0".parse().expect("addr"),
@@ -48,15 +43,9 @@ fn config(
     ledger: &str,
     s3_url: &str,
 ) -> PathBuf {
-    let private = |name: &str, contents: &[u8]| {
-        let path = write_file(dir, name, contents);
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .expect("chmod");
-        path
-    };
     let c = emulator.sandbox_config();
-    let taler_key = private("taler.key", c.extern_key.expose().as_bytes());
-    let spool_key = private("spool.key", "5a".repeat(32).as_bytes());
+    let taler_key = private_file(dir, "taler.key", c.extern_key.expose().as_bytes());
+    let spool_key = private_file(dir, "spool.key", "5a".repeat(32).as_bytes());
     let text = format!(
         r#"
 listen = "127.0.0.1:0"
@@ -141,93 +130,6 @@ async fn put_async(client: &reqwest::Client, base: &str, seed: u64) -> Result<St
         .ok_or_else(|| "no id".into())
 }
 
-/// A browser's resumable upload, as seen from outside: the session's token and its tus URL.
-struct Resumable {
-    session: String,
-    token: String,
-    upload: String,
-}
-
-impl Resumable {
-    async fn begin(client: &reqwest::Client, base: &str, len: usize) -> Resumable {
-        let minted: Value = client
-            .post(format!("{base}/v1/upload-sessions"))
-            .bearer_auth(KEY)
-            .json(&serde_json::json!({"provider": "taler", "fields": {"payto": PAYTO}}))
-            .send()
-            .await
-            .expect("mint")
-            .json()
-            .await
-            .expect("json");
-        let token = minted["token"].as_str().expect("token").to_owned();
-        let created = client
-            .post(format!("{base}/v1/tus/"))
-            .bearer_auth(&token)
-            .header("tus-resumable", "1.0.0")
-            .header("upload-length", len.to_string())
-            .header("upload-metadata", "filetype YXBwbGljYXRpb24vcGRm")
-            .send()
-            .await
-            .expect("create");
-        assert_eq!(created.status(), 201);
-        let location = created.headers()["location"]
-            .to_str()
-            .expect("location")
-            .to_owned();
-        // The path, so the same upload can be addressed on another replica.
-        let upload = match location.split_once("/v1/tus/") {
-            Some((_, id)) => format!("/v1/tus/{id}"),
-            None => location,
-        };
-        Resumable {
-            session: minted["id"].as_str().expect("id").to_owned(),
-            token,
-            upload,
-        }
-    }
-
-    async fn patch(
-        &self,
-        client: &reqwest::Client,
-        base: &str,
-        offset: usize,
-        bytes: &[u8],
-    ) -> u16 {
-        client
-            .patch(format!("{base}{}", self.upload))
-            .bearer_auth(&self.token)
-            .header("tus-resumable", "1.0.0")
-            .header("content-type", "application/offset+octet-stream")
-            .header("upload-offset", offset.to_string())
-            .body(bytes.to_vec())
-            .send()
-            .await
-            .expect("patch")
-            .status()
-            .as_u16()
-    }
-}
-
-/// Every file under `dir` that contains `needle`.
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut todo = vec![dir.to_owned()];
-    while let Some(d) = todo.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                todo.push(path);
-            } else if std::fs::read(&path)
-                .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
-            {
-                found.push(path);
-            }
-        }
-    }
-    found
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_on_postgres_and_s3_deliver_200_uploads_once_when_one_is_killed() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -243,15 +145,7 @@ async fn two_replicas_on_postgres_and_s3_deliver_200_uploads_once_when_one_is_ki
     });
     let s3_root = dir.path().join("s3");
     let s3 = s3(s3_root.clone()).await;
-    let schema = format!("fleet_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&postgres_base())
-        .await
-        .expect("PostgreSQL");
-    admin
-        .execute(format!("CREATE SCHEMA {schema}").as_str())
-        .await
-        .expect("schema");
-    let ledger = format!("{}?options=-c%20search_path%3D{schema}", postgres_base());
+    let (admin, schema, ledger) = postgres_schema("fleet").await;
     let cfg = config(dir.path(), &emulator, &ledger, &s3.url);
     let (a_dir, b_dir) = (dir.path().join("replica-a"), dir.path().join("replica-b"));
     let mut a = Some(replica(&cfg, &a_dir));
@@ -261,11 +155,12 @@ async fn two_replicas_on_postgres_and_s3_deliver_200_uploads_once_when_one_is_ki
 
     // A browser begins a resumable upload on replica a.
     let resumable_doc = document(9_999, 600_000).await;
-    let resumable = Resumable::begin(&client, &a_url, resumable_doc.len()).await;
+    let resumable = TusUpload::begin(&client, &a_url, KEY, PAYTO, resumable_doc.len()).await;
     assert_eq!(
         resumable
             .patch(&client, &a_url, 0, &resumable_doc[..250_000])
-            .await,
+            .await
+            .status(),
         204
     );
     // The piece received is in the bucket, sealed (not on replica a's disk).
@@ -297,19 +192,12 @@ async fn two_replicas_on_postgres_and_s3_deliver_200_uploads_once_when_one_is_ki
     }
 
     // Replica a is gone: the browser resumes on b, from the offset b reports.
-    let head = client
-        .head(format!("{}{}", b.url, resumable.upload))
-        .bearer_auth(&resumable.token)
-        .header("tus-resumable", "1.0.0")
-        .send()
-        .await
-        .expect("head");
-    assert_eq!(head.status(), 200);
-    assert_eq!(head.headers()["upload-offset"], "250000");
+    assert_eq!(resumable.offset(&client, &b.url).await, 250_000);
     assert_eq!(
         resumable
             .patch(&client, &b.url, 250_000, &resumable_doc[250_000..])
-            .await,
+            .await
+            .status(),
         204
     );
     let completed = client

@@ -212,3 +212,153 @@ pub fn node_dir() -> std::path::PathBuf {
         .expect("DOCGATE_INTEROP_NODE_DIR names interop/node with its modules installed: run ./scripts/test.sh")
         .into()
 }
+
+/// `write_file`, readable by its owner only (docgate refuses secret files others can read).
+pub fn private_file(dir: &Path, name: &str, contents: &[u8]) -> std::path::PathBuf {
+    let path = write_file(dir, name, contents);
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    path
+}
+
+/// Every file under `root`, at any depth (none when `root` does not exist).
+pub fn files_under(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![root.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// Every file under `root` that contains `needle`.
+pub fn files_containing(root: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    files_under(root)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(p).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+        })
+        .collect()
+}
+
+/// The PostgreSQL tests use (`DOCGATE_TEST_POSTGRES_URL`, else the local server).
+pub fn postgres_base() -> String {
+    std::env::var("DOCGATE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A fresh schema named `<prefix>_<random>`: an admin pool, the schema's name, and a ledger
+/// URL whose sessions use it.
+pub async fn postgres_schema(prefix: &str) -> (sqlx::PgPool, String, String) {
+    use sqlx::Executor;
+    let schema = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&postgres_base())
+        .await
+        .expect("PostgreSQL");
+    admin
+        .execute(format!("CREATE SCHEMA {schema}").as_str())
+        .await
+        .expect("schema");
+    let ledger = format!("{}?options=-c%20search_path%3D{schema}", postgres_base());
+    (admin, schema, ledger)
+}
+
+/// A browser's resumable upload as a test drives it: a Taler session minted with an API key
+/// and one tus upload of a PDF in it, addressed by its path so that any replica (`base`) can
+/// be asked about it.
+pub struct TusUpload {
+    pub session: String,
+    pub token: String,
+    /// `/v1/tus/<id>`.
+    pub path: String,
+}
+
+impl TusUpload {
+    /// Mint a session for `payto` with API key `key` on `base`, and create an upload of `len`
+    /// bytes of `application/pdf` in it.
+    pub async fn begin(
+        client: &reqwest::Client,
+        base: &str,
+        key: &str,
+        payto: &str,
+        len: usize,
+    ) -> TusUpload {
+        let minted = client
+            .post(format!("{base}/v1/upload-sessions"))
+            .bearer_auth(key)
+            .json(&serde_json::json!({"provider": "taler", "fields": {"payto": payto}}))
+            .send()
+            .await
+            .expect("mint");
+        assert_eq!(minted.status(), 201);
+        let minted: serde_json::Value = minted.json().await.expect("json");
+        let token = minted["token"].as_str().expect("token").to_owned();
+        let created = client
+            .post(format!("{base}/v1/tus/"))
+            .bearer_auth(&token)
+            .header("tus-resumable", "1.0.0")
+            .header("upload-length", len.to_string())
+            .header("upload-metadata", "filetype YXBwbGljYXRpb24vcGRm")
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(created.status(), 201);
+        let location = created.headers()["location"]
+            .to_str()
+            .expect("location")
+            .to_owned();
+        let path = match location.split_once("/v1/tus/") {
+            Some((_, id)) => format!("/v1/tus/{id}"),
+            None => location,
+        };
+        TusUpload {
+            session: minted["id"].as_str().expect("id").to_owned(),
+            token,
+            path,
+        }
+    }
+
+    /// `PATCH` `bytes` at `offset` through `base`.
+    pub async fn patch(
+        &self,
+        client: &reqwest::Client,
+        base: &str,
+        offset: usize,
+        bytes: &[u8],
+    ) -> reqwest::Response {
+        client
+            .patch(format!("{base}{}", self.path))
+            .bearer_auth(&self.token)
+            .header("tus-resumable", "1.0.0")
+            .header("content-type", "application/offset+octet-stream")
+            .header("upload-offset", offset.to_string())
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .expect("patch")
+    }
+
+    /// The offset `base` reports (`HEAD`, which must answer 200).
+    pub async fn offset(&self, client: &reqwest::Client, base: &str) -> usize {
+        let res = client
+            .head(format!("{base}{}", self.path))
+            .bearer_auth(&self.token)
+            .header("tus-resumable", "1.0.0")
+            .send()
+            .await
+            .expect("head");
+        assert_eq!(res.status(), 200);
+        res.headers()["upload-offset"]
+            .to_str()
+            .expect("offset")
+            .parse()
+            .expect("number")
+    }
+}
