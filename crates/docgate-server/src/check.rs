@@ -89,11 +89,10 @@ async fn probe_spool_bucket(setup: &Setup) -> Result<(), String> {
     let Some(settings) = &setup.spool_s3 else {
         return Ok(());
     };
-    let store = docgate_spool_s3::S3Store::new(settings).map_err(|e| e.to_string())?;
-    store
-        .probe()
+    docgate_spool_s3::S3Store::connect(settings)
         .await
-        .map_err(|e| format!("bucket {}: {e}", settings.location.bucket))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Why the ledger cannot be used. Never shows the URL: it may carry a password.

@@ -273,12 +273,18 @@ pub struct Gateway {
 async fn open_spool(setup: &Setup) -> Result<Arc<dyn ObjectStore>, StartError> {
     match &setup.spool_s3 {
         Some(settings) => {
-            let s3 = docgate_spool_s3::S3Store::new(settings)
-                .map_err(|e| StartError::Config(ConfigError::Invalid(e.to_string())))?;
-            s3.probe().await.map_err(io(format!(
-                "reaching the spool bucket {}",
-                settings.location.bucket
-            )))?;
+            let s3 = docgate_spool_s3::S3Store::connect(settings)
+                .await
+                .map_err(|e| match e {
+                    // Unreachable may pass (a network blip); a bad setting will not.
+                    docgate_spool_s3::S3ConfigError::Unreachable { bucket, source } => {
+                        StartError::Io {
+                            what: format!("reaching the spool bucket {bucket}"),
+                            source,
+                        }
+                    }
+                    other => StartError::Config(ConfigError::Invalid(other.to_string())),
+                })?;
             tracing::info!(bucket = %settings.location.bucket, "spooling documents in S3");
             seal_if_configured(setup, s3).await
         }

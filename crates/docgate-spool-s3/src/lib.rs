@@ -132,6 +132,8 @@ pub enum S3ConfigError {
          and AWS_SECRET_ACCESS_KEY)"
     )]
     NoCredentials,
+    #[error("reaching the spool bucket {bucket}: {source}")]
+    Unreachable { bucket: String, source: io::Error },
 }
 
 /// The spool's objects in an S3 bucket; see the module docs.
@@ -172,6 +174,20 @@ impl S3Store {
             bucket: settings.location.bucket.clone(),
             prefix: settings.location.prefix.clone(),
         })
+    }
+
+    /// The store, once its bucket has answered with these credentials (what `serve` needs
+    /// before it starts and `check` reports).
+    pub async fn connect(settings: &S3Settings) -> Result<S3Store, S3ConfigError> {
+        let store = S3Store::new(settings)?;
+        store
+            .probe()
+            .await
+            .map_err(|source| S3ConfigError::Unreachable {
+                bucket: settings.location.bucket.clone(),
+                source,
+            })?;
+        Ok(store)
     }
 
     fn full_key(&self, key: &str) -> String {
