@@ -295,7 +295,7 @@ impl DigestError {
 /// every block waited for the slowest lane, a core would idle while the fast one waits. With
 /// a queue per lane the fast one runs ahead and both cores stay busy; the depth bounds the
 /// blocks alive at once (memory) and is the back-pressure on the reader.
-const LANE_DEPTH: usize = 4;
+const LANE_DEPTH: usize = 2;
 
 #[derive(Default)]
 struct LaneQueue {

@@ -297,6 +297,9 @@ where
     }
 }
 
+/// The first block's buffer to begin with (it doubles up to `BLOCK` as bytes arrive).
+const FIRST_BLOCK: usize = 16 * 1024;
+
 /// Stream `body` through the pipeline into `spool`, under a temporary key.
 pub async fn ingest<S, E>(
     body: S,
@@ -326,6 +329,7 @@ where
     let mut body = body;
     let declared = normalize_declared(req.declared_type.as_deref());
     let mut pending = BytesMut::new();
+    let mut blocks_pushed = false;
     let mut sink: Option<(&'static str, Sink)> = None;
     let mut total: u64 = 0;
 
@@ -336,24 +340,33 @@ where
                 limit: req.max_bytes,
             });
         }
-        // Large chunks pass through without a copy; small ones are gathered into blocks.
-        let block = if pending.is_empty() && chunk.len() >= BLOCK && sink.is_some() {
-            Some(chunk)
-        } else {
-            pending.extend_from_slice(&chunk);
-            None
-        };
-        if sink.is_none() && pending.len() >= SNIFF_BYTES {
-            let media_type = check_type(&pending, declared.as_deref(), req.policy)?;
-            sink = Some((media_type, Sink::open(media_type, req.policy, spool, key)));
+        // Large chunks pass through without a copy; small ones are gathered into blocks of
+        // at most BLOCK bytes (a chunk that would overflow one is split across two, so no
+        // block's buffer grows past BLOCK). The first block starts small and grows (most
+        // documents are small); the next ones are allocated at BLOCK at once.
+        if pending.is_empty() && chunk.len() >= BLOCK && sink.is_some() {
+            if let Some((_, sink)) = sink.as_mut() {
+                sink.push(chunk).await?;
+                blocks_pushed = true;
+            }
+            continue;
         }
-        let block = match block {
-            Some(b) => Some(b),
-            None if pending.len() >= BLOCK && sink.is_some() => Some(pending.split().freeze()),
-            None => None,
-        };
-        if let (Some(block), Some((_, sink))) = (block, sink.as_mut()) {
-            sink.push(block).await?;
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            if pending.capacity() == 0 {
+                pending.reserve(if blocks_pushed { BLOCK } else { FIRST_BLOCK });
+            }
+            let room = BLOCK.saturating_sub(pending.len()).max(1);
+            let piece = rest.split_to(rest.len().min(room));
+            pending.extend_from_slice(&piece);
+            if sink.is_none() && pending.len() >= SNIFF_BYTES {
+                let media_type = check_type(&pending, declared.as_deref(), req.policy)?;
+                sink = Some((media_type, Sink::open(media_type, req.policy, spool, key)));
+            }
+            if let (true, Some((_, sink))) = (pending.len() >= BLOCK, sink.as_mut()) {
+                sink.push(pending.split().freeze()).await?;
+                blocks_pushed = true;
+            }
         }
     }
 

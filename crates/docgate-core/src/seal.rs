@@ -70,7 +70,7 @@ const STREAM_NONCE: usize = 7;
 /// Segment sizes a header may claim: bounds what a damaged header can make a reader allocate.
 const SEGMENT_BOUNDS: std::ops::RangeInclusive<u32> = 1024..=(4 << 20);
 /// Ciphertext is written to the inner store in batches of about this size.
-const WRITE_BATCH: usize = 256 * 1024;
+const WRITE_BATCH: usize = 128 * 1024;
 
 /// Why a sealed object or a key cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -464,6 +464,12 @@ struct SealWriter {
     position: u32,
 }
 
+/// Room for one write batch of sealed segments (a batch ends after the segment that
+/// crosses `WRITE_BATCH`).
+fn out_buffer(segment: usize) -> BytesMut {
+    BytesMut::with_capacity(WRITE_BATCH + segment + TAG)
+}
+
 impl SealWriter {
     fn seal_pending(&mut self, last: bool) -> io::Result<()> {
         let mut seg = std::mem::replace(&mut self.pending, Vec::with_capacity(SEGMENT + TAG));
@@ -497,7 +503,10 @@ impl ObjectWriter for SealWriter {
             data = &data[take..];
         }
         if self.out.len() >= WRITE_BATCH {
-            self.inner.write(self.out.split().freeze()).await?;
+            // A fresh buffer of the batch's size, not the rest of this one: a split-off
+            // buffer would grow by doubling and keep the written batch's allocation alive.
+            let batch = std::mem::replace(&mut self.out, out_buffer(self.sealer.segment));
+            self.inner.write(batch.freeze()).await?;
         }
         Ok(())
     }
@@ -524,11 +533,12 @@ impl<S: ObjectStore> ObjectStore for EncryptedStore<S> {
         let sealer = header.stream(&data_key, key);
         let mut inner = self.inner.put(key).await?;
         inner.write(Bytes::copy_from_slice(&header.bytes)).await?;
+        let segment = sealer.segment;
         Ok(Box::new(SealWriter {
             inner,
             sealer,
-            pending: Vec::with_capacity(SEGMENT + TAG),
-            out: BytesMut::with_capacity(WRITE_BATCH + SEGMENT + TAG),
+            pending: Vec::with_capacity(segment + TAG),
+            out: out_buffer(segment),
             position: 0,
         }))
     }

@@ -20,7 +20,7 @@ use std::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::Stream;
-use tokio::{io::AsyncWriteExt, sync::Notify};
+use tokio::sync::Notify;
 
 /// A boxed stream of document bytes.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'static>>;
@@ -121,31 +121,96 @@ impl LocalStore {
     }
 }
 
+/// Blocks are gathered up to this many bytes before they go to a blocking thread: a small
+/// document costs one trip (create, write, fsync, close), not one per block and step. A
+/// writer holds at most this plus one block.
+const GATHER: usize = 64 * 1024;
+
+/// Objects up to this size are read in one trip to a blocking thread, as one chunk.
+const READ_WHOLE: u64 = 64 * 1024;
+
 struct LocalWriter {
-    file: tokio::fs::File,
+    /// `None` until the first blocks are written out (the file is created then), and while
+    /// a blocking thread has it.
+    file: Option<std::fs::File>,
+    pending: Vec<Bytes>,
+    pending_len: usize,
     path: PathBuf,
+    created: bool,
     committed: bool,
     dir_sync: DirSync,
 }
 
 impl Drop for LocalWriter {
     fn drop(&mut self) {
-        if !self.committed {
+        if self.created && !self.committed {
             // Best effort; the orphan sweep removes what this misses.
             let _ = std::fs::remove_file(&self.path);
         }
     }
 }
 
+impl LocalWriter {
+    /// Write the gathered blocks on a blocking thread, creating the file (and its
+    /// directory) first if this is the first time; with `sync`, fsync and close it after.
+    async fn write_out(&mut self, sync: bool) -> io::Result<()> {
+        let file = self.file.take();
+        if file.is_none() && self.created {
+            return Err(io::Error::other("an earlier write of this object failed"));
+        }
+        self.created = true;
+        let blocks = std::mem::take(&mut self.pending);
+        self.pending_len = 0;
+        let path = self.path.clone();
+        let (file, result) = tokio::task::spawn_blocking(move || {
+            let mut file = match file {
+                Some(f) => f,
+                None => match create_file(&path) {
+                    Ok(f) => f,
+                    Err(e) => return (None, Err(e)),
+                },
+            };
+            let mut result = blocks
+                .iter()
+                .try_for_each(|b| io::Write::write_all(&mut file, b));
+            if sync && result.is_ok() {
+                result = file.sync_all();
+            }
+            (if sync { None } else { Some(file) }, result)
+        })
+        .await
+        .map_err(io::Error::other)?;
+        self.file = file;
+        result
+    }
+}
+
+/// Create (truncate) the file behind a key, and its directory when missing.
+fn create_file(path: &Path) -> io::Result<std::fs::File> {
+    match std::fs::File::create(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::File::create(path)
+        }
+        other => other,
+    }
+}
+
 #[async_trait]
 impl ObjectWriter for LocalWriter {
     async fn write(&mut self, block: Bytes) -> io::Result<()> {
-        self.file.write_all(&block).await
+        self.pending_len += block.len();
+        self.pending.push(block);
+        if self.pending_len >= GATHER {
+            self.write_out(false).await?;
+        }
+        Ok(())
     }
 
     async fn commit(mut self: Box<Self>) -> io::Result<()> {
-        self.file.flush().await?;
-        self.file.sync_all().await?;
+        self.write_out(true).await?;
         let dir = self.path.parent().map(Path::to_owned);
         if let Some(dir) = dir {
             self.dir_sync.sync(&dir).await?;
@@ -158,16 +223,13 @@ impl ObjectWriter for LocalWriter {
 #[async_trait]
 impl ObjectStore for LocalStore {
     async fn put(&self, key: &str) -> io::Result<Box<dyn ObjectWriter>> {
-        let path = self.checked_path(key)?;
-        if let Some(parent) = path.parent() {
-            if parent != self.root {
-                tokio::fs::create_dir_all(parent).await?;
-            }
-        }
-        let file = tokio::fs::File::create(&path).await?;
+        // The file is created with the first bytes written out (see `LocalWriter`).
         Ok(Box::new(LocalWriter {
-            file,
-            path,
+            file: None,
+            pending: Vec::new(),
+            pending_len: 0,
+            path: self.checked_path(key)?,
+            created: false,
             committed: false,
             dir_sync: self.dir_sync.clone(),
         }))
@@ -176,6 +238,13 @@ impl ObjectStore for LocalStore {
     async fn get(&self, key: &str, from: u64, len: u64) -> io::Result<ByteStream> {
         use tokio::io::{AsyncReadExt, AsyncSeekExt};
         let path = self.checked_path(key)?;
+        if len.saturating_sub(from) < READ_WHOLE {
+            let chunk = tokio::task::spawn_blocking(move || read_range(&path, from, len))
+                .await
+                .map_err(io::Error::other)??;
+            let once = futures_util::stream::iter((!chunk.is_empty()).then_some(Ok(chunk)));
+            return Ok(Box::pin(once));
+        }
         let mut file = tokio::fs::File::open(&path).await?;
         if from > 0 {
             file.seek(io::SeekFrom::Start(from)).await?;
@@ -213,6 +282,20 @@ impl ObjectStore for LocalStore {
     fn local_root(&self) -> Option<&Path> {
         Some(&self.root)
     }
+}
+
+/// `from..len` of a small file and one byte more if there is one (so a file longer than
+/// recorded is noticed, as with the streamed read).
+fn read_range(path: &Path, from: u64, len: u64) -> io::Result<Bytes> {
+    use io::{Read, Seek};
+    let mut file = std::fs::File::open(path)?;
+    if from > 0 {
+        file.seek(io::SeekFrom::Start(from))?;
+    }
+    let want = len.saturating_sub(from).saturating_add(1);
+    let mut buf = Vec::with_capacity(usize::try_from(want).unwrap_or(0));
+    file.take(want).read_to_end(&mut buf)?;
+    Ok(Bytes::from(buf))
 }
 
 /// Files under `dir` whose key (path relative to `root`) starts with `prefix`.

@@ -820,3 +820,60 @@ async fn concurrent_sqlite_writes_are_committed_together_and_fail_alone() {
         assert!(reopened.get(&format!("u{i}")).await.expect("get").is_some());
     }
 }
+
+/// Failing writes inside a busy batch (each in its own savepoint, the steps between writes
+/// sent together) undo only themselves: the writes around them commit, with their history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_writes_inside_a_batch_are_undone_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = Arc::new(sqlite(&dir).await);
+    for i in 0..10 {
+        ledger
+            .insert(new_upload(&format!("taken{i}"), None, None, i))
+            .await
+            .expect("insert");
+    }
+    let tasks: Vec<_> = (0..120)
+        .map(|i| {
+            let ledger = ledger.clone();
+            // Every twelfth write reuses a taken id: a constraint violation mid-batch.
+            let id = if i % 12 == 0 {
+                format!("taken{}", i / 12)
+            } else {
+                format!("fresh{i}")
+            };
+            tokio::spawn(async move {
+                (
+                    id.clone(),
+                    ledger.insert(new_upload(&id, None, None, i)).await,
+                )
+            })
+        })
+        .collect();
+    let mut failed = 0;
+    for t in tasks {
+        let (id, result) = t.await.expect("task");
+        if id.starts_with("taken") {
+            assert!(result.is_err(), "{id}: {result:?}");
+            failed += 1;
+        } else {
+            assert!(matches!(result, Ok(Inserted::New(_))), "{id}: {result:?}");
+        }
+    }
+    assert_eq!(failed, 10);
+    drop(ledger);
+    let reopened = sqlite(&dir).await;
+    for i in (0..120).filter(|i| i % 12 != 0) {
+        let id = format!("fresh{i}");
+        assert!(reopened.get(&id).await.expect("get").is_some(), "{id}");
+        let history = reopened.history(&id).await.expect("history");
+        assert_eq!(history.len(), 1, "{id}: {history:?}");
+    }
+    for i in 0..10 {
+        let history = reopened
+            .history(&format!("taken{i}"))
+            .await
+            .expect("history");
+        assert_eq!(history.len(), 1, "taken{i}: the failed write left no event");
+    }
+}

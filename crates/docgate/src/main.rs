@@ -170,12 +170,30 @@ fn init_tracing(format: LogFormat) {
 /// Hashing does not use this pool: it has its own, one thread per core (docgate-core).
 const BLOCKING_THREADS: usize = 16;
 
+/// Pages freed by jemalloc go back to the system at once instead of after its default
+/// decay of 10 s. Bodies move through in blocks of 256 KiB, and under a burst of large
+/// uploads the blocks freed but kept for reuse were as much memory again as the blocks in
+/// use: 64 concurrent 15 MiB uploads peaked at +77 – +102 MiB with decays of 0.5–2 s and
+/// +61 – +64 MiB with none, and 10 s after the burst the process held +13 – +15 MiB more
+/// than at idle instead of +7 (`scripts/bench-burst.sh`). Small uploads showed no cost in
+/// CPU or throughput (interleaved A/B, docs/performance.md). Set before the runtime starts
+/// any thread, so every arena is made with it; failing costs memory, not correctness.
+#[cfg(feature = "jemalloc")]
+fn return_freed_memory_at_once() {
+    use tikv_jemalloc_ctl::{Access, AsName};
+    for key in [
+        &b"arenas.dirty_decay_ms\0"[..],
+        b"arenas.muzzy_decay_ms\0",
+        b"arena.0.dirty_decay_ms\0",
+        b"arena.0.muzzy_decay_ms\0",
+    ] {
+        let _ = key.name().write(0isize);
+    }
+}
+
 fn main() -> anyhow::Result<()> {
-    // Without its background thread jemalloc only purges freed pages when the process next
-    // allocates, so an idle gateway would keep a burst's memory. Failing to start it costs
-    // memory, not correctness: not worth refusing to run for.
     #[cfg(feature = "jemalloc")]
-    let _ = tikv_jemalloc_ctl::background_thread::write(true);
+    return_freed_memory_at_once();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(BLOCKING_THREADS)

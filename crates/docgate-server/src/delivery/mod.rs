@@ -112,8 +112,12 @@ pub struct Deliverer {
     /// This replica's lease owner name.
     pub node: String,
     waiters: Mutex<HashMap<String, watch::Sender<UploadStatus>>>,
-    /// Wakes the worker early (a retry was scheduled sooner than its next poll).
+    /// Wakes the worker early (a retry was scheduled sooner than its next poll). Use
+    /// [`Deliverer::queue_for_worker`] for work that found every slot taken.
     pub wake: Notify,
+    /// Work is due that found no free slot: a slot given back wakes the worker at once
+    /// instead of leaving the work to its next poll (up to `poll_interval` later).
+    backlog: std::sync::atomic::AtomicBool,
     /// Every running delivery, so shutdown can wait for them.
     pub tasks: tokio_util::task::TaskTracker,
     /// Cancelled when shutdown's grace period is over: running attempts stop unrecorded.
@@ -164,6 +168,7 @@ impl Deliverer {
             node: format!("docgate-{}", uuid::Uuid::new_v4().simple()),
             waiters: Mutex::new(HashMap::new()),
             wake: Notify::new(),
+            backlog: std::sync::atomic::AtomicBool::new(false),
             tasks: tokio_util::task::TaskTracker::new(),
             cancel: tokio_util::sync::CancellationToken::new(),
             slots,
@@ -420,7 +425,7 @@ impl Deliverer {
         };
         if self.ledger.reschedule(id, owner, r).await? {
             self.publish(id, UploadStatus::RetryScheduled);
-            self.wake.notify_one();
+            self.queue_for_worker();
         }
         Ok(())
     }

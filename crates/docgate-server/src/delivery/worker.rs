@@ -3,7 +3,10 @@
 //! Tenant notifications run in a task of their own, so a slow tenant endpoint never delays
 //! deliveries.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
 
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +31,14 @@ impl Deliverer {
         self.slots.clone().try_acquire_owned().ok()
     }
 
+    /// A delivery slot within `wait`, in the order asked.
+    pub async fn slot_within(&self, wait: Duration) -> Option<OwnedSemaphorePermit> {
+        tokio::time::timeout(wait, self.slots.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+
     /// Drive a claimed upload in the background (tracked for graceful shutdown), holding
     /// `slot` until it is done.
     pub fn spawn_drive(
@@ -39,7 +50,17 @@ impl Deliverer {
         self.tasks.spawn(async move {
             me.drive(rec).await;
             drop(slot);
+            if me.backlog.load(Ordering::SeqCst) {
+                me.wake.notify_one();
+            }
         });
+    }
+
+    /// Due work that no slot took (all were busy): the worker claims it as soon as a slot
+    /// is given back, not at its next poll.
+    pub fn queue_for_worker(&self) {
+        self.backlog.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
     }
 
     /// Run until `shutdown`. Then: wait up to `grace` for running deliveries, cancel the ones
@@ -67,12 +88,18 @@ impl Deliverer {
             }
             let free = self.slots.available_permits();
             if free > 0 {
+                // Cleared before claiming: work queued from now on sets it again.
+                self.backlog.store(false, Ordering::SeqCst);
                 match self
                     .ledger
                     .claim_due(&self.lease(), now_ms(), free as u32, &providers)
                     .await
                 {
                     Ok(claimed) => {
+                        if claimed.len() >= free {
+                            // Every free slot is taken: more may be due.
+                            self.backlog.store(true, Ordering::SeqCst);
+                        }
                         for rec in claimed {
                             let Ok(slot) = self.slots.clone().acquire_owned().await else {
                                 break;
@@ -80,7 +107,10 @@ impl Deliverer {
                             self.spawn_drive(rec, slot);
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "claiming due deliveries failed"),
+                    Err(e) => {
+                        self.backlog.store(true, Ordering::SeqCst);
+                        tracing::warn!(error = %e, "claiming due deliveries failed")
+                    }
                 }
             }
             if last_housekeeping.elapsed() >= HOUSEKEEPING_EVERY {

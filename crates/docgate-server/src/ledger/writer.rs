@@ -24,9 +24,10 @@ const QUEUE: usize = 1024;
 /// What a write does once its batch is committed (or failed to commit): answer its caller.
 type Answer = Box<dyn FnOnce(Option<&CommitFailure>) + Send>;
 
-/// One write: run on the writer's connection inside the batch's transaction; returns how to
-/// answer its caller once the fate of the batch is known.
-type Job = Box<dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Answer> + Send>;
+/// One write: run on the writer's connection inside the batch's transaction; returns
+/// whether it succeeded (a failed write is rolled back alone) and how to answer its caller
+/// once the fate of the batch is known.
+type Job = Box<dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, (bool, Answer)> + Send>;
 
 /// Why a batch did not commit, as every caller of the batch is told.
 #[derive(Debug, Clone)]
@@ -59,7 +60,8 @@ impl Writer {
         let (tx, rx) = oneshot::channel::<LedgerResult<T>>();
         let job: Job = Box::new(move |conn| {
             Box::pin(async move {
-                let result = in_savepoint(conn, write).await;
+                let result = write(conn).await;
+                let ok = result.is_ok();
                 let answer: Answer = Box::new(move |failure: Option<&CommitFailure>| {
                     let outcome = match failure {
                         None => result,
@@ -68,30 +70,11 @@ impl Writer {
                     // The caller may have gone away; the write stands either way.
                     let _ = tx.send(outcome);
                 });
-                answer
+                (ok, answer)
             })
         });
         self.jobs.send(job).await.map_err(|_| LedgerError::Closed)?;
         rx.await.map_err(|_| LedgerError::Closed)?
-    }
-}
-
-/// Run `write` inside a savepoint, so its failure undoes only itself.
-async fn in_savepoint<T, F>(conn: &mut AnyConnection, write: F) -> LedgerResult<T>
-where
-    F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, LedgerResult<T>>,
-{
-    conn.execute("SAVEPOINT w").await?;
-    match write(conn).await {
-        Ok(v) => {
-            conn.execute("RELEASE w").await?;
-            Ok(v)
-        }
-        Err(e) => {
-            conn.execute("ROLLBACK TO w").await?;
-            conn.execute("RELEASE w").await?;
-            Err(e)
-        }
     }
 }
 
@@ -105,33 +88,73 @@ async fn run(mut conn: AnyConnection, mut rx: mpsc::Receiver<Job>) {
 }
 
 /// One transaction for the whole batch; every caller is answered after the commit.
+///
+/// Each write runs in a savepoint of its own, so a failed write is undone alone and the
+/// others still commit. A batch of one needs none: its failure rolls the transaction back.
+/// Every statement is a round trip to SQLite's connection thread, so the savepoint steps
+/// between two writes go as one (`RELEASE w; SAVEPOINT w`).
 async fn commit_batch(conn: &mut AnyConnection, batch: &mut Vec<Job>) {
+    let single = batch.len() == 1;
     let mut answers: Vec<Answer> = Vec::with_capacity(batch.len());
-    let began = conn.execute("BEGIN IMMEDIATE").await.map(|_| ());
+    let began = conn
+        .execute(if single {
+            "BEGIN IMMEDIATE"
+        } else {
+            "BEGIN IMMEDIATE; SAVEPOINT w"
+        })
+        .await
+        .map(|_| ());
+    let mut alone_failed = false;
     let committed = match began {
         Ok(()) => {
-            for job in batch.drain(..) {
-                answers.push(job(conn).await);
+            let mut steps = Ok(());
+            let mut jobs = batch.drain(..).peekable();
+            while let Some(job) = jobs.next() {
+                let (ok, answer) = job(conn).await;
+                answers.push(answer);
+                if single {
+                    alone_failed = !ok;
+                    break;
+                }
+                let step = match (ok, jobs.peek().is_some()) {
+                    (true, true) => "RELEASE w; SAVEPOINT w",
+                    (true, false) => "RELEASE w",
+                    (false, true) => "ROLLBACK TO w; RELEASE w; SAVEPOINT w",
+                    (false, false) => "ROLLBACK TO w; RELEASE w",
+                };
+                if let Err(e) = conn.execute(step).await {
+                    steps = Err(e);
+                    break;
+                }
             }
-            conn.execute("COMMIT").await.map(|_| ())
+            // Writes never run (a savepoint step failed) are answered with the failure.
+            answers.extend(jobs.map(job_refused));
+            match steps {
+                Ok(()) if alone_failed => Ok(()),
+                Ok(()) => conn.execute("COMMIT").await.map(|_| ()),
+                Err(e) => Err(e),
+            }
         }
         Err(e) => Err(e),
     };
+    if alone_failed {
+        // Its own error is its answer; nothing else was in the transaction.
+        if let Err(e) = conn.execute("ROLLBACK").await {
+            tracing::error!(error = %e, "rolling back a failed ledger write failed");
+        }
+    }
     let failure = committed.err().map(|e| {
         tracing::error!(error = %e, writes = answers.len(), "a ledger batch did not commit");
-        let failure = CommitFailure {
+        CommitFailure {
             out_of_space: LedgerError::Db(e).is_out_of_space(),
             message: "the ledger could not commit".into(),
-        };
-        // Leave no transaction open for the next batch.
-        failure
+        }
     });
     if failure.is_some() {
+        // Leave no transaction open for the next batch.
         let _ = conn.execute("ROLLBACK").await;
         // Jobs never run (BEGIN failed) are answered with the failure too.
-        for job in batch.drain(..) {
-            answers.push(job_refused(job));
-        }
+        answers.extend(batch.drain(..).map(job_refused));
     }
     for answer in answers {
         answer(failure.as_ref());

@@ -322,7 +322,7 @@ pub async fn retry(
     {
         Control::Done(rec) => {
             // Due now: the worker need not wait for its next poll.
-            app.deliverer.wake.notify_one();
+            app.deliverer.queue_for_worker();
             tracing::info!(upload = %rec.id, tenant = %tenant.name, "upload re-queued by its tenant");
             Ok(with_location(
                 json_response(StatusCode::ACCEPTED, &receipt(&rec)),

@@ -388,6 +388,9 @@ struct Spooled {
     sha512: [u8; 64],
 }
 
+/// Bodies up to this size are written in one go once whole.
+const SMALL_BODY: u64 = 64 * 1024;
+
 /// Write the body to `path`, hashing it; it must be exactly `Content-Length` bytes and
 /// keep arriving within the idle timeout.
 async fn spool_body(
@@ -396,8 +399,10 @@ async fn spool_body(
     body: Body,
     path: &std::path::Path,
 ) -> Result<Spooled, Response> {
-    let file = tokio::fs::File::create(path).await.map_err(store_failed)?;
-    let mut file = tokio::io::BufWriter::with_capacity(256 * 1024, file);
+    // A small body is kept until it is whole and then written, synced and closed in one
+    // trip to a blocking thread; a larger one streams to the file as it arrives.
+    let mut small: Vec<axum::body::Bytes> = Vec::new();
+    let mut file: Option<tokio::io::BufWriter<tokio::fs::File>> = None;
     let mut stream = body.into_data_stream();
     let mut hasher = Sha512::new();
     let mut head: Vec<u8> = Vec::with_capacity(SNIFF_BYTES);
@@ -428,7 +433,19 @@ async fn spool_body(
             head.extend_from_slice(&chunk[..take]);
         }
         hasher.update(&chunk);
-        file.write_all(&chunk).await.map_err(store_failed)?;
+        match &mut file {
+            None if received <= SMALL_BODY => small.push(chunk),
+            None => {
+                let created = tokio::fs::File::create(path).await.map_err(store_failed)?;
+                let mut w = tokio::io::BufWriter::with_capacity(64 * 1024, created);
+                for piece in small.drain(..) {
+                    w.write_all(&piece).await.map_err(store_failed)?;
+                }
+                w.write_all(&chunk).await.map_err(store_failed)?;
+                file = Some(w);
+            }
+            Some(w) => w.write_all(&chunk).await.map_err(store_failed)?,
+        }
     }
     if received != checked.declared_len {
         return Err(malformed(
@@ -436,8 +453,26 @@ async fn spool_body(
             format!("{received} of {} bytes", checked.declared_len),
         ));
     }
-    file.flush().await.map_err(store_failed)?;
-    file.into_inner().sync_all().await.map_err(store_failed)?;
+    match file {
+        Some(mut w) => {
+            w.flush().await.map_err(store_failed)?;
+            w.into_inner().sync_all().await.map_err(store_failed)?;
+        }
+        None => {
+            let path = path.to_path_buf();
+            tokio::task::spawn_blocking(move || {
+                let mut f = std::fs::File::create(&path)?;
+                small
+                    .iter()
+                    .try_for_each(|p| std::io::Write::write_all(&mut f, p))?;
+                f.sync_all()
+            })
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(store_failed)?;
+        }
+    }
     Ok(Spooled {
         size: received,
         head,

@@ -68,6 +68,30 @@ pub enum Committed {
     AlreadyStored,
 }
 
+/// The commit's file-system steps, in order; the `.body` rename is the last that counts.
+fn commit_in_place(
+    dir: &Path,
+    body_path: &Path,
+    temp_path: &Path,
+    payto: &str,
+    meta_json: &[u8],
+) -> io::Result<Committed> {
+    if body_path.try_exists()? {
+        return Ok(Committed::AlreadyStored);
+    }
+    std::fs::create_dir_all(dir)?;
+    let payto_path = dir.join("payto");
+    if !payto_path.try_exists()? {
+        std::fs::write(&payto_path, payto.as_bytes())?;
+    }
+    std::fs::write(body_path.with_extension("json"), meta_json)?;
+    std::fs::rename(temp_path, body_path)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(Committed::Stored)
+}
+
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
@@ -130,22 +154,20 @@ impl Store {
         let _guard = self.commit_lock.lock().await;
         let dir = self.customer_dir(customer);
         let body_path = self.body_path(customer, h_body);
-        if tokio::fs::try_exists(&body_path).await? {
-            return Ok(Committed::AlreadyStored);
-        }
-        tokio::fs::create_dir_all(&dir).await?;
-        let payto_path = dir.join("payto");
-        if !tokio::fs::try_exists(&payto_path).await? {
-            tokio::fs::write(&payto_path, payto.as_bytes()).await?;
-        }
+        let temp_path = temp.path.clone();
+        let payto = payto.to_owned();
         let meta_json = serde_json::to_vec_pretty(meta).map_err(io::Error::other)?;
-        tokio::fs::write(body_path.with_extension("json"), meta_json).await?;
-        tokio::fs::rename(&temp.path, &body_path).await?;
-        temp.keep = true;
-        if let Ok(d) = tokio::fs::File::open(&dir).await {
-            let _ = d.sync_all().await;
+        // One trip to a blocking thread for the whole commit: the lock is held for as
+        // short a time as the file system allows.
+        let committed = tokio::task::spawn_blocking(move || {
+            commit_in_place(&dir, &body_path, &temp_path, &payto, &meta_json)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        if committed == Committed::Stored {
+            temp.keep = true;
         }
-        Ok(Committed::Stored)
+        Ok(committed)
     }
 
     /// Every body stored for a customer, oldest first.

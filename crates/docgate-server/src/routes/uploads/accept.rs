@@ -59,6 +59,10 @@ fn check_complete(
     Ok(prepared)
 }
 
+/// How long a request waiting for its outcome queues for a delivery slot before leaving its
+/// upload to the worker.
+const SLOT_QUEUE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Validate, persist, record, deliver and answer.
 pub async fn accept(
     intake: Intake,
@@ -75,8 +79,14 @@ pub async fn accept(
     drop(documents);
 
     let fp = fingerprint(provider.name(), &fields, &metas);
-    // Deliver at once when a delivery slot is free; else the worker takes it when one is.
-    let slot = app.deliverer.try_slot();
+    // Deliver at once when a delivery slot is free. A client waiting for the outcome queues
+    // for one a little while (first come, first served: uploads queued for the worker would
+    // otherwise lose every freed slot to newer requests); else the worker takes it later.
+    let slot = if intake.respond_async {
+        app.deliverer.try_slot()
+    } else {
+        app.deliverer.slot_within(SLOT_QUEUE).await
+    };
     let new = NewUpload {
         id: id.clone(),
         tenant: intake.tenant.name.clone(),
@@ -104,7 +114,7 @@ pub async fn accept(
             let mut waiter = app.deliverer.watch(&rec.id, rec.status);
             match slot {
                 Some(slot) => app.deliverer.spawn_drive(rec.clone(), slot),
-                None => app.deliverer.wake.notify_one(),
+                None => app.deliverer.queue_for_worker(),
             }
             if respond_async {
                 let mut res = upload_response(&rec);
