@@ -58,6 +58,7 @@ fn upload(lease: Option<Lease>) -> NewUpload {
         }],
         now: docgate_core::now_ms(),
         lease,
+        first_attempt: false,
         notify: true,
     }
 }

@@ -71,6 +71,7 @@ fn new_upload(id: &str, key: Option<&str>, lease: Option<Lease>, now: i64) -> Ne
         documents: vec![doc("file")],
         now,
         lease,
+        first_attempt: false,
         notify: true,
     }
 }

@@ -604,6 +604,7 @@ fn new_upload(id: &str, tenant: &str, now: i64, lease: Option<Lease>) -> NewUplo
         documents: Vec::new(),
         now,
         lease,
+        first_attempt: false,
         notify: false,
     }
 }

@@ -235,11 +235,12 @@ impl Deliverer {
     /// Attempt delivery of a claimed upload until it is final, rescheduled for later, or the
     /// lease is lost. Errors of the ledger itself are logged; the lease then expires and the
     /// delivery is picked up again.
-    pub async fn drive(&self, rec: UploadRecord) {
+    /// `counted`: the first attempt was counted when the upload was inserted.
+    pub async fn drive(&self, rec: UploadRecord, counted: bool) {
         let id = rec.id.clone();
         let owner = rec.lease_owner.clone();
         let until = rec.lease_until.unwrap_or(0);
-        if let Err(e) = self.drive_inner(rec).await {
+        if let Err(e) = self.drive_inner(rec, counted).await {
             tracing::error!(upload = %id, error = %e, "ledger failed during delivery; handing the upload back");
             if let Some(owner) = owner {
                 self.hand_back_after_ledger_error(&id, &owner, until).await;
@@ -275,7 +276,7 @@ impl Deliverer {
         }
     }
 
-    async fn drive_inner(&self, rec: UploadRecord) -> Result<(), LedgerError> {
+    async fn drive_inner(&self, rec: UploadRecord, counted: bool) -> Result<(), LedgerError> {
         let id = rec.id.as_str();
         let Some(owner) = rec.lease_owner.clone() else {
             tracing::warn!(upload = %id, "asked to deliver an upload that is not claimed");
@@ -286,12 +287,17 @@ impl Deliverer {
         };
         let documents = self.documents(&rec);
         let scratch_dir = self.scratch_dir(id);
+        let mut counted = counted.then_some(rec.attempts);
         loop {
-            let Some(attempt) = self
-                .ledger
-                .start_attempt(id, &self.lease_for(&owner), now_ms())
-                .await?
-            else {
+            let started = match counted.take() {
+                Some(attempt) => Some(attempt),
+                None => {
+                    self.ledger
+                        .start_attempt(id, &self.lease_for(&owner), now_ms())
+                        .await?
+                }
+            };
+            let Some(attempt) = started else {
                 tracing::warn!(upload = %id, "lease lost or delivery canceled; no further attempt");
                 return Ok(());
             };

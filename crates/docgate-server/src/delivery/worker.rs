@@ -46,9 +46,28 @@ impl Deliverer {
         rec: crate::ledger::UploadRecord,
         slot: OwnedSemaphorePermit,
     ) {
+        self.spawn_drive_from(rec, slot, false);
+    }
+
+    /// Like [`Self::spawn_drive`], for an upload inserted with its first attempt already
+    /// counted ([`crate::ledger::NewUpload::first_attempt`]).
+    pub fn spawn_first_attempt(
+        self: &Arc<Self>,
+        rec: crate::ledger::UploadRecord,
+        slot: OwnedSemaphorePermit,
+    ) {
+        self.spawn_drive_from(rec, slot, true);
+    }
+
+    fn spawn_drive_from(
+        self: &Arc<Self>,
+        rec: crate::ledger::UploadRecord,
+        slot: OwnedSemaphorePermit,
+        counted: bool,
+    ) {
         let me = self.clone();
         self.tasks.spawn(async move {
-            me.drive(rec).await;
+            me.drive(rec, counted).await;
             drop(slot);
             if me.backlog.load(Ordering::SeqCst) {
                 me.wake.notify_one();

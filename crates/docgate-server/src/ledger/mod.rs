@@ -237,6 +237,10 @@ pub struct NewUpload {
     /// `Some` when the accepting replica delivers it right away (it holds the lease);
     /// `None` leaves it `received` and due now, for any worker.
     pub lease: Option<Lease>,
+    /// With `lease`: the insert also counts the first attempt, which the caller starts at
+    /// once without [`Ledger::start_attempt`] (one ledger write less per upload). An attempt
+    /// is counted before it is made either way, so a crash during it is not forgotten.
+    pub first_attempt: bool,
     pub notify: bool,
 }
 

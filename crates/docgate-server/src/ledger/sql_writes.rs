@@ -73,7 +73,7 @@ pub async fn insert(c: &mut AnyConnection, new: NewUpload) -> LedgerResult<Inser
     };
     let sql = format!(
         "INSERT INTO uploads ({COLUMNS}) VALUES \
-         ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11, NULL, NULL, NULL, NULL, $12, $12, NULL, $13, 0, NULL, 0, NULL, 0, NULL) \
+         ($1, $2, $3, $4, $5, $6, $7, $8, $14, $9, $10, $11, NULL, NULL, NULL, NULL, $12, $12, NULL, $13, 0, NULL, 0, NULL, 0, NULL) \
          ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING {COLUMNS}"
     );
     let inserted = sqlx::query(&sql)
@@ -90,6 +90,7 @@ pub async fn insert(c: &mut AnyConnection, new: NewUpload) -> LedgerResult<Inser
         .bind(until)
         .bind(new.now)
         .bind(notify.as_str())
+        .bind(i64::from(new.lease.is_some() && new.first_attempt))
         .fetch_optional(&mut *c)
         .await?;
     if let Some(row) = inserted {

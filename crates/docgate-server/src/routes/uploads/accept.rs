@@ -97,6 +97,7 @@ pub async fn accept(
         documents: stored,
         now: now_ms(),
         lease: slot.as_ref().map(|_| app.deliverer.lease()),
+        first_attempt: true,
         notify: intake.tenant.notify.is_some(),
     };
     let keys: Vec<String> = new.documents.iter().flat_map(|d| d.keys()).collect();
@@ -113,7 +114,7 @@ pub async fn accept(
             app.metrics.bytes_received(&rec.provider, total);
             let mut waiter = app.deliverer.watch(&rec.id, rec.status);
             match slot {
-                Some(slot) => app.deliverer.spawn_drive(rec.clone(), slot),
+                Some(slot) => app.deliverer.spawn_first_attempt(rec.clone(), slot),
                 None => app.deliverer.queue_for_worker(),
             }
             if respond_async {
