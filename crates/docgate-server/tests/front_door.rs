@@ -795,3 +795,69 @@ async fn the_tenant_is_notified_of_the_final_receipt_with_a_signature() {
         "retried after the failure"
     );
 }
+
+/// Uploads that found every delivery slot busy waited for the worker's next poll (500 ms by
+/// default; at 32 concurrent small uploads the slowest took over a second), because a slot
+/// given back woke nobody. Now the worker claims them as soon as a slot is free: with one
+/// slot and a poll a minute apart, four uploads are all delivered within seconds.
+#[tokio::test]
+async fn regression_uploads_queued_behind_a_busy_slot_are_delivered_when_it_frees() {
+    let h = Harness::with(Options {
+        delivery: DeliverySettings {
+            worker_concurrency: 1,
+            poll_interval: Duration::from_secs(60),
+            ..DeliverySettings::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    // Each delivery takes a while, so the later uploads find the one slot taken.
+    h.taler.faults.set(FaultPlan {
+        delay_ms: 200,
+        ..FaultPlan::default()
+    });
+    let mut locations = Vec::new();
+    for i in 0..4u8 {
+        let res = h
+            .client
+            .post(h.url("/v1/uploads"))
+            .bearer_auth(ACME)
+            .header("Prefer", "respond-async")
+            .multipart(taler_form(pdf(3000, 150 + i)))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(res.status(), 202);
+        locations.push(
+            res.headers()["location"]
+                .to_str()
+                .expect("location")
+                .to_owned(),
+        );
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    for location in &locations {
+        loop {
+            let (status, r) = json(
+                h.client
+                    .get(h.url(location))
+                    .bearer_auth(ACME)
+                    .send()
+                    .await
+                    .expect("get"),
+            )
+            .await;
+            assert_eq!(status, 200);
+            if r["status"] == "delivered" {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{location} still {} after 20 s: queued uploads wait for the next poll",
+                r["status"]
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(h.stored(), 4);
+}
