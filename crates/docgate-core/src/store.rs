@@ -73,11 +73,14 @@ pub trait ObjectStore: Send + Sync + fmt::Debug + 'static {
 ///
 /// A commit fsyncs the file, then the directory holding its name — the second is shared:
 /// commits that finish while a directory sync is running wait for the next one, so N
-/// concurrent uploads cost N file syncs but far fewer directory syncs.
+/// concurrent uploads cost N file syncs but far fewer directory syncs. Each directory has
+/// its own syncs: a sync of `tmp/` says nothing about a name just created in `uploads/`.
 #[derive(Debug)]
 pub struct LocalStore {
     root: PathBuf,
-    dir_sync: DirSync,
+    /// One per directory objects were written to. Keys are built by the gateway, under a
+    /// few fixed prefixes, so the map stays as small as the set of prefixes.
+    dir_syncs: Arc<Mutex<std::collections::HashMap<PathBuf, DirSync>>>,
 }
 
 impl LocalStore {
@@ -87,7 +90,7 @@ impl LocalStore {
         std::fs::create_dir_all(&root)?;
         Ok(LocalStore {
             root,
-            dir_sync: DirSync::default(),
+            dir_syncs: Arc::default(),
         })
     }
 
@@ -95,13 +98,19 @@ impl LocalStore {
     pub fn at(root: impl Into<PathBuf>) -> LocalStore {
         LocalStore {
             root: root.into(),
-            dir_sync: DirSync::default(),
+            dir_syncs: Arc::default(),
         }
     }
 
     /// The file behind `key`.
     pub fn path(&self, key: &str) -> PathBuf {
         self.root.join(key)
+    }
+
+    /// The shared syncs of `dir`.
+    fn dir_sync(&self, dir: &Path) -> DirSync {
+        let mut syncs = self.dir_syncs.lock().unwrap_or_else(|e| e.into_inner());
+        syncs.entry(dir.to_owned()).or_default().clone()
     }
 
     fn checked_path(&self, key: &str) -> io::Result<PathBuf> {
@@ -224,14 +233,16 @@ impl ObjectWriter for LocalWriter {
 impl ObjectStore for LocalStore {
     async fn put(&self, key: &str) -> io::Result<Box<dyn ObjectWriter>> {
         // The file is created with the first bytes written out (see `LocalWriter`).
+        let path = self.checked_path(key)?;
+        let dir_sync = self.dir_sync(path.parent().unwrap_or(&self.root));
         Ok(Box::new(LocalWriter {
             file: None,
             pending: Vec::new(),
             pending_len: 0,
-            path: self.checked_path(key)?,
+            path,
             created: false,
             committed: false,
-            dir_sync: self.dir_sync.clone(),
+            dir_sync,
         }))
     }
 
@@ -568,7 +579,31 @@ mod tests {
             t.await.expect("task");
         }
         assert_eq!(store.list("u").await.expect("list").len(), 32);
-        let s = store.dir_sync.lock();
+        let syncs = store.dir_sync(dir.path());
+        let s = syncs.lock();
         assert!(s.finished <= 32 && s.finished >= 1);
+    }
+
+    /// The directory syncs were shared by the whole store: a commit in `uploads/` could be
+    /// answered by a sync of `tmp/` (the readiness probe's) that had started after its
+    /// file was created, and return with its own directory never synced.
+    #[tokio::test]
+    async fn regression_a_directory_sync_covers_only_its_own_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::new(dir.path()).expect("store");
+        for key in ["uploads/a", "tmp/b", "uploads/c"] {
+            let mut w = store.put(key).await.expect("put");
+            w.write(Bytes::from_static(b"x")).await.expect("write");
+            w.commit().await.expect("commit");
+        }
+        let uploads = store.dir_sync(&dir.path().join("uploads"));
+        let tmp = store.dir_sync(&dir.path().join("tmp"));
+        assert!(!Arc::ptr_eq(&uploads.state, &tmp.state));
+        assert_eq!(
+            uploads.lock().finished,
+            2,
+            "one sync per commit in uploads/"
+        );
+        assert_eq!(tmp.lock().finished, 1, "one in tmp/");
     }
 }
