@@ -31,10 +31,24 @@ pub async fn add_event(
         return Ok(());
     };
     let seq: i64 = row.try_get("event_seq")?;
+    let erased: Option<Millis> = row.try_get("erased_at")?;
+    insert_event(c, id, seq, at, kind, detail, erased.is_some()).await
+}
+
+/// Write event number `seq` of an upload's history (a number the caller took from the
+/// upload row's `event_seq`, under the row's lock).
+async fn insert_event(
+    c: &mut AnyConnection,
+    id: &str,
+    seq: i64,
+    at: Millis,
+    kind: &str,
+    detail: Value,
+    erased: bool,
+) -> LedgerResult<()> {
     // An attempt in flight when the upload was erased still ends and is recorded; what the
     // provider said about it may quote the documents' content or the person.
-    let erased: Option<Millis> = row.try_get("erased_at")?;
-    let detail = if erased.is_some() {
+    let detail = if erased {
         super::sql_ops::redact_detail(detail).0
     } else {
         detail
@@ -72,8 +86,8 @@ pub async fn insert(c: &mut AnyConnection, new: NewUpload) -> LedgerResult<Inser
         NotifyState::None
     };
     let sql = format!(
-        "INSERT INTO uploads ({COLUMNS}) VALUES \
-         ($1, $2, $3, $4, $5, $6, $7, $8, $14, $9, $10, $11, NULL, NULL, NULL, NULL, $12, $12, NULL, $13, 0, NULL, 0, NULL, 0, NULL) \
+        "INSERT INTO uploads ({COLUMNS}, event_seq) VALUES \
+         ($1, $2, $3, $4, $5, $6, $7, $8, $14, $9, $10, $11, NULL, NULL, NULL, NULL, $12, $12, NULL, $13, 0, NULL, 0, NULL, 0, NULL, 1) \
          ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING {COLUMNS}"
     );
     let inserted = sqlx::query(&sql)
@@ -96,7 +110,8 @@ pub async fn insert(c: &mut AnyConnection, new: NewUpload) -> LedgerResult<Inser
     if let Some(row) = inserted {
         let bytes: u64 = new.documents.iter().map(|d| d.meta.size).sum();
         let detail = json!({ "documents": new.documents.len(), "bytes": bytes });
-        add_event(c, &new.id, new.now, "received", detail).await?;
+        // Event 1, numbered by the insert itself.
+        insert_event(c, &new.id, 1, new.now, "received", detail, false).await?;
         return Ok(Inserted::New(decode(&row)?));
     }
     let key = new
@@ -208,14 +223,17 @@ pub async fn finish(
 ) -> LedgerResult<bool> {
     let delivered_at =
         matches!(f.status, UploadStatus::Delivered | UploadStatus::Duplicate).then_some(f.now);
-    let done = sqlx::query(
+    // The attempt (if any) and the outcome are numbered by this same statement.
+    let events = 1 + i64::from(f.attempt.is_some());
+    let row = sqlx::query(
         "UPDATE uploads SET status = $3, \
              provider_reference = CASE WHEN erased_at IS NULL THEN $4 ELSE NULL END, \
              problem = CASE WHEN erased_at IS NULL THEN $5 ELSE NULL END, \
              last_upstream_status = COALESCE($6, last_upstream_status), delivered_at = $7, \
              lease_owner = NULL, lease_until = NULL, next_attempt_at = NULL, updated_at = $8, \
-             notify_next_at = $8 \
-         WHERE id = $1 AND lease_owner = $2 AND status = 'delivering'",
+             notify_next_at = $8, event_seq = event_seq + $9 \
+         WHERE id = $1 AND lease_owner = $2 AND status = 'delivering' \
+         RETURNING tenant, provider, event_seq, erased_at",
     )
     .bind(id.clone())
     .bind(owner)
@@ -225,28 +243,26 @@ pub async fn finish(
     .bind(f.upstream_status.map(i64::from))
     .bind(delivered_at)
     .bind(f.now)
-    .execute(&mut *c)
+    .bind(events)
+    .fetch_optional(&mut *c)
     .await?;
-    if done.rows_affected() != 1 {
+    let Some(row) = row else {
         return Ok(false);
-    }
-    if !f.owned.is_empty() {
-        let row = sqlx::query("SELECT tenant, provider FROM uploads WHERE id = $1")
-            .bind(id.clone())
-            .fetch_one(&mut *c)
-            .await?;
-        let tenant: String = row.try_get("tenant")?;
-        let provider: String = row.try_get("provider")?;
-        for r in &f.owned {
-            insert_owned(c, &tenant, &provider, r, &id, f.now).await?;
-        }
+    };
+    let tenant: String = row.try_get("tenant")?;
+    let provider: String = row.try_get("provider")?;
+    let last: i64 = row.try_get("event_seq")?;
+    let erased = row.try_get::<Option<Millis>, _>("erased_at")?.is_some();
+    for r in &f.owned {
+        insert_owned(c, &tenant, &provider, r, &id, f.now).await?;
     }
     if let Some(a) = &f.attempt {
-        add_event(c, &id, f.now, "attempt", attempt_detail(a)?).await?;
+        let detail = attempt_detail(a)?;
+        insert_event(c, &id, last - 1, f.now, "attempt", detail, erased).await?;
     }
     let code = f.problem.as_ref().and_then(|p| p.get("code").cloned());
     let detail = json!({ "upstream_status": f.upstream_status, "code": code });
-    add_event(c, &id, f.now, f.status.as_str(), detail).await?;
+    insert_event(c, &id, last, f.now, f.status.as_str(), detail, erased).await?;
     Ok(true)
 }
 
