@@ -476,22 +476,9 @@ async fn respond_async_answers_202_at_once_and_the_receipt_is_the_tenants_alone(
         location,
         format!("/v1/uploads/{}", receipt["id"].as_str().expect("id"))
     );
-    let final_receipt = loop {
-        let (status, r) = json(
-            h.client
-                .get(h.url(&location))
-                .bearer_auth(ACME)
-                .send()
-                .await
-                .expect("get"),
-        )
+    let final_receipt = h
+        .until_delivered(&location, Duration::from_secs(20), "not delivered")
         .await;
-        assert_eq!(status, 200);
-        if r["status"] == "delivered" {
-            break r;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
     assert_eq!(final_receipt["id"], receipt["id"]);
     let other = h
         .client
@@ -835,29 +822,12 @@ async fn regression_uploads_queued_behind_a_busy_slot_are_delivered_when_it_free
                 .to_owned(),
         );
     }
+    // One deadline for all four (the later ones have had the time the earlier ones took).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     for location in &locations {
-        loop {
-            let (status, r) = json(
-                h.client
-                    .get(h.url(location))
-                    .bearer_auth(ACME)
-                    .send()
-                    .await
-                    .expect("get"),
-            )
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        h.until_delivered(location, left, "queued uploads wait for the next poll")
             .await;
-            assert_eq!(status, 200);
-            if r["status"] == "delivered" {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{location} still {} after 20 s: queued uploads wait for the next poll",
-                r["status"]
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
     assert_eq!(h.stored(), 4);
 }

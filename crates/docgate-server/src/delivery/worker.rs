@@ -40,34 +40,17 @@ impl Deliverer {
     }
 
     /// Drive a claimed upload in the background (tracked for graceful shutdown), holding
-    /// `slot` until it is done.
+    /// `slot` until it is done. `first_attempt_counted`: it was inserted with its first
+    /// attempt counted ([`crate::ledger::NewUpload::first_attempt`]).
     pub fn spawn_drive(
         self: &Arc<Self>,
         rec: crate::ledger::UploadRecord,
         slot: OwnedSemaphorePermit,
-    ) {
-        self.spawn_drive_from(rec, slot, false);
-    }
-
-    /// Like [`Self::spawn_drive`], for an upload inserted with its first attempt already
-    /// counted ([`crate::ledger::NewUpload::first_attempt`]).
-    pub fn spawn_first_attempt(
-        self: &Arc<Self>,
-        rec: crate::ledger::UploadRecord,
-        slot: OwnedSemaphorePermit,
-    ) {
-        self.spawn_drive_from(rec, slot, true);
-    }
-
-    fn spawn_drive_from(
-        self: &Arc<Self>,
-        rec: crate::ledger::UploadRecord,
-        slot: OwnedSemaphorePermit,
-        counted: bool,
+        first_attempt_counted: bool,
     ) {
         let me = self.clone();
         self.tasks.spawn(async move {
-            me.drive(rec, counted).await;
+            me.drive(rec, first_attempt_counted).await;
             drop(slot);
             if me.backlog.load(Ordering::SeqCst) {
                 me.wake.notify_one();
@@ -123,7 +106,7 @@ impl Deliverer {
                             let Ok(slot) = self.slots.clone().acquire_owned().await else {
                                 break;
                             };
-                            self.spawn_drive(rec, slot);
+                            self.spawn_drive(rec, slot, false);
                         }
                     }
                     Err(e) => {

@@ -161,7 +161,8 @@ async fn commit_batch(conn: &mut AnyConnection, batch: &mut Vec<Job>) {
     }
 }
 
-/// A job whose batch never began: answer it without running it.
+/// A job that never ran (its batch did not begin, or a savepoint step before it failed):
+/// answer it without running it.
 fn job_refused(job: Job) -> Answer {
     drop(job);
     Box::new(|_| {})

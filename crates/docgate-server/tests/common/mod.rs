@@ -123,6 +123,33 @@ impl Harness {
         format!("{}{path}", self.gateway.url())
     }
 
+    /// The receipt at `location` (acme's), read until it says `delivered`; panics with
+    /// `why` if it does not within `within`.
+    pub async fn until_delivered(&self, location: &str, within: Duration, why: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let (status, r) = json(
+                self.client
+                    .get(self.url(location))
+                    .bearer_auth(ACME)
+                    .send()
+                    .await
+                    .expect("get"),
+            )
+            .await;
+            assert_eq!(status, 200);
+            if r["status"] == "delivered" {
+                return r;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{location} still {} after {within:?}: {why}",
+                r["status"]
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// `POST /v1/uploads` with provider=taler, the payto, and one document in slot `file`.
     pub async fn upload(
         &self,

@@ -114,7 +114,7 @@ pub async fn accept(
             app.metrics.bytes_received(&rec.provider, total);
             let mut waiter = app.deliverer.watch(&rec.id, rec.status);
             match slot {
-                Some(slot) => app.deliverer.spawn_first_attempt(rec.clone(), slot),
+                Some(slot) => app.deliverer.spawn_drive(rec.clone(), slot, true),
                 None => app.deliverer.queue_for_worker(),
             }
             if respond_async {
