@@ -218,10 +218,11 @@ both_backends!(a_claim_is_exclusive_until_its_lease_expires, |ledger| {
         attempt: None,
         now: 1200,
     };
-    assert!(!ledger
+    assert!(ledger
         .finish("u1", "a:t", fin.clone())
         .await
-        .expect("finish"));
+        .expect("finish")
+        .is_none());
     assert_eq!(
         ledger
             .start_attempt("u1", &lease("b", 4000), 1100)
@@ -229,8 +230,10 @@ both_backends!(a_claim_is_exclusive_until_its_lease_expires, |ledger| {
             .expect("attempt"),
         Some(1)
     );
-    assert!(ledger.finish("u1", "b:t", fin).await.expect("finish"));
+    let done = ledger.finish("u1", "b:t", fin).await.expect("finish");
     let rec = ledger.get("u1").await.expect("get").expect("exists");
+    // What finish returns is what a waiting request answers with: the row as committed.
+    assert_eq!(done.as_ref(), Some(&rec));
     assert_eq!(
         (
             rec.status,
@@ -388,7 +391,11 @@ both_backends!(
                 None,
             )
         };
-        assert!(ledger.finish("u1", "a:t", fin).await.expect("finish"));
+        assert!(ledger
+            .finish("u1", "a:t", fin)
+            .await
+            .expect("finish")
+            .is_some());
         assert!(ledger
             .owns_ref("acme", "taler", &key("4/i/def"))
             .await
@@ -454,7 +461,11 @@ both_backends!(notifications_are_claimed_once_final_and_retried, |ledger| {
         attempt: None,
         now: 50,
     };
-    assert!(ledger.finish("u1", "a:t", fin).await.expect("finish"));
+    assert!(ledger
+        .finish("u1", "a:t", fin)
+        .await
+        .expect("finish")
+        .is_some());
     let due = ledger
         .claim_notifications(100, 200, 10)
         .await
@@ -511,7 +522,11 @@ both_backends!(spool_removal_lists_final_uploads_once, |ledger| {
         attempt: None,
         now: 20,
     };
-    assert!(ledger.finish("u1", "a:t", fin).await.expect("finish"));
+    assert!(ledger
+        .finish("u1", "a:t", fin)
+        .await
+        .expect("finish")
+        .is_some());
     let due: Vec<String> = ledger
         .spool_removal_due(100, 10)
         .await
@@ -776,7 +791,11 @@ both_backends!(
         );
         let fin = Finish::delivered(UploadStatus::Delivered, json!({}), Vec::new(), Some(204))
             .after(attempt(2, "delivered", Some(204), None));
-        assert!(ledger.finish("u1", "a:t", fin).await.expect("finish"));
+        assert!(ledger
+            .finish("u1", "a:t", fin)
+            .await
+            .expect("finish")
+            .is_some());
         let history = ledger.history("u1").await.expect("history");
         let kinds: Vec<&str> = history.iter().map(|e| e.kind.as_str()).collect();
         assert_eq!(kinds, ["received", "attempt", "attempt", "delivered"]);

@@ -111,7 +111,7 @@ pub struct Deliverer {
     pub metrics: Arc<Metrics>,
     /// This replica's lease owner name.
     pub node: String,
-    waiters: Mutex<HashMap<String, watch::Sender<UploadStatus>>>,
+    waiters: Mutex<HashMap<String, watch::Sender<StatusChange>>>,
     /// Wakes the worker early (a retry was scheduled sooner than its next poll). Use
     /// [`Deliverer::queue_for_worker`] for work that found every slot taken.
     pub wake: Notify,
@@ -127,12 +127,21 @@ pub struct Deliverer {
     pub slots: Arc<tokio::sync::Semaphore>,
 }
 
+/// What a waiting request is told when this replica changes an upload's status.
+#[derive(Debug, Clone)]
+pub struct StatusChange {
+    pub status: UploadStatus,
+    /// With a final outcome: the upload as the ledger committed it, so the waiting request
+    /// answers from it instead of reading it back (a ledger read less per upload).
+    pub record: Option<Arc<UploadRecord>>,
+}
+
 /// A request waiting for an upload's delivery; unregisters itself when dropped.
 #[derive(Debug)]
 pub struct Waiter<'a> {
     deliverer: &'a Deliverer,
     id: String,
-    pub rx: watch::Receiver<UploadStatus>,
+    pub rx: watch::Receiver<StatusChange>,
 }
 
 impl Drop for Waiter<'_> {
@@ -177,7 +186,7 @@ impl Deliverer {
 
     fn lock_waiters(
         &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<UploadStatus>>> {
+    ) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<StatusChange>>> {
         self.waiters.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -187,7 +196,10 @@ impl Deliverer {
         let rx = match waiters.get(id) {
             Some(tx) => tx.subscribe(),
             None => {
-                let (tx, rx) = watch::channel(current);
+                let (tx, rx) = watch::channel(StatusChange {
+                    status: current,
+                    record: None,
+                });
                 waiters.insert(id.to_owned(), tx);
                 rx
             }
@@ -199,9 +211,9 @@ impl Deliverer {
         }
     }
 
-    fn publish(&self, id: &str, status: UploadStatus) {
+    fn publish(&self, id: &str, status: UploadStatus, record: Option<Arc<UploadRecord>>) {
         if let Some(tx) = self.lock_waiters().get(id) {
-            let _ = tx.send(status);
+            let _ = tx.send(StatusChange { status, record });
         }
     }
 
@@ -301,7 +313,7 @@ impl Deliverer {
                 tracing::warn!(upload = %id, "lease lost or delivery canceled; no further attempt");
                 return Ok(());
             };
-            self.publish(id, UploadStatus::Delivering);
+            self.publish(id, UploadStatus::Delivering, None);
             let ctx = DeliveryContext {
                 upload_id: id.to_owned(),
                 attempt,
@@ -430,7 +442,7 @@ impl Deliverer {
             attempt: Some(attempt),
         };
         if self.ledger.reschedule(id, owner, r).await? {
-            self.publish(id, UploadStatus::RetryScheduled);
+            self.publish(id, UploadStatus::RetryScheduled, None);
             self.queue_for_worker();
         }
         Ok(())
@@ -473,12 +485,11 @@ impl Deliverer {
         owner: &str,
         finish: Finish,
     ) -> Result<(), LedgerError> {
-        let status = finish.status;
-        if !self.ledger.finish(&rec.id, owner, finish).await? {
+        let Some(done) = self.ledger.finish(&rec.id, owner, finish).await? else {
             tracing::warn!(upload = %rec.id, "lease lost before the outcome could be recorded");
             return Ok(());
-        }
-        self.publish(&rec.id, status);
+        };
+        self.publish(&rec.id, done.status, Some(Arc::new(done)));
         if self.settings.retention.is_zero() {
             self.remove_spool(rec).await?;
         }

@@ -425,8 +425,14 @@ pub trait Ledger: Send + Sync + std::fmt::Debug + 'static {
         now: Millis,
     ) -> LedgerResult<Option<u32>>;
 
-    /// Record a final outcome (only by the lease holder). False when the lease was lost.
-    async fn finish(&self, id: &str, owner: &str, finish: Finish) -> LedgerResult<bool>;
+    /// Record a final outcome (only by the lease holder): the upload as committed, or `None`
+    /// when the lease was lost.
+    async fn finish(
+        &self,
+        id: &str,
+        owner: &str,
+        finish: Finish,
+    ) -> LedgerResult<Option<UploadRecord>>;
 
     /// Record a transient failure and when to try again; releases the lease.
     async fn reschedule(&self, id: &str, owner: &str, r: Reschedule) -> LedgerResult<bool>;

@@ -281,7 +281,7 @@ impl Ledger for SqlLedger {
             .await
     }
 
-    async fn finish(&self, id: &str, owner: &str, f: Finish) -> LedgerResult<bool> {
+    async fn finish(&self, id: &str, owner: &str, f: Finish) -> LedgerResult<Option<UploadRecord>> {
         let (id, owner) = (id.to_owned(), owner.to_owned());
         self.write(move |c| w::finish(c, id, owner, f).boxed())
             .await

@@ -220,12 +220,12 @@ pub async fn finish(
     id: String,
     owner: String,
     f: Finish,
-) -> LedgerResult<bool> {
+) -> LedgerResult<Option<UploadRecord>> {
     let delivered_at =
         matches!(f.status, UploadStatus::Delivered | UploadStatus::Duplicate).then_some(f.now);
     // The attempt (if any) and the outcome are numbered by this same statement.
     let events = 1 + i64::from(f.attempt.is_some());
-    let row = sqlx::query(
+    let row = sqlx::query(&format!(
         "UPDATE uploads SET status = $3, \
              provider_reference = CASE WHEN erased_at IS NULL THEN $4 ELSE NULL END, \
              problem = CASE WHEN erased_at IS NULL THEN $5 ELSE NULL END, \
@@ -233,8 +233,8 @@ pub async fn finish(
              lease_owner = NULL, lease_until = NULL, next_attempt_at = NULL, updated_at = $8, \
              notify_next_at = $8, event_seq = event_seq + $9 \
          WHERE id = $1 AND lease_owner = $2 AND status = 'delivering' \
-         RETURNING tenant, provider, event_seq, erased_at",
-    )
+         RETURNING {COLUMNS}, event_seq"
+    ))
     .bind(id.clone())
     .bind(owner)
     .bind(f.status.as_str())
@@ -247,14 +247,13 @@ pub async fn finish(
     .fetch_optional(&mut *c)
     .await?;
     let Some(row) = row else {
-        return Ok(false);
+        return Ok(None);
     };
-    let tenant: String = row.try_get("tenant")?;
-    let provider: String = row.try_get("provider")?;
+    let done = decode(&row)?;
     let last: i64 = row.try_get("event_seq")?;
-    let erased = row.try_get::<Option<Millis>, _>("erased_at")?.is_some();
+    let erased = done.erased_at.is_some();
     for r in &f.owned {
-        insert_owned(c, &tenant, &provider, r, &id, f.now).await?;
+        insert_owned(c, &done.tenant, &done.provider, r, &id, f.now).await?;
     }
     if let Some(a) = &f.attempt {
         let detail = attempt_detail(a)?;
@@ -263,7 +262,7 @@ pub async fn finish(
     let code = f.problem.as_ref().and_then(|p| p.get("code").cloned());
     let detail = json!({ "upstream_status": f.upstream_status, "code": code });
     insert_event(c, &id, last, f.now, f.status.as_str(), detail, erased).await?;
-    Ok(true)
+    Ok(Some(done))
 }
 
 pub async fn reschedule(

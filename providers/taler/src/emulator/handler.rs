@@ -455,8 +455,8 @@ async fn spool_body(
     }
     match file {
         Some(mut w) => {
+            // Flushed to the kernel, not synced: see the store's docs.
             w.flush().await.map_err(store_failed)?;
-            w.into_inner().sync_all().await.map_err(store_failed)?;
         }
         None => {
             let path = path.to_path_buf();
@@ -464,8 +464,7 @@ async fn spool_body(
                 let mut f = std::fs::File::create(&path)?;
                 small
                     .iter()
-                    .try_for_each(|p| std::io::Write::write_all(&mut f, p))?;
-                f.sync_all()
+                    .try_for_each(|p| std::io::Write::write_all(&mut f, p))
             })
             .await
             .map_err(std::io::Error::other)
@@ -518,6 +517,7 @@ async fn check_body_type(
 /// Move the verified body into the store: 204, or 412 if an identical upload won the race.
 async fn commit(shared: &Shared, checked: &Checked, temp: TempBody, size: u64) -> Response {
     let meta = StoredBody {
+        payto: checked.payto.clone(),
         h_body: crockford::encode(&checked.h_body),
         size,
         content_type: checked.content_type.clone(),
@@ -527,13 +527,7 @@ async fn commit(shared: &Shared, checked: &Checked, temp: TempBody, size: u64) -
     };
     match shared
         .store
-        .commit(
-            temp,
-            &checked.customer,
-            &checked.payto,
-            &checked.h_body,
-            &meta,
-        )
+        .commit(temp, &checked.customer, &checked.h_body, &meta)
         .await
     {
         Ok(Committed::Stored) => {
