@@ -520,15 +520,7 @@ async fn during_an_outage_uploads_are_accepted_and_all_delivered_once_it_recover
     h.taler.faults.set(FaultPlan::default());
     for id in &ids {
         loop {
-            let (_, r) = json(
-                h.client
-                    .get(h.url(&format!("/v1/uploads/{id}")))
-                    .bearer_auth(ACME)
-                    .send()
-                    .await
-                    .expect("get"),
-            )
-            .await;
+            let (_, r) = h.get_as_acme(&format!("/v1/uploads/{id}")).await;
             if r["status"] == "delivered" {
                 assert!(r["attempts"].as_u64().unwrap_or(0) >= 2, "{r}");
                 break;
@@ -671,15 +663,7 @@ async fn operational_routes_answer() {
         (200, Some("ready")),
         "{body}"
     );
-    let (status, body) = json(
-        h.client
-            .get(h.url("/v1/providers"))
-            .bearer_auth(ACME)
-            .send()
-            .await
-            .expect("get"),
-    )
-    .await;
+    let (status, body) = h.get_as_acme("/v1/providers").await;
     assert_eq!(status, 200);
     let taler = &body["providers"][0];
     assert_eq!(taler["name"], "taler");

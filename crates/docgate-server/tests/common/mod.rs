@@ -123,20 +123,25 @@ impl Harness {
         format!("{}{path}", self.gateway.url())
     }
 
+    /// `GET path` as acme: the status and the JSON body.
+    pub async fn get_as_acme(&self, path: &str) -> (u16, Value) {
+        json(
+            self.client
+                .get(self.url(path))
+                .bearer_auth(ACME)
+                .send()
+                .await
+                .expect("get"),
+        )
+        .await
+    }
+
     /// The receipt at `location` (acme's), read until it says `delivered`; panics with
     /// `why` if it does not within `within`.
     pub async fn until_delivered(&self, location: &str, within: Duration, why: &str) -> Value {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            let (status, r) = json(
-                self.client
-                    .get(self.url(location))
-                    .bearer_auth(ACME)
-                    .send()
-                    .await
-                    .expect("get"),
-            )
-            .await;
+            let (status, r) = self.get_as_acme(location).await;
             assert_eq!(status, 200);
             if r["status"] == "delivered" {
                 return r;

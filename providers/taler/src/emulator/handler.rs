@@ -399,8 +399,8 @@ async fn spool_body(
     body: Body,
     path: &std::path::Path,
 ) -> Result<Spooled, Response> {
-    // A small body is kept until it is whole and then written, synced and closed in one
-    // trip to a blocking thread; a larger one streams to the file as it arrives.
+    // A small body is kept until it is whole and then written and closed in one trip to a
+    // blocking thread; a larger one streams to the file as it arrives.
     let mut small: Vec<axum::body::Bytes> = Vec::new();
     let mut file: Option<tokio::io::BufWriter<tokio::fs::File>> = None;
     let mut stream = body.into_data_stream();
