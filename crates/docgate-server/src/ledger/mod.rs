@@ -19,6 +19,7 @@
 //! One trait, [`Ledger`]; one SQL implementation ([`sql::SqlLedger`]) with two backends,
 //! SQLite (embedded default) and PostgreSQL (scale-out). The same test suite runs against both.
 
+mod db;
 pub mod sql;
 mod sql_ops;
 mod sql_sessions;
@@ -359,6 +360,8 @@ pub struct Finish {
 pub enum LedgerError {
     #[error("ledger database: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("ledger database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("ledger schema migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the ledger's writes did not commit: {}", .0.message)]
@@ -369,6 +372,8 @@ pub enum LedgerError {
     Corrupt(String),
     #[error("ledger configuration: {0}")]
     Config(String),
+    #[error("ledger bug: {0}")]
+    Bug(&'static str),
 }
 
 impl LedgerError {
@@ -376,7 +381,10 @@ impl LedgerError {
     pub fn retryable(&self) -> bool {
         matches!(
             self,
-            LedgerError::Db(_) | LedgerError::Commit(_) | LedgerError::Closed
+            LedgerError::Db(_)
+                | LedgerError::Sqlite(_)
+                | LedgerError::Commit(_)
+                | LedgerError::Closed
         )
     }
 
@@ -388,6 +396,9 @@ impl LedgerError {
                 matches!(e.code().as_deref(), Some("13") | Some("53100"))
             }
             LedgerError::Db(sqlx::Error::Io(e)) => crate::admission::is_out_of_space(e),
+            LedgerError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.code == rusqlite::ErrorCode::DiskFull
+            }
             LedgerError::Commit(f) => f.out_of_space,
             _ => false,
         }

@@ -1,26 +1,27 @@
-//! The SQL ledger: one implementation, two backends (SQLite and PostgreSQL) through sqlx's
-//! `Any` driver. The statements are written in the dialect both share (`$N` parameters,
-//! `ON CONFLICT … DO NOTHING`, `RETURNING`); the one real difference — row locking when
-//! claiming work — is [`Dialect::claim_lock`].
+//! The SQL ledger: one implementation, two backends (SQLite and PostgreSQL). The statements
+//! are written in the dialect both share (`$N` parameters, `ON CONFLICT … DO NOTHING`,
+//! `RETURNING`); the one real difference — row locking when claiming work — is
+//! [`Dialect::claim_lock`].
 //!
 //! Writes and reads take different paths. On SQLite every write goes through the group
-//! committer ([`super::writer`]): one connection, one transaction and one WAL sync per batch
-//! of concurrent writes, and no writer ever sleeps in SQLite's busy handler. Reads use a
-//! small pool of their own (WAL lets them run beside the writer). On PostgreSQL each write is
-//! a transaction on the pool; the server batches concurrent commits by itself.
-//! The statements of every write are in [`super::sql_writes`].
+//! committer ([`super::writer`]): one thread calling SQLite directly (rusqlite), one
+//! transaction and one WAL sync per batch of concurrent writes, and no writer ever sleeps in
+//! SQLite's busy handler. Reads use a small pool of sqlx connections of their own (WAL lets
+//! them run beside the writer). On PostgreSQL each write is a transaction on the sqlx pool;
+//! the server batches concurrent commits by itself. The statements of every write are in
+//! [`super::sql_writes`], written once for both connections ([`super::db`]).
 
 use std::{str::FromStr, time::Duration};
 
 use async_trait::async_trait;
 use docgate_core::{OwnedRef, Prepared};
-use futures_util::{future::BoxFuture, FutureExt};
+use futures_util::FutureExt;
 use sqlx::{
     any::{AnyConnectOptions, AnyPoolOptions, AnyRow},
-    AnyConnection, AnyPool, ConnectOptions, Connection, Executor, Row,
+    AnyConnection, AnyPool, ConnectOptions, Executor, Row,
 };
 
-use super::{sql_ops as ops, sql_sessions as ss, sql_writes as w, writer::Writer, *};
+use super::{db::DbRow, sql_ops as ops, sql_sessions as ss, sql_writes as w, writer::Writer, *};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -59,6 +60,57 @@ fn spool_removal_sql(dialect: Dialect) -> String {
          AND updated_at <= $1 ORDER BY updated_at LIMIT $2",
         status = dialect.not_indexed("status")
     )
+}
+
+/// Run one write: in the next SQLite batch (on the writer's thread), or in a PostgreSQL
+/// transaction of its own. `Ok` means committed. The write is written once and compiled for
+/// both kinds of connection ([`super::db::Conn`]).
+macro_rules! write_tx {
+    ($ledger:expr, |$c:ident| $body:expr) => {{
+        let ledger: &SqlLedger = $ledger;
+        match &ledger.writer {
+            Some(writer) => writer.write(move |$c| ready_now($body)).await,
+            None => {
+                let mut tx = ledger.pool.begin().await?;
+                let value = {
+                    let $c: &mut AnyConnection = &mut tx;
+                    $body.await?
+                };
+                tx.commit().await?;
+                Ok(value)
+            }
+        }
+    }};
+}
+
+/// The outcome of a write on the SQLite writer's connection, whose statements run when
+/// called: its future is ready at once.
+fn ready_now<T>(write: impl std::future::Future<Output = LedgerResult<T>>) -> LedgerResult<T> {
+    write
+        .now_or_never()
+        .unwrap_or(Err(LedgerError::Bug("a write on the SQLite writer waited")))
+}
+
+/// The file of a `sqlite:` ledger URL. The writer opens it beside sqlx's readers, so an
+/// in-memory database (a different one per connection) cannot be a ledger.
+fn sqlite_file(url: &str) -> LedgerResult<std::path::PathBuf> {
+    let (path, params) = url
+        .trim_start_matches("sqlite:")
+        .trim_start_matches("//")
+        .split_once('?')
+        .unwrap_or((
+            url.trim_start_matches("sqlite:").trim_start_matches("//"),
+            "",
+        ));
+    let in_memory =
+        path.is_empty() || path == ":memory:" || params.split('&').any(|p| p == "mode=memory");
+    if in_memory {
+        return Err(LedgerError::Config(
+            "the SQLite ledger must be a file, not in memory".into(),
+        ));
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+    Ok(options.get_filename().to_owned())
 }
 
 /// The ledger on SQLite or PostgreSQL.
@@ -115,6 +167,10 @@ impl SqlLedger {
                 url.split(':').next().unwrap_or("")
             )));
         };
+        let writer_file = match dialect {
+            Dialect::Sqlite => Some(sqlite_file(url)?),
+            Dialect::Postgres => None,
+        };
         let options = AnyConnectOptions::from_str(url)?.disable_statement_logging();
         let pool = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
         let pool = match dialect {
@@ -130,10 +186,8 @@ impl SqlLedger {
             writer: None,
         };
         ledger.migrate().await?;
-        if dialect == Dialect::Sqlite {
-            let mut conn = AnyConnection::connect_with(&options).await?;
-            sqlite_settings(&mut conn).await?;
-            ledger.writer = Some(Writer::start(conn));
+        if let Some(file) = writer_file {
+            ledger.writer = Some(Writer::start(&file)?);
         }
         Ok(ledger)
     }
@@ -154,22 +208,6 @@ impl SqlLedger {
         Ok(())
     }
 
-    /// Run one write: in the next SQLite batch, or in a PostgreSQL transaction of its own.
-    /// `Ok` means committed.
-    pub(super) async fn write<T, F>(&self, write: F) -> LedgerResult<T>
-    where
-        T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, LedgerResult<T>> + Send + 'static,
-    {
-        if let Some(writer) = &self.writer {
-            return writer.write(write).await;
-        }
-        let mut tx = self.pool.begin().await?;
-        let value = write(&mut tx).await?;
-        tx.commit().await?;
-        Ok(value)
-    }
-
     async fn select_one(&self, sql: &str, id: &str) -> LedgerResult<Option<UploadRecord>> {
         let row = sqlx::query(sql)
             .bind(id.to_owned())
@@ -183,53 +221,56 @@ fn opt_u16(v: Option<i64>) -> Option<u16> {
     v.and_then(|x| u16::try_from(x).ok())
 }
 
-pub(super) fn json_col<T: serde::de::DeserializeOwned>(row: &AnyRow, col: &str) -> LedgerResult<T> {
-    let text: String = row.try_get(col)?;
+pub(super) fn json_col<T: serde::de::DeserializeOwned>(
+    row: &impl DbRow,
+    col: &str,
+) -> LedgerResult<T> {
+    let text: String = row.col(col)?;
     serde_json::from_str(&text).map_err(|e| LedgerError::Corrupt(format!("{col}: {e}")))
 }
 
-fn opt_json_col(row: &AnyRow, col: &str) -> LedgerResult<Option<Value>> {
-    let text: Option<String> = row.try_get(col)?;
+fn opt_json_col(row: &impl DbRow, col: &str) -> LedgerResult<Option<Value>> {
+    let text: Option<String> = row.col(col)?;
     text.map(|t| serde_json::from_str(&t).map_err(|e| LedgerError::Corrupt(format!("{col}: {e}"))))
         .transpose()
 }
 
-fn count(row: &AnyRow, col: &str) -> LedgerResult<u32> {
-    Ok(u32::try_from(row.try_get::<i64, _>(col)?).unwrap_or(u32::MAX))
+fn count(row: &impl DbRow, col: &str) -> LedgerResult<u32> {
+    Ok(u32::try_from(row.col::<i64>(col)?).unwrap_or(u32::MAX))
 }
 
-pub(super) fn decode(row: &AnyRow) -> LedgerResult<UploadRecord> {
-    let status: String = row.try_get("status")?;
-    let notify: String = row.try_get("notify_state")?;
+pub(super) fn decode(row: &impl DbRow) -> LedgerResult<UploadRecord> {
+    let status: String = row.col("status")?;
+    let notify: String = row.col("notify_state")?;
     Ok(UploadRecord {
-        id: row.try_get("id")?,
-        tenant: row.try_get("tenant")?,
-        provider: row.try_get("provider")?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        fingerprint: row.try_get("fingerprint")?,
+        id: row.col("id")?,
+        tenant: row.col("tenant")?,
+        provider: row.col("provider")?,
+        idempotency_key: row.col("idempotency_key")?,
+        fingerprint: row.col("fingerprint")?,
         status: UploadStatus::parse(&status)
             .ok_or_else(|| LedgerError::Corrupt(format!("status `{status}`")))?,
         prepared: Prepared(json_col(row, "prepared")?),
         documents: json_col(row, "documents")?,
         attempts: count(row, "attempts")?,
-        next_attempt_at: row.try_get("next_attempt_at")?,
-        lease_owner: row.try_get("lease_owner")?,
-        lease_until: row.try_get("lease_until")?,
-        last_upstream_status: opt_u16(row.try_get("last_upstream_status")?),
-        last_error: row.try_get("last_error")?,
+        next_attempt_at: row.col("next_attempt_at")?,
+        lease_owner: row.col("lease_owner")?,
+        lease_until: row.col("lease_until")?,
+        last_upstream_status: opt_u16(row.col("last_upstream_status")?),
+        last_error: row.col("last_error")?,
         provider_reference: opt_json_col(row, "provider_reference")?,
         problem: opt_json_col(row, "problem")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        delivered_at: row.try_get("delivered_at")?,
+        created_at: row.col("created_at")?,
+        updated_at: row.col("updated_at")?,
+        delivered_at: row.col("delivered_at")?,
         notify: NotifyState::parse(&notify)
             .ok_or_else(|| LedgerError::Corrupt(format!("notify_state `{notify}`")))?,
         notify_attempts: count(row, "notify_attempts")?,
-        notify_next_at: row.try_get("notify_next_at")?,
-        spool_removed: row.try_get::<i64, _>("spool_removed")? != 0,
-        erased_at: row.try_get("erased_at")?,
-        cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
-        series_started_at: row.try_get("series_started_at")?,
+        notify_next_at: row.col("notify_next_at")?,
+        spool_removed: row.col::<i64>("spool_removed")? != 0,
+        erased_at: row.col("erased_at")?,
+        cancel_requested: row.col::<i64>("cancel_requested")? != 0,
+        series_started_at: row.col("series_started_at")?,
     })
 }
 
@@ -240,7 +281,7 @@ pub(super) fn to_text(v: &impl Serialize) -> LedgerResult<String> {
 #[async_trait]
 impl Ledger for SqlLedger {
     async fn insert(&self, new: NewUpload) -> LedgerResult<Inserted> {
-        self.write(move |c| w::insert(c, new).boxed()).await
+        write_tx!(self, |c| w::insert(c, new))
     }
 
     async fn get(&self, id: &str) -> LedgerResult<Option<UploadRecord>> {
@@ -260,14 +301,14 @@ impl Ledger for SqlLedger {
         }
         let (dialect, owner, until) = (self.dialect, lease.owner.clone(), lease.until);
         let providers = providers.to_vec();
-        self.write(move |c| w::claim_due(c, dialect, owner, until, now, limit, providers).boxed())
-            .await
+        write_tx!(self, |c| w::claim_due(
+            c, dialect, owner, until, now, limit, providers
+        ))
     }
 
     async fn renew(&self, id: &str, lease: &Lease, now: Millis) -> LedgerResult<bool> {
         let (id, owner, until) = (id.to_owned(), lease.owner.clone(), lease.until);
-        self.write(move |c| w::renew(c, id, owner, until, now).boxed())
-            .await
+        write_tx!(self, |c| w::renew(c, id, owner, until, now))
     }
 
     async fn start_attempt(
@@ -277,26 +318,22 @@ impl Ledger for SqlLedger {
         now: Millis,
     ) -> LedgerResult<Option<u32>> {
         let (id, owner, until) = (id.to_owned(), lease.owner.clone(), lease.until);
-        self.write(move |c| w::start_attempt(c, id, owner, until, now).boxed())
-            .await
+        write_tx!(self, |c| w::start_attempt(c, id, owner, until, now))
     }
 
     async fn finish(&self, id: &str, owner: &str, f: Finish) -> LedgerResult<Option<UploadRecord>> {
         let (id, owner) = (id.to_owned(), owner.to_owned());
-        self.write(move |c| w::finish(c, id, owner, f).boxed())
-            .await
+        write_tx!(self, |c| w::finish(c, id, owner, f))
     }
 
     async fn reschedule(&self, id: &str, owner: &str, r: Reschedule) -> LedgerResult<bool> {
         let (id, owner) = (id.to_owned(), owner.to_owned());
-        self.write(move |c| w::reschedule(c, id, owner, r).boxed())
-            .await
+        write_tx!(self, |c| w::reschedule(c, id, owner, r))
     }
 
     async fn record_attempt(&self, id: &str, owner: &str, a: AttemptRecord) -> LedgerResult<bool> {
         let (id, owner, now) = (id.to_owned(), owner.to_owned(), now_ms());
-        self.write(move |c| w::record_attempt(c, id, owner, a, now).boxed())
-            .await
+        write_tx!(self, |c| w::record_attempt(c, id, owner, a, now))
     }
 
     async fn history(&self, id: &str) -> LedgerResult<Vec<UploadEvent>> {
@@ -320,32 +357,31 @@ impl Ledger for SqlLedger {
 
     async fn list_uploads(&self, q: &ListQuery) -> LedgerResult<Vec<UploadRecord>> {
         let mut conn = self.pool.acquire().await?;
-        ops::list(&mut conn, q).await
+        ops::list(&mut *conn, q).await
     }
 
     async fn retry(&self, id: &str, now: Millis) -> LedgerResult<Control> {
         let id = id.to_owned();
-        self.write(move |c| ops::retry(c, id, now).boxed()).await
+        write_tx!(self, |c| ops::retry(c, id, now))
     }
 
     async fn cancel(&self, id: &str, now: Millis) -> LedgerResult<Control> {
         let id = id.to_owned();
-        self.write(move |c| ops::cancel(c, id, now).boxed()).await
+        write_tx!(self, |c| ops::cancel(c, id, now))
     }
 
     async fn erase(&self, id: &str, now: Millis) -> LedgerResult<Option<(UploadRecord, bool)>> {
         let id = id.to_owned();
-        self.write(move |c| ops::erase(c, id, now).boxed()).await
+        write_tx!(self, |c| ops::erase(c, id, now))
     }
 
     async fn release_node(&self, node: &str, now: Millis) -> LedgerResult<u64> {
         let like = format!("{node}:%");
-        self.write(move |c| w::release(c, like, now).boxed()).await
+        write_tx!(self, |c| w::release(c, like, now))
     }
 
     async fn release_all(&self, now: Millis) -> LedgerResult<u64> {
-        self.write(move |c| w::release(c, "%".into(), now).boxed())
-            .await
+        write_tx!(self, |c| w::release(c, "%".into(), now))
     }
 
     async fn claim_notifications(
@@ -355,8 +391,9 @@ impl Ledger for SqlLedger {
         limit: u32,
     ) -> LedgerResult<Vec<UploadRecord>> {
         let dialect = self.dialect;
-        self.write(move |c| w::claim_notifications(c, dialect, now, hold_until, limit).boxed())
-            .await
+        write_tx!(self, |c| w::claim_notifications(
+            c, dialect, now, hold_until, limit
+        ))
     }
 
     async fn notification_done(
@@ -367,8 +404,7 @@ impl Ledger for SqlLedger {
         now: Millis,
     ) -> LedgerResult<()> {
         let id = id.to_owned();
-        self.write(move |c| w::notification_done(c, id, state, next_at, now).boxed())
-            .await
+        write_tx!(self, |c| w::notification_done(c, id, state, next_at, now))
     }
 
     async fn spool_removal_due(
@@ -387,8 +423,7 @@ impl Ledger for SqlLedger {
 
     async fn mark_spool_removed(&self, id: &str) -> LedgerResult<()> {
         let id = id.to_owned();
-        self.write(move |c| w::mark_spool_removed(c, id).boxed())
-            .await
+        write_tx!(self, |c| w::mark_spool_removed(c, id))
     }
 
     async fn live_upload_ids(&self) -> LedgerResult<Vec<String>> {
@@ -417,8 +452,14 @@ impl Ledger for SqlLedger {
             subject.clone(),
             source.to_owned(),
         );
-        self.write(move |c| w::claim_ref(c, args.0, args.1, args.2, args.3, now_ms()).boxed())
-            .await
+        write_tx!(self, |c| w::claim_ref(
+            c,
+            args.0,
+            args.1,
+            args.2,
+            args.3,
+            now_ms()
+        ))
     }
 
     async fn owns_ref(
@@ -428,12 +469,12 @@ impl Ledger for SqlLedger {
         subject: &OwnedRef,
     ) -> LedgerResult<bool> {
         let mut conn = self.pool.acquire().await?;
-        Ok(w::owner_of(&mut conn, provider, subject).await?.as_deref() == Some(tenant))
+        Ok(w::owner_of(&mut *conn, provider, subject).await?.as_deref() == Some(tenant))
     }
 
     async fn record_event(&self, e: &ProviderEvent) -> LedgerResult<bool> {
         let e = e.clone();
-        self.write(move |c| w::record_event(c, e).boxed()).await
+        write_tx!(self, |c| w::record_event(c, e))
     }
 
     async fn list_events(
@@ -483,8 +524,7 @@ impl Ledger for SqlLedger {
     }
 
     async fn create_session(&self, session: SessionRecord) -> LedgerResult<()> {
-        self.write(move |c| ss::create_session(c, session).boxed())
-            .await
+        write_tx!(self, |c| ss::create_session(c, session))
     }
 
     async fn session(&self, id: &str) -> LedgerResult<Option<SessionRecord>> {
@@ -518,12 +558,11 @@ impl Ledger for SqlLedger {
         to: SessionState,
     ) -> LedgerResult<bool> {
         let (id, from) = (id.to_owned(), from.to_vec());
-        self.write(move |c| ss::session_state(c, id, from, to).boxed())
-            .await
+        write_tx!(self, |c| ss::session_state(c, id, from, to))
     }
 
     async fn create_tus(&self, t: TusRecord) -> LedgerResult<bool> {
-        self.write(move |c| ss::create_tus(c, t).boxed()).await
+        write_tx!(self, |c| ss::create_tus(c, t))
     }
 
     async fn tus(&self, id: &str) -> LedgerResult<Option<TusRecord>> {
@@ -537,7 +576,7 @@ impl Ledger for SqlLedger {
 
     async fn session_documents(&self, session_id: &str) -> LedgerResult<Vec<TusRecord>> {
         let mut conn = self.pool.acquire().await?;
-        ss::session_documents(&mut conn, session_id.to_owned()).await
+        ss::session_documents(&mut *conn, session_id.to_owned()).await
     }
 
     async fn lock_tus(
@@ -549,14 +588,12 @@ impl Ledger for SqlLedger {
         now: Millis,
     ) -> LedgerResult<TusLock> {
         let (id, owner) = (id.to_owned(), owner.to_owned());
-        self.write(move |c| ss::lock_tus(c, id, owner, until, offset, now).boxed())
-            .await
+        write_tx!(self, |c| ss::lock_tus(c, id, owner, until, offset, now))
     }
 
     async fn renew_tus(&self, id: &str, owner: &str, until: Millis) -> LedgerResult<bool> {
         let (id, owner) = (id.to_owned(), owner.to_owned());
-        self.write(move |c| ss::renew_tus(c, id, owner, until).boxed())
-            .await
+        write_tx!(self, |c| ss::renew_tus(c, id, owner, until))
     }
 
     async fn add_piece(
@@ -569,14 +606,14 @@ impl Ledger for SqlLedger {
         now: Millis,
     ) -> LedgerResult<bool> {
         let (id, owner) = (id.to_owned(), owner.to_owned());
-        self.write(move |c| ss::add_piece(c, id, owner, piece, length, meta, now).boxed())
-            .await
+        write_tx!(self, |c| ss::add_piece(
+            c, id, owner, piece, length, meta, now
+        ))
     }
 
     async fn unlock_tus(&self, id: &str, owner: &str) -> LedgerResult<()> {
         let (id, owner) = (id.to_owned(), owner.to_owned());
-        self.write(move |c| ss::unlock_tus(c, id, owner).boxed())
-            .await
+        write_tx!(self, |c| ss::unlock_tus(c, id, owner))
     }
 
     async fn end_tus(
@@ -586,8 +623,7 @@ impl Ledger for SqlLedger {
         now: Millis,
     ) -> LedgerResult<Option<TusRecord>> {
         let id = id.to_owned();
-        self.write(move |c| ss::end_tus(c, id, state, now).boxed())
-            .await
+        write_tx!(self, |c| ss::end_tus(c, id, state, now))
     }
 
     async fn expire_sessions(
@@ -595,8 +631,7 @@ impl Ledger for SqlLedger {
         now: Millis,
         limit: u32,
     ) -> LedgerResult<Vec<(SessionRecord, Vec<TusRecord>)>> {
-        self.write(move |c| ss::expire_sessions(c, now, limit).boxed())
-            .await
+        write_tx!(self, |c| ss::expire_sessions(c, now, limit))
     }
 }
 
@@ -616,6 +651,18 @@ fn decode_event(r: &AnyRow) -> LedgerResult<ProviderEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The writer opens the file beside sqlx's readers: an in-memory database would be a
+    /// different one on each connection, its writes invisible to every read.
+    #[tokio::test]
+    async fn an_in_memory_sqlite_ledger_is_refused() {
+        for url in ["sqlite::memory:", "sqlite://ledger?mode=memory"] {
+            match SqlLedger::connect(url).await {
+                Err(LedgerError::Config(_)) => {}
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+    }
 
     /// The retention sweep ran every 5 s over every `delivered` row (on `uploads_due`, by
     /// status) and sorted them: its cost grew with the ledger's whole history.

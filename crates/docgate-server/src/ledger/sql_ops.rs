@@ -2,8 +2,8 @@
 //! cancel bookkeeping the delivery writes share. Like [`super::sql_writes`], every write
 //! records its event in the same transaction as the change.
 
+use super::db::{query, Conn, DbRow};
 use serde_json::{json, Map, Value};
-use sqlx::{AnyConnection, Row};
 
 use super::{
     sql::{decode, to_text, COLUMNS},
@@ -68,7 +68,7 @@ enum Arg {
     Int(i64),
 }
 
-pub async fn list(c: &mut AnyConnection, q: &ListQuery) -> LedgerResult<Vec<UploadRecord>> {
+pub async fn list<C: Conn>(c: &mut C, q: &ListQuery) -> LedgerResult<Vec<UploadRecord>> {
     let mut args = vec![Arg::Text(q.tenant.clone())];
     let mut clauses = vec!["tenant = $1".to_owned()];
     fn push(clause: &str, arg: Arg, args: &mut Vec<Arg>, clauses: &mut Vec<String>) {
@@ -111,7 +111,7 @@ pub async fn list(c: &mut AnyConnection, q: &ListQuery) -> LedgerResult<Vec<Uplo
         clauses.join(" AND "),
         args.len()
     );
-    let mut query = sqlx::query(&sql);
+    let mut query = query(sql);
     for arg in args {
         query = match arg {
             Arg::Text(t) => query.bind(t),
@@ -122,8 +122,8 @@ pub async fn list(c: &mut AnyConnection, q: &ListQuery) -> LedgerResult<Vec<Uplo
     rows.iter().map(decode).collect()
 }
 
-async fn select(c: &mut AnyConnection, id: &str) -> LedgerResult<Option<UploadRecord>> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM uploads WHERE id = $1"))
+async fn select<C: Conn>(c: &mut C, id: &str) -> LedgerResult<Option<UploadRecord>> {
+    let row = query(format!("SELECT {COLUMNS} FROM uploads WHERE id = $1"))
         .bind(id.to_owned())
         .fetch_optional(&mut *c)
         .await?;
@@ -131,19 +131,19 @@ async fn select(c: &mut AnyConnection, id: &str) -> LedgerResult<Option<UploadRe
 }
 
 /// The upload as it now stands, which the write just made exist or found.
-async fn reselect(c: &mut AnyConnection, id: &str) -> LedgerResult<UploadRecord> {
+async fn reselect<C: Conn>(c: &mut C, id: &str) -> LedgerResult<UploadRecord> {
     select(c, id)
         .await?
         .ok_or_else(|| super::LedgerError::Corrupt(format!("upload {id} vanished in a write")))
 }
 
-pub async fn retry(c: &mut AnyConnection, id: String, now: Millis) -> LedgerResult<Control> {
+pub async fn retry<C: Conn>(c: &mut C, id: String, now: Millis) -> LedgerResult<Control> {
     let Some(before) = select(c, &id).await? else {
         return Ok(Control::NotFound);
     };
     // The conditions are checked again by the UPDATE itself: on PostgreSQL another replica
     // may have changed the row since the SELECT.
-    let done = sqlx::query(
+    let done = query(
         "UPDATE uploads SET status = 'received', next_attempt_at = $2, attempts = 0, \
              problem = NULL, last_error = NULL, last_upstream_status = NULL, \
              provider_reference = NULL, delivered_at = NULL, cancel_requested = 0, \
@@ -169,13 +169,13 @@ pub async fn retry(c: &mut AnyConnection, id: String, now: Millis) -> LedgerResu
 }
 
 /// End a pending upload now (not claimed by anyone). False when it was not pending.
-async fn cancel_pending_now(
-    c: &mut AnyConnection,
+async fn cancel_pending_now<C: Conn>(
+    c: &mut C,
     id: &str,
     now: Millis,
     why: &str,
 ) -> LedgerResult<bool> {
-    let done = sqlx::query(
+    let done = query(
         "UPDATE uploads SET status = 'canceled', next_attempt_at = NULL, updated_at = $2, \
              notify_next_at = $2 \
          WHERE id = $1 AND status IN ('received', 'retry_scheduled')",
@@ -192,13 +192,13 @@ async fn cancel_pending_now(
 }
 
 /// Flag an upload whose attempt is in flight. False when it was not delivering.
-async fn request_cancel(
-    c: &mut AnyConnection,
+async fn request_cancel<C: Conn>(
+    c: &mut C,
     id: &str,
     now: Millis,
     why: &str,
 ) -> LedgerResult<bool> {
-    let done = sqlx::query(
+    let done = query(
         "UPDATE uploads SET cancel_requested = 1, updated_at = $2 \
          WHERE id = $1 AND status = 'delivering' AND cancel_requested = 0",
     )
@@ -213,7 +213,7 @@ async fn request_cancel(
     Ok(true)
 }
 
-pub async fn cancel(c: &mut AnyConnection, id: String, now: Millis) -> LedgerResult<Control> {
+pub async fn cancel<C: Conn>(c: &mut C, id: String, now: Millis) -> LedgerResult<Control> {
     let Some(before) = select(c, &id).await? else {
         return Ok(Control::NotFound);
     };
@@ -236,8 +236,8 @@ pub async fn cancel(c: &mut AnyConnection, id: String, now: Millis) -> LedgerRes
 }
 
 /// The lease holder `owner` holds a canceled upload (it must record and stop).
-pub async fn cancel_pending(c: &mut AnyConnection, id: &str, owner: &str) -> LedgerResult<bool> {
-    let row = sqlx::query(
+pub async fn cancel_pending<C: Conn>(c: &mut C, id: &str, owner: &str) -> LedgerResult<bool> {
+    let row = query(
         "SELECT id FROM uploads WHERE id = $1 AND lease_owner = $2 AND status = 'delivering' \
            AND cancel_requested = 1",
     )
@@ -249,13 +249,13 @@ pub async fn cancel_pending(c: &mut AnyConnection, id: &str, owner: &str) -> Led
 }
 
 /// A canceled upload's lease holder is done with it: it ends `canceled`.
-pub async fn settle_cancel(
-    c: &mut AnyConnection,
+pub async fn settle_cancel<C: Conn>(
+    c: &mut C,
     id: &str,
     owner: &str,
     now: Millis,
 ) -> LedgerResult<bool> {
-    let done = sqlx::query(
+    let done = query(
         "UPDATE uploads SET status = 'canceled', lease_owner = NULL, lease_until = NULL, \
              next_attempt_at = NULL, updated_at = $3, notify_next_at = $3 \
          WHERE id = $1 AND lease_owner = $2 AND status = 'delivering' AND cancel_requested = 1",
@@ -272,8 +272,8 @@ pub async fn settle_cancel(
     Ok(true)
 }
 
-async fn settle_where(
-    c: &mut AnyConnection,
+async fn settle_where<C: Conn>(
+    c: &mut C,
     condition: &str,
     arg: Option<String>,
     now: Millis,
@@ -283,13 +283,13 @@ async fn settle_where(
              next_attempt_at = NULL, updated_at = $1, notify_next_at = $1 \
          WHERE status = 'delivering' AND cancel_requested = 1 AND {condition} RETURNING id"
     );
-    let mut query = sqlx::query(&sql).bind(now);
+    let mut query = query(sql).bind(now);
     if let Some(arg) = arg {
         query = query.bind(arg);
     }
     let rows = query.fetch_all(&mut *c).await?;
     for row in &rows {
-        let id: String = row.try_get("id")?;
+        let id: String = row.col("id")?;
         add_event(
             c,
             &id,
@@ -303,21 +303,21 @@ async fn settle_where(
 }
 
 /// Canceled uploads whose lease expired (the holder died): they end now.
-pub async fn settle_expired_cancels(c: &mut AnyConnection, now: Millis) -> LedgerResult<u64> {
+pub async fn settle_expired_cancels<C: Conn>(c: &mut C, now: Millis) -> LedgerResult<u64> {
     settle_where(c, "lease_until < $1", None, now).await
 }
 
 /// Canceled uploads whose leases are handed back (shutdown): they end now.
-pub async fn settle_released_cancels(
-    c: &mut AnyConnection,
+pub async fn settle_released_cancels<C: Conn>(
+    c: &mut C,
     owner_like: &str,
     now: Millis,
 ) -> LedgerResult<u64> {
     settle_where(c, "lease_owner LIKE $2", Some(owner_like.to_owned()), now).await
 }
 
-pub async fn erase(
-    c: &mut AnyConnection,
+pub async fn erase<C: Conn>(
+    c: &mut C,
     id: String,
     now: Millis,
 ) -> LedgerResult<Option<(UploadRecord, bool)>> {
@@ -344,7 +344,7 @@ pub async fn erase(
     // The fingerprint hashes the metadata: with the digests kept, a guessed value could be
     // confirmed against it, so it goes too. The Idempotency-Key is the tenant's choice and
     // may name the person.
-    sqlx::query(
+    query(
         "UPDATE uploads SET prepared = '{}', documents = $2, provider_reference = NULL, \
              problem = $3, last_error = NULL, idempotency_key = NULL, fingerprint = 'erased', \
              erased_at = $4, updated_at = $4 \
@@ -356,16 +356,16 @@ pub async fn erase(
     .bind(now)
     .execute(&mut *c)
     .await?;
-    let events = sqlx::query("SELECT seq, detail FROM upload_events WHERE upload_id = $1")
+    let events = query("SELECT seq, detail FROM upload_events WHERE upload_id = $1")
         .bind(id.clone())
         .fetch_all(&mut *c)
         .await?;
     for row in &events {
-        let seq: i64 = row.try_get("seq")?;
+        let seq: i64 = row.col("seq")?;
         let detail: Value = super::sql::json_col(row, "detail")?;
         let (redacted, changed) = redact_detail(detail);
         if changed {
-            sqlx::query("UPDATE upload_events SET detail = $3 WHERE upload_id = $1 AND seq = $2")
+            query("UPDATE upload_events SET detail = $3 WHERE upload_id = $1 AND seq = $2")
                 .bind(id.clone())
                 .bind(seq)
                 .bind(to_text(&redacted)?)
@@ -375,14 +375,14 @@ pub async fn erase(
     }
     // An upload made through a session: the session holds the tenant's fields, and its
     // resumable uploads the browser's filenames and the checked documents' metadata.
-    sqlx::query(
+    query(
         "UPDATE tus_uploads SET filename = NULL, filetype = NULL, meta = NULL \
          WHERE session_id IN (SELECT id FROM upload_sessions WHERE upload_id = $1)",
     )
     .bind(id.clone())
     .execute(&mut *c)
     .await?;
-    sqlx::query("UPDATE upload_sessions SET fields = '{}' WHERE upload_id = $1")
+    query("UPDATE upload_sessions SET fields = '{}' WHERE upload_id = $1")
         .bind(id.clone())
         .execute(&mut *c)
         .await?;

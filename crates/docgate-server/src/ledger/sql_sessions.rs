@@ -1,8 +1,8 @@
 //! The ledger's upload sessions and resumable uploads: statements on one connection, so they
 //! run in the SQLite writer's batches or a PostgreSQL transaction like every other write.
 
+use super::db::{query, Conn, DbRow};
 use docgate_core::spool::Piece;
-use sqlx::{any::AnyRow, AnyConnection, Row};
 
 use super::{
     sql::{json_col, to_text},
@@ -24,36 +24,36 @@ fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-pub fn decode_session(r: &AnyRow) -> LedgerResult<SessionRecord> {
-    let state: String = r.try_get("state")?;
+pub fn decode_session(r: &impl DbRow) -> LedgerResult<SessionRecord> {
+    let state: String = r.col("state")?;
     Ok(SessionRecord {
-        id: r.try_get("id")?,
-        tenant: r.try_get("tenant")?,
-        provider: r.try_get("provider")?,
-        token_hash: r.try_get("token_hash")?,
+        id: r.col("id")?,
+        tenant: r.col("tenant")?,
+        provider: r.col("provider")?,
+        token_hash: r.col("token_hash")?,
         fields: json_col(r, "fields")?,
         slots: json_col(r, "slots")?,
-        max_bytes: opt_u64(r.try_get("max_bytes")?),
-        origin: r.try_get("origin")?,
+        max_bytes: opt_u64(r.col("max_bytes")?),
+        origin: r.col("origin")?,
         state: SessionState::parse(&state)
             .ok_or_else(|| LedgerError::Corrupt(format!("session state `{state}`")))?,
-        upload_id: r.try_get("upload_id")?,
-        created_at: r.try_get("created_at")?,
-        expires_at: r.try_get("expires_at")?,
+        upload_id: r.col("upload_id")?,
+        created_at: r.col("created_at")?,
+        expires_at: r.col("expires_at")?,
     })
 }
 
-pub fn decode_tus(r: &AnyRow) -> LedgerResult<TusRecord> {
-    let state: String = r.try_get("state")?;
-    let meta: Option<String> = r.try_get("meta")?;
+pub fn decode_tus(r: &impl DbRow) -> LedgerResult<TusRecord> {
+    let state: String = r.col("state")?;
+    let meta: Option<String> = r.col("meta")?;
     Ok(TusRecord {
-        id: r.try_get("id")?,
-        session_id: r.try_get("session_id")?,
-        slot: r.try_get("slot")?,
-        length: opt_u64(r.try_get("length")?),
-        received: opt_u64(r.try_get("received")?).unwrap_or(0),
-        filename: r.try_get("filename")?,
-        filetype: r.try_get("filetype")?,
+        id: r.col("id")?,
+        session_id: r.col("session_id")?,
+        slot: r.col("slot")?,
+        length: opt_u64(r.col("length")?),
+        received: opt_u64(r.col("received")?).unwrap_or(0),
+        filename: r.col("filename")?,
+        filetype: r.col("filetype")?,
         pieces: json_col(r, "pieces")?,
         state: TusState::parse(&state)
             .ok_or_else(|| LedgerError::Corrupt(format!("tus state `{state}`")))?,
@@ -61,17 +61,17 @@ pub fn decode_tus(r: &AnyRow) -> LedgerResult<TusRecord> {
             .map(|m| serde_json::from_str(&m))
             .transpose()
             .map_err(|e| LedgerError::Corrupt(format!("tus meta: {e}")))?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
+        created_at: r.col("created_at")?,
+        updated_at: r.col("updated_at")?,
     })
 }
 
-pub async fn create_session(c: &mut AnyConnection, s: SessionRecord) -> LedgerResult<()> {
+pub async fn create_session<C: Conn>(c: &mut C, s: SessionRecord) -> LedgerResult<()> {
     let sql = format!(
         "INSERT INTO upload_sessions ({SESSION_COLUMNS}) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
     );
-    sqlx::query(&sql)
+    query(sql)
         .bind(s.id)
         .bind(s.tenant)
         .bind(s.provider)
@@ -89,8 +89,8 @@ pub async fn create_session(c: &mut AnyConnection, s: SessionRecord) -> LedgerRe
     Ok(())
 }
 
-pub async fn session_state(
-    c: &mut AnyConnection,
+pub async fn session_state<C: Conn>(
+    c: &mut C,
     id: String,
     from: Vec<SessionState>,
     to: SessionState,
@@ -100,7 +100,7 @@ pub async fn session_state(
         "UPDATE upload_sessions SET state = $2 WHERE id = $1 AND state IN ({})",
         list.join(", ")
     );
-    let mut q = sqlx::query(&sql).bind(id).bind(to.as_str());
+    let mut q = query(sql).bind(id).bind(to.as_str());
     for st in from {
         q = q.bind(st.as_str());
     }
@@ -108,8 +108,8 @@ pub async fn session_state(
 }
 
 /// A new resumable upload; false when the slot already has a live one in the session.
-pub async fn create_tus(c: &mut AnyConnection, t: TusRecord) -> LedgerResult<bool> {
-    let live = sqlx::query(
+pub async fn create_tus<C: Conn>(c: &mut C, t: TusRecord) -> LedgerResult<bool> {
+    let live = query(
         "SELECT id FROM tus_uploads WHERE session_id = $1 AND slot = $2 \
          AND state IN ('receiving', 'complete')",
     )
@@ -124,7 +124,7 @@ pub async fn create_tus(c: &mut AnyConnection, t: TusRecord) -> LedgerResult<boo
         "INSERT INTO tus_uploads ({TUS_COLUMNS}) \
          VALUES ($1, $2, $3, $4, 0, $5, $6, '[]', 'receiving', NULL, NULL, NULL, $7, $7)"
     );
-    sqlx::query(&sql)
+    query(sql)
         .bind(t.id)
         .bind(t.session_id)
         .bind(t.slot)
@@ -138,8 +138,8 @@ pub async fn create_tus(c: &mut AnyConnection, t: TusRecord) -> LedgerResult<boo
 }
 
 /// Take the PATCH lock if the client's offset is the upload's and nobody else holds it.
-pub async fn lock_tus(
-    c: &mut AnyConnection,
+pub async fn lock_tus<C: Conn>(
+    c: &mut C,
     id: String,
     owner: String,
     until: Millis,
@@ -147,16 +147,12 @@ pub async fn lock_tus(
     now: Millis,
 ) -> LedgerResult<TusLock> {
     let sql = format!("SELECT {TUS_COLUMNS} FROM tus_uploads WHERE id = $1");
-    let Some(row) = sqlx::query(&sql)
-        .bind(id.clone())
-        .fetch_optional(&mut *c)
-        .await?
-    else {
+    let Some(row) = query(sql).bind(id.clone()).fetch_optional(&mut *c).await? else {
         return Ok(TusLock::Gone);
     };
     let rec = decode_tus(&row)?;
-    let holder: Option<String> = row.try_get("lock_owner")?;
-    let held_until: Option<Millis> = row.try_get("lock_until")?;
+    let holder: Option<String> = row.col("lock_owner")?;
+    let held_until: Option<Millis> = row.col("lock_until")?;
     if rec.state != TusState::Receiving {
         return Ok(TusLock::Gone);
     }
@@ -168,7 +164,7 @@ pub async fn lock_tus(
             received: rec.received,
         });
     }
-    sqlx::query("UPDATE tus_uploads SET lock_owner = $2, lock_until = $3 WHERE id = $1")
+    query("UPDATE tus_uploads SET lock_owner = $2, lock_until = $3 WHERE id = $1")
         .bind(id)
         .bind(owner)
         .bind(until)
@@ -177,26 +173,25 @@ pub async fn lock_tus(
     Ok(TusLock::Taken)
 }
 
-pub async fn renew_tus(
-    c: &mut AnyConnection,
+pub async fn renew_tus<C: Conn>(
+    c: &mut C,
     id: String,
     owner: String,
     until: Millis,
 ) -> LedgerResult<bool> {
-    let done =
-        sqlx::query("UPDATE tus_uploads SET lock_until = $3 WHERE id = $1 AND lock_owner = $2")
-            .bind(id)
-            .bind(owner)
-            .bind(until)
-            .execute(&mut *c)
-            .await?;
+    let done = query("UPDATE tus_uploads SET lock_until = $3 WHERE id = $1 AND lock_owner = $2")
+        .bind(id)
+        .bind(owner)
+        .bind(until)
+        .execute(&mut *c)
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// A committed piece joins the upload (and, with `meta`, completes it); the lock is released.
 #[allow(clippy::too_many_arguments)]
-pub async fn add_piece(
-    c: &mut AnyConnection,
+pub async fn add_piece<C: Conn>(
+    c: &mut C,
     id: String,
     owner: String,
     piece: Option<Piece>,
@@ -205,7 +200,7 @@ pub async fn add_piece(
     now: Millis,
 ) -> LedgerResult<bool> {
     let sql = format!("SELECT {TUS_COLUMNS} FROM tus_uploads WHERE id = $1 AND lock_owner = $2");
-    let Some(row) = sqlx::query(&sql)
+    let Some(row) = query(sql)
         .bind(id.clone())
         .bind(owner.clone())
         .fetch_optional(&mut *c)
@@ -223,7 +218,7 @@ pub async fn add_piece(
     } else {
         TusState::Receiving
     };
-    let done = sqlx::query(
+    let done = query(
         "UPDATE tus_uploads SET received = $3, pieces = $4, length = COALESCE(length, $5), \
              state = $6, meta = $7, lock_owner = NULL, lock_until = NULL, updated_at = $8 \
          WHERE id = $1 AND lock_owner = $2",
@@ -241,8 +236,8 @@ pub async fn add_piece(
     Ok(done.rows_affected() == 1)
 }
 
-pub async fn unlock_tus(c: &mut AnyConnection, id: String, owner: String) -> LedgerResult<()> {
-    sqlx::query(
+pub async fn unlock_tus<C: Conn>(c: &mut C, id: String, owner: String) -> LedgerResult<()> {
+    query(
         "UPDATE tus_uploads SET lock_owner = NULL, lock_until = NULL WHERE id = $1 AND lock_owner = $2",
     )
     .bind(id)
@@ -254,8 +249,8 @@ pub async fn unlock_tus(c: &mut AnyConnection, id: String, owner: String) -> Led
 
 /// End an upload (terminated by the client, refused for its bytes); returns it as it was, so
 /// its pieces can be removed. `None` when it is unknown or already ended.
-pub async fn end_tus(
-    c: &mut AnyConnection,
+pub async fn end_tus<C: Conn>(
+    c: &mut C,
     id: String,
     state: TusState,
     now: Millis,
@@ -263,15 +258,11 @@ pub async fn end_tus(
     let sql = format!(
         "SELECT {TUS_COLUMNS} FROM tus_uploads WHERE id = $1 AND state IN ('receiving', 'complete')"
     );
-    let Some(row) = sqlx::query(&sql)
-        .bind(id.clone())
-        .fetch_optional(&mut *c)
-        .await?
-    else {
+    let Some(row) = query(sql).bind(id.clone()).fetch_optional(&mut *c).await? else {
         return Ok(None);
     };
     let rec = decode_tus(&row)?;
-    sqlx::query(
+    query(
         "UPDATE tus_uploads SET state = $2, lock_owner = NULL, lock_until = NULL, updated_at = $3 \
          WHERE id = $1",
     )
@@ -285,8 +276,8 @@ pub async fn end_tus(
 
 /// Open sessions past their expiry: marked expired, returned with their documents' pieces
 /// (for the sweeper to remove).
-pub async fn expire_sessions(
-    c: &mut AnyConnection,
+pub async fn expire_sessions<C: Conn>(
+    c: &mut C,
     now: Millis,
     limit: u32,
 ) -> LedgerResult<Vec<(SessionRecord, Vec<TusRecord>)>> {
@@ -294,7 +285,7 @@ pub async fn expire_sessions(
         "SELECT {SESSION_COLUMNS} FROM upload_sessions \
          WHERE state = 'open' AND expires_at <= $1 ORDER BY expires_at LIMIT $2"
     );
-    let rows = sqlx::query(&sql)
+    let rows = query(sql)
         .bind(now)
         .bind(i64::from(limit))
         .fetch_all(&mut *c)
@@ -303,11 +294,11 @@ pub async fn expire_sessions(
     for row in rows {
         let session = decode_session(&row)?;
         let docs = session_documents(c, session.id.clone()).await?;
-        sqlx::query("UPDATE upload_sessions SET state = 'expired' WHERE id = $1")
+        query("UPDATE upload_sessions SET state = 'expired' WHERE id = $1")
             .bind(session.id.clone())
             .execute(&mut *c)
             .await?;
-        sqlx::query(
+        query(
             "UPDATE tus_uploads SET state = 'terminated', updated_at = $2 \
              WHERE session_id = $1 AND state IN ('receiving', 'complete')",
         )
@@ -320,16 +311,13 @@ pub async fn expire_sessions(
     Ok(out)
 }
 
-pub async fn session_documents(
-    c: &mut AnyConnection,
+pub async fn session_documents<C: Conn>(
+    c: &mut C,
     session_id: String,
 ) -> LedgerResult<Vec<TusRecord>> {
     let sql = format!(
         "SELECT {TUS_COLUMNS} FROM tus_uploads WHERE session_id = $1 ORDER BY created_at, id"
     );
-    let rows = sqlx::query(&sql)
-        .bind(session_id)
-        .fetch_all(&mut *c)
-        .await?;
+    let rows = query(sql).bind(session_id).fetch_all(&mut *c).await?;
     rows.iter().map(decode_tus).collect()
 }

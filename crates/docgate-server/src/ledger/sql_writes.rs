@@ -3,8 +3,8 @@
 //! can be queued; each records what it changed in the upload's history in the same
 //! transaction, so the history never disagrees with the state.
 
+use super::db::{query, Conn, DbRow};
 use serde_json::{json, Value};
-use sqlx::{AnyConnection, Row};
 
 use super::{
     sql::{decode, to_text, Dialect, COLUMNS, TERMINAL},
@@ -14,14 +14,14 @@ use super::{
 use docgate_core::OwnedRef;
 
 /// Append an event to an upload's history (numbered under the upload row's lock).
-pub async fn add_event(
-    c: &mut AnyConnection,
+pub async fn add_event<C: Conn>(
+    c: &mut C,
     id: &str,
     at: Millis,
     kind: &str,
     detail: Value,
 ) -> LedgerResult<()> {
-    let row = sqlx::query(
+    let row = query(
         "UPDATE uploads SET event_seq = event_seq + 1 WHERE id = $1 RETURNING event_seq, erased_at",
     )
     .bind(id.to_owned())
@@ -30,15 +30,15 @@ pub async fn add_event(
     let Some(row) = row else {
         return Ok(());
     };
-    let seq: i64 = row.try_get("event_seq")?;
-    let erased: Option<Millis> = row.try_get("erased_at")?;
+    let seq: i64 = row.col("event_seq")?;
+    let erased: Option<Millis> = row.col("erased_at")?;
     insert_event(c, id, seq, at, kind, detail, erased.is_some()).await
 }
 
 /// Write event number `seq` of an upload's history (a number the caller took from the
 /// upload row's `event_seq`, under the row's lock).
-async fn insert_event(
-    c: &mut AnyConnection,
+async fn insert_event<C: Conn>(
+    c: &mut C,
     id: &str,
     seq: i64,
     at: Millis,
@@ -53,7 +53,7 @@ async fn insert_event(
     } else {
         detail
     };
-    sqlx::query(
+    query(
         "INSERT INTO upload_events (upload_id, seq, at, kind, detail) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(id.to_owned())
@@ -70,7 +70,7 @@ fn attempt_detail(a: &AttemptRecord) -> LedgerResult<Value> {
     serde_json::to_value(a).map_err(|e| LedgerError::Corrupt(e.to_string()))
 }
 
-pub async fn insert(c: &mut AnyConnection, new: NewUpload) -> LedgerResult<Inserted> {
+pub async fn insert<C: Conn>(c: &mut C, new: NewUpload) -> LedgerResult<Inserted> {
     let (status, next_at, owner, until) = match &new.lease {
         Some(l) => (
             UploadStatus::Delivering,
@@ -90,7 +90,7 @@ pub async fn insert(c: &mut AnyConnection, new: NewUpload) -> LedgerResult<Inser
          ($1, $2, $3, $4, $5, $6, $7, $8, $14, $9, $10, $11, NULL, NULL, NULL, NULL, $12, $12, NULL, $13, 0, NULL, 0, NULL, 0, NULL, 1) \
          ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING {COLUMNS}"
     );
-    let inserted = sqlx::query(&sql)
+    let inserted = query(sql)
         .bind(new.id.clone())
         .bind(new.tenant.clone())
         .bind(new.provider.clone())
@@ -118,7 +118,7 @@ pub async fn insert(c: &mut AnyConnection, new: NewUpload) -> LedgerResult<Inser
         .idempotency_key
         .ok_or_else(|| LedgerError::Corrupt(format!("upload id {} already exists", new.id)))?;
     let sql = format!("SELECT {COLUMNS} FROM uploads WHERE tenant = $1 AND idempotency_key = $2");
-    let row = sqlx::query(&sql)
+    let row = query(sql)
         .bind(new.tenant)
         .bind(key)
         .fetch_one(&mut *c)
@@ -126,8 +126,8 @@ pub async fn insert(c: &mut AnyConnection, new: NewUpload) -> LedgerResult<Inser
     Ok(Inserted::Existing(decode(&row)?))
 }
 
-pub async fn claim_due(
-    c: &mut AnyConnection,
+pub async fn claim_due<C: Conn>(
+    c: &mut C,
     dialect: Dialect,
     owner: String,
     until: Millis,
@@ -154,7 +154,7 @@ pub async fn claim_due(
         list.join(", "),
         dialect.claim_lock()
     );
-    let mut query = sqlx::query(&sql)
+    let mut query = query(sql)
         .bind(owner)
         .bind(until)
         .bind(now)
@@ -166,14 +166,14 @@ pub async fn claim_due(
     rows.iter().map(decode).collect()
 }
 
-pub async fn renew(
-    c: &mut AnyConnection,
+pub async fn renew<C: Conn>(
+    c: &mut C,
     id: String,
     owner: String,
     until: Millis,
     now: Millis,
 ) -> LedgerResult<bool> {
-    let done = sqlx::query(
+    let done = query(
         "UPDATE uploads SET lease_until = $3 \
          WHERE id = $1 AND lease_owner = $2 AND status = 'delivering' AND lease_until >= $4",
     )
@@ -186,14 +186,14 @@ pub async fn renew(
     Ok(done.rows_affected() == 1)
 }
 
-pub async fn start_attempt(
-    c: &mut AnyConnection,
+pub async fn start_attempt<C: Conn>(
+    c: &mut C,
     id: String,
     owner: String,
     until: Millis,
     now: Millis,
 ) -> LedgerResult<Option<u32>> {
-    let row = sqlx::query(
+    let row = query(
         "UPDATE uploads SET attempts = attempts + 1, lease_until = $3, updated_at = $4 \
          WHERE id = $1 AND lease_owner = $2 AND status = 'delivering' AND lease_until >= $4 \
            AND cancel_requested = 0 \
@@ -206,7 +206,7 @@ pub async fn start_attempt(
     .fetch_optional(&mut *c)
     .await?;
     Ok(match row {
-        Some(r) => Some(u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX)),
+        Some(r) => Some(u32::try_from(r.col::<i64>("attempts")?).unwrap_or(u32::MAX)),
         None => {
             // Canceled since the last attempt: no further one; the lease ends here.
             super::sql_ops::settle_cancel(c, &id, &owner, now).await?;
@@ -215,8 +215,8 @@ pub async fn start_attempt(
     })
 }
 
-pub async fn finish(
-    c: &mut AnyConnection,
+pub async fn finish<C: Conn>(
+    c: &mut C,
     id: String,
     owner: String,
     f: Finish,
@@ -225,7 +225,7 @@ pub async fn finish(
         matches!(f.status, UploadStatus::Delivered | UploadStatus::Duplicate).then_some(f.now);
     // The attempt (if any) and the outcome are numbered by this same statement.
     let events = 1 + i64::from(f.attempt.is_some());
-    let row = sqlx::query(&format!(
+    let row = query(format!(
         "UPDATE uploads SET status = $3, \
              provider_reference = CASE WHEN erased_at IS NULL THEN $4 ELSE NULL END, \
              problem = CASE WHEN erased_at IS NULL THEN $5 ELSE NULL END, \
@@ -250,7 +250,7 @@ pub async fn finish(
         return Ok(None);
     };
     let done = decode(&row)?;
-    let last: i64 = row.try_get("event_seq")?;
+    let last: i64 = row.col("event_seq")?;
     let erased = done.erased_at.is_some();
     for r in &f.owned {
         insert_owned(c, &done.tenant, &done.provider, r, &id, f.now).await?;
@@ -265,13 +265,13 @@ pub async fn finish(
     Ok(Some(done))
 }
 
-pub async fn reschedule(
-    c: &mut AnyConnection,
+pub async fn reschedule<C: Conn>(
+    c: &mut C,
     id: String,
     owner: String,
     r: Reschedule,
 ) -> LedgerResult<bool> {
-    let done = sqlx::query(
+    let done = query(
         "UPDATE uploads SET status = 'retry_scheduled', next_attempt_at = $3, \
              last_error = CASE WHEN erased_at IS NULL THEN $4 ELSE NULL END, \
              last_upstream_status = COALESCE($5, last_upstream_status), lease_owner = NULL, \
@@ -304,14 +304,14 @@ pub async fn reschedule(
     Ok(true)
 }
 
-pub async fn record_attempt(
-    c: &mut AnyConnection,
+pub async fn record_attempt<C: Conn>(
+    c: &mut C,
     id: String,
     owner: String,
     a: AttemptRecord,
     now: Millis,
 ) -> LedgerResult<bool> {
-    let row = sqlx::query(
+    let row = query(
         "SELECT cancel_requested FROM uploads \
          WHERE id = $1 AND lease_owner = $2 AND status = 'delivering'",
     )
@@ -323,7 +323,7 @@ pub async fn record_attempt(
         return Ok(false);
     };
     add_event(c, &id, now, "attempt", attempt_detail(&a)?).await?;
-    if row.try_get::<i64, _>("cancel_requested")? != 0 {
+    if row.col::<i64>("cancel_requested")? != 0 {
         // Canceled while this attempt ran: it was the last one. The caller stops as it
         // would after losing its lease.
         super::sql_ops::settle_cancel(c, &id, &owner, now).await?;
@@ -333,10 +333,10 @@ pub async fn record_attempt(
 }
 
 /// Hand leases back (`owner_like` `%` matches every owner): due again at once.
-pub async fn release(c: &mut AnyConnection, owner_like: String, now: Millis) -> LedgerResult<u64> {
+pub async fn release<C: Conn>(c: &mut C, owner_like: String, now: Millis) -> LedgerResult<u64> {
     // Canceled ones end instead of becoming due again.
     let canceled = super::sql_ops::settle_released_cancels(c, &owner_like, now).await?;
-    let done = sqlx::query(
+    let done = query(
         "UPDATE uploads SET status = 'retry_scheduled', next_attempt_at = $2, lease_owner = NULL, \
              lease_until = NULL, updated_at = $2 \
          WHERE lease_owner LIKE $1 AND status = 'delivering'",
@@ -348,8 +348,8 @@ pub async fn release(c: &mut AnyConnection, owner_like: String, now: Millis) -> 
     Ok(done.rows_affected() + canceled)
 }
 
-pub async fn claim_notifications(
-    c: &mut AnyConnection,
+pub async fn claim_notifications<C: Conn>(
+    c: &mut C,
     dialect: Dialect,
     now: Millis,
     hold_until: Millis,
@@ -363,7 +363,7 @@ pub async fn claim_notifications(
          RETURNING {COLUMNS}",
         dialect.claim_lock()
     );
-    let rows = sqlx::query(&sql)
+    let rows = query(sql)
         .bind(now)
         .bind(hold_until)
         .bind(i64::from(limit))
@@ -372,14 +372,14 @@ pub async fn claim_notifications(
     rows.iter().map(decode).collect()
 }
 
-pub async fn notification_done(
-    c: &mut AnyConnection,
+pub async fn notification_done<C: Conn>(
+    c: &mut C,
     id: String,
     state: NotifyState,
     next_at: Option<Millis>,
     now: Millis,
 ) -> LedgerResult<()> {
-    sqlx::query(
+    query(
         "UPDATE uploads SET notify_state = $2, notify_next_at = $3, notify_attempts = notify_attempts + 1, \
              updated_at = $4 WHERE id = $1",
     )
@@ -392,8 +392,8 @@ pub async fn notification_done(
     Ok(())
 }
 
-pub async fn mark_spool_removed(c: &mut AnyConnection, id: String) -> LedgerResult<()> {
-    sqlx::query("UPDATE uploads SET spool_removed = 1 WHERE id = $1")
+pub async fn mark_spool_removed<C: Conn>(c: &mut C, id: String) -> LedgerResult<()> {
+    query("UPDATE uploads SET spool_removed = 1 WHERE id = $1")
         .bind(id)
         .execute(&mut *c)
         .await?;
@@ -401,15 +401,15 @@ pub async fn mark_spool_removed(c: &mut AnyConnection, id: String) -> LedgerResu
 }
 
 /// Record `tenant` as the owner of `subject` unless someone already is.
-pub async fn insert_owned(
-    c: &mut AnyConnection,
+pub async fn insert_owned<C: Conn>(
+    c: &mut C,
     tenant: &str,
     provider: &str,
     subject: &OwnedRef,
     source: &str,
     now: Millis,
 ) -> LedgerResult<()> {
-    sqlx::query(
+    query(
         "INSERT INTO owned_refs (provider, kind, value, tenant, source, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
     )
@@ -424,24 +424,23 @@ pub async fn insert_owned(
     Ok(())
 }
 
-pub async fn owner_of(
-    c: &mut AnyConnection,
+pub async fn owner_of<C: Conn>(
+    c: &mut C,
     provider: &str,
     subject: &OwnedRef,
 ) -> LedgerResult<Option<String>> {
-    let row = sqlx::query(
-        "SELECT tenant FROM owned_refs WHERE provider = $1 AND kind = $2 AND value = $3",
-    )
-    .bind(provider.to_owned())
-    .bind(subject.kind.clone())
-    .bind(subject.value.clone())
-    .fetch_optional(&mut *c)
-    .await?;
-    Ok(row.map(|r| r.try_get("tenant")).transpose()?)
+    let row =
+        query("SELECT tenant FROM owned_refs WHERE provider = $1 AND kind = $2 AND value = $3")
+            .bind(provider.to_owned())
+            .bind(subject.kind.clone())
+            .bind(subject.value.clone())
+            .fetch_optional(&mut *c)
+            .await?;
+    row.map(|r| r.col("tenant")).transpose()
 }
 
-pub async fn claim_ref(
-    c: &mut AnyConnection,
+pub async fn claim_ref<C: Conn>(
+    c: &mut C,
     tenant: String,
     provider: String,
     subject: OwnedRef,
@@ -453,11 +452,11 @@ pub async fn claim_ref(
     Ok(owner.as_deref() == Some(tenant.as_str()))
 }
 
-pub async fn record_event(
-    c: &mut AnyConnection,
+pub async fn record_event<C: Conn>(
+    c: &mut C,
     e: docgate_core::ProviderEvent,
 ) -> LedgerResult<bool> {
-    let done = sqlx::query(
+    let done = query(
         "INSERT INTO provider_events (provider, event_id, name, received_at, payload, subject_kind, subject) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
     )
