@@ -184,7 +184,7 @@ pub async fn mint(
         max_bytes: req.max_bytes,
         origin: req.origin,
         state: SessionState::Open,
-        upload_id: uuid::Uuid::new_v4().to_string(),
+        upload_id: crate::ledger::new_upload_id(),
         created_at: now,
         expires_at: now.saturating_add(i64::try_from(expires_in * 1000).unwrap_or(i64::MAX)),
     };

@@ -374,33 +374,36 @@ async fn receive(shared: &Shared, checked: Checked, body: Body) -> Response {
             format!("the body hashes to {}", crockford::encode(&spooled.sha512)),
         );
     }
-    if let Err(response) = check_body_type(shared, &checked, &spooled.head, temp.path()).await {
+    if let Err(response) = check_body_type(shared, &checked, &spooled, temp.path()).await {
         return response;
     }
-    commit(shared, &checked, temp, spooled.size).await
+    commit(shared, &checked, temp, spooled).await
 }
 
-/// A body written to its temporary file.
+/// A body received whole: written to its temporary file, or (a small one) still in memory.
 struct Spooled {
     size: u64,
     /// The first bytes, for sniffing the type.
     head: Vec<u8>,
     sha512: [u8; 64],
+    /// A small body's bytes, written by the commit (one trip to a blocking thread for the
+    /// whole upload). `None`: the body is in the temporary file.
+    small: Option<Vec<axum::body::Bytes>>,
 }
 
-/// Bodies up to this size are written in one go once whole.
+/// Bodies up to this size are kept until verified and written by the commit.
 const SMALL_BODY: u64 = 64 * 1024;
 
-/// Write the body to `path`, hashing it; it must be exactly `Content-Length` bytes and
-/// keep arriving within the idle timeout.
+/// Receive the body, hashing it: a small one into memory, a larger one streamed to `path`.
+/// It must be exactly `Content-Length` bytes and keep arriving within the idle timeout.
 async fn spool_body(
     shared: &Shared,
     checked: &Checked,
     body: Body,
     path: &std::path::Path,
 ) -> Result<Spooled, Response> {
-    // A small body is kept until it is whole and then written and closed in one trip to a
-    // blocking thread; a larger one streams to the file as it arrives.
+    // A small body is kept in memory and written by the commit; a larger one streams to the
+    // file as it arrives.
     let mut small: Vec<axum::body::Bytes> = Vec::new();
     let mut file: Option<tokio::io::BufWriter<tokio::fs::File>> = None;
     let mut stream = body.into_data_stream();
@@ -453,29 +456,19 @@ async fn spool_body(
             format!("{received} of {} bytes", checked.declared_len),
         ));
     }
-    match file {
+    let small = match file {
         Some(mut w) => {
             // Flushed to the kernel, not synced: see the store's docs.
             w.flush().await.map_err(store_failed)?;
+            None
         }
-        None => {
-            let path = path.to_path_buf();
-            tokio::task::spawn_blocking(move || {
-                let mut f = std::fs::File::create(&path)?;
-                small
-                    .iter()
-                    .try_for_each(|p| std::io::Write::write_all(&mut f, p))
-            })
-            .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r)
-            .map_err(store_failed)?;
-        }
-    }
+        None => Some(small),
+    };
     Ok(Spooled {
         size: received,
         head,
         sha512: hasher.finalize().into(),
+        small,
     })
 }
 
@@ -483,10 +476,10 @@ async fn spool_body(
 async fn check_body_type(
     shared: &Shared,
     checked: &Checked,
-    head: &[u8],
+    spooled: &Spooled,
     path: &std::path::Path,
 ) -> Result<(), Response> {
-    let sniffed = media::sniff(head).unwrap_or("of no recognised type");
+    let sniffed = media::sniff(&spooled.head).unwrap_or("of no recognised type");
     if !media::declared_agrees(&checked.content_type, sniffed) {
         return Err(malformed(
             "The body is not of the declared Content-Type.",
@@ -498,12 +491,16 @@ async fn check_body_type(
     }
     let rules: ZipRules = shared.zip_rules.clone();
     let path = path.to_path_buf();
-    let inspected = tokio::task::spawn_blocking(move || {
-        let file = std::fs::File::open(&path)?;
-        Ok::<_, std::io::Error>(archive::inspect(
-            std::io::BufReader::with_capacity(64 * 1024, file),
-            &rules,
-        ))
+    let in_memory: Option<Vec<u8>> = spooled.small.as_ref().map(|pieces| pieces.concat());
+    let inspected = tokio::task::spawn_blocking(move || match in_memory {
+        Some(bytes) => Ok(archive::inspect(std::io::Cursor::new(bytes), &rules)),
+        None => {
+            let file = std::fs::File::open(&path)?;
+            Ok::<_, std::io::Error>(archive::inspect(
+                std::io::BufReader::with_capacity(64 * 1024, file),
+                &rules,
+            ))
+        }
     })
     .await;
     match inspected {
@@ -515,7 +512,8 @@ async fn check_body_type(
 }
 
 /// Move the verified body into the store: 204, or 412 if an identical upload won the race.
-async fn commit(shared: &Shared, checked: &Checked, temp: TempBody, size: u64) -> Response {
+async fn commit(shared: &Shared, checked: &Checked, temp: TempBody, spooled: Spooled) -> Response {
+    let size = spooled.size;
     let meta = StoredBody {
         payto: checked.payto.clone(),
         h_body: crockford::encode(&checked.h_body),
@@ -527,7 +525,13 @@ async fn commit(shared: &Shared, checked: &Checked, temp: TempBody, size: u64) -
     };
     match shared
         .store
-        .commit(temp, &checked.customer, &checked.h_body, &meta)
+        .commit(
+            temp,
+            spooled.small,
+            &checked.customer,
+            &checked.h_body,
+            &meta,
+        )
         .await
     {
         Ok(Committed::Stored) => {

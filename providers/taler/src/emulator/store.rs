@@ -77,15 +77,24 @@ pub enum Committed {
 }
 
 /// The commit's file-system steps, in order; the `.body` rename is the last that counts.
-/// The customer's directory is made only when the metadata cannot be written for want of it.
+/// A small body still in memory (`small`) is written to its temporary file here, in the
+/// same trip to a blocking thread. The customer's directory is made only when the metadata
+/// cannot be written for want of it.
 fn commit_in_place(
     dir: &Path,
     body_path: &Path,
     temp_path: &Path,
+    small: Option<&[axum::body::Bytes]>,
     meta_json: &[u8],
 ) -> io::Result<Committed> {
     if body_path.try_exists()? {
         return Ok(Committed::AlreadyStored);
+    }
+    if let Some(pieces) = small {
+        let mut file = std::fs::File::create(temp_path)?;
+        for piece in pieces {
+            io::Write::write_all(&mut file, piece)?;
+        }
     }
     let meta_path = body_path.with_extension("json");
     match std::fs::write(&meta_path, meta_json) {
@@ -149,10 +158,12 @@ impl Store {
         }
     }
 
-    /// Move a fully received and verified body into place.
+    /// Move a fully received and verified body into place: the temporary file, or `small`,
+    /// a body kept in memory, written to it first.
     pub async fn commit(
         &self,
         mut temp: TempBody,
+        small: Option<Vec<axum::body::Bytes>>,
         customer: &[u8],
         h_body: &[u8; 64],
         meta: &StoredBody,
@@ -165,7 +176,7 @@ impl Store {
         // One trip to a blocking thread for the whole commit: the lock is held for as
         // short a time as the file system allows.
         let committed = tokio::task::spawn_blocking(move || {
-            commit_in_place(&dir, &body_path, &temp_path, &meta_json)
+            commit_in_place(&dir, &body_path, &temp_path, small.as_deref(), &meta_json)
         })
         .await
         .map_err(io::Error::other)??;

@@ -94,7 +94,7 @@ impl Intake {
         let permit = app.admission.admit(&tenant.name).await?;
         Ok(Intake {
             app: app.clone(),
-            id: uuid::Uuid::new_v4().to_string(),
+            id: crate::ledger::new_upload_id(),
             tenant,
             idempotency_key,
             respond_async: request::wants_async(headers),

@@ -9,9 +9,11 @@ use crate::{app::AppState, delivery::StatusChange, ledger::UploadRecord};
 /// How often the ledger is re-read for work another replica does.
 const REREAD_EVERY: Duration = Duration::from_millis(500);
 
-/// Wait (up to the sync budget) for the upload to reach a final state. Changes made by this
-/// replica arrive through `rx` (a final one with the record as committed); the ledger is
-/// re-read on any other change and periodically, for work another replica does.
+/// Wait (up to the sync budget) for the upload to reach a final state. A final outcome
+/// reached by this replica arrives through `rx` with the record as committed; the ledger is
+/// read only on a tick, for work another replica does, and once when the budget runs out,
+/// so that the answer says where the delivery stands. A passing change made here (an attempt
+/// starting, a retry scheduled) needs no read: nobody sees `rec` until one of those.
 pub async fn for_final(
     app: &AppState,
     mut rec: UploadRecord,
@@ -20,18 +22,30 @@ pub async fn for_final(
     let deadline = tokio::time::Instant::now() + app.delivery.sync_budget;
     loop {
         let now = tokio::time::Instant::now();
-        if rec.status.is_terminal() || now >= deadline {
+        if rec.status.is_terminal() {
             return rec;
         }
-        // A local status change or a tick: either way, re-read the ledger (the truth) —
-        // unless the change is a final outcome that came with its committed record.
-        let tick = (now + REREAD_EVERY).min(deadline);
-        if let Ok(Err(_)) = tokio::time::timeout_at(tick, rx.changed()).await {
-            tokio::time::sleep_until(tick).await;
+        if now >= deadline {
+            if let Ok(Some(fresh)) = app.ledger.get(&rec.id).await {
+                return fresh;
+            }
+            return rec;
         }
-        let committed = rx.borrow_and_update().record.clone();
-        if let Some(done) = committed.filter(|r| r.status.is_terminal()) {
-            rec = UploadRecord::clone(&done);
+        let tick = (now + REREAD_EVERY).min(deadline);
+        match tokio::time::timeout_at(tick, rx.changed()).await {
+            Ok(Ok(())) => {
+                let committed = rx.borrow_and_update().record.clone();
+                if let Some(done) = committed.filter(|r| r.status.is_terminal()) {
+                    rec = UploadRecord::clone(&done);
+                }
+                continue;
+            }
+            // Nobody here will publish again: wait for the tick, then read.
+            Ok(Err(_)) => tokio::time::sleep_until(tick).await,
+            Err(_) => {}
+        }
+        if tick >= deadline {
+            // The read at the deadline follows.
             continue;
         }
         if let Ok(Some(fresh)) = app.ledger.get(&rec.id).await {
