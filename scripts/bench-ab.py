@@ -51,7 +51,7 @@ for c in concs:
 for c in concs:
     for (b, p, url, d) in servers:
         rs = res[(b, c)]
-        f = lambda k: f"{statistics.median(x[k] for x in rs):8.1f} [{min(x[k] for x in rs):.1f}-{max(x[k] for x in rs):.1f}]"
-        print(f"c={c:3} {b[-40:]:>40} up/s {f('uploads_per_s')} p50 {f('p50_ms')} p99 {f('p99_ms')} cpu/upl {f('cpu')} err {sum(x['errors'] for x in rs)}")
+        f = lambda k, d=1: f"{statistics.median(x[k] for x in rs):8.{d}f} [{min(x[k] for x in rs):.{d}f}-{max(x[k] for x in rs):.{d}f}]"
+        print(f"c={c:3} {b[-40:]:>40} up/s {f('uploads_per_s')} p50 {f('p50_ms')} p99 {f('p99_ms')} cpu/upl {f('cpu', 2)} err {sum(x['errors'] for x in rs)}")
 for (b, p, url, d) in servers:
     p.terminate(); p.wait(); shutil.rmtree(d)

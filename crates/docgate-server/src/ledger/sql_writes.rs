@@ -400,7 +400,8 @@ pub async fn mark_spool_removed<C: Conn>(c: &mut C, id: String) -> LedgerResult<
     Ok(())
 }
 
-/// Record `tenant` as the owner of `subject` unless someone already is.
+/// Record `tenant` as the owner of `subject` unless someone already is; true when this
+/// made it the owner.
 pub async fn insert_owned<C: Conn>(
     c: &mut C,
     tenant: &str,
@@ -408,10 +409,10 @@ pub async fn insert_owned<C: Conn>(
     subject: &OwnedRef,
     source: &str,
     now: Millis,
-) -> LedgerResult<()> {
-    query(
+) -> LedgerResult<bool> {
+    let inserted = query(
         "INSERT INTO owned_refs (provider, kind, value, tenant, source, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING tenant",
     )
     .bind(provider.to_owned())
     .bind(subject.kind.clone())
@@ -419,9 +420,9 @@ pub async fn insert_owned<C: Conn>(
     .bind(tenant.to_owned())
     .bind(source.to_owned())
     .bind(now)
-    .execute(&mut *c)
+    .fetch_optional(&mut *c)
     .await?;
-    Ok(())
+    Ok(inserted.is_some())
 }
 
 pub async fn owner_of<C: Conn>(
@@ -447,7 +448,10 @@ pub async fn claim_ref<C: Conn>(
     source: String,
     now: Millis,
 ) -> LedgerResult<bool> {
-    insert_owned(c, &tenant, &provider, &subject, &source, now).await?;
+    // A new subject (the usual case) is settled by the insert alone.
+    if insert_owned(c, &tenant, &provider, &subject, &source, now).await? {
+        return Ok(true);
+    }
     let owner = owner_of(c, &provider, &subject).await?;
     Ok(owner.as_deref() == Some(tenant.as_str()))
 }
