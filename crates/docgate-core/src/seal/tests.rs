@@ -41,8 +41,8 @@ async fn put(s: &EncryptedStore<LocalStore>, key: &str, bytes: &[u8]) {
     w.commit().await.expect("commit");
 }
 
-async fn get(
-    s: &EncryptedStore<LocalStore>,
+async fn get<S: ObjectStore>(
+    s: &EncryptedStore<S>,
     key: &str,
     from: u64,
     len: u64,
@@ -388,4 +388,97 @@ async fn a_spooled_document_remembers_an_integrity_failure() {
     let mut r = fresh.blocking_reader().expect("open first piece");
     assert!(r.read_to_end(&mut Vec::new()).is_err());
     assert!(fresh.failed_integrity());
+}
+
+/// A store that counts the reads made of it.
+#[derive(Debug)]
+struct CountingReads {
+    inner: LocalStore,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl ObjectStore for CountingReads {
+    async fn put(&self, key: &str) -> io::Result<Box<dyn ObjectWriter>> {
+        self.inner.put(key).await
+    }
+
+    async fn get(&self, key: &str, from: u64, len: u64) -> io::Result<ByteStream> {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.get(key, from, len).await
+    }
+
+    fn open_blocking(&self, key: &str, len: u64) -> io::Result<Box<dyn ReadSeek>> {
+        self.inner.open_blocking(key, len)
+    }
+
+    async fn delete(&self, key: &str) -> io::Result<()> {
+        self.inner.delete(key).await
+    }
+
+    async fn list(&self, prefix: &str) -> io::Result<Vec<crate::store::ObjectInfo>> {
+        self.inner.list(prefix).await
+    }
+}
+
+/// A small document (most KYC uploads) is read back header and body at once — one read of
+/// the store, not two — and that read is as strict as a streamed one: a cut, an extension
+/// (by a byte or by far more than the read asks for), a flipped bit or a wrong recorded
+/// length all fail.
+#[tokio::test]
+async fn a_small_object_is_read_in_one_go_and_checked_as_strictly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = EncryptedStore::new(
+        CountingReads {
+            inner: LocalStore::new(dir.path()).expect("store"),
+            reads: Default::default(),
+        },
+        Keyring::new(("k1", &K1), &[]).expect("keys"),
+    );
+    let reads = |s: &EncryptedStore<CountingReads>| {
+        s.inner.reads.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    for len in [0, 1, 10_240, WHOLE_AT_ONCE as usize] {
+        let plain = data(len);
+        let key = format!("small-{len}");
+        let mut w = s.put(&key).await.expect("put");
+        w.write(Bytes::copy_from_slice(&plain))
+            .await
+            .expect("write");
+        w.commit().await.expect("commit");
+        let before = reads(&s);
+        assert_eq!(
+            get(&s, &key, 0, len as u64).await.expect("get"),
+            plain,
+            "{len}"
+        );
+        assert_eq!(reads(&s) - before, 1, "{len}: reads of the store");
+    }
+    let len = 10_240;
+    let raw = std::fs::read(dir.path().join(format!("small-{len}"))).expect("raw");
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        ("cut inside the header", raw[..50].to_vec()),
+        ("cut after the header", raw[..HEADER_LEN].to_vec()),
+        ("cut mid-body", raw[..HEADER_LEN + 500].to_vec()),
+        ("last byte cut", raw[..raw.len() - 1].to_vec()),
+        ("one byte appended", [raw.as_slice(), b"x"].concat()),
+        (
+            "far more appended",
+            [raw.as_slice(), &[7u8; 100_000][..]].concat(),
+        ),
+        ("empty", Vec::new()),
+    ];
+    for at in [3, 60, 110, HEADER_LEN + 10, raw.len() - 1] {
+        let mut flipped = raw.clone();
+        flipped[at] ^= 0x01;
+        cases.push(("flipped", flipped));
+    }
+    for (what, bytes) in cases {
+        std::fs::write(dir.path().join("bad"), &bytes).expect("write");
+        assert_integrity(get(&s, "bad", 0, len as u64).await, what);
+    }
+    let key = format!("small-{len}");
+    assert_integrity(get(&s, &key, 0, len as u64 - 1).await, "shorter record");
+    assert_integrity(get(&s, &key, 0, len as u64 + 1).await, "longer record");
 }
