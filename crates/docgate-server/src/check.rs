@@ -142,9 +142,7 @@ pub async fn probe_ledger(ledger: &str, data_dir: &Path) -> Result<(), LedgerPro
     }
     let file = if ledger == "sqlite" {
         data_dir.join("ledger.sqlite")
-    } else if let Some(rest) = ledger.strip_prefix("sqlite:") {
-        let path = rest.trim_start_matches("//");
-        let path = path.split('?').next().unwrap_or("");
+    } else if let Some((path, _)) = crate::ledger::sql::sqlite_location(ledger) {
         if path.is_empty() || path == ":memory:" {
             return Ok(());
         }

@@ -111,7 +111,7 @@ pub struct Deliverer {
     pub metrics: Arc<Metrics>,
     /// This replica's lease owner name.
     pub node: String,
-    waiters: Mutex<HashMap<String, watch::Sender<StatusChange>>>,
+    waiters: Mutex<HashMap<String, watch::Sender<FinalRecord>>>,
     /// Wakes the worker early (a retry was scheduled sooner than its next poll). Use
     /// [`Deliverer::queue_for_worker`] for work that found every slot taken.
     pub wake: Notify,
@@ -127,21 +127,17 @@ pub struct Deliverer {
     pub slots: Arc<tokio::sync::Semaphore>,
 }
 
-/// What a waiting request is told when this replica changes an upload's status.
-#[derive(Debug, Clone)]
-pub struct StatusChange {
-    pub status: UploadStatus,
-    /// With a final outcome: the upload as the ledger committed it, so the waiting request
-    /// answers from it instead of reading it back (a ledger read less per upload).
-    pub record: Option<Arc<UploadRecord>>,
-}
+/// What a waiting request is told: the upload as the ledger committed its final outcome,
+/// once this replica recorded one, so the request answers from it instead of reading it back
+/// (a ledger read less per upload). Passing states are not sent: nobody waits for them.
+pub type FinalRecord = Option<Arc<UploadRecord>>;
 
 /// A request waiting for an upload's delivery; unregisters itself when dropped.
 #[derive(Debug)]
 pub struct Waiter<'a> {
     deliverer: &'a Deliverer,
     id: String,
-    pub rx: watch::Receiver<StatusChange>,
+    pub rx: watch::Receiver<FinalRecord>,
 }
 
 impl Drop for Waiter<'_> {
@@ -186,20 +182,17 @@ impl Deliverer {
 
     fn lock_waiters(
         &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<StatusChange>>> {
+    ) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<FinalRecord>>> {
         self.waiters.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Follow an upload's status changes made by this replica.
-    pub fn watch(&self, id: &str, current: UploadStatus) -> Waiter<'_> {
+    /// Wait for the final outcome this replica records for an upload.
+    pub fn watch(&self, id: &str) -> Waiter<'_> {
         let mut waiters = self.lock_waiters();
         let rx = match waiters.get(id) {
             Some(tx) => tx.subscribe(),
             None => {
-                let (tx, rx) = watch::channel(StatusChange {
-                    status: current,
-                    record: None,
-                });
+                let (tx, rx) = watch::channel(None);
                 waiters.insert(id.to_owned(), tx);
                 rx
             }
@@ -211,9 +204,9 @@ impl Deliverer {
         }
     }
 
-    fn publish(&self, id: &str, status: UploadStatus, record: Option<Arc<UploadRecord>>) {
-        if let Some(tx) = self.lock_waiters().get(id) {
-            let _ = tx.send(StatusChange { status, record });
+    fn publish_final(&self, done: UploadRecord) {
+        if let Some(tx) = self.lock_waiters().get(&done.id) {
+            let _ = tx.send(Some(Arc::new(done)));
         }
     }
 
@@ -313,7 +306,6 @@ impl Deliverer {
                 tracing::warn!(upload = %id, "lease lost or delivery canceled; no further attempt");
                 return Ok(());
             };
-            self.publish(id, UploadStatus::Delivering, None);
             let ctx = DeliveryContext {
                 upload_id: id.to_owned(),
                 attempt,
@@ -442,7 +434,6 @@ impl Deliverer {
             attempt: Some(attempt),
         };
         if self.ledger.reschedule(id, owner, r).await? {
-            self.publish(id, UploadStatus::RetryScheduled, None);
             self.queue_for_worker();
         }
         Ok(())
@@ -489,7 +480,7 @@ impl Deliverer {
             tracing::warn!(upload = %rec.id, "lease lost before the outcome could be recorded");
             return Ok(());
         };
-        self.publish(&rec.id, done.status, Some(Arc::new(done)));
+        self.publish_final(done);
         if self.settings.retention.is_zero() {
             self.remove_spool(rec).await?;
         }

@@ -91,17 +91,17 @@ fn ready_now<T>(write: impl std::future::Future<Output = LedgerResult<T>>) -> Le
         .unwrap_or(Err(LedgerError::Bug("a write on the SQLite writer waited")))
 }
 
+/// The path and the parameters of a `sqlite:` ledger URL (`sqlite://path?mode=rwc`,
+/// `sqlite:path`, `sqlite::memory:`); `None` for any other URL.
+pub fn sqlite_location(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("sqlite:")?.trim_start_matches("//");
+    Some(rest.split_once('?').unwrap_or((rest, "")))
+}
+
 /// The file of a `sqlite:` ledger URL. The writer opens it beside sqlx's readers, so an
 /// in-memory database (a different one per connection) cannot be a ledger.
 fn sqlite_file(url: &str) -> LedgerResult<std::path::PathBuf> {
-    let (path, params) = url
-        .trim_start_matches("sqlite:")
-        .trim_start_matches("//")
-        .split_once('?')
-        .unwrap_or((
-            url.trim_start_matches("sqlite:").trim_start_matches("//"),
-            "",
-        ));
+    let (path, params) = sqlite_location(url).unwrap_or_default();
     let in_memory =
         path.is_empty() || path == ":memory:" || params.split('&').any(|p| p == "mode=memory");
     if in_memory {
@@ -143,15 +143,9 @@ pub(super) const TERMINAL: &str = "('delivered', 'duplicate', 'rejected', 'faile
 /// than SQLite's 4 MiB that it then keeps: the journal must fit in the storage reserve kept
 /// for the ledger (`limits.min_free_space`), or a disk filled by accepted uploads would stop
 /// their deliveries from being recorded.
-async fn sqlite_settings(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
-    conn.execute("PRAGMA journal_mode = WAL").await?;
-    conn.execute("PRAGMA wal_autocheckpoint = 256").await?;
-    conn.execute("PRAGMA journal_size_limit = 1048576").await?;
-    conn.execute("PRAGMA secure_delete = ON").await?;
-    conn.execute("PRAGMA synchronous = FULL").await?;
-    conn.execute("PRAGMA busy_timeout = 10000").await?;
-    Ok(())
-}
+pub(super) const SQLITE_SETTINGS: &str = "PRAGMA journal_mode = WAL; \
+    PRAGMA wal_autocheckpoint = 256; PRAGMA journal_size_limit = 1048576; \
+    PRAGMA secure_delete = ON; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;";
 
 impl SqlLedger {
     /// Connect to `url` (`sqlite://path` or `postgres://…`) and bring the schema up to date.
@@ -174,9 +168,9 @@ impl SqlLedger {
         let options = AnyConnectOptions::from_str(url)?.disable_statement_logging();
         let pool = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
         let pool = match dialect {
-            Dialect::Sqlite => pool
-                .max_connections(4)
-                .after_connect(|conn, _| Box::pin(sqlite_settings(conn))),
+            Dialect::Sqlite => pool.max_connections(4).after_connect(|conn, _| {
+                Box::pin(async move { conn.execute(SQLITE_SETTINGS).await.map(|_| ()) })
+            }),
             Dialect::Postgres => pool.max_connections(16),
         };
         let pool = pool.connect_with(options.clone()).await?;

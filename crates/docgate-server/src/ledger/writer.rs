@@ -47,12 +47,6 @@ pub struct Writer {
     jobs: mpsc::Sender<Job>,
 }
 
-/// The settings of the writer's connection: see `sql::sqlite_settings`, which the readers
-/// get. Only the writer commits, so the WAL's checkpoints and size limit matter here.
-const SETTINGS: &str = "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 256; \
-    PRAGMA journal_size_limit = 1048576; PRAGMA secure_delete = ON; \
-    PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;";
-
 /// Statements cached per connection: the writes use a few dozen distinct ones.
 const STATEMENT_CACHE: usize = 128;
 
@@ -60,7 +54,7 @@ impl Writer {
     /// Open the ledger file at `path` for writing and start the writer thread on it.
     pub fn start(path: &Path) -> LedgerResult<Writer> {
         let conn = Connection::open(path)?;
-        conn.execute_batch(SETTINGS)?;
+        conn.execute_batch(super::sql::SQLITE_SETTINGS)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let (jobs, rx) = mpsc::channel(QUEUE);
         thread::Builder::new()
@@ -112,62 +106,53 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
 }
 
 /// One transaction for the whole batch; every caller is answered after the commit.
-///
-/// Each write runs in a savepoint of its own, so a failed write is undone alone and the
-/// others still commit. A batch of one needs none: its failure rolls the transaction back.
 fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>) {
-    let single = batch.len() == 1;
     let mut answers: Vec<Answer> = Vec::with_capacity(batch.len());
-    let mut alone_failed = false;
-    let committed = conn.execute_batch("BEGIN IMMEDIATE").and_then(|()| {
-        for job in batch.drain(..) {
-            if single {
-                let (ok, answer) = job(conn);
-                answers.push(answer);
-                alone_failed = !ok;
-                break;
-            }
-            if let Err(e) = conn.execute_batch("SAVEPOINT w") {
-                answers.push(job_refused(job));
-                return Err(e);
-            }
-            let (ok, answer) = job(conn);
-            answers.push(answer);
-            conn.execute_batch(if ok {
-                "RELEASE w"
-            } else {
-                "ROLLBACK TO w; RELEASE w"
-            })?;
-        }
-        if alone_failed {
-            // Its own error is its answer; nothing else was in the transaction.
-            return conn.execute_batch("ROLLBACK");
-        }
-        conn.execute_batch("COMMIT")
-    });
+    let committed = run_batch(conn, batch, &mut answers);
+    // Writes that never ran (BEGIN or a savepoint step failed) are dropped unanswered: their
+    // callers hear that the ledger closed on them, as before any write of theirs was made.
+    batch.clear();
     let failure = committed.err().map(|e| {
         tracing::error!(error = %e, writes = answers.len(), "a ledger batch did not commit");
+        if !conn.is_autocommit() {
+            // Leave no transaction open for the next batch.
+            let _ = conn.execute_batch("ROLLBACK");
+        }
         CommitFailure {
             out_of_space: LedgerError::Sqlite(e).is_out_of_space(),
             message: "the ledger could not commit".into(),
         }
     });
-    if failure.is_some() {
-        // Leave no transaction open for the next batch.
-        if !conn.is_autocommit() {
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-        // Writes never run (BEGIN or a savepoint step failed) are answered with the failure.
-        answers.extend(batch.drain(..).map(job_refused));
-    }
     for answer in answers {
         answer(failure.as_ref());
     }
 }
 
-/// A job that never ran (its batch did not begin, or a savepoint step before it failed):
-/// answer it without running it.
-fn job_refused(job: Job) -> Answer {
-    drop(job);
-    Box::new(|_| {})
+/// Run the batch in one transaction. Each write runs in a savepoint of its own, so a failed
+/// write is undone alone and the others still commit; a batch of one needs none (its failure
+/// is its answer, and rolls back a transaction that held nothing else).
+fn run_batch(
+    conn: &mut Connection,
+    batch: &mut Vec<Job>,
+    answers: &mut Vec<Answer>,
+) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    if batch.len() == 1 {
+        if let Some(job) = batch.pop() {
+            let (ok, answer) = job(conn);
+            answers.push(answer);
+            return conn.execute_batch(if ok { "COMMIT" } else { "ROLLBACK" });
+        }
+    }
+    for job in batch.drain(..) {
+        conn.execute_batch("SAVEPOINT w")?;
+        let (ok, answer) = job(conn);
+        answers.push(answer);
+        conn.execute_batch(if ok {
+            "RELEASE w"
+        } else {
+            "ROLLBACK TO w; RELEASE w"
+        })?;
+    }
+    conn.execute_batch("COMMIT")
 }

@@ -112,7 +112,7 @@ pub async fn accept(
     match inserted {
         Inserted::New(rec) => {
             app.metrics.bytes_received(&rec.provider, total);
-            let mut waiter = app.deliverer.watch(&rec.id, rec.status);
+            let mut waiter = app.deliverer.watch(&rec.id);
             match slot {
                 Some(slot) => app.deliverer.spawn_drive(rec.clone(), slot, true),
                 None => app.deliverer.queue_for_worker(),
@@ -154,7 +154,7 @@ async fn replay(
     let rec = if respond_async || rec.status.is_terminal() {
         rec
     } else {
-        let mut waiter = app.deliverer.watch(&rec.id, rec.status);
+        let mut waiter = app.deliverer.watch(&rec.id);
         wait::for_final(app, rec, &mut waiter.rx).await
     };
     let mut res = upload_response(&rec);

@@ -97,7 +97,7 @@ async fn replay(app: &AppState, session: &SessionRecord, respond_async: bool) ->
     let rec = if respond_async || rec.status.is_terminal() {
         rec
     } else {
-        let mut waiter = app.deliverer.watch(&rec.id, rec.status);
+        let mut waiter = app.deliverer.watch(&rec.id);
         wait::for_final(app, rec, &mut waiter.rx).await
     };
     let mut res = upload_response(&rec);

@@ -4,38 +4,30 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::{app::AppState, delivery::StatusChange, ledger::UploadRecord};
+use crate::{app::AppState, delivery::FinalRecord, ledger::UploadRecord};
 
 /// How often the ledger is re-read for work another replica does.
 const REREAD_EVERY: Duration = Duration::from_millis(500);
 
 /// Wait (up to the sync budget) for the upload to reach a final state. A final outcome
-/// reached by this replica arrives through `rx` with the record as committed; the ledger is
-/// read only on a tick, for work another replica does, and once when the budget runs out,
-/// so that the answer says where the delivery stands. A passing change made here (an attempt
-/// starting, a retry scheduled) needs no read: nobody sees `rec` until one of those.
+/// recorded by this replica arrives through `rx` as committed; the ledger is read only on a
+/// tick, for work another replica does, and once when the budget runs out, so that the
+/// answer says where the delivery stands.
 pub async fn for_final(
     app: &AppState,
     mut rec: UploadRecord,
-    rx: &mut watch::Receiver<StatusChange>,
+    rx: &mut watch::Receiver<FinalRecord>,
 ) -> UploadRecord {
     let deadline = tokio::time::Instant::now() + app.delivery.sync_budget;
-    loop {
+    while !rec.status.is_terminal() {
         let now = tokio::time::Instant::now();
-        if rec.status.is_terminal() {
-            return rec;
-        }
         if now >= deadline {
-            if let Ok(Some(fresh)) = app.ledger.get(&rec.id).await {
-                return fresh;
-            }
-            return rec;
+            return app.ledger.get(&rec.id).await.ok().flatten().unwrap_or(rec);
         }
         let tick = (now + REREAD_EVERY).min(deadline);
         match tokio::time::timeout_at(tick, rx.changed()).await {
             Ok(Ok(())) => {
-                let committed = rx.borrow_and_update().record.clone();
-                if let Some(done) = committed.filter(|r| r.status.is_terminal()) {
+                if let Some(done) = rx.borrow_and_update().clone() {
                     rec = UploadRecord::clone(&done);
                 }
                 continue;
@@ -44,12 +36,12 @@ pub async fn for_final(
             Ok(Err(_)) => tokio::time::sleep_until(tick).await,
             Err(_) => {}
         }
-        if tick >= deadline {
-            // The read at the deadline follows.
-            continue;
-        }
-        if let Ok(Some(fresh)) = app.ledger.get(&rec.id).await {
-            rec = fresh;
+        // At the deadline, the read above answers.
+        if tick < deadline {
+            if let Ok(Some(fresh)) = app.ledger.get(&rec.id).await {
+                rec = fresh;
+            }
         }
     }
+    rec
 }
