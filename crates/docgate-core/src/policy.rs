@@ -36,6 +36,18 @@ impl DigestSet {
         }
     }
 
+    /// The digests in the set, SHA-256 first.
+    pub fn algorithms(self) -> impl Iterator<Item = crate::digest::Algorithm> {
+        use crate::digest::Algorithm;
+        [
+            Some(Algorithm::Sha256),
+            self.sha512.then_some(Algorithm::Sha512),
+            self.md5.then_some(Algorithm::Md5),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
     /// Parse `sha256,sha512,md5` or `all` (the CLI's `--digest`).
     pub fn parse_list(list: &str) -> Result<DigestSet, String> {
         let mut set = DigestSet::SHA256;
