@@ -20,7 +20,9 @@
 # slow minute of the VM hits all three alike). Printed per scenario: uploads/s, p50/p99
 # latency, server CPU per upload (utime+stime deltas from /proc/<pid>/stat, all of nginx's
 # processes), peak RSS (VmHWM, reset before the scenario) and threads, then the wall-time
-# ratios docgate/nginx and docgate/direct per round: median [min–max].
+# ratios docgate/nginx and docgate/direct per round: median [min–max]. Last, the 16 MiB Taler
+# target: docgate's p50 against the same upload sent straight to the sandbox's emulator (the
+# `load` bin signs it with the emulator's sandbox key) plus one SHA-512 pass.
 #
 # --quick: fewer uploads and rounds (under ~2 minutes once built). Needs nginx (installs
 # Debian's nginx-light when run as root and it is missing) and python3.
@@ -33,7 +35,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
     --json) JSON="$2"; shift ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -131,7 +133,9 @@ DOCGATE_SANDBOX_KEY=$KEY RUST_LOG=warn "$BIN/docgate" serve --listen 127.0.0.1:0
 DOCGATE_PID=$!; PIDS+=("$DOCGATE_PID")
 GW_URL=$(wait_url "$WORK/docgate.out" "docgate listening on ")
 
-export QUICK JSON BIN KEY SINK_URL SINK_PID NGINX_PID DOCGATE_PID GW_URL
+TALER_EMULATOR_URL=$(grep -o 'taler   emulator at [^ ]*' "$WORK/docgate.out" | awk '{print $4}')
+[ -n "$TALER_EMULATOR_URL" ] || { echo "the sandbox did not say where its Taler emulator is" >&2; exit 1; }
+export QUICK JSON BIN KEY SINK_URL SINK_PID NGINX_PID DOCGATE_PID GW_URL WORK TALER_EMULATOR_URL
 export NGINX_URL="http://127.0.0.1:$NGINX_PORT"
 python3 - <<'PY'
 import json, os, statistics, subprocess, time, uuid
@@ -279,6 +283,36 @@ for si, (size, conc, count) in enumerate(scenarios):
     print(f"{'':>14} wall-time ratio docgate/nginx {med_range(vs_nginx)}, "
           f"docgate/direct {med_range(vs_direct)} ({rounds} rounds of {count}){via}")
     report.append(row)
+# The 16 MiB Taler target: docgate ≤ 1.15 × (the same upload sent straight to the emulator,
+# signed as docgate signs it, + one SHA-512 pass over the document, which any client must make
+# before it sends). Both go to the sandbox's own emulator, interleaved.
+key_file = os.path.join(os.environ["WORK"], "docgate", "emulators", "taler", "sandbox-extern-key")
+emulator_url = os.environ["TALER_EMULATOR_URL"]
+size, count = 16 * MiB, 3
+sides = {"docgate": [], "emulator": [], "sha512": []}
+for rnd in range(rounds):
+    pair = ["docgate", "emulator"] if rnd % 2 == 0 else ["emulator", "docgate"]
+    for side in pair:
+        if side == "docgate":
+            r = load("docgate", size, 1, count, "taler16", rnd)
+        else:
+            out = subprocess.run(
+                [f"{binary}/load", "--url", emulator_url, "--method", "POST", "--size", str(size),
+                 "--count", str(count), "--concurrency", "1",
+                 "--header", "Content-Type: application/pdf", "--taler-key-file", key_file,
+                 "--taler-payto", f"payto://x-taler-bank/bank.example.com/direct{run_id}-{rnd}-{{n}}"],
+                check=True, capture_output=True, text=True).stdout
+            r = json.loads(out)
+            sides["sha512"].append(r["sha512_ms"])
+        if r["errors"]:
+            print(f"  {side}: {r['errors']} errors, first: {r['first_error']}")
+        sides[side].append(r["p50_ms"])
+ratios = [d / (e + h) for d, e, h in zip(sides["docgate"], sides["emulator"], sides["sha512"])]
+print(f"16 MiB Taler at 1: docgate p50 {med_range(sides['docgate'])} ms; straight to the emulator "
+      f"{med_range(sides['emulator'])} ms + one SHA-512 pass {med_range(sides['sha512'])} ms; "
+      f"docgate / (emulator + SHA-512) {med_range(ratios)} (target ≤ 1.15)")
+report.append(dict(taler16=dict(docgate_p50_ms=sides["docgate"], emulator_p50_ms=sides["emulator"],
+                                sha512_ms=sides["sha512"], ratio=ratios)))
 print(f"({time.time() - started:.0f} s of measurement, {'quick' if quick else 'full'} mode; "
       f"CPU and RSS are the server's own: nginx = master + workers; docgate includes the "
       f"in-process Taler emulator)")

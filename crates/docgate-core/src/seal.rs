@@ -636,6 +636,10 @@ impl<S: ObjectStore> ObjectStore for EncryptedStore<S> {
         self.inner.delete(key).await
     }
 
+    async fn evict_cached(&self, key: &str) -> io::Result<()> {
+        self.inner.evict_cached(key).await
+    }
+
     async fn list(&self, prefix: &str) -> io::Result<Vec<ObjectInfo>> {
         self.inner.list(prefix).await
     }

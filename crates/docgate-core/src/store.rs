@@ -60,6 +60,12 @@ pub trait ObjectStore: Send + Sync + fmt::Debug + 'static {
     fn open_blocking(&self, key: &str, len: u64) -> io::Result<Box<dyn ReadSeek>>;
     /// Remove `key`; a missing key is not an error.
     async fn delete(&self, key: &str) -> io::Result<()>;
+    /// Tell the store `key` will not be read soon (a delivered document kept for its
+    /// retention): a local store lets the kernel drop it from the page cache. A hint: the
+    /// object is unchanged, and a store with no cache of its own does nothing.
+    async fn evict_cached(&self, _key: &str) -> io::Result<()> {
+        Ok(())
+    }
     /// Every object whose key starts with `prefix`.
     async fn list(&self, prefix: &str) -> io::Result<Vec<ObjectInfo>>;
     /// The local directory holding the objects, if the store is local (free-space checks,
@@ -276,6 +282,25 @@ impl ObjectStore for LocalStore {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
+    }
+
+    /// `POSIX_FADV_DONTNEED` on the file. Why it matters: a document kept after delivery
+    /// otherwise stays in the page cache, so every new upload's bytes need pages never used
+    /// before. On the VMs we measure on, first touches of such pages cost ~10 µs each in
+    /// the hypervisor (a 16 MiB write took ~45 ms of CPU instead of ~5); pages just freed
+    /// are reused warm. Nothing is dirty any more (the object was synced when written).
+    async fn evict_cached(&self, key: &str) -> io::Result<()> {
+        let path = self.checked_path(key)?;
+        tokio::task::spawn_blocking(move || {
+            let file = match std::fs::File::open(&path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                other => other?,
+            };
+            rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed)
+                .map_err(io::Error::from)
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 
     async fn list(&self, prefix: &str) -> io::Result<Vec<ObjectInfo>> {
@@ -536,6 +561,35 @@ mod tests {
             .await
             .expect("deleting twice is fine");
         assert!(store.list("uploads/").await.expect("list").is_empty());
+    }
+
+    #[tokio::test]
+    async fn evicting_a_delivered_object_from_the_cache_keeps_it_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::new(dir.path()).expect("store");
+        let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut w = store.put("uploads/kept.file").await.expect("put");
+        w.write(Bytes::from(body.clone())).await.expect("write");
+        w.commit().await.expect("commit");
+        store
+            .evict_cached("uploads/kept.file")
+            .await
+            .expect("evict");
+        assert_eq!(
+            collect(
+                store
+                    .get("uploads/kept.file", 0, 300_000)
+                    .await
+                    .expect("get")
+            )
+            .await,
+            body
+        );
+        store
+            .evict_cached("uploads/never-written.file")
+            .await
+            .expect("a missing object is not an error");
+        assert!(store.evict_cached("../escape").await.is_err());
     }
 
     #[tokio::test]

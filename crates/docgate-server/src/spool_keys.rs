@@ -44,6 +44,16 @@ pub async fn remove(spool: &SpoolDir, keys: &[String]) -> std::io::Result<()> {
     first_error.map_or(Ok(()), Err)
 }
 
+/// Let the store drop `keys` from its cache (documents kept after delivery for their
+/// retention). Best effort: a failure costs memory, not data.
+pub async fn evict_cached(spool: &SpoolDir, keys: &[String]) {
+    for key in keys {
+        if let Err(e) = spool.store().evict_cached(key).await {
+            tracing::debug!(key, error = %e, "could not drop a delivered document from the cache");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

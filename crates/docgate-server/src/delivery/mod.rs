@@ -99,6 +99,10 @@ fn spool_altered() -> Problem {
     )
 }
 
+/// A delivered document kept for its retention is dropped from the page cache from this
+/// size up (see `ObjectStore::evict_cached`).
+const EVICT_FROM: u64 = 256 * 1024;
+
 /// Runs deliveries and tells waiting requests how they went.
 #[derive(Debug)]
 pub struct Deliverer {
@@ -483,6 +487,16 @@ impl Deliverer {
         self.publish_final(done);
         if self.settings.retention.is_zero() {
             self.remove_spool(rec).await?;
+        } else {
+            // Only large documents: for a small one the hand-off to a blocking thread costs
+            // more than the few pages it would free.
+            let keys: Vec<String> = rec
+                .documents
+                .iter()
+                .filter(|d| d.meta.size >= EVICT_FROM)
+                .flat_map(|d| d.keys())
+                .collect();
+            spool_keys::evict_cached(&self.spool, &keys).await;
         }
         Ok(())
     }
