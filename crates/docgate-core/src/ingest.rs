@@ -17,12 +17,13 @@
 
 use std::{error::Error as StdError, time::Duration};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     archive::{self, ArchiveError, ZipEntry},
+    blocks,
     digest::{DigestError, DigestPipeline, Digests, DigestsHex},
     media::{declared_agrees, normalize_declared, sniff, SNIFF_BYTES},
     policy::UploadPolicy,
@@ -328,7 +329,9 @@ where
 {
     let mut body = body;
     let declared = normalize_declared(req.declared_type.as_deref());
-    let mut pending = BytesMut::new();
+    // The first block grows from FIRST_BLOCK (most documents are small); the next ones are
+    // pooled buffers of BLOCK (see `blocks`), returned when the lanes and the spool are done.
+    let mut pending: Vec<u8> = Vec::new();
     let mut blocks_pushed = false;
     let mut sink: Option<(&'static str, Sink)> = None;
     let mut total: u64 = 0;
@@ -354,7 +357,11 @@ where
         let mut rest = chunk;
         while !rest.is_empty() {
             if pending.capacity() == 0 {
-                pending.reserve(if blocks_pushed { BLOCK } else { FIRST_BLOCK });
+                if blocks_pushed {
+                    pending = blocks::take();
+                } else {
+                    pending.reserve(FIRST_BLOCK);
+                }
             }
             let room = BLOCK.saturating_sub(pending.len()).max(1);
             let piece = rest.split_to(rest.len().min(room));
@@ -364,7 +371,8 @@ where
                 sink = Some((media_type, Sink::open(media_type, req.policy, spool, key)));
             }
             if let (true, Some((_, sink))) = (pending.len() >= BLOCK, sink.as_mut()) {
-                sink.push(pending.split().freeze()).await?;
+                sink.push(blocks::freeze(std::mem::take(&mut pending)))
+                    .await?;
                 blocks_pushed = true;
             }
         }
@@ -384,7 +392,7 @@ where
         }
     };
     if !pending.is_empty() {
-        sink.push(pending.split().freeze()).await?;
+        sink.push(blocks::freeze(pending)).await?;
     }
     let (digests, spooled) = sink.finish().await?;
     let entries = inspect_if_zip(&spooled, media_type, req.policy).await?;

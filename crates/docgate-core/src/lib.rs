@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod archive;
+pub mod blocks;
 pub mod digest;
 pub mod duration;
 pub mod host;

@@ -46,7 +46,7 @@ use aes_gcm::{
     Aes256Gcm, Key, Nonce,
 };
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::StreamExt;
 use rand::RngCore;
 use zeroize::Zeroizing;
@@ -56,7 +56,7 @@ use crate::store::{ByteStream, ObjectInfo, ObjectStore, ObjectWriter, ReadSeek};
 /// Plaintext bytes per STREAM segment.
 pub const SEGMENT: usize = 64 * 1024;
 /// AES-GCM tag bytes at the end of every segment.
-const TAG: usize = 16;
+pub const TAG: usize = 16;
 /// Bytes of the object header.
 pub const HEADER_LEN: usize = 112;
 const MAGIC: &[u8; 6] = b"DGSEAL";
@@ -501,15 +501,17 @@ struct SealWriter {
     sealer: Sealer,
     /// Plaintext of the segment being filled (sealed once more data shows it is not last).
     pending: Vec<u8>,
-    /// Sealed bytes not yet handed to the inner writer.
-    out: BytesMut,
+    /// Sealed bytes not yet handed to the inner writer (a pooled buffer: see `blocks`).
+    out: Vec<u8>,
     position: u32,
 }
 
 /// Room for one write batch of sealed segments (a batch ends after the segment that
-/// crosses `WRITE_BATCH`).
-fn out_buffer(segment: usize) -> BytesMut {
-    BytesMut::with_capacity(WRITE_BATCH + segment + TAG)
+/// crosses `WRITE_BATCH`): a pooled block, which holds a batch of segments up to 128 KiB.
+fn out_buffer(segment: usize) -> Vec<u8> {
+    let mut out = crate::blocks::take();
+    out.reserve(WRITE_BATCH + segment + TAG);
+    out
 }
 
 impl SealWriter {
@@ -548,15 +550,15 @@ impl ObjectWriter for SealWriter {
             // A fresh buffer of the batch's size, not the rest of this one: a split-off
             // buffer would grow by doubling and keep the written batch's allocation alive.
             let batch = std::mem::replace(&mut self.out, out_buffer(self.sealer.segment));
-            self.inner.write(batch.freeze()).await?;
+            self.inner.write(crate::blocks::freeze(batch)).await?;
         }
         Ok(())
     }
 
     async fn commit(mut self: Box<Self>) -> io::Result<()> {
         self.seal_pending(true)?;
-        let rest = self.out.split().freeze();
-        self.inner.write(rest).await?;
+        let rest = std::mem::take(&mut self.out);
+        self.inner.write(crate::blocks::freeze(rest)).await?;
         self.inner.commit().await
     }
 }
@@ -701,7 +703,10 @@ impl Opening {
         if take < TAG {
             return Err(integrity(&self.sealer.object, "truncated"));
         }
-        let mut seg = self.buf.split_to(take).to_vec();
+        // Opened in a pooled buffer (see `blocks`), back in the pool once sent.
+        let mut seg = crate::blocks::SEGMENTS.take();
+        seg.extend_from_slice(&self.buf[..take]);
+        self.buf.advance(take);
         self.sealer.open(self.index, last, &mut seg)?;
         self.index += 1;
         self.plain_end += seg.len() as u64;
@@ -719,7 +724,7 @@ impl Opening {
                 "longer than the recorded length",
             ));
         }
-        let mut bytes = Bytes::from(seg);
+        let mut bytes = crate::blocks::SEGMENTS.freeze(seg);
         let drop = usize::try_from(self.skip)
             .unwrap_or(usize::MAX)
             .min(bytes.len());
