@@ -25,8 +25,17 @@ fn coreutils(tool: &str, file: &std::path::Path) -> String {
 #[tokio::test]
 async fn hash_agrees_with_coreutils_and_sniffs_the_type() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // Sizes around the read block (1 MiB) and the inline-hash threshold.
-    for len in [0u64, 1, 16 * 1024, 1024 * 1024, 3 * 1024 * 1024 + 7] {
+    // Sizes around the read block (1 MiB) and the inline-hash threshold, and one of many
+    // blocks: read buffers are reused once the digests are done with them, and reusing one
+    // too early would change the digests.
+    for len in [
+        0u64,
+        1,
+        16 * 1024,
+        1024 * 1024,
+        3 * 1024 * 1024 + 7,
+        21 * 1024 * 1024 + 3,
+    ] {
         let file = write_file(dir.path(), "doc.pdf", &pdf_bytes(len, len).await);
         let out = docgate(&["hash", "--digest", "all", &file.to_string_lossy()]);
         assert!(
@@ -53,6 +62,21 @@ async fn hash_agrees_with_coreutils_and_sniffs_the_type() {
         v.get("sha512").is_none() && v.get("md5").is_none(),
         "only what was asked: {v}"
     );
+    let verbose = docgate(&[
+        "hash",
+        "--digest",
+        "all",
+        "--verbose",
+        &file.to_string_lossy(),
+    ]);
+    let said = String::from_utf8_lossy(&verbose.stderr);
+    for part in [
+        "implementations: sha256 ",
+        "measured digest costs: ",
+        "lanes (",
+    ] {
+        assert!(said.contains(part), "{part:?} missing from:\n{said}");
+    }
     let bad = docgate(&["hash", "--digest", "crc32", &file.to_string_lossy()]);
     assert!(!bad.status.success());
 }
