@@ -3,7 +3,8 @@
 # SQLite and PostgreSQL, and interop with real third-party clients (silasdk,
 # ost-kyc-sdk-python, PyNaCl/taler-util, requests) from PyPI.
 #
-# Needs (docs/prerequisites.md): Rust >= 1.88 (cargo), a C compiler, Python 3.11 with venv,
+# Needs (docs/prerequisites.md): Rust >= 1.88 (cargo), a C compiler, OpenSSL's headers
+# (libssl-dev, pkg-config), Python 3.11 with venv,
 # and PostgreSQL: the one answering on 127.0.0.1:5432 (trust auth, database `test`), the one
 # DOCGATE_TEST_POSTGRES_URL names, or else a throwaway cluster this script starts under
 # target/ with the system's initdb/pg_ctl and stops when it exits. Extra arguments go to
@@ -30,6 +31,8 @@ if [ "$(printf '%s\n1.88.0\n' "$rust_version" | sort -V | head -n1)" != "1.88.0"
 fi
 command -v cc >/dev/null ||
     die "no C compiler (cc): install the Debian package \`build-essential\` (SQLite and digest code are compiled from C)"
+{ command -v pkg-config >/dev/null && pkg-config --exists libcrypto; } ||
+    die "OpenSSL's libcrypto was not found by pkg-config: install the Debian packages \`libssl-dev\` and \`pkg-config\` (the pipeline's digests are libcrypto's)"
 command -v python3 >/dev/null ||
     die "python3 not found: install the Debian package \`python3\` (3.11; the interop pins are for CPython 3.11)"
 python3 -c 'import venv, ensurepip' 2>/dev/null ||
