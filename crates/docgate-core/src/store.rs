@@ -148,6 +148,10 @@ struct LocalWriter {
     /// `None` until the first blocks are written out (the file is created then), and while
     /// a blocking thread has it.
     file: Option<std::fs::File>,
+    /// A write of gathered blocks still running on a blocking thread, which has the file.
+    /// One at most: the next write, or the commit, waits for it first. The caller gathers
+    /// and seals the next blocks meanwhile instead of waiting for every write.
+    in_flight: Option<tokio::task::JoinHandle<(std::fs::File, io::Result<()>)>>,
     pending: Vec<Bytes>,
     pending_len: usize,
     path: PathBuf,
@@ -166,9 +170,38 @@ impl Drop for LocalWriter {
 }
 
 impl LocalWriter {
+    /// Wait for the write in flight, if any, and take the file back (or its error).
+    async fn settle(&mut self) -> io::Result<()> {
+        if let Some(handle) = self.in_flight.take() {
+            let (file, result) = handle.await.map_err(io::Error::other)?;
+            self.file = Some(file);
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Start writing the gathered blocks to the file on a blocking thread, without waiting
+    /// for it (the file exists: `write_out` created it).
+    async fn write_behind(&mut self) -> io::Result<()> {
+        self.settle().await?;
+        let Some(mut file) = self.file.take() else {
+            return Err(io::Error::other("an earlier write of this object failed"));
+        };
+        let blocks = std::mem::take(&mut self.pending);
+        self.pending_len = 0;
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            let result = blocks
+                .iter()
+                .try_for_each(|b| io::Write::write_all(&mut file, b));
+            (file, result)
+        }));
+        Ok(())
+    }
+
     /// Write the gathered blocks on a blocking thread, creating the file (and its
     /// directory) first if this is the first time; with `sync`, fsync and close it after.
     async fn write_out(&mut self, sync: bool) -> io::Result<()> {
+        self.settle().await?;
         let file = self.file.take();
         if file.is_none() && self.created {
             return Err(io::Error::other("an earlier write of this object failed"));
@@ -219,7 +252,13 @@ impl ObjectWriter for LocalWriter {
         self.pending_len += block.len();
         self.pending.push(block);
         if self.pending_len >= GATHER {
-            self.write_out(false).await?;
+            if self.created {
+                self.write_behind().await?;
+            } else {
+                // The first write creates the file: waited for, so a writer dropped
+                // afterwards finds the file it must remove.
+                self.write_out(false).await?;
+            }
         }
         Ok(())
     }
@@ -243,6 +282,7 @@ impl ObjectStore for LocalStore {
         let dir_sync = self.dir_sync(path.parent().unwrap_or(&self.root));
         Ok(Box::new(LocalWriter {
             file: None,
+            in_flight: None,
             pending: Vec::new(),
             pending_len: 0,
             path,
