@@ -604,6 +604,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn blocks_written_behind_land_whole_and_in_order() {
+        // Many gathered batches: the first creates the file, the rest are written behind
+        // (one in flight) while the next ones are gathered; commit waits for the last.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::new(dir.path()).expect("store");
+        let mut expected = Vec::new();
+        let mut w = store.put("uploads/behind.file").await.expect("put");
+        for i in 0..40u32 {
+            let block: Vec<u8> = (0..GATHER as u32 + 7)
+                .map(|j| (i.wrapping_mul(31) ^ j) as u8)
+                .collect();
+            expected.extend_from_slice(&block);
+            w.write(Bytes::from(block)).await.expect("write");
+        }
+        w.commit().await.expect("commit");
+        let len = expected.len() as u64;
+        assert_eq!(
+            collect(store.get("uploads/behind.file", 0, len).await.expect("get")).await,
+            expected
+        );
+    }
+
+    #[tokio::test]
+    async fn a_writer_dropped_with_a_write_behind_in_flight_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::new(dir.path()).expect("store");
+        let mut w = store.put("uploads/dropped.file").await.expect("put");
+        for _ in 0..4 {
+            w.write(Bytes::from(vec![7u8; GATHER]))
+                .await
+                .expect("write");
+        }
+        drop(w);
+        assert!(store.list("uploads/").await.expect("list").is_empty());
+    }
+
+    #[tokio::test]
     async fn evicting_a_delivered_object_from_the_cache_keeps_it_whole() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = LocalStore::new(dir.path()).expect("store");
