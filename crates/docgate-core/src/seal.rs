@@ -463,16 +463,8 @@ impl<S: ObjectStore> EncryptedStore<S> {
         let (header, data_key) = Header::open(b, &self.keys, key)?;
         let sealer = header.stream(&data_key, key);
         let body = whole.freeze().slice(HEADER_LEN..);
-        Ok(opened(Opening {
-            body: Box::pin(futures_util::stream::once(async move { Ok(body) })),
-            buf: BytesMut::new(),
-            sealer,
-            index: 0,
-            skip: 0,
-            plain_end: 0,
-            len,
-            done: false,
-        }))
+        let body = Box::pin(futures_util::stream::once(async move { Ok(body) }));
+        Ok(opened(Opening::at(body, sealer, 0, 0, len)))
     }
 
     /// Check that `key` is a sealed object whose data key one of the configured keys
@@ -599,17 +591,8 @@ impl<S: ObjectStore> ObjectStore for EncryptedStore<S> {
         // The inner store reads one byte past the expected end, so an object longer than
         // `len` implies shows up as a last segment that does not authenticate.
         let body = self.inner.get(key, start, sealer.sealed_len(len)).await?;
-        let state = Opening {
-            body,
-            buf: BytesMut::new(),
-            sealer,
-            index: first,
-            skip: from.saturating_sub(first * header.segment as u64),
-            plain_end: first * header.segment as u64,
-            len,
-            done: false,
-        };
-        Ok(opened(state))
+        let skip = from.saturating_sub(first * header.segment as u64);
+        Ok(opened(Opening::at(body, sealer, first, skip, len)))
     }
 
     fn open_blocking(&self, key: &str, len: u64) -> io::Result<Box<dyn ReadSeek>> {
@@ -684,6 +667,22 @@ fn opened(state: Opening) -> ByteStream {
 }
 
 impl Opening {
+    /// Open `body`, the sealed object from segment `first` on, dropping the first `skip`
+    /// bytes of plaintext.
+    fn at(body: ByteStream, sealer: Sealer, first: u64, skip: u64, len: u64) -> Opening {
+        let plain_end = first * sealer.segment as u64;
+        Opening {
+            body,
+            buf: BytesMut::new(),
+            sealer,
+            index: first,
+            skip,
+            plain_end,
+            len,
+            done: false,
+        }
+    }
+
     async fn next_segment(&mut self) -> io::Result<Option<Bytes>> {
         let full = self.sealer.segment + TAG;
         // Read until a whole segment and one more byte are buffered (then it is not the

@@ -151,7 +151,7 @@ struct LocalWriter {
     /// A write of gathered blocks still running on a blocking thread, which has the file.
     /// One at most: the next write, or the commit, waits for it first. The caller gathers
     /// and seals the next blocks meanwhile instead of waiting for every write.
-    in_flight: Option<tokio::task::JoinHandle<(std::fs::File, io::Result<()>)>>,
+    in_flight: Option<tokio::task::JoinHandle<(Option<std::fs::File>, io::Result<()>)>>,
     pending: Vec<Bytes>,
     pending_len: usize,
     path: PathBuf,
@@ -174,33 +174,17 @@ impl LocalWriter {
     async fn settle(&mut self) -> io::Result<()> {
         if let Some(handle) = self.in_flight.take() {
             let (file, result) = handle.await.map_err(io::Error::other)?;
-            self.file = Some(file);
+            self.file = file;
             result?;
         }
         Ok(())
     }
 
-    /// Start writing the gathered blocks to the file on a blocking thread, without waiting
-    /// for it (the file exists: `write_out` created it).
-    async fn write_behind(&mut self) -> io::Result<()> {
-        self.settle().await?;
-        let Some(mut file) = self.file.take() else {
-            return Err(io::Error::other("an earlier write of this object failed"));
-        };
-        let blocks = std::mem::take(&mut self.pending);
-        self.pending_len = 0;
-        self.in_flight = Some(tokio::task::spawn_blocking(move || {
-            let result = blocks
-                .iter()
-                .try_for_each(|b| io::Write::write_all(&mut file, b));
-            (file, result)
-        }));
-        Ok(())
-    }
-
     /// Write the gathered blocks on a blocking thread, creating the file (and its
     /// directory) first if this is the first time; with `sync`, fsync and close it after.
-    async fn write_out(&mut self, sync: bool) -> io::Result<()> {
+    /// With `behind`, return once the write has started: the next write, or the commit,
+    /// waits for it.
+    async fn write_out(&mut self, sync: bool, behind: bool) -> io::Result<()> {
         self.settle().await?;
         let file = self.file.take();
         if file.is_none() && self.created {
@@ -210,7 +194,7 @@ impl LocalWriter {
         let blocks = std::mem::take(&mut self.pending);
         self.pending_len = 0;
         let path = self.path.clone();
-        let (file, result) = tokio::task::spawn_blocking(move || {
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
             let mut file = match file {
                 Some(f) => f,
                 None => match create_file(&path) {
@@ -225,11 +209,11 @@ impl LocalWriter {
                 result = file.sync_all();
             }
             (if sync { None } else { Some(file) }, result)
-        })
-        .await
-        .map_err(io::Error::other)?;
-        self.file = file;
-        result
+        }));
+        if behind {
+            return Ok(());
+        }
+        self.settle().await
     }
 }
 
@@ -252,19 +236,15 @@ impl ObjectWriter for LocalWriter {
         self.pending_len += block.len();
         self.pending.push(block);
         if self.pending_len >= GATHER {
-            if self.created {
-                self.write_behind().await?;
-            } else {
-                // The first write creates the file: waited for, so a writer dropped
-                // afterwards finds the file it must remove.
-                self.write_out(false).await?;
-            }
+            // Behind once the file exists. The write that creates it is waited for, so a
+            // writer dropped afterwards finds the file it must remove.
+            self.write_out(false, self.created).await?;
         }
         Ok(())
     }
 
     async fn commit(mut self: Box<Self>) -> io::Result<()> {
-        self.write_out(true).await?;
+        self.write_out(true, false).await?;
         let dir = self.path.parent().map(Path::to_owned);
         if let Some(dir) = dir {
             self.dir_sync.sync(&dir).await?;
@@ -626,18 +606,22 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_writer_dropped_with_a_write_behind_in_flight_leaves_nothing() {
+    /// Write `blocks` to `key`, drop the writer without a commit: nothing may be left.
+    async fn assert_a_dropped_writer_leaves_nothing(key: &str, blocks: Vec<Bytes>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = LocalStore::new(dir.path()).expect("store");
-        let mut w = store.put("uploads/dropped.file").await.expect("put");
-        for _ in 0..4 {
-            w.write(Bytes::from(vec![7u8; GATHER]))
-                .await
-                .expect("write");
+        let mut w = store.put(key).await.expect("put");
+        for block in blocks {
+            w.write(block).await.expect("write");
         }
         drop(w);
-        assert!(store.list("uploads/").await.expect("list").is_empty());
+        assert!(store.list("").await.expect("list").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_writer_dropped_with_a_write_behind_in_flight_leaves_nothing() {
+        let blocks = (0..4).map(|_| Bytes::from(vec![7u8; GATHER])).collect();
+        assert_a_dropped_writer_leaves_nothing("uploads/dropped.file", blocks).await;
     }
 
     #[tokio::test]
@@ -671,14 +655,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_uncommitted_writer_leaves_nothing() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = LocalStore::new(dir.path()).expect("store");
-        let mut w = store.put("x").await.expect("put");
-        w.write(Bytes::from_static(b"partial"))
-            .await
-            .expect("write");
-        drop(w);
-        assert!(store.list("").await.expect("list").is_empty());
+        assert_a_dropped_writer_leaves_nothing("x", vec![Bytes::from_static(b"partial")]).await;
     }
 
     #[tokio::test]

@@ -5,15 +5,20 @@
 //! which is what the "within 1.0× of three concurrent openssl" target measures. Nothing is
 //! spooled: the file already is. `--verbose` shows the measured costs and the lanes.
 
-use std::{collections::VecDeque, io::Read, path::Path};
+use std::{io::Read, path::Path};
 
 use anyhow::Context;
-use bytes::{Bytes, BytesMut};
-use docgate_core::{media, DigestPipeline, DigestSet};
+use docgate_core::{blocks::Pool, media, DigestPipeline, DigestSet};
 use serde_json::{json, Value};
 
 /// Read size: big enough that per-block overhead vanishes, small enough to stay in cache.
 const READ_BLOCK: usize = 1024 * 1024;
+
+/// Read buffers, back in the pool once the digests are done with them. A fresh 1 MiB buffer
+/// per block cost a page fault per 4 KiB (the allocator hands freed blocks of that size back
+/// to the kernel): 65 000 faults and more system time than hashing for a 256 MiB file. The
+/// pipeline holds a few blocks at most (`LANE_DEPTH` per lane), so a handful go round.
+static READS: Pool = Pool::new(READ_BLOCK, 8);
 
 pub async fn run(digests: &str, file: &Path, verbose: bool) -> anyhow::Result<()> {
     let set = DigestSet::parse_list(digests).map_err(anyhow::Error::msg)?;
@@ -31,13 +36,13 @@ pub async fn hash_file(file: &Path, set: DigestSet) -> anyhow::Result<Value> {
         std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let mut reader = Some(opened);
     let mut pipeline = DigestPipeline::new(set);
-    let mut blocks = Recycled::default();
     let mut media_type: Option<&'static str> = None;
     loop {
         // Read straight into the block on a blocking thread (tokio's File would copy twice).
         let Some(mut f) = reader.take() else { break };
-        let mut block = blocks.take();
+        let mut block = READS.take();
         let (f, block, filled) = tokio::task::spawn_blocking(move || {
+            block.resize(READ_BLOCK, 0);
             let filled = fill(&mut f, &mut block);
             (f, block, filled)
         })
@@ -51,9 +56,7 @@ pub async fn hash_file(file: &Path, set: DigestSet) -> anyhow::Result<Value> {
         if pipeline.is_empty() {
             media_type = media::sniff(&block[..filled.min(media::SNIFF_BYTES)]);
         }
-        let block = block.freeze();
-        blocks.lend(block.clone());
-        pipeline.feed(block).await?;
+        pipeline.feed(READS.freeze(block)).await?;
         if filled == READ_BLOCK {
             reader = Some(f);
         }
@@ -89,38 +92,4 @@ fn fill(f: &mut std::fs::File, block: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(filled)
-}
-
-/// Read buffers, taken back once the digests are done with them.
-///
-/// A fresh 1 MiB buffer per block cost a page fault per 4 KiB (the allocator hands freed
-/// blocks of that size back to the kernel): 65 000 faults and more system time than hashing
-/// for a 256 MiB file. The pipeline holds a few blocks at most (`LANE_DEPTH` per lane), so a
-/// handful of buffers go round.
-#[derive(Default)]
-struct Recycled {
-    lent: VecDeque<Bytes>,
-}
-
-impl Recycled {
-    /// Buffers lent at once before the oldest is let go (freed when the pipeline drops it).
-    const KEEP: usize = 8;
-
-    /// A buffer of `READ_BLOCK` bytes: one the pipeline has finished with, or a new one.
-    fn take(&mut self) -> BytesMut {
-        if let Some(i) = self.lent.iter().position(Bytes::is_unique) {
-            if let Some(Ok(mut buf)) = self.lent.remove(i).map(Bytes::try_into_mut) {
-                buf.resize(READ_BLOCK, 0);
-                return buf;
-            }
-        }
-        BytesMut::zeroed(READ_BLOCK)
-    }
-
-    fn lend(&mut self, block: Bytes) {
-        if self.lent.len() == Self::KEEP {
-            self.lent.pop_front();
-        }
-        self.lent.push_back(block);
-    }
 }

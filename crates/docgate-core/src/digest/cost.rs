@@ -166,12 +166,11 @@ pub fn partition(costs: &[u64], parts: usize) -> Vec<Vec<usize>> {
         }
         groups.into_iter().map(|(_, g)| g).collect()
     };
-    let load = |g: &Vec<usize>| g.iter().map(|&i| costs[i]).fold(0u64, u64::saturating_add);
     let mut groups: Vec<Vec<usize>> = groups.into_iter().filter(|g| !g.is_empty()).collect();
     for g in &mut groups {
         g.sort_by_key(|&i| (std::cmp::Reverse(costs[i]), i));
     }
-    groups.sort_by_key(|g| (std::cmp::Reverse(load(g)), g.first().copied()));
+    groups.sort_by_key(|g| (std::cmp::Reverse(load(costs, g)), g.first().copied()));
     groups
 }
 
@@ -191,8 +190,7 @@ pub fn lanes(costs: &[u64], cores: usize) -> Vec<Vec<usize>> {
     if groups.len() == costs.len() {
         return groups;
     }
-    let load = |g: &Vec<usize>| g.iter().map(|&i| costs[i]).fold(0u64, u64::saturating_add);
-    let fixed = groups.iter().map(load).max().unwrap_or(0);
+    let fixed = groups.iter().map(|g| load(costs, g)).max().unwrap_or(0);
     let total = costs.iter().copied().fold(0u64, u64::saturating_add);
     let shared = costs
         .iter()
@@ -207,6 +205,14 @@ pub fn lanes(costs: &[u64], cores: usize) -> Vec<Vec<usize>> {
     } else {
         groups
     }
+}
+
+/// The summed cost of a group of items.
+fn load(costs: &[u64], group: &[usize]) -> u64 {
+    group
+        .iter()
+        .map(|&i| costs[i])
+        .fold(0u64, u64::saturating_add)
 }
 
 /// Exhaustive search over the ways to put `order`'s items into `parts` unlabeled groups.
