@@ -11,10 +11,22 @@
 //! dropped, wherever that happens (a hashing lane, the spool writer, the HTTP client). The
 //! pool keeps at most [`KEPT`] buffers (2 MiB); past that, a returned buffer is freed as
 //! before, so the pool never holds more than a few uploads' blocks in flight.
+//!
+//! Pooling bounds what is *kept*, not what is *in use*. Each upload has a block being filled
+//! from its socket, and the blocks it handed on wait in the digest lanes and the spool writer
+//! until they are hashed and written. Sixty-four uploads arriving faster than two cores can
+//! hash them held four or five blocks each, and the burst's peak memory moved with how far
+//! behind the lanes fell. So the blocks handed on draw on one budget for the whole process
+//! ([`INGEST`], [`Budget::admit`]): when [`IN_FLIGHT`] of them wait, the next upload's block
+//! waits for one to be done before it goes on, and that upload stops reading its socket
+//! meanwhile (TCP pushes back on its client). Only blocks that are released without their
+//! upload's help count — hashed by the pool's threads, written by blocking threads — so
+//! waiting for the budget cannot deadlock, and a slow client holds none of it.
 
 use std::sync::Mutex;
 
 use bytes::Bytes;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// The block pool's buffers: a spool block.
 pub const CAPACITY: usize = crate::spool::BLOCK;
@@ -37,6 +49,58 @@ pub fn take() -> Vec<u8> {
 /// `buf` as `Bytes`, returned to the block pool when the last clone is dropped.
 pub fn freeze(buf: Vec<u8>) -> Bytes {
     BLOCKS.freeze(buf)
+}
+
+/// Blocks handed on by all uploads together (8 MiB): enough for several large uploads at
+/// full speed on a few cores, where the lanes keep two blocks each.
+pub const IN_FLIGHT: usize = 32;
+
+/// The ingest's budget of blocks in flight.
+pub static INGEST: Budget = Budget::new(IN_FLIGHT);
+
+/// A bound on blocks in flight, each counted until its last clone is dropped.
+#[derive(Debug)]
+pub struct Budget {
+    permits: Semaphore,
+}
+
+impl Budget {
+    /// A budget of `blocks`.
+    pub const fn new(blocks: usize) -> Budget {
+        Budget {
+            permits: Semaphore::const_new(blocks),
+        }
+    }
+
+    /// `block`, counted against the budget until its last clone is dropped; waits (first
+    /// come, first served) while the budget is spent.
+    pub async fn admit(&'static self, block: Bytes) -> Bytes {
+        match self.permits.acquire().await {
+            Ok(permit) => Bytes::from_owner(Admitted {
+                block,
+                _permit: permit,
+            }),
+            // The semaphore is never closed; were it, the block would go on uncounted.
+            Err(_) => block,
+        }
+    }
+
+    /// Blocks that may be admitted now without waiting.
+    pub fn available(&self) -> usize {
+        self.permits.available_permits()
+    }
+}
+
+/// A block counted against a budget; the count is given back on drop.
+struct Admitted {
+    block: Bytes,
+    _permit: SemaphorePermit<'static>,
+}
+
+impl AsRef<[u8]> for Admitted {
+    fn as_ref(&self) -> &[u8] {
+        &self.block
+    }
 }
 
 /// A bounded free list of buffers.
@@ -138,6 +202,31 @@ mod tests {
         let again = pool.take();
         assert_eq!(again.as_ptr(), ptr, "the same memory, reused");
         assert!(again.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_spent_budget_holds_the_next_block_until_one_is_dropped() {
+        let budget: &'static Budget = Box::leak(Box::new(Budget::new(2)));
+        let a = budget.admit(Bytes::from_static(b"first")).await;
+        let b = budget.admit(Bytes::from_static(b"second")).await;
+        assert_eq!(budget.available(), 0);
+        let mut third = Box::pin(budget.admit(Bytes::from_static(b"third")));
+        assert!(
+            futures_util::poll!(third.as_mut()).is_pending(),
+            "the budget is spent"
+        );
+        let clone = a.slice(0..2);
+        drop(a);
+        assert!(
+            futures_util::poll!(third.as_mut()).is_pending(),
+            "a clone still counts"
+        );
+        drop(clone);
+        let third = third.await;
+        assert_eq!(&third[..], b"third");
+        assert_eq!(&b[..], b"second");
+        drop((b, third));
+        assert_eq!(budget.available(), 2);
     }
 
     #[test]

@@ -331,6 +331,7 @@ where
     let declared = normalize_declared(req.declared_type.as_deref());
     // The first block grows from FIRST_BLOCK (most documents are small); the next ones are
     // pooled buffers of BLOCK (see `blocks`), returned when the lanes and the spool are done.
+    // Every block handed on counts against the process's budget (`blocks::INGEST`) until then.
     let mut pending: Vec<u8> = Vec::new();
     let mut blocks_pushed = false;
     let mut sink: Option<(&'static str, Sink)> = None;
@@ -349,7 +350,7 @@ where
         // documents are small); the next ones are allocated at BLOCK at once.
         if pending.is_empty() && chunk.len() >= BLOCK && sink.is_some() {
             if let Some((_, sink)) = sink.as_mut() {
-                sink.push(chunk).await?;
+                sink.push(blocks::INGEST.admit(chunk).await).await?;
                 blocks_pushed = true;
             }
             continue;
@@ -371,8 +372,8 @@ where
                 sink = Some((media_type, Sink::open(media_type, req.policy, spool, key)));
             }
             if let (true, Some((_, sink))) = (pending.len() >= BLOCK, sink.as_mut()) {
-                sink.push(blocks::freeze(std::mem::take(&mut pending)))
-                    .await?;
+                let block = blocks::freeze(std::mem::take(&mut pending));
+                sink.push(blocks::INGEST.admit(block).await).await?;
                 blocks_pushed = true;
             }
         }
@@ -392,7 +393,8 @@ where
         }
     };
     if !pending.is_empty() {
-        sink.push(blocks::freeze(pending)).await?;
+        sink.push(blocks::INGEST.admit(blocks::freeze(pending)).await)
+            .await?;
     }
     let (digests, spooled) = sink.finish().await?;
     let entries = inspect_if_zip(&spooled, media_type, req.policy).await?;

@@ -209,7 +209,9 @@ impl Assembly {
 
     async fn hash(&mut self, block: Bytes) -> Result<(), IngestError> {
         if let Some(digests) = &mut self.digests {
-            digests.feed(block).await?;
+            digests
+                .feed(crate::blocks::INGEST.admit(block).await)
+                .await?;
             if let Some(found) = digests.scan_error() {
                 return Err(IngestError::ActiveContent(found));
             }

@@ -508,7 +508,8 @@ fn out_buffer(segment: usize) -> Vec<u8> {
 
 impl SealWriter {
     fn seal_pending(&mut self, last: bool) -> io::Result<()> {
-        let mut seg = std::mem::replace(&mut self.pending, Vec::with_capacity(SEGMENT + TAG));
+        // The segment's buffer is sealed in place, copied out and kept for the next one.
+        let mut seg = std::mem::take(&mut self.pending);
         self.sealer.seal(self.position, last, &mut seg)?;
         self.out.extend_from_slice(&seg);
         if !last {
@@ -517,10 +518,20 @@ impl SealWriter {
                 .checked_add(1)
                 .ok_or_else(|| io::Error::other(SealError::TooLong))?;
         }
-        // Reuse the allocation for the next segment.
         seg.clear();
         self.pending = seg;
         Ok(())
+    }
+
+    /// Hand the batch to the inner writer as soon as it crosses `WRITE_BATCH`, segment by
+    /// segment: a block of several segments sealed before the check grew the batch past
+    /// its pooled buffer (a reallocation and a copy per block, and fresh pages each time,
+    /// as the grown buffer no longer went back to the pool).
+    async fn write_batch(&mut self) -> io::Result<()> {
+        // A fresh buffer of the batch's size, not the rest of this one: a split-off buffer
+        // would grow by doubling and keep the written batch's allocation alive.
+        let batch = std::mem::replace(&mut self.out, out_buffer(self.sealer.segment));
+        self.inner.write(crate::blocks::freeze(batch)).await
     }
 }
 
@@ -533,16 +544,13 @@ impl ObjectWriter for SealWriter {
             // the "last" flag, and only commit knows which one that is.
             if self.pending.len() == self.sealer.segment {
                 self.seal_pending(false)?;
+                if self.out.len() >= WRITE_BATCH {
+                    self.write_batch().await?;
+                }
             }
             let take = (self.sealer.segment - self.pending.len()).min(data.len());
             self.pending.extend_from_slice(&data[..take]);
             data = &data[take..];
-        }
-        if self.out.len() >= WRITE_BATCH {
-            // A fresh buffer of the batch's size, not the rest of this one: a split-off
-            // buffer would grow by doubling and keep the written batch's allocation alive.
-            let batch = std::mem::replace(&mut self.out, out_buffer(self.sealer.segment));
-            self.inner.write(crate::blocks::freeze(batch)).await?;
         }
         Ok(())
     }

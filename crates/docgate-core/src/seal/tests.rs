@@ -482,3 +482,86 @@ async fn a_small_object_is_read_in_one_go_and_checked_as_strictly() {
     assert_integrity(get(&s, &key, 0, len as u64 - 1).await, "shorter record");
     assert_integrity(get(&s, &key, 0, len as u64 + 1).await, "longer record");
 }
+
+/// A store that records the length of every write made to it.
+#[derive(Debug, Default)]
+struct RecordingWrites {
+    lens: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+struct RecordingWriter {
+    lens: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+#[async_trait]
+impl ObjectWriter for RecordingWriter {
+    async fn write(&mut self, block: Bytes) -> io::Result<()> {
+        self.lens.lock().expect("lens").push(block.len());
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ObjectStore for RecordingWrites {
+    async fn put(&self, _key: &str) -> io::Result<Box<dyn ObjectWriter>> {
+        Ok(Box::new(RecordingWriter {
+            lens: self.lens.clone(),
+        }))
+    }
+
+    async fn get(&self, _key: &str, _from: u64, _len: u64) -> io::Result<ByteStream> {
+        Err(io::Error::other("write-only"))
+    }
+
+    fn open_blocking(&self, _key: &str, _len: u64) -> io::Result<Box<dyn ReadSeek>> {
+        Err(io::Error::other("write-only"))
+    }
+
+    async fn delete(&self, _key: &str) -> io::Result<()> {
+        Ok(())
+    }
+
+    async fn list(&self, _prefix: &str) -> io::Result<Vec<crate::store::ObjectInfo>> {
+        Ok(Vec::new())
+    }
+}
+
+/// Regression: a 256 KiB block is four segments, and all four were sealed before the batch
+/// was checked, so every batch outgrew its pooled buffer (a reallocation and a copy per
+/// block, and fresh memory each time: the burst's peak and most of its page faults). Each
+/// batch now goes out once it crosses `WRITE_BATCH`, whatever the blocks' size.
+#[tokio::test]
+async fn sealed_batches_fit_their_pooled_buffer_whatever_the_block_size() {
+    for block in [crate::spool::BLOCK, 3 * SEGMENT + 5, 1000] {
+        let s = EncryptedStore::new(
+            RecordingWrites::default(),
+            Keyring::new(("k1", &K1), &[]).expect("keys"),
+        );
+        let plain = data(2 * 1024 * 1024 + 77);
+        let mut w = s.put("doc").await.expect("put");
+        for chunk in plain.chunks(block) {
+            w.write(Bytes::copy_from_slice(chunk)).await.expect("write");
+        }
+        w.commit().await.expect("commit");
+        let lens = s.inner.lens.lock().expect("lens").clone();
+        let total: usize = lens.iter().sum();
+        assert!(
+            total > plain.len(),
+            "{block}: everything sealed and written"
+        );
+        assert_eq!(lens[0], HEADER_LEN, "{block}: the header goes first");
+        let (last, batches) = lens[1..].split_last().expect("writes");
+        assert!(*last <= WRITE_BATCH + SEGMENT + TAG, "{block}: last {last}");
+        for len in batches {
+            assert!(
+                (WRITE_BATCH..=WRITE_BATCH + SEGMENT + TAG).contains(len),
+                "{block}: a batch of {len}"
+            );
+            assert!(*len <= crate::blocks::CAPACITY, "{block}: {len}");
+        }
+    }
+}
