@@ -99,6 +99,39 @@ async fn a_correct_request_is_204_then_412() {
     assert_eq!(setup.emulator.stored(PAYTO).expect("listing").len(), 1);
 }
 
+/// A small body is received before its hash is looked up (the commit looks it up, in one
+/// trip to a blocking thread); a large one is not. Either way a stored hash answers 412,
+/// ahead of anything wrong with the body sent again: here, bytes that are not the stored
+/// body (so not its SHA-512), and a body of the wrong type.
+#[tokio::test]
+async fn a_stored_hash_is_412_before_anything_wrong_with_the_body_small_or_large() {
+    let setup = start().await;
+    let key = key_of(&setup);
+    for (len, seed) in [(10_000, 31), (200_000, 32)] {
+        let body = pdf(len, seed);
+        let s = sign(&setup, &key, &body, PAYTO);
+        let first = request(&s, PAYTO, "application/pdf")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(first.status(), 204, "{len}");
+        let mut altered = body.clone();
+        let last = altered.len() - 1;
+        altered[last] ^= 1;
+        let not_a_pdf = vec![b'x'; len];
+        for wrong in [altered, not_a_pdf] {
+            let again = request(&s, PAYTO, "application/pdf")
+                .body(wrong)
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(again.status(), 412, "{len}");
+        }
+    }
+    assert_eq!(setup.emulator.stored(PAYTO).expect("listing").len(), 2);
+}
+
 #[tokio::test]
 async fn a_chunked_body_without_content_length_is_411() {
     let setup = start().await;

@@ -13,7 +13,9 @@
 //!    signature — else 400 (26), or 400 (25) when a header is missing;
 //! 5. the signature verifies strictly over (purpose, If-Not-Match, h_payto) — else 403
 //!    (signature-invalid code);
-//! 6. that body hash is already stored for that customer — 412, body unread;
+//! 6. that body hash is already stored for that customer — 412, body unread (a body of at
+//!    most 64 KiB is received first, and the lookup is made by its commit, in the same trip
+//!    to a blocking thread; a 412 still takes precedence over anything wrong in the body);
 //! 7. the body streams to a temporary file while it is hashed; it must be exactly
 //!    `Content-Length` bytes and hash to `If-Not-Match` — else 400 (26);
 //! 8. its sniffed type must agree with `Content-Type`, and a ZIP's entries must all be
@@ -191,15 +193,26 @@ pub async fn kyc_bulk(
             return response;
         }
     };
-    if shared
-        .store
-        .contains(&checked.customer, &checked.h_body)
-        .await
-    {
+    let small = checked.declared_len <= SMALL_BODY;
+    if !small && shared.is_stored(&checked).await {
         linger(body);
         return StatusCode::PRECONDITION_FAILED.into_response();
     }
-    receive(&shared, checked, body).await
+    let answer = receive(&shared, &checked, body).await;
+    // A small body was not looked up first: if it is refused, a stored one still says 412.
+    if small && answer.status().is_client_error() && shared.is_stored(&checked).await {
+        return StatusCode::PRECONDITION_FAILED.into_response();
+    }
+    answer
+}
+
+impl Shared {
+    /// Whether this customer's body with this hash is stored already.
+    async fn is_stored(&self, checked: &Checked) -> bool {
+        self.store
+            .contains(&checked.customer, &checked.h_body)
+            .await
+    }
 }
 
 /// At most this much of a refused body is read and discarded after the answer.
@@ -362,9 +375,9 @@ fn check_signature(
 }
 
 /// Stream the body to disk while hashing it, verify it, and commit it.
-async fn receive(shared: &Shared, checked: Checked, body: Body) -> Response {
+async fn receive(shared: &Shared, checked: &Checked, body: Body) -> Response {
     let temp = shared.store.temp();
-    let spooled = match spool_body(shared, &checked, body, temp.path()).await {
+    let spooled = match spool_body(shared, checked, body, temp.path()).await {
         Ok(spooled) => spooled,
         Err(response) => return response,
     };
@@ -374,10 +387,10 @@ async fn receive(shared: &Shared, checked: Checked, body: Body) -> Response {
             format!("the body hashes to {}", crockford::encode(&spooled.sha512)),
         );
     }
-    if let Err(response) = check_body_type(shared, &checked, &spooled, temp.path()).await {
+    if let Err(response) = check_body_type(shared, checked, &spooled, temp.path()).await {
         return response;
     }
-    commit(shared, &checked, temp, spooled).await
+    commit(shared, checked, temp, spooled).await
 }
 
 /// A body received whole: written to its temporary file, or (a small one) still in memory.
