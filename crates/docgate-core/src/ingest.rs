@@ -264,7 +264,10 @@ impl Sink {
         }
     }
 
+    /// Hand `block` to the digests and the spool, once the process's budget of blocks in
+    /// flight (`blocks::INGEST`) has room for it.
     async fn push(&mut self, block: Bytes) -> Result<(), IngestError> {
+        let block = blocks::INGEST.admit(block).await;
         self.digests.feed(block.clone()).await?;
         if let Some(found) = self.digests.scan_error() {
             return Err(IngestError::ActiveContent(found));
@@ -350,7 +353,7 @@ where
         // documents are small); the next ones are allocated at BLOCK at once.
         if pending.is_empty() && chunk.len() >= BLOCK && sink.is_some() {
             if let Some((_, sink)) = sink.as_mut() {
-                sink.push(blocks::INGEST.admit(chunk).await).await?;
+                sink.push(chunk).await?;
                 blocks_pushed = true;
             }
             continue;
@@ -372,8 +375,8 @@ where
                 sink = Some((media_type, Sink::open(media_type, req.policy, spool, key)));
             }
             if let (true, Some((_, sink))) = (pending.len() >= BLOCK, sink.as_mut()) {
-                let block = blocks::freeze(std::mem::take(&mut pending));
-                sink.push(blocks::INGEST.admit(block).await).await?;
+                sink.push(blocks::freeze(std::mem::take(&mut pending)))
+                    .await?;
                 blocks_pushed = true;
             }
         }
@@ -393,8 +396,7 @@ where
         }
     };
     if !pending.is_empty() {
-        sink.push(blocks::INGEST.admit(blocks::freeze(pending)).await)
-            .await?;
+        sink.push(blocks::freeze(pending)).await?;
     }
     let (digests, spooled) = sink.finish().await?;
     let entries = inspect_if_zip(&spooled, media_type, req.policy).await?;

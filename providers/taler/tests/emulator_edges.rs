@@ -49,6 +49,15 @@ fn request(s: &Signed, payto: &str, content_type: &str) -> reqwest::RequestBuild
         .header("Content-Type", content_type)
 }
 
+/// Send `body` as a PDF, signed as prepared for `PAYTO`.
+async fn send_pdf(s: &Signed, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    request(s, PAYTO, "application/pdf")
+        .body(body)
+        .send()
+        .await
+        .expect("send")
+}
+
 /// Replace (not add) one header of a prepared request.
 fn with(
     builder: reqwest::RequestBuilder,
@@ -84,17 +93,9 @@ async fn a_correct_request_is_204_then_412() {
     let key = key_of(&setup);
     let body = pdf(10_000, 1);
     let s = sign(&setup, &key, &body, PAYTO);
-    let first = request(&s, PAYTO, "application/pdf")
-        .body(body.clone())
-        .send()
-        .await
-        .expect("send");
+    let first = send_pdf(&s, body.clone()).await;
     assert_eq!(first.status(), 204);
-    let again = request(&s, PAYTO, "application/pdf")
-        .body(body)
-        .send()
-        .await
-        .expect("send");
+    let again = send_pdf(&s, body).await;
     assert_eq!(again.status(), 412);
     assert_eq!(setup.emulator.stored(PAYTO).expect("listing").len(), 1);
 }
@@ -110,22 +111,14 @@ async fn a_stored_hash_is_412_before_anything_wrong_with_the_body_small_or_large
     for (len, seed) in [(10_000, 31), (200_000, 32)] {
         let body = pdf(len, seed);
         let s = sign(&setup, &key, &body, PAYTO);
-        let first = request(&s, PAYTO, "application/pdf")
-            .body(body.clone())
-            .send()
-            .await
-            .expect("send");
+        let first = send_pdf(&s, body.clone()).await;
         assert_eq!(first.status(), 204, "{len}");
         let mut altered = body.clone();
         let last = altered.len() - 1;
         altered[last] ^= 1;
         let not_a_pdf = vec![b'x'; len];
         for wrong in [altered, not_a_pdf] {
-            let again = request(&s, PAYTO, "application/pdf")
-                .body(wrong)
-                .send()
-                .await
-                .expect("send");
+            let again = send_pdf(&s, wrong).await;
             assert_eq!(again.status(), 412, "{len}");
         }
     }
@@ -139,11 +132,7 @@ async fn a_chunked_body_without_content_length_is_411() {
     let body = pdf(10_000, 2);
     let s = sign(&setup, &key, &body, PAYTO);
     let stream = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(body))]);
-    let response = request(&s, PAYTO, "application/pdf")
-        .body(reqwest::Body::wrap_stream(stream))
-        .send()
-        .await
-        .expect("send");
+    let response = send_pdf(&s, reqwest::Body::wrap_stream(stream)).await;
     let (status, detail) = error_of(response).await;
     assert_eq!((status, detail.code), (411, 25));
     assert!(setup.emulator.stored(PAYTO).expect("listing").is_empty());
@@ -207,11 +196,7 @@ async fn if_not_match_must_be_present_well_formed_and_the_body_s_hash() {
     // The signature covers the claimed hash, but the body is different: 400, nothing stored.
     let mut tampered = body.clone();
     tampered[4000] ^= 0xff;
-    let response = request(&s, PAYTO, "application/pdf")
-        .body(tampered.clone())
-        .send()
-        .await
-        .expect("send");
+    let response = send_pdf(&s, tampered.clone()).await;
     let (status, detail) = error_of(response).await;
     assert_eq!((status, detail.code), (400, 26));
     assert!(detail.hint.unwrap_or_default().contains("If-Not-Match"));
@@ -268,11 +253,7 @@ async fn unknown_malformed_keys_and_unknown_paths_get_taler_s_404_and_400() {
     let body = pdf(1_000, 5);
     let stranger = ExternKey::from_seed([42u8; 32]);
     let s = sign(&setup, &stranger, &body, PAYTO);
-    let response = request(&s, PAYTO, "application/pdf")
-        .body(body.clone())
-        .send()
-        .await
-        .expect("send");
+    let response = send_pdf(&s, body.clone()).await;
     let (status, detail) = error_of(response).await;
     assert_eq!(
         (status, detail.code),
@@ -286,11 +267,7 @@ async fn unknown_malformed_keys_and_unknown_paths_get_taler_s_404_and_400() {
         .emulator
         .register_key(stranger.public_crockford())
         .expect("register");
-    let response = request(&s, PAYTO, "application/pdf")
-        .body(body.clone())
-        .send()
-        .await
-        .expect("send");
+    let response = send_pdf(&s, body.clone()).await;
     assert_eq!(response.status(), 204);
 
     let malformed = format!("{}/kyc-bulk/not-a-key", setup.emulator.url());
@@ -337,11 +314,7 @@ async fn content_type_must_be_accepted_and_true_to_the_body() {
     let mut exe = b"MZ\x90\0\x03\0\0\0\x04\0\0\0\xff\xff\0\0".to_vec();
     exe.resize(4_000, 0);
     let s = sign(&setup, &key, &exe, PAYTO);
-    let response = request(&s, PAYTO, "application/pdf")
-        .body(exe)
-        .send()
-        .await
-        .expect("send");
+    let response = send_pdf(&s, exe).await;
     let (status, detail) = error_of(response).await;
     assert_eq!((status, detail.code), (400, 26));
     assert!(detail.detail.unwrap_or_default().contains("executable"));
@@ -417,18 +390,10 @@ async fn injected_faults_use_taler_s_envelope_and_the_stored_listing_is_served()
     let key = key_of(&setup);
     let body = pdf(1_000, 10);
     let s = sign(&setup, &key, &body, PAYTO);
-    let response = request(&s, PAYTO, "application/pdf")
-        .body(body.clone())
-        .send()
-        .await
-        .expect("send");
+    let response = send_pdf(&s, body.clone()).await;
     let (status, detail) = error_of(response).await;
     assert_eq!((status, detail.code), (500, 52));
-    let response = request(&s, PAYTO, "application/pdf")
-        .body(body)
-        .send()
-        .await
-        .expect("send");
+    let response = send_pdf(&s, body).await;
     assert_eq!(response.status(), 204);
 
     let listing: serde_json::Value = client
