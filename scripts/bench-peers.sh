@@ -14,8 +14,9 @@
 #            Taler takes at most 16 MiB: 64 MiB documents go to the Finext emulator instead
 #            (multipart POST /v1/uploads, an ID proof; delivered as base64 in JSON), and the
 #            same multipart body goes to nginx and the sink.
-#            A 503 (admission: the sandbox tenant may have half of the 64 upload slots) is
-#            retried after 100 ms, as a client honouring Retry-After would; counted as retries.
+#            The sandbox tenant may have half of the 64 upload slots; uploads past them wait
+#            in line (limits.slot_wait). A 503 (the line full, or the wait over) is retried
+#            after 100 ms, as a client honouring Retry-After would; counted as retries.
 # and runs each scenario on the three in turn (interleaved rounds, the order rotating, so a
 # slow minute of the VM hits all three alike). Printed per scenario: uploads/s, p50/p99
 # latency, server CPU per upload (utime+stime deltas from /proc/<pid>/stat, all of nginx's

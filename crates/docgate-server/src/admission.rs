@@ -2,11 +2,17 @@
 //!
 //! Three things can say no before any body byte is read:
 //! - **slots** — `limits.max_concurrent_uploads` for the whole gateway and a per-tenant share
-//!   of it, so one tenant's burst cannot take every slot: 503 `too_many_uploads` with
-//!   Retry-After. A slot is not a prize for whoever connected first, though: when none is
-//!   free, the slowest upload holding one — older than a couple of seconds and slower than
-//!   `8 × min_body_rate` — is cut (408 `body_too_slow`) and the new upload gets its slot. So a
-//!   crowd of clients trickling bytes cannot keep a fast one out, even within one tenant;
+//!   of it, so one tenant's burst cannot take every slot. A slot is not a prize for whoever
+//!   connected first, though: when none is free, the slowest upload holding one — older than
+//!   a couple of seconds and slower than `8 × min_body_rate` — is cut (408 `body_too_slow`)
+//!   and the new upload gets its slot. So a crowd of clients trickling bytes cannot keep a
+//!   fast one out, even within one tenant. Otherwise the upload waits in line, first come
+//!   first served, up to `limits.slot_wait` and with at most as many waiting as there are
+//!   slots; past either, 503 `too_many_uploads` with Retry-After. The line is why a burst of
+//!   uploads larger than the slots is taken without refusals: a refused upload's body must
+//!   still be read out for the client to hear its 503, and a client that retries sends it
+//!   again, so refusing a burst costs more than queueing it. Waiting costs one idle
+//!   connection: its body is not read until it has a slot;
 //! - **space** — the spool's or the ledger's filesystem below `limits.min_free_space`: 507
 //!   `insufficient_storage` with Retry-After. Free space is sampled in the background and
 //!   re-checked at once after any write fails for lack of space, so a full disk is noticed
@@ -112,16 +118,53 @@ impl Pace {
     }
 }
 
+/// One level's slots (the gateway's, or a tenant's) and the line of uploads waiting for one.
+#[derive(Debug)]
+struct Slots {
+    free: Arc<Semaphore>,
+    /// Places in line: as many as there are slots.
+    line: Semaphore,
+}
+
+impl Slots {
+    fn new(n: usize) -> Slots {
+        Slots {
+            free: Arc::new(Semaphore::new(n)),
+            line: Semaphore::new(n),
+        }
+    }
+}
+
 /// Upload slots and the free-space verdict.
 #[derive(Debug)]
 pub struct Admission {
-    global: Arc<Semaphore>,
-    tenants: HashMap<String, Arc<Semaphore>>,
+    global: Slots,
+    tenants: HashMap<String, Slots>,
     /// Uploads holding slots (at most `max_concurrent_uploads`).
     running: Arc<Mutex<Vec<Arc<Pace>>>>,
     /// Below this average rate, a slot holder may be preempted.
     slow: u64,
+    /// How long an upload waits in line for a slot.
+    wait: Duration,
+    /// Uploads in line, for `/metrics`.
+    waiting: prometheus_client::metrics::gauge::Gauge,
     pub space: Arc<SpaceWatch>,
+}
+
+/// Counts one upload in line while it lives.
+struct InLine<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl<'a> InLine<'a> {
+    fn new(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> InLine<'a> {
+        gauge.inc();
+        InLine(gauge)
+    }
+}
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -152,23 +195,32 @@ pub fn insufficient_storage(detail: impl Into<String>) -> Problem {
 
 impl Admission {
     /// `tenants`: each tenant's name and its number of slots. `min_body_rate` sets who
-    /// counts as slow (8× it).
+    /// counts as slow (8× it); `wait`, how long an upload may wait in line for a slot.
     pub fn new(
         global: usize,
         tenants: impl IntoIterator<Item = (String, usize)>,
         min_body_rate: u64,
+        wait: Duration,
         space: Arc<SpaceWatch>,
     ) -> Admission {
         Admission {
-            global: Arc::new(Semaphore::new(global)),
+            global: Slots::new(global),
             tenants: tenants
                 .into_iter()
-                .map(|(name, n)| (name, Arc::new(Semaphore::new(n.max(1)))))
+                .map(|(name, n)| (name, Slots::new(n.max(1))))
                 .collect(),
             running: Arc::default(),
             slow: min_body_rate.saturating_mul(8),
+            wait,
+            waiting: Default::default(),
             space,
         }
+    }
+
+    /// Keep the number of uploads in line on `gauge` (`docgate_uploads_waiting`).
+    pub fn with_waiting_gauge(mut self, gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
+        self.waiting = gauge;
+        self
     }
 
     /// Slots for one upload of `tenant`, or the reason it cannot start now.
@@ -180,14 +232,24 @@ impl Admission {
             .tenants
             .get(tenant)
             .ok_or_else(|| Problem::internal("a tenant without upload slots"))?;
-        let tenant_permit = self.slot(tenant_slots, Some(tenant)).await.ok_or_else(|| {
-            too_many("this tenant is receiving as many uploads as its share allows; retry shortly")
-        })?;
-        let global = self.slot(&self.global, None).await.ok_or_else(|| {
-            too_many(
+        // One wait for both levels: a tenant's slot and then the gateway's.
+        let deadline = Instant::now() + self.wait;
+        let tenant_permit = self
+            .slot(tenant_slots, Some(tenant), deadline)
+            .await
+            .ok_or_else(|| {
+                too_many(
+                    "this tenant is receiving as many uploads as its share allows; retry shortly",
+                )
+            })?;
+        let global = self
+            .slot(&self.global, None, deadline)
+            .await
+            .ok_or_else(|| {
+                too_many(
                 "the gateway is receiving as many uploads as it is configured for; retry shortly",
             )
-        })?;
+            })?;
         let pace = Arc::new(Pace {
             tenant: tenant.to_owned(),
             started: Instant::now(),
@@ -205,19 +267,33 @@ impl Admission {
     }
 
     /// A slot of `slots`: a free one, or the one of the slowest upload (of `tenant`, when
-    /// given), which is preempted and hands its slot to this upload as it ends. `None` when
-    /// every holder is too young to judge or fast enough: the client hears 503 with
-    /// Retry-After and, a moment later, finds a slow holder to preempt.
+    /// given), which is preempted and hands its slot to this upload as it ends, or else the
+    /// next one freed while this upload waits in line. `None` when the line is full or the
+    /// wait is over: the client hears 503 with Retry-After.
     async fn slot(
         &self,
-        slots: &Arc<Semaphore>,
+        slots: &Slots,
         tenant: Option<&str>,
+        deadline: Instant,
     ) -> Option<OwnedSemaphorePermit> {
-        if let Ok(p) = slots.clone().try_acquire_owned() {
+        if let Ok(p) = slots.free.clone().try_acquire_owned() {
             return Some(p);
         }
-        let handed = self.preempt_slowest(tenant)?;
-        tokio::time::timeout(PREEMPT_WAIT, handed).await.ok()?.ok()
+        if let Some(handed) = self.preempt_slowest(tenant) {
+            return tokio::time::timeout(PREEMPT_WAIT, handed).await.ok()?.ok();
+        }
+        if self.wait.is_zero() {
+            return None;
+        }
+        let _place = slots.line.try_acquire().ok()?;
+        let _counted = InLine::new(&self.waiting);
+        // The line does not preempt: its uploads have not shown their pace yet, and a crowd
+        // of slow clients in line would otherwise take every slot judged slow before a fast
+        // newcomer could. Newcomers preempt (above); the line waits for freed slots.
+        tokio::time::timeout_at(deadline, slots.free.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
     }
 
     /// Cut the slowest slot holder that is old enough and below the slow rate; its slot
@@ -372,7 +448,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_tenant_cannot_take_more_than_its_share_and_others_still_get_slots() {
         let space = SpaceWatch::new(vec![], 0);
-        let a = Admission::new(4, [("a".into(), 2), ("b".into(), 2)], 0, space);
+        let a = Admission::new(
+            4,
+            [("a".into(), 2), ("b".into(), 2)],
+            0,
+            Duration::ZERO,
+            space,
+        );
         let _a1 = a.admit("a").await.expect("a1");
         let _a2 = a.admit("a").await.expect("a2");
         let refused = a.admit("a").await.expect_err("a3");
@@ -383,7 +465,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_global_bound_holds_across_tenants() {
         let space = SpaceWatch::new(vec![], 0);
-        let a = Admission::new(1, [("a".into(), 1), ("b".into(), 1)], 0, space);
+        let a = Admission::new(
+            1,
+            [("a".into(), 1), ("b".into(), 1)],
+            0,
+            Duration::ZERO,
+            space,
+        );
         let _held = a.admit("a").await.expect("first");
         let refused = a
             .admit("b")
@@ -396,7 +484,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn regression_a_trickling_upload_gives_its_slot_to_a_waiting_one() {
         let space = SpaceWatch::new(vec![], 0);
-        let a = Arc::new(Admission::new(1, [("a".into(), 1)], 1024, space));
+        let a = Arc::new(Admission::new(
+            1,
+            [("a".into(), 1)],
+            1024,
+            Duration::ZERO,
+            space,
+        ));
         let slow = a.admit("a").await.expect("slow one");
         slow.pace.received(3);
         // Too young to judge: the newcomer is refused.
@@ -418,7 +512,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn regression_a_preempted_slot_is_handed_to_the_upload_that_preempted_it() {
         let space = SpaceWatch::new(vec![], 0);
-        let a = Arc::new(Admission::new(1, [("a".into(), 1)], 1024, space));
+        let a = Arc::new(Admission::new(
+            1,
+            [("a".into(), 1)],
+            1024,
+            Duration::ZERO,
+            space,
+        ));
         let slow = a.admit("a").await.expect("slow one");
         slow.pace.received(3);
         tokio::time::advance(Duration::from_secs(3)).await;
@@ -430,6 +530,80 @@ mod tests {
         let heir = a.admit("a").await.expect("handed the slot");
         holder.await.expect("holder");
         assert!(!heir.pace.preempted.is_cancelled());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_the_slots_an_upload_waits_in_line_for_the_next_one_freed() {
+        let space = SpaceWatch::new(vec![], 0);
+        let wait = Duration::from_secs(10);
+        let a = Admission::new(1, [("a".into(), 1)], 0, wait, space);
+        let first = a.admit("a").await.expect("first");
+        let mut second = Box::pin(a.admit("a"));
+        assert!(futures_util::poll!(&mut second).is_pending(), "in line");
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(
+            futures_util::poll!(&mut second).is_pending(),
+            "still in line"
+        );
+        drop(first);
+        let second = second.await.expect("the freed slot");
+        drop(second);
+        assert!(a.admit("a").await.is_ok(), "and it gives the slot back");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_line_is_as_long_as_the_slots_and_the_wait_is_bounded() {
+        let space = SpaceWatch::new(vec![], 0);
+        let wait = Duration::from_secs(10);
+        let a = Admission::new(4, [("a".into(), 1), ("b".into(), 1)], 0, wait, space);
+        let _held = a.admit("a").await.expect("held");
+        let mut waiting = Box::pin(a.admit("a"));
+        assert!(futures_util::poll!(&mut waiting).is_pending());
+        let full = futures_util::FutureExt::now_or_never(a.admit("a"))
+            .expect("a full line answers at once")
+            .expect_err("503");
+        assert_eq!(
+            (full.status.as_u16(), full.code.as_ref()),
+            (503, "too_many_uploads")
+        );
+        assert!(full.retry_after.is_some());
+        assert!(
+            a.admit("b").await.is_ok(),
+            "another tenant has its own line"
+        );
+        let started = Instant::now();
+        let late = waiting.await.expect_err("waited too long");
+        assert_eq!(late.code, "too_many_uploads");
+        assert_eq!(started.elapsed(), wait);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_newcomer_preempts_a_slow_holder_ahead_of_the_line_and_the_line_waits() {
+        let space = SpaceWatch::new(vec![], 0);
+        let wait = Duration::from_secs(10);
+        let a = Arc::new(Admission::new(1, [("a".into(), 1)], 1024, wait, space));
+        let slow = a.admit("a").await.expect("slow one");
+        slow.pace.received(3);
+        let preempted = slow.pace.preempted.clone();
+        let holder = tokio::spawn(async move {
+            preempted.cancelled().await;
+            drop(slow);
+        });
+        let mut in_line = Box::pin(a.admit("a"));
+        assert!(futures_util::poll!(&mut in_line).is_pending());
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(
+            futures_util::poll!(&mut in_line).is_pending(),
+            "the line does not preempt"
+        );
+        let newcomer = a.admit("a").await.expect("the slow one's slot");
+        holder.await.expect("holder");
+        assert!(
+            futures_util::poll!(&mut in_line).is_pending(),
+            "handed over, not freed"
+        );
+        drop(newcomer);
+        assert!(in_line.await.is_ok(), "the next freed slot is the line's");
     }
 
     #[test]
@@ -468,7 +642,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let space = SpaceWatch::new(vec![dir.path().to_owned()], u64::MAX);
         assert!(space.shortage().is_some());
-        let a = Admission::new(1, [("a".into(), 1)], 0, space);
+        let a = Admission::new(1, [("a".into(), 1)], 0, Duration::ZERO, space);
         let p = futures_util::FutureExt::now_or_never(a.admit("a"))
             .expect("no wait")
             .expect_err("507");

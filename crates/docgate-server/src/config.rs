@@ -96,8 +96,12 @@ pub struct Limits {
     /// A body must be complete within this time of its request (408 `body_too_slow`).
     #[serde(deserialize_with = "docgate_core::duration::deserialize")]
     pub body_deadline: Duration,
-    /// Uploads being received at once; past it, 503 with Retry-After.
+    /// Uploads being received at once; past it, an upload waits in line (`slot_wait`).
     pub max_concurrent_uploads: usize,
+    /// How long an upload that finds no free slot waits for one, in a line as long as the
+    /// slots, before 503 with Retry-After. 0 answers 503 at once.
+    #[serde(deserialize_with = "docgate_core::duration::deserialize")]
+    pub slot_wait: Duration,
     /// A tenant's share of `max_concurrent_uploads` when its own `max_concurrent_uploads` is
     /// not set, so one tenant cannot starve the others.
     pub tenant_upload_share: f64,
@@ -135,6 +139,9 @@ pub struct Limits {
     pub webhook_timeout: Duration,
     pub webhook_concurrency: usize,
 }
+
+/// The longest `limits.slot_wait` accepted.
+const MAX_SLOT_WAIT: Duration = Duration::from_secs(300);
 
 impl Limits {
     /// The read-out bounds for refused bodies.
@@ -174,6 +181,7 @@ impl Default for Limits {
             body_rate_window: Duration::from_secs(10),
             body_deadline: Duration::from_secs(15 * 60),
             max_concurrent_uploads: 64,
+            slot_wait: Duration::from_secs(10),
             tenant_upload_share: 0.5,
             min_free_space: None,
             spool_memory_threshold: 256 * 1024,
@@ -495,6 +503,10 @@ impl Config {
         if self.limits.max_concurrent_uploads == 0 {
             issues.push("limits.max_concurrent_uploads", "must be at least 1");
         }
+        if self.limits.slot_wait > MAX_SLOT_WAIT {
+            // A client kept waiting longer than this has given up or timed out already.
+            issues.push("limits.slot_wait", "must be at most 5m");
+        }
         if let Some(encryption) = &self.spool_encryption {
             encryption.keyring(issues);
         }
@@ -670,6 +682,22 @@ mod tests {
         assert_eq!(config.ledger, "sqlite");
         assert_eq!(config.spool_dir(), PathBuf::from("docgate-data/spool"));
         assert_eq!(config.tenants[0].api_key.expose(), "k");
+    }
+
+    #[test]
+    fn the_slot_wait_is_zero_to_five_minutes() {
+        std::env::set_var("DOCGATE_CONFIG_TEST_KEY", "k");
+        let with = |wait: &str| {
+            let text = format!(
+                "[limits]\nslot_wait = \"{wait}\"\n[[tenants]]\nname = \"shop\"\n\
+                 api_key = {{ env = \"DOCGATE_CONFIG_TEST_KEY\" }}\nproviders = []\n"
+            );
+            let (config, issues) = Config::parse_checked(&text).expect("toml");
+            (config.limits.slot_wait, paths(&issues).join(","))
+        };
+        assert_eq!(with("0s"), (Duration::ZERO, String::new()));
+        assert_eq!(with("5m"), (Duration::from_secs(300), String::new()));
+        assert_eq!(with("301s").1, "limits.slot_wait");
     }
 
     #[test]

@@ -353,6 +353,7 @@ fn admission_for(tenants: &Tenants, limits: &Limits, space: Arc<SpaceWatch>) -> 
             (t.name.clone(), slots)
         }),
         limits.min_body_rate,
+        limits.slot_wait,
         space,
     )
 }
@@ -417,7 +418,8 @@ impl Gateway {
             .min_free_space
             .unwrap_or_else(|| admission::default_reserve(&watched));
         let space = SpaceWatch::new(watched, reserve);
-        let admission = admission_for(&tenants, &setup.limits, space.clone());
+        let admission = admission_for(&tenants, &setup.limits, space.clone())
+            .with_waiting_gauge(metrics.waiting_gauge());
         let host: docgate_core::Host = Arc::new(host::Host {
             tenants: tenants.clone(),
             ledger: ledger.clone(),

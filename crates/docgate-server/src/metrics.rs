@@ -94,6 +94,8 @@ pub struct Metrics {
     /// tus events: `created`, `patch`, `checksum_mismatch`, `completed`, `terminated`.
     tus: Family<EventLabels, Counter>,
     in_flight: Gauge,
+    /// Uploads waiting in line for a slot (set by the admission).
+    waiting: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -147,6 +149,12 @@ impl Default for Metrics {
                 "Uploads being received right now",
                 Gauge::default(),
             ),
+            waiting: register(
+                &mut registry,
+                "uploads_waiting",
+                "Uploads waiting in line for a slot right now",
+                Gauge::default(),
+            ),
             registry,
         }
     }
@@ -166,6 +174,11 @@ impl Metrics {
     pub fn upload_started(&self) -> InFlight<'_> {
         self.in_flight.inc();
         InFlight(self)
+    }
+
+    /// The gauge of uploads waiting for a slot, for the admission to keep.
+    pub fn waiting_gauge(&self) -> Gauge {
+        self.waiting.clone()
     }
 
     pub fn bytes_received(&self, provider: &str, n: u64) {
@@ -329,6 +342,7 @@ mod tests {
 # HELP docgate_spool_bytes Bytes of documents waiting in the spool.
 # HELP docgate_uploads Uploads in the ledger by provider and status.
 # HELP docgate_uploads_in_flight Uploads being received right now.
+# HELP docgate_uploads_waiting Uploads waiting in line for a slot right now.
 # TYPE docgate_bytes_received_total counter
 # TYPE docgate_delivery_attempts_total counter
 # TYPE docgate_delivery_duration_seconds histogram
@@ -337,6 +351,7 @@ mod tests {
 # TYPE docgate_spool_bytes gauge
 # TYPE docgate_uploads gauge
 # TYPE docgate_uploads_in_flight gauge
+# TYPE docgate_uploads_waiting gauge
 docgate_bytes_received_total{provider="sila"} 7
 docgate_bytes_received_total{provider="taler"} 10
 docgate_delivery_attempts_total{provider="sila",outcome="duplicate"} 1
@@ -380,6 +395,7 @@ docgate_rejections_total{code="payload_too_large"} 2
 docgate_rejections_total{code="unsupported_media_type"} 1
 docgate_spool_bytes 4096
 docgate_uploads_in_flight 1
+docgate_uploads_waiting 0
 docgate_uploads{provider="sila",status="pending"} 1
 docgate_uploads{provider="taler",status="delivered"} 3
 "#;

@@ -536,25 +536,11 @@ async fn during_an_outage_uploads_are_accepted_and_all_delivered_once_it_recover
     assert_eq!(h.stored(), 8, "every upload stored exactly once");
 }
 
-#[tokio::test]
-async fn past_the_concurrency_cap_uploads_get_503_with_retry_after() {
-    let h = Harness::with(Options {
-        limits: Limits {
-            max_concurrent_uploads: 1,
-            ..Limits::default()
-        },
-        ..Options::default()
-    })
-    .await;
-    // Hold one upload open: headers and the first bytes, then silence.
-    let mut held = tokio::net::TcpStream::connect(h.gateway.addr)
-        .await
-        .expect("connect");
-    let head = format!(
-        "PUT /v1/uploads/taler?payto={PAYTO} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ACME}\r\nContent-Length: 100000\r\n\r\n%PDF-1.7\n"
-    );
-    held.write_all(head.as_bytes()).await.expect("write");
-    // Wait until the gateway counts it in flight.
+/// The line `/metrics` reports for `family` (say `docgate_uploads_in_flight`) reaches
+/// `value` within 10 s.
+async fn until_metric(h: &Harness, family: &str, value: u64) {
+    let want = format!("{family} {value}\n");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let m = h
             .client
@@ -565,17 +551,92 @@ async fn past_the_concurrency_cap_uploads_get_503_with_retry_after() {
             .text()
             .await
             .expect("text");
-        if m.contains("docgate_uploads_in_flight 1") {
-            break;
+        if m.contains(&want) {
+            return;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{family} never reached {value}:\n{m}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// An upload whose head and first bytes are sent, the rest held back: it keeps its slot.
+async fn hold_an_upload(h: &Harness, body: &[u8]) -> tokio::net::TcpStream {
+    let mut held = tokio::net::TcpStream::connect(h.gateway.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "PUT /v1/uploads/taler?payto={PAYTO} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ACME}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    held.write_all(head.as_bytes()).await.expect("write");
+    held.write_all(&body[..9]).await.expect("write");
+    until_metric(h, "docgate_uploads_in_flight", 1).await;
+    held
+}
+
+#[tokio::test]
+async fn past_the_concurrency_cap_uploads_get_503_with_retry_after() {
+    let h = Harness::with(Options {
+        limits: Limits {
+            max_concurrent_uploads: 1,
+            slot_wait: Duration::ZERO,
+            ..Limits::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let held = hold_an_upload(&h, &pdf(100_000, 10)).await;
     let res = h.upload(ACME, pdf(1000, 11), "d.pdf", None).await;
     assert_eq!(res.status(), 503);
     assert_eq!(res.headers()["retry-after"], "1");
     let (_, body) = json(res).await;
     assert_eq!(body["code"], "too_many_uploads");
     drop(held);
+}
+
+#[tokio::test]
+async fn past_the_concurrency_cap_an_upload_waits_in_line_and_is_taken_when_a_slot_frees() {
+    let h = Harness::with(Options {
+        limits: Limits {
+            max_concurrent_uploads: 1,
+            slot_wait: Duration::from_secs(30),
+            ..Limits::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let held_body = pdf(100_000, 12);
+    let mut held = hold_an_upload(&h, &held_body).await;
+    let client = h.client.clone();
+    let url = h.url("/v1/uploads");
+    let waiting = tokio::spawn(async move {
+        client
+            .post(url)
+            .bearer_auth(ACME)
+            .multipart(taler_form(pdf(1000, 13)))
+            .send()
+            .await
+    });
+    until_metric(&h, "docgate_uploads_waiting", 1).await;
+    // A third finds the line full (as long as the slots: one) and hears 503 at once.
+    let full = h.upload(ACME, pdf(1000, 14), "d.pdf", None).await;
+    assert_eq!(full.status(), 503);
+    assert_eq!(json(full).await.1["code"], "too_many_uploads");
+    // The holder finishes; its slot goes to the upload in line.
+    held.write_all(&held_body[9..]).await.expect("write");
+    let (status, answer) = read_answer(&mut held).await;
+    assert_eq!(status, 201, "{answer}");
+    let res = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("taken within 20 s")
+        .expect("join")
+        .expect("answered");
+    assert_eq!(res.status(), 201);
+    until_metric(&h, "docgate_uploads_waiting", 0).await;
+    assert_eq!(h.stored(), 2, "both delivered, the third never accepted");
 }
 
 #[tokio::test]
