@@ -274,7 +274,7 @@ impl RunningServer {
         }
     }
 
-    /// Run until the server stops by itself (it only does on an accept error).
+    /// Run until the process ends (the server does not stop by itself).
     pub async fn wait(mut self) -> std::io::Result<()> {
         let _keep_running = self.shutdown.take();
         match self.task.take() {
@@ -298,16 +298,54 @@ pub async fn serve(router: Router, listen: SocketAddr) -> std::io::Result<Runnin
     serve_on(router, listener)
 }
 
+/// hyper's read buffer per connection, at most. `axum::serve` leaves hyper's default (about
+/// 400 KiB), which a fast sender fills on every read: in the sandbox, where the emulators
+/// share the gateway's process, the 16 deliveries of a burst held ~13 MiB in these buffers.
+/// A request head must fit too; 64 KiB is four times the gateway's own limit.
+const READ_BUFFER: usize = 64 * 1024;
+
 /// Serve on an already bound listener.
 pub fn serve_on(router: Router, listener: TcpListener) -> std::io::Result<RunningServer> {
+    use hyper_util::{
+        rt::{TokioExecutor, TokioIo},
+        server::{conn::auto, graceful::GracefulShutdown},
+        service::TowerToHyperService,
+    };
     let addr = listener.local_addr()?;
-    let (tx, rx) = oneshot::channel::<()>();
+    let (tx, mut rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().max_buf_size(READ_BUFFER);
+        let graceful = GracefulShutdown::new();
+        loop {
+            let accepted = tokio::select! {
+                _ = &mut rx => break,
+                accepted = listener.accept() => accepted,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, usually: back off instead of spinning.
+                    tracing::warn!(error = %e, "emulator: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let service = TowerToHyperService::new(router.clone());
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            let watched = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = watched.await {
+                    tracing::debug!(error = %e, "emulator: connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        graceful.shutdown().await;
+        Ok(())
     });
     Ok(RunningServer {
         addr,

@@ -407,6 +407,9 @@ struct Spooled {
 /// Bodies up to this size are kept until verified and written by the commit.
 const SMALL_BODY: u64 = 64 * 1024;
 
+/// Bytes gathered per write of a larger body to its file.
+const WRITE_BUFFER: usize = 256 * 1024;
+
 /// Receive the body, hashing it: a small one into memory, a larger one streamed to `path`.
 /// It must be exactly `Content-Length` bytes and keep arriving within the idle timeout.
 async fn spool_body(
@@ -452,8 +455,11 @@ async fn spool_body(
         match &mut file {
             None if received <= SMALL_BODY => small.push(chunk),
             None => {
-                let created = tokio::fs::File::create(path).await.map_err(store_failed)?;
-                let mut w = tokio::io::BufWriter::with_capacity(64 * 1024, created);
+                let mut created = tokio::fs::File::create(path).await.map_err(store_failed)?;
+                // tokio's file copies each write into a buffer of its own, up to 2 MiB by
+                // default; the BufWriter gathers as much before each write, which is enough.
+                created.set_max_buf_size(WRITE_BUFFER);
+                let mut w = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, created);
                 for piece in small.drain(..) {
                     w.write_all(&piece).await.map_err(store_failed)?;
                 }
