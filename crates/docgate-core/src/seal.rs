@@ -645,7 +645,10 @@ impl<S: ObjectStore> ObjectStore for EncryptedStore<S> {
 /// The state of one streaming read.
 struct Opening {
     body: ByteStream,
-    buf: BytesMut,
+    /// Sealed bytes read and not opened yet, as the store handed them over: a segment is
+    /// copied out of them once, into the buffer it is opened in.
+    pending: std::collections::VecDeque<Bytes>,
+    pending_len: usize,
     sealer: Sealer,
     /// The segment to open next.
     index: u64,
@@ -675,13 +678,32 @@ fn opened(state: Opening) -> ByteStream {
 }
 
 impl Opening {
+    /// Move the first `n` pending bytes (there are at least `n`) to the end of `out`.
+    fn move_pending(&mut self, n: usize, out: &mut Vec<u8>) {
+        let mut left = n;
+        while left > 0 {
+            let Some(front) = self.pending.front_mut() else {
+                break;
+            };
+            let step = left.min(front.len());
+            out.extend_from_slice(&front[..step]);
+            front.advance(step);
+            if front.is_empty() {
+                self.pending.pop_front();
+            }
+            left -= step;
+        }
+        self.pending_len -= n - left;
+    }
+
     /// Open `body`, the sealed object from segment `first` on, dropping the first `skip`
     /// bytes of plaintext.
     fn at(body: ByteStream, sealer: Sealer, first: u64, skip: u64, len: u64) -> Opening {
         let plain_end = first * sealer.segment as u64;
         Opening {
             body,
-            buf: BytesMut::new(),
+            pending: std::collections::VecDeque::new(),
+            pending_len: 0,
             sealer,
             index: first,
             skip,
@@ -696,9 +718,13 @@ impl Opening {
         // Read until a whole segment and one more byte are buffered (then it is not the
         // last), or the body ends (then what is buffered is the last).
         let mut ended = false;
-        while self.buf.len() <= full {
+        while self.pending_len <= full {
             match self.body.next().await {
-                Some(chunk) => self.buf.extend_from_slice(&chunk?),
+                Some(chunk) => {
+                    let chunk = chunk?;
+                    self.pending_len += chunk.len();
+                    self.pending.push_back(chunk);
+                }
                 None => {
                     ended = true;
                     break;
@@ -706,14 +732,13 @@ impl Opening {
             }
         }
         let last = ended;
-        let take = if last { self.buf.len() } else { full };
+        let take = if last { self.pending_len } else { full };
         if take < TAG {
             return Err(integrity(&self.sealer.object, "truncated"));
         }
         // Opened in a pooled buffer (see `blocks`), back in the pool once sent.
         let mut seg = crate::blocks::SEGMENTS.take();
-        seg.extend_from_slice(&self.buf[..take]);
-        self.buf.advance(take);
+        self.move_pending(take, &mut seg);
         self.sealer.open(self.index, last, &mut seg)?;
         self.index += 1;
         self.plain_end += seg.len() as u64;

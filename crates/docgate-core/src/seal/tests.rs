@@ -565,3 +565,73 @@ async fn sealed_batches_fit_their_pooled_buffer_whatever_the_block_size() {
         }
     }
 }
+
+/// A store that hands its bytes over in pieces of awkward sizes (1 byte, a segment and a tag
+/// and one more, …), as a network store may.
+#[derive(Debug)]
+struct RaggedReads(LocalStore);
+
+#[async_trait]
+impl ObjectStore for RaggedReads {
+    async fn put(&self, key: &str) -> io::Result<Box<dyn ObjectWriter>> {
+        self.0.put(key).await
+    }
+
+    async fn get(&self, key: &str, from: u64, len: u64) -> io::Result<ByteStream> {
+        let mut whole = Vec::new();
+        let mut s = self.0.get(key, from, len).await?;
+        while let Some(b) = s.next().await {
+            whole.extend_from_slice(&b?);
+        }
+        let sizes = [1, 7, SEGMENT + TAG + 1, 3, 200_000, SEGMENT - 1];
+        let mut pieces = Vec::new();
+        let mut rest = Bytes::from(whole);
+        for size in sizes.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            pieces.push(Ok(rest.split_to((*size).min(rest.len()))));
+        }
+        Ok(Box::pin(futures_util::stream::iter(pieces)))
+    }
+
+    fn open_blocking(&self, key: &str, len: u64) -> io::Result<Box<dyn ReadSeek>> {
+        self.0.open_blocking(key, len)
+    }
+
+    async fn delete(&self, key: &str) -> io::Result<()> {
+        self.0.delete(key).await
+    }
+
+    async fn list(&self, prefix: &str) -> io::Result<Vec<crate::store::ObjectInfo>> {
+        self.0.list(prefix).await
+    }
+}
+
+/// Segments are gathered across the pieces a store hands over, whatever their sizes; a cut
+/// is still noticed.
+#[tokio::test]
+async fn segments_are_gathered_across_ragged_pieces() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = EncryptedStore::new(
+        RaggedReads(LocalStore::new(dir.path()).expect("store")),
+        Keyring::new(("k1", &K1), &[]).expect("keys"),
+    );
+    let len = 3 * SEGMENT + 12_345;
+    let plain = data(len);
+    let mut w = s.put("ragged").await.expect("put");
+    w.write(Bytes::copy_from_slice(&plain))
+        .await
+        .expect("write");
+    w.commit().await.expect("commit");
+    assert_eq!(get(&s, "ragged", 0, len as u64).await.expect("get"), plain);
+    let from = SEGMENT as u64 + 3;
+    assert_eq!(
+        get(&s, "ragged", from, len as u64).await.expect("ranged"),
+        &plain[from as usize..]
+    );
+    let path = dir.path().join("ragged");
+    let raw = std::fs::read(&path).expect("raw");
+    std::fs::write(&path, &raw[..raw.len() - 1]).expect("cut");
+    assert_integrity(get(&s, "ragged", 0, len as u64).await, "cut by a byte");
+}
