@@ -250,6 +250,10 @@ impl Admission {
                 "the gateway is receiving as many uploads as it is configured for; retry shortly",
             )
             })?;
+        // The disk may have filled while this upload waited in line.
+        if let Some(reason) = self.space.shortage() {
+            return Err(insufficient_storage(reason));
+        }
         let pace = Arc::new(Pace {
             tenant: tenant.to_owned(),
             started: Instant::now(),
@@ -604,6 +608,23 @@ mod tests {
         );
         drop(newcomer);
         assert!(in_line.await.is_ok(), "the next freed slot is the line's");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upload_that_waited_while_the_disk_filled_gets_507_not_a_slot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let space = SpaceWatch::new(vec![dir.path().to_owned()], 1);
+        let wait = Duration::from_secs(10);
+        let a = Admission::new(1, [("a".into(), 1)], 0, wait, space.clone());
+        let first = a.admit("a").await.expect("first");
+        let mut waiting = Box::pin(a.admit("a"));
+        assert!(futures_util::poll!(&mut waiting).is_pending());
+        space.out_of_space();
+        drop(first);
+        let refused = waiting.await.expect_err("507");
+        assert_eq!(refused.code, "insufficient_storage");
+        space.sample();
+        assert!(a.admit("a").await.is_ok(), "the slot was given back");
     }
 
     #[test]
