@@ -324,11 +324,15 @@ pub fn serve_on(router: Router, listener: TcpListener) -> std::io::Result<Runnin
             };
             let stream = match accepted {
                 Ok((stream, _)) => stream,
+                // A connection that failed before it was accepted: the next one.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
                     // Out of file descriptors, usually: back off instead of spinning.
                     tracing::warn!(error = %e, "emulator: accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
+                    tokio::select! {
+                        _ = &mut rx => break,
+                        () = tokio::time::sleep(std::time::Duration::from_millis(50)) => continue,
+                    }
                 }
             };
             let _ = stream.set_nodelay(true);

@@ -68,13 +68,19 @@ impl Drop for UploadPermit {
         // A preempted upload hands its slot to the upload that preempted it, not to
         // whoever queued first (often another slow client).
         if let Some(heir) = lock(&self.pace.heir).take() {
-            let permit = match heir.level {
-                Level::Tenant => self.tenant.take(),
-                Level::Global => self.global.take(),
+            // A tenant's slot goes with the gateway's slot it was used with: the heir, of the
+            // same tenant, needs both, and the gateway's alone would go to whoever waits in
+            // the gateway's line.
+            let handed = match heir.level {
+                Level::Tenant => self.tenant.take().map(|this| Handed {
+                    this,
+                    global: self.global.take(),
+                }),
+                Level::Global => self.global.take().map(|this| Handed { this, global: None }),
             };
-            if let Some(permit) = permit {
-                // A receiver that gave up returns the permit, which is then released.
-                let _ = heir.to.send(permit);
+            if let Some(handed) = handed {
+                // A receiver that gave up returns the permits, which are then released.
+                let _ = heir.to.send(handed);
             }
         }
     }
@@ -87,11 +93,19 @@ enum Level {
     Global,
 }
 
+/// A slot obtained for one level and, from a preempted upload of the same tenant, the
+/// gateway's slot that went with it.
+#[derive(Debug)]
+struct Handed {
+    this: OwnedSemaphorePermit,
+    global: Option<OwnedSemaphorePermit>,
+}
+
 /// The upload waiting for a preempted upload's slot.
 #[derive(Debug)]
 struct Heir {
     level: Level,
-    to: tokio::sync::oneshot::Sender<OwnedSemaphorePermit>,
+    to: tokio::sync::oneshot::Sender<Handed>,
 }
 
 /// One upload's progress, shared between its body and the admission.
@@ -234,7 +248,10 @@ impl Admission {
             .ok_or_else(|| Problem::internal("a tenant without upload slots"))?;
         // One wait for both levels: a tenant's slot and then the gateway's.
         let deadline = Instant::now() + self.wait;
-        let tenant_permit = self
+        let Handed {
+            this: tenant_permit,
+            global,
+        } = self
             .slot(tenant_slots, Some(tenant), deadline)
             .await
             .ok_or_else(|| {
@@ -242,14 +259,19 @@ impl Admission {
                     "this tenant is receiving as many uploads as its share allows; retry shortly",
                 )
             })?;
-        let global = self
-            .slot(&self.global, None, deadline)
-            .await
-            .ok_or_else(|| {
-                too_many(
+        let global = match global {
+            Some(handed) => handed,
+            None => {
+                self.slot(&self.global, None, deadline)
+                    .await
+                    .ok_or_else(|| {
+                        too_many(
                 "the gateway is receiving as many uploads as it is configured for; retry shortly",
             )
-            })?;
+                    })?
+                    .this
+            }
+        };
         // The disk may have filled while this upload waited in line.
         if let Some(reason) = self.space.shortage() {
             return Err(insufficient_storage(reason));
@@ -274,17 +296,16 @@ impl Admission {
     /// given), which is preempted and hands its slot to this upload as it ends, or else the
     /// next one freed while this upload waits in line. `None` when the line is full or the
     /// wait is over: the client hears 503 with Retry-After.
-    async fn slot(
-        &self,
-        slots: &Slots,
-        tenant: Option<&str>,
-        deadline: Instant,
-    ) -> Option<OwnedSemaphorePermit> {
+    async fn slot(&self, slots: &Slots, tenant: Option<&str>, deadline: Instant) -> Option<Handed> {
+        let free = |this| Handed { this, global: None };
         if let Ok(p) = slots.free.clone().try_acquire_owned() {
-            return Some(p);
+            return Some(free(p));
         }
         if let Some(handed) = self.preempt_slowest(tenant) {
-            return tokio::time::timeout(PREEMPT_WAIT, handed).await.ok()?.ok();
+            if let Ok(Ok(handed)) = tokio::time::timeout(PREEMPT_WAIT, handed).await {
+                return Some(handed);
+            }
+            // The preempted upload did not end in time: wait in line like everyone else.
         }
         if self.wait.is_zero() {
             return None;
@@ -298,6 +319,7 @@ impl Admission {
             .await
             .ok()?
             .ok()
+            .map(free)
     }
 
     /// Cut the slowest slot holder that is old enough and below the slow rate; its slot
@@ -305,7 +327,7 @@ impl Admission {
     fn preempt_slowest(
         &self,
         tenant: Option<&str>,
-    ) -> Option<tokio::sync::oneshot::Receiver<OwnedSemaphorePermit>> {
+    ) -> Option<tokio::sync::oneshot::Receiver<Handed>> {
         let now = Instant::now();
         let running = lock(&self.running);
         let (rate, pace) = running
@@ -608,6 +630,38 @@ mod tests {
         );
         drop(newcomer);
         assert!(in_line.await.is_ok(), "the next freed slot is the line's");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn regression_a_preempting_newcomer_gets_the_gateways_slot_too_not_the_gateways_line() {
+        let space = SpaceWatch::new(vec![], 0);
+        let wait = Duration::from_secs(10);
+        let tenants = [("a".into(), 1), ("b".into(), 2)];
+        let a = Arc::new(Admission::new(2, tenants, 1024, wait, space));
+        let slow = a.admit("a").await.expect("a's slow upload");
+        slow.pace.received(3);
+        let b1 = a.admit("b").await.expect("b1");
+        // b has a slot of its own left but the gateway has none: b2 waits in its line.
+        let mut b2 = Box::pin(a.admit("b"));
+        assert!(futures_util::poll!(&mut b2).is_pending());
+        tokio::time::advance(Duration::from_secs(3)).await;
+        let preempted = slow.pace.preempted.clone();
+        let holder = tokio::spawn(async move {
+            preempted.cancelled().await;
+            drop(slow);
+        });
+        let a2 = tokio::time::timeout(Duration::from_secs(1), a.admit("a"))
+            .await
+            .expect("handed both slots at once, no wait")
+            .expect("a2");
+        holder.await.expect("holder");
+        assert!(
+            futures_util::poll!(&mut b2).is_pending(),
+            "the line still waits"
+        );
+        drop(b1);
+        assert!(b2.await.is_ok(), "and gets the next slot freed");
+        drop(a2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -583,6 +583,8 @@ async fn past_the_concurrency_cap_uploads_get_503_with_retry_after() {
         limits: Limits {
             max_concurrent_uploads: 1,
             slot_wait: Duration::ZERO,
+            // The held upload is slow on purpose: nobody may preempt it.
+            min_body_rate: 0,
             ..Limits::default()
         },
         ..Options::default()
@@ -603,6 +605,8 @@ async fn past_the_concurrency_cap_an_upload_waits_in_line_and_is_taken_when_a_sl
         limits: Limits {
             max_concurrent_uploads: 1,
             slot_wait: Duration::from_secs(30),
+            // The held upload is slow on purpose: nobody may preempt it.
+            min_body_rate: 0,
             ..Limits::default()
         },
         ..Options::default()

@@ -349,8 +349,9 @@ body_idle_timeout = "10s""#,
             .entry(format!("{} {code}", answer.lines().next().unwrap_or("")))
             .or_default() += 1;
     }
-    // Those admitted (up to the tenant's share) were cut for their pace; the rest were
-    // refused at the door. None is left hanging.
+    // Those admitted (up to the tenant's share, then those that waited in line for their
+    // slots) were cut for their pace; the rest were refused at the door, the line being
+    // full, or when their wait ended. None is left hanging.
     let refused = seen
         .get("HTTP/1.1 503 Service Unavailable too_many_uploads")
         .copied()
