@@ -86,7 +86,8 @@ impl Budget {
     }
 
     /// Blocks that may be admitted now without waiting.
-    pub fn available(&self) -> usize {
+    #[cfg(test)]
+    fn available(&self) -> usize {
         self.permits.available_permits()
     }
 }

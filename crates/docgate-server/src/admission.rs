@@ -165,25 +165,14 @@ pub struct Admission {
     pub space: Arc<SpaceWatch>,
 }
 
-/// Counts one upload in line while it lives.
-struct InLine<'a>(&'a prometheus_client::metrics::gauge::Gauge);
-
-impl<'a> InLine<'a> {
-    fn new(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> InLine<'a> {
-        gauge.inc();
-        InLine(gauge)
-    }
-}
-
-impl Drop for InLine<'_> {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+const TENANT_FULL: &str =
+    "this tenant is receiving as many uploads as its share allows; retry shortly";
+const GATEWAY_FULL: &str =
+    "the gateway is receiving as many uploads as it is configured for; retry shortly";
 
 fn too_many(detail: &str) -> Problem {
     Problem::new(
@@ -254,22 +243,12 @@ impl Admission {
         } = self
             .slot(tenant_slots, Some(tenant), deadline)
             .await
-            .ok_or_else(|| {
-                too_many(
-                    "this tenant is receiving as many uploads as its share allows; retry shortly",
-                )
-            })?;
+            .ok_or_else(|| too_many(TENANT_FULL))?;
         let global = match global {
             Some(handed) => handed,
             None => {
-                self.slot(&self.global, None, deadline)
-                    .await
-                    .ok_or_else(|| {
-                        too_many(
-                "the gateway is receiving as many uploads as it is configured for; retry shortly",
-            )
-                    })?
-                    .this
+                let slot = self.slot(&self.global, None, deadline).await;
+                slot.ok_or_else(|| too_many(GATEWAY_FULL))?.this
             }
         };
         // The disk may have filled while this upload waited in line.
@@ -311,7 +290,7 @@ impl Admission {
             return None;
         }
         let _place = slots.line.try_acquire().ok()?;
-        let _counted = InLine::new(&self.waiting);
+        let _counted = crate::metrics::Counted::new(&self.waiting);
         // The line does not preempt: its uploads have not shown their pace yet, and a crowd
         // of slow clients in line would otherwise take every slot judged slow before a fast
         // newcomer could. Newcomers preempt (above); the line waits for freed slots.
@@ -471,6 +450,15 @@ pub fn is_out_of_space(e: &std::io::Error) -> bool {
 mod tests {
     use super::*;
 
+    /// `tenant`'s upload is refused without waiting: its status, code, and a Retry-After.
+    fn refused_at_once(a: &Admission, tenant: &str) -> (u16, String) {
+        let p = futures_util::FutureExt::now_or_never(a.admit(tenant))
+            .expect("answered at once")
+            .expect_err("refused");
+        assert!(p.retry_after.is_some());
+        (p.status.as_u16(), p.code.to_string())
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_tenant_cannot_take_more_than_its_share_and_others_still_get_slots() {
         let space = SpaceWatch::new(vec![], 0);
@@ -585,14 +573,11 @@ mod tests {
         let _held = a.admit("a").await.expect("held");
         let mut waiting = Box::pin(a.admit("a"));
         assert!(futures_util::poll!(&mut waiting).is_pending());
-        let full = futures_util::FutureExt::now_or_never(a.admit("a"))
-            .expect("a full line answers at once")
-            .expect_err("503");
         assert_eq!(
-            (full.status.as_u16(), full.code.as_ref()),
-            (503, "too_many_uploads")
+            refused_at_once(&a, "a"),
+            (503, "too_many_uploads".to_owned()),
+            "a full line answers at once"
         );
-        assert!(full.retry_after.is_some());
         assert!(
             a.admit("b").await.is_ok(),
             "another tenant has its own line"
@@ -718,14 +703,10 @@ mod tests {
         let space = SpaceWatch::new(vec![dir.path().to_owned()], u64::MAX);
         assert!(space.shortage().is_some());
         let a = Admission::new(1, [("a".into(), 1)], 0, Duration::ZERO, space);
-        let p = futures_util::FutureExt::now_or_never(a.admit("a"))
-            .expect("no wait")
-            .expect_err("507");
         assert_eq!(
-            (p.status.as_u16(), p.code.as_ref()),
-            (507, "insufficient_storage")
+            refused_at_once(&a, "a"),
+            (507, "insufficient_storage".to_owned())
         );
-        assert!(p.retry_after.is_some());
 
         let roomy = SpaceWatch::new(vec![dir.path().to_owned()], 1);
         assert!(roomy.shortage().is_none());

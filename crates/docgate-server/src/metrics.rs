@@ -160,20 +160,27 @@ impl Default for Metrics {
     }
 }
 
-/// Decrements the in-flight gauge when dropped.
+/// Counts one thing on a gauge for as long as it lives: an upload in flight, an upload
+/// waiting in line.
 #[derive(Debug)]
-pub struct InFlight<'a>(&'a Metrics);
+pub struct Counted<'a>(&'a Gauge);
 
-impl Drop for InFlight<'_> {
+impl<'a> Counted<'a> {
+    pub fn new(gauge: &'a Gauge) -> Counted<'a> {
+        gauge.inc();
+        Counted(gauge)
+    }
+}
+
+impl Drop for Counted<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.dec();
+        self.0.dec();
     }
 }
 
 impl Metrics {
-    pub fn upload_started(&self) -> InFlight<'_> {
-        self.in_flight.inc();
-        InFlight(self)
+    pub fn upload_started(&self) -> Counted<'_> {
+        Counted::new(&self.in_flight)
     }
 
     /// The gauge of uploads waiting for a slot, for the admission to keep.

@@ -212,17 +212,7 @@ async fn a_chunked_body_is_cut_at_the_limit() {
     let (status, body) = json(res).await;
     assert_eq!(status, 413, "{body}");
     assert_eq!(h.taler.faults.requests(), 0, "nothing reached the provider");
-    let (_, metrics) = (
-        0,
-        h.client
-            .get(h.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text"),
-    );
+    let metrics = metrics_text(&h).await;
     assert!(
         metrics.contains("docgate_rejections_total{code=\"payload_too_large\"} 2"),
         "{metrics}"
@@ -536,21 +526,25 @@ async fn during_an_outage_uploads_are_accepted_and_all_delivered_once_it_recover
     assert_eq!(h.stored(), 8, "every upload stored exactly once");
 }
 
+/// What `/metrics` says now.
+async fn metrics_text(h: &Harness) -> String {
+    h.client
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
 /// The line `/metrics` reports for `family` (say `docgate_uploads_in_flight`) reaches
 /// `value` within 10 s.
 async fn until_metric(h: &Harness, family: &str, value: u64) {
     let want = format!("{family} {value}\n");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let m = h
-            .client
-            .get(h.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let m = metrics_text(h).await;
         if m.contains(&want) {
             return;
         }
