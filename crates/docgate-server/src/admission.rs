@@ -8,7 +8,9 @@
 //!   and the new upload gets its slot. So a crowd of clients trickling bytes cannot keep a
 //!   fast one out, even within one tenant. Otherwise the upload waits in line, first come
 //!   first served, up to `limits.slot_wait` and with at most as many waiting as there are
-//!   slots; past either, 503 `too_many_uploads` with Retry-After. The line is why a burst of
+//!   slots; past either, 503 `too_many_uploads` with Retry-After. The line cuts slow holders
+//!   too, one Retry-After later than a newcomer may, so a client refused by a full line
+//!   still finds one when it is back. The line is why a burst of
 //!   uploads larger than the slots is taken without refusals: a refused upload's body must
 //!   still be read out for the client to hear its 503, and a client that retries sends it
 //!   again, so refusing a burst costs more than queueing it. Waiting costs one idle
@@ -51,6 +53,16 @@ const PREEMPT_WAIT: Duration = Duration::from_secs(2);
 
 /// An upload younger than this is not judged on its pace yet.
 const PREEMPT_MIN_AGE: Duration = Duration::from_secs(2);
+
+/// What a refused upload is told to wait before it tries again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// An upload waiting in line may cut a slow holder this much older than a newcomer may: a
+/// client refused because the line was full, back after its Retry-After, still finds one.
+const LINE_PREEMPT_MIN_AGE: Duration = PREEMPT_MIN_AGE.saturating_add(RETRY_AFTER);
+
+/// How often an upload in line looks for a slow holder to cut.
+const PREEMPT_RECHECK: Duration = Duration::from_millis(500);
 
 /// A granted upload: holds its global and tenant slots until dropped, and tells the
 /// admission how fast its body arrives.
@@ -181,7 +193,7 @@ fn too_many(detail: &str) -> Problem {
         "Too many uploads",
     )
     .with_detail(detail)
-    .with_retry_after(Duration::from_secs(1))
+    .with_retry_after(RETRY_AFTER)
 }
 
 /// 507: the gateway cannot store more right now. Nothing was accepted.
@@ -280,7 +292,7 @@ impl Admission {
         if let Ok(p) = slots.free.clone().try_acquire_owned() {
             return Some(free(p));
         }
-        if let Some(handed) = self.preempt_slowest(tenant) {
+        if let Some(handed) = self.preempt_slowest(tenant, PREEMPT_MIN_AGE) {
             if let Ok(Ok(handed)) = tokio::time::timeout(PREEMPT_WAIT, handed).await {
                 return Some(handed);
             }
@@ -291,21 +303,41 @@ impl Admission {
         }
         let _place = slots.line.try_acquire().ok()?;
         let _counted = crate::metrics::Counted::new(&self.waiting);
-        // The line does not preempt: its uploads have not shown their pace yet, and a crowd
-        // of slow clients in line would otherwise take every slot judged slow before a fast
-        // newcomer could. Newcomers preempt (above); the line waits for freed slots.
-        tokio::time::timeout_at(deadline, slots.free.clone().acquire_owned())
-            .await
-            .ok()?
-            .ok()
-            .map(free)
+        // Freed slots go to the line in order. Slots held by slow uploads are not freed
+        // until those are cut, so the line cuts them too, once they are old enough — later
+        // than a newcomer may (`LINE_PREEMPT_MIN_AGE`), so that a crowd of slow clients in
+        // line cannot take every slot judged slow before a refused client is back.
+        let freed = slots.free.clone().acquire_owned();
+        tokio::pin!(freed);
+        loop {
+            let recheck = (Instant::now() + PREEMPT_RECHECK).min(deadline);
+            tokio::select! {
+                permit = &mut freed => return permit.ok().map(free),
+                () = tokio::time::sleep_until(recheck) => {}
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            if let Some(handed) = self.preempt_slowest(tenant, LINE_PREEMPT_MIN_AGE) {
+                // Whichever comes first; a handed slot that arrives too late is released.
+                tokio::select! {
+                    permit = &mut freed => return permit.ok().map(free),
+                    handed = tokio::time::timeout(PREEMPT_WAIT, handed) => {
+                        if let Ok(Ok(handed)) = handed {
+                            return Some(handed);
+                        }
+                    }
+                }
+            }
+        }
     }
 
-    /// Cut the slowest slot holder that is old enough and below the slow rate; its slot
+    /// Cut the slowest slot holder at least `min_age` old and below the slow rate; its slot
     /// will arrive on the returned channel. `None` when none qualifies.
     fn preempt_slowest(
         &self,
         tenant: Option<&str>,
+        min_age: Duration,
     ) -> Option<tokio::sync::oneshot::Receiver<Handed>> {
         let now = Instant::now();
         let running = lock(&self.running);
@@ -313,7 +345,7 @@ impl Admission {
             .iter()
             .filter(|p| tenant.is_none_or(|t| p.tenant == t))
             .filter(|p| !p.preempted.is_cancelled())
-            .filter(|p| now.duration_since(p.started) >= PREEMPT_MIN_AGE)
+            .filter(|p| now.duration_since(p.started) >= min_age)
             .map(|p| (p.rate(now), p))
             .filter(|(rate, _)| *rate < self.slow)
             .min_by_key(|(rate, _)| *rate)?;
@@ -589,7 +621,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_newcomer_preempts_a_slow_holder_ahead_of_the_line_and_the_line_waits() {
+    async fn a_newcomer_may_cut_a_slow_holder_a_retry_before_the_line_may() {
         let space = SpaceWatch::new(vec![], 0);
         let wait = Duration::from_secs(10);
         let a = Arc::new(Admission::new(1, [("a".into(), 1)], 1024, wait, space));
@@ -602,10 +634,10 @@ mod tests {
         });
         let mut in_line = Box::pin(a.admit("a"));
         assert!(futures_util::poll!(&mut in_line).is_pending());
-        tokio::time::advance(Duration::from_secs(3)).await;
+        tokio::time::advance(PREEMPT_MIN_AGE + Duration::from_millis(500)).await;
         assert!(
             futures_util::poll!(&mut in_line).is_pending(),
-            "the line does not preempt"
+            "the line does not cut a holder a newcomer could not cut a retry ago"
         );
         let newcomer = a.admit("a").await.expect("the slow one's slot");
         holder.await.expect("holder");
@@ -618,6 +650,32 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn regression_an_upload_in_line_cuts_a_slow_holder_instead_of_waiting_out_its_wait() {
+        let space = SpaceWatch::new(vec![], 0);
+        let wait = Duration::from_secs(10);
+        let a = Arc::new(Admission::new(1, [("a".into(), 1)], 1024, wait, space));
+        let slow = a.admit("a").await.expect("slow one");
+        slow.pace.received(3);
+        let preempted = slow.pace.preempted.clone();
+        let holder = tokio::spawn(async move {
+            preempted.cancelled().await;
+            drop(slow);
+        });
+        // A silent client holds the only slot and the newcomer, too early to judge it,
+        // waits in line: it cuts the holder once the holder is old enough, not 10 s later.
+        let started = Instant::now();
+        let in_line = a.admit("a").await.expect("the slow one's slot");
+        holder.await.expect("holder");
+        assert!(
+            started.elapsed() >= LINE_PREEMPT_MIN_AGE,
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(started.elapsed() < wait, "{:?}", started.elapsed());
+        assert!(!in_line.pace.preempted.is_cancelled());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn regression_a_preempting_newcomer_gets_the_gateways_slot_too_not_the_gateways_line() {
         let space = SpaceWatch::new(vec![], 0);
         let wait = Duration::from_secs(10);
@@ -626,10 +684,12 @@ mod tests {
         let slow = a.admit("a").await.expect("a's slow upload");
         slow.pace.received(3);
         let b1 = a.admit("b").await.expect("b1");
+        b1.pace.received(10 << 20);
         // b has a slot of its own left but the gateway has none: b2 waits in its line.
         let mut b2 = Box::pin(a.admit("b"));
         assert!(futures_util::poll!(&mut b2).is_pending());
-        tokio::time::advance(Duration::from_secs(3)).await;
+        // a's upload can be cut by a newcomer, not yet by the line.
+        tokio::time::advance(PREEMPT_MIN_AGE + Duration::from_millis(500)).await;
         let preempted = slow.pace.preempted.clone();
         let holder = tokio::spawn(async move {
             preempted.cancelled().await;
