@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The peer benchmark: docgate beside nginx and beside nothing, on the same machine, same load.
 #
-#   scripts/bench-peers.sh [--quick] [--json FILE]
+#   scripts/bench-peers.sh [--quick] [--json FILE] [--client aiohttp]
 #
 # Builds (release) the gateway and the benches crate's `sink` (answers 200 to anything and
 # discards the body) and `load` (N uploads at concurrency C) bins, then starts:
@@ -27,16 +27,21 @@
 #
 # --quick: fewer uploads and rounds (under ~2 minutes once built). Needs nginx (installs
 # Debian's nginx-light when run as root and it is missing) and python3.
+# --client aiohttp: the 10 KiB scenarios are sent by scripts/aioload.py (Python, aiohttp: the
+# kind of client issue #13 measured with, which spends ~0.3 ms of the same two cores per
+# upload) instead of the `load` bin; installs aiohttp with pip when it is missing.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 QUICK=0
 JSON=""
+CLIENT=load
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
     --json) JSON="$2"; shift ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    --client) CLIENT="$2"; shift ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -54,6 +59,12 @@ if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 command -v python3 >/dev/null || { echo "python3 is needed" >&2; exit 1; }
+case "$CLIENT" in
+  load) ;;
+  aiohttp)
+    python3 -c 'import aiohttp' 2>/dev/null || python3 -m pip install -q aiohttp >&2 ;;
+  *) echo "--client is load or aiohttp, not $CLIENT" >&2; exit 2 ;;
+esac
 
 echo "building (release)…" >&2
 cargo build --release --locked -q -p docgate -p docgate-benches --bins
@@ -136,7 +147,7 @@ GW_URL=$(wait_url "$WORK/docgate.out" "docgate listening on ")
 
 TALER_EMULATOR_URL=$(grep -o 'taler   emulator at [^ ]*' "$WORK/docgate.out" | awk '{print $4}')
 [ -n "$TALER_EMULATOR_URL" ] || { echo "the sandbox did not say where its Taler emulator is" >&2; exit 1; }
-export QUICK JSON BIN KEY SINK_URL SINK_PID NGINX_PID DOCGATE_PID GW_URL WORK TALER_EMULATOR_URL
+export QUICK JSON CLIENT BIN KEY SINK_URL SINK_PID NGINX_PID DOCGATE_PID GW_URL WORK TALER_EMULATOR_URL
 export NGINX_URL="http://127.0.0.1:$NGINX_PORT"
 python3 - <<'PY'
 import json, os, statistics, subprocess, time, uuid
@@ -219,7 +230,12 @@ def load(target, size, conc, count, scenario, rnd):
         extra += ["--part", "front"]
         for f in FINEXT_FIELDS:
             extra += ["--field", f]
-    cmd = [f"{binary}/load", "--url", url, "--method", method, "--size", str(size),
+    # The small documents go through the chosen client; the large ones and multipart always
+    # through `load` (its bodies are built once and shared, so the client's cost stays small).
+    client = [f"{binary}/load"]
+    if os.environ["CLIENT"] == "aiohttp" and size < MiB:
+        client = ["python3", os.path.join(os.getcwd(), "scripts", "aioload.py")]
+    cmd = client + ["--url", url, "--method", method, "--size", str(size),
            "--count", str(count), "--concurrency", str(conc)] + extra
     for h in t["headers"]:
         cmd += ["--header", h]
@@ -243,7 +259,8 @@ def med_range(xs):
     return f"{statistics.median(xs):.2f} [{min(xs):.2f}–{max(xs):.2f}]"
 
 started = time.time()
-report = []
+report = [dict(small_document_client=os.environ["CLIENT"])]
+print(f"small documents sent by: {os.environ['CLIENT']}")
 print(f"{'document':>8} {'conc':>4} {'server':>8} {'uploads/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
       f"{'CPU ms/upl':>10} {'peak RSS':>9} {'threads':>7} {'errors':>6} {'503s':>5}")
 for si, (size, conc, count) in enumerate(scenarios):
