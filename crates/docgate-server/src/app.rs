@@ -100,6 +100,41 @@ pub fn router(app: AppState) -> Router {
             }
             req.map(|body| axum::body::Body::new(ReadOutOnDrop::new(body, read_out)))
         }))
+        .layer(middleware::from_fn(refuse_ambiguous_heads))
+}
+
+/// Request heads hyper lets through that RFC 9112 says a server must not guess at: two
+/// `Host` headers (which one did the client mean? `same_origin` reads the first), and a
+/// transfer coding other than `chunked` (`gzip, chunked` would store the compressed bytes
+/// as the document).
+async fn refuse_ambiguous_heads(
+    req: Request,
+    next: middleware::Next,
+) -> Result<axum::response::Response, Problem> {
+    let headers = req.headers();
+    if headers.get_all(http::header::HOST).iter().count() > 1 {
+        return Err(Problem::bad_request(
+            "the request has more than one Host header",
+        ));
+    }
+    for value in headers.get_all(http::header::TRANSFER_ENCODING) {
+        let codings = value.to_str().unwrap_or("?");
+        if codings
+            .split(',')
+            .map(str::trim)
+            .any(|c| !c.eq_ignore_ascii_case("chunked"))
+        {
+            return Err(Problem::new(
+                http::StatusCode::NOT_IMPLEMENTED,
+                "transfer_coding_unsupported",
+                "Transfer coding not supported",
+            )
+            .with_detail(
+                "the gateway takes a body as it is or `chunked`, no other transfer coding",
+            ));
+        }
+    }
+    Ok(next.run(req).await)
 }
 
 /// The routes a browser uses with an upload-session token, with CORS for them alone.

@@ -6,6 +6,11 @@
 //! - **a first-byte deadline**: a connection that sends nothing within
 //!   `limits.header_read_timeout` is closed (hyper's own header timer only starts once a
 //!   request begins, and an idle socket never begins one);
+//! - **an idle deadline**: a connection with no request in flight for
+//!   `limits.header_read_timeout` is shut down gracefully. hyper's header timer is HTTP/1's
+//!   alone: an HTTP/2 connection that opens no stream, and answers the keep-alive pings,
+//!   would otherwise hold one of the connection slots for ever (1024 of them shut everyone
+//!   else out);
 //! - **bounded request heads** (`limits.max_header_bytes`) for HTTP/1 and HTTP/2, HTTP/2
 //!   keep-alive pings and a stream limit;
 //! - **problem+json from hyper too**: the answers hyper writes on its own for a malformed or
@@ -15,7 +20,10 @@
 use std::{
     io,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -24,15 +32,15 @@ use axum::Router;
 use bytes::Bytes;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::conn::auto,
     service::TowerToHyperService,
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::Semaphore,
+    sync::{Notify, Semaphore},
 };
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::config::Limits;
 
@@ -70,7 +78,7 @@ pub async fn serve(
     limits: Limits,
     shutdown: CancellationToken,
 ) {
-    let graceful = GracefulShutdown::new();
+    let connections_open = TaskTracker::new();
     let builder = Arc::new(builder(&limits));
     let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     loop {
@@ -94,26 +102,134 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let activity = Arc::new(Activity::default());
+        let service = TowerToHyperService::new(Counted {
+            inner: app.clone(),
+            activity: activity.clone(),
+        });
         let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let first_byte = limits.header_read_timeout;
-        tokio::spawn(async move {
+        let idle_limit = limits.header_read_timeout;
+        let shutdown = shutdown.clone();
+        connections_open.spawn(async move {
             let _permit = permit;
-            if !sends_within(&stream, first_byte).await {
+            if !sends_within(&stream, idle_limit).await {
                 return;
             }
             let io = TokioIo::new(ProblemOnParseError::new(stream));
             let conn = builder.serve_connection_with_upgrades(io, service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
+            let mut conn = std::pin::pin!(conn);
+            // Idle: say goodbye (HTTP/2's GOAWAY waits for the peer's answer to a ping). Still
+            // idle a whole period later: drop the connection, answered or not.
+            let mut closing = false;
+            let ended = loop {
+                tokio::select! {
+                    ended = conn.as_mut() => break Some(ended),
+                    _ = shutdown.cancelled(), if !closing => {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    _ = activity.idle_for(idle_limit) => {
+                        if closing {
+                            break None;
+                        }
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            };
+            if let Some(Err(e)) = ended {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
     drop(listener);
+    connections_open.close();
     tokio::select! {
-        _ = graceful.shutdown() => {}
+        _ = connections_open.wait() => {}
         _ = tokio::time::sleep(limits.shutdown_grace) => tracing::warn!("connections still open after the shutdown grace period"),
+    }
+}
+
+/// Requests in flight on one connection (any protocol), and a signal when the count drops
+/// to zero.
+#[derive(Debug, Default)]
+struct Activity {
+    in_flight: AtomicUsize,
+    went_idle: Notify,
+}
+
+impl Activity {
+    /// Resolves once no request has been in flight for `limit` (at once counted from the
+    /// last request's end, or from the call when none was in flight).
+    async fn idle_for(&self, limit: Duration) {
+        loop {
+            let went_idle = self.went_idle.notified();
+            tokio::pin!(went_idle);
+            // Registered before the count is read, so an end between the two is not lost.
+            went_idle.as_mut().enable();
+            if self.in_flight.load(Ordering::Acquire) == 0 {
+                tokio::select! {
+                    _ = tokio::time::sleep(limit) => {
+                        if self.in_flight.load(Ordering::Acquire) == 0 {
+                            return;
+                        }
+                    }
+                    _ = &mut went_idle => {}
+                }
+            } else {
+                went_idle.await;
+            }
+        }
+    }
+}
+
+/// One request in flight until dropped.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn new(activity: &Arc<Activity>) -> InFlight {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.went_idle.notify_waiters();
+        }
+    }
+}
+
+/// The router, counting the connection's requests from their head to their answer.
+#[derive(Clone)]
+struct Counted {
+    inner: Router,
+    activity: Arc<Activity>,
+}
+
+impl<B> tower::Service<http::Request<B>> for Counted
+where
+    Router: tower::Service<http::Request<B>>,
+    <Router as tower::Service<http::Request<B>>>::Future: Send + 'static,
+{
+    type Response = <Router as tower::Service<http::Request<B>>>::Response;
+    type Error = <Router as tower::Service<http::Request<B>>>::Error;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        tower::Service::<http::Request<B>>::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let in_flight = InFlight::new(&self.activity);
+        let answer = self.inner.call(req);
+        Box::pin(async move {
+            let answer = answer.await;
+            drop(in_flight);
+            answer
+        })
     }
 }
 

@@ -9,7 +9,7 @@ use docgate_core::Digests;
 use docgate_emulator::FaultPlan;
 use docgate_server::config::{DeliverySettings, Limits};
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
 async fn a_pdf_is_delivered_with_exact_digests_and_the_same_pdf_again_is_a_duplicate() {
@@ -873,4 +873,75 @@ async fn regression_uploads_queued_behind_a_busy_slot_are_delivered_when_it_free
             .await;
     }
     assert_eq!(h.stored(), 4);
+}
+
+#[tokio::test]
+async fn regression_an_idle_http2_connection_is_closed_after_the_header_timeout() {
+    // An HTTP/2 connection that opens no stream (and would answer the keep-alive pings) held
+    // its connection slot for ever: 1024 of them locked every other client out.
+    let h = Harness::with(Options {
+        limits: Limits {
+            header_read_timeout: Duration::from_millis(500),
+            ..Limits::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(h.gateway.addr)
+        .await
+        .expect("connect");
+    // The client preface and an empty SETTINGS frame, then nothing.
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .expect("write");
+    let started = tokio::time::Instant::now();
+    let mut frames = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(8), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => frames.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "still open {:?} later", started.elapsed());
+    // The server said goodbye first (a GOAWAY frame: type 7).
+    let mut at = 0;
+    let mut kinds = Vec::new();
+    while at + 9 <= frames.len() {
+        let len = usize::from(frames[at]) << 16
+            | usize::from(frames[at + 1]) << 8
+            | usize::from(frames[at + 2]);
+        kinds.push(frames[at + 3]);
+        at += 9 + len;
+    }
+    assert!(kinds.contains(&7), "frames seen: {kinds:?}");
+}
+
+#[tokio::test]
+async fn regression_ambiguous_heads_are_refused_not_guessed_at() {
+    let h = Harness::start().await;
+    let ask = |head: String| {
+        let addr = h.gateway.addr;
+        async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            s.write_all(head.as_bytes()).await.expect("write");
+            read_answer(&mut s).await
+        }
+    };
+    let (status, body) = ask("GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".into()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("more than one Host"), "{body}");
+    // gzip inside chunked: the compressed bytes would have been stored as the document.
+    let (status, body) = ask(format!(
+        "PUT /v1/uploads/taler?payto={PAYTO} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ACME}\r\n\
+         Content-Type: application/pdf\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\n%PDF-\r\n0\r\n\r\n"
+    ))
+    .await;
+    assert_eq!(status, 501, "{body}");
+    assert!(body.contains("transfer_coding_unsupported"), "{body}");
+    let (status, _) = ask("GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n".into()).await;
+    assert_eq!(status, 200);
 }

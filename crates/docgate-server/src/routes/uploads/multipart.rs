@@ -136,7 +136,7 @@ impl Head {
                 .with_detail("POST /v1/uploads takes multipart/form-data; use PUT /v1/uploads/{provider} for a raw body")
         })?;
         let mut provider = None;
-        for (k, v) in request::parse_query(query)? {
+        for (k, v) in request::parse_query(query, app.limits.max_fields)? {
             if k != "provider" {
                 return Err(Problem::invalid_field(
                     &k,

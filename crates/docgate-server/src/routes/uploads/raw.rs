@@ -58,7 +58,7 @@ pub async fn put_raw(
 ) -> Result<Response> {
     let provider = provider_for(&app, &tenant, &provider)?;
     let policy = provider.policy();
-    let fields = request::parse_query(query.as_deref())?;
+    let fields = request::parse_query(query.as_deref(), app.limits.max_fields)?;
     // Everything the headers and the query tell is checked before the body is read.
     provider.prepare(&fields)?;
     let slot = single_slot(policy)?;

@@ -47,9 +47,15 @@ pub fn wants_async(headers: &HeaderMap) -> bool {
 }
 
 /// Query parameters as fields; a name given twice is refused.
-pub fn parse_query(raw: Option<&str>) -> Result<Fields> {
+pub fn parse_query(raw: Option<&str>, max_fields: usize) -> Result<Fields> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
         .map_err(|e| Problem::bad_request(format!("query string: {e}")))?;
+    // As many as a multipart form may carry: an answer listing each unknown one stays small.
+    if pairs.len() > max_fields {
+        return Err(Problem::bad_request(format!(
+            "more than {max_fields} fields in the query string"
+        )));
+    }
     let mut fields = Fields::new();
     for (k, v) in pairs {
         if fields.insert(k.clone(), v).is_some() {
@@ -99,9 +105,14 @@ mod tests {
 
     #[test]
     fn query_fields_refuse_duplicates() {
-        assert_eq!(parse_query(Some("a=1&b=2")).map(|f| f.len()), Ok(2));
-        assert!(parse_query(Some("a=1&a=2")).is_err());
-        assert_eq!(parse_query(None).map(|f| f.len()), Ok(0));
+        assert_eq!(parse_query(Some("a=1&b=2"), 100).map(|f| f.len()), Ok(2));
+        assert!(parse_query(Some("a=1&a=2"), 100).is_err());
+        assert_eq!(parse_query(None, 100).map(|f| f.len()), Ok(0));
+        assert_eq!(
+            parse_query(Some("a=1&b=2&c=3"), 2).map_err(|p| p.status.as_u16()),
+            Err(400),
+            "past max_fields"
+        );
     }
 
     #[test]
