@@ -1,5 +1,5 @@
-//! Durations in configuration files: `"250ms"`, `"10s"`, `"5m"`, `"2h"`, or a whole number of
-//! seconds. Every section of `docgate.toml` — the gateway's and each provider's — writes
+//! Durations in configuration files: `"250ms"`, `"10s"`, `"5m"`, `"2h"`, `"7d"`, or a whole
+//! number of seconds. Every section of `docgate.toml` — the gateway's and each provider's — writes
 //! durations this one way.
 
 use std::time::Duration;
@@ -27,14 +27,14 @@ pub fn deserialize_opt<'de, D: serde::Deserializer<'de>>(
     deserialize(d).map(Some)
 }
 
-/// Parse `<integer>[ms|s|m|h]` (no unit: seconds).
+/// Parse `<integer>[ms|s|m|h|d]` (no unit: seconds).
 pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let digits = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(digits);
-    let bad = || format!("`{text}` is not a duration such as 500ms, 90s, 5m or 1h");
+    let bad = || format!("`{text}` is not a duration such as 500ms, 90s, 5m, 1h or 7d");
     let n: u64 = number.parse().map_err(|_| bad())?;
     let seconds = |factor: u64| {
         n.checked_mul(factor)
@@ -46,6 +46,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         "s" | "" => seconds(1),
         "m" => seconds(60),
         "h" => seconds(3600),
+        "d" => seconds(86_400),
         _ => Err(bad()),
     }
 }
@@ -58,6 +59,7 @@ mod tests {
     fn durations_take_units_or_plain_seconds() {
         assert_eq!(parse("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse("7d"), Ok(Duration::from_secs(7 * 86_400)));
         assert_eq!(parse("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse("2h"), Ok(Duration::from_secs(7200)));
         assert_eq!(parse("7"), Ok(Duration::from_secs(7)));

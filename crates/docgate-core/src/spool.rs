@@ -206,7 +206,7 @@ impl fmt::Debug for Backing {
 struct Inner {
     backing: Backing,
     len: u64,
-    /// Set when a read found the stored bytes altered or truncated (an encrypted store's
+    /// Set when a read found the stored bytes altered, truncated or gone (an encrypted store's
     /// authentication failed): shared by every handle and every piece of the document, so
     /// the delivery learns it whatever a provider made of the read error.
     integrity_failed: Arc<AtomicBool>,
@@ -466,8 +466,11 @@ fn pieces_stream(
     Box::pin(streams.flatten())
 }
 
+/// A read that shows the stored bytes are not what was recorded: altered (a sealed segment
+/// that does not open), or gone (the object the ledger names is missing). Either way no
+/// retry will bring them back, and the delivery fails instead of retrying for a day.
 fn note_integrity(flag: &AtomicBool, e: &io::Error) {
-    if crate::seal::is_integrity_failure(e) {
+    if crate::seal::is_integrity_failure(e) || e.kind() == io::ErrorKind::NotFound {
         flag.store(true, Ordering::Release);
     }
 }
@@ -516,6 +519,7 @@ impl Stream for LengthChecked {
             Poll::Ready(Some(Ok(b))) => {
                 self.seen += b.len() as u64;
                 if self.seen > self.expected {
+                    self.integrity_failed.store(true, Ordering::Release);
                     return Poll::Ready(Some(Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         "spooled document is longer than recorded",
@@ -533,6 +537,7 @@ impl Stream for LengthChecked {
                     self.seen, self.expected
                 );
                 self.seen = self.expected; // report once
+                self.integrity_failed.store(true, Ordering::Release);
                 Poll::Ready(Some(Err(io::Error::new(io::ErrorKind::UnexpectedEof, msg))))
             }
             other => other,
@@ -579,6 +584,46 @@ mod tests {
             tail.extend_from_slice(&b.expect("read"));
         }
         assert_eq!(tail, vec![2u8]);
+    }
+
+    /// Reads `doc` to its end; whether the read failed.
+    async fn read_fails(doc: &Spooled) -> bool {
+        let mut st = doc.stream();
+        let mut failed = false;
+        while let Some(b) = st.next().await {
+            failed |= b.is_err();
+        }
+        failed
+    }
+
+    #[tokio::test]
+    async fn regression_a_missing_or_resized_spool_object_fails_its_integrity_check() {
+        // A document the ledger names but the spool lost (removed under a session's
+        // acceptance), or whose object is not its recorded length, was read as a transient
+        // error, and its delivery retried for a day.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = SpoolDir::new(dir.path(), 0).expect("spool");
+        let mut w = spool.writer("kept");
+        w.write(Bytes::from(vec![7u8; 5000])).await.expect("write");
+        let written = w.finish().await.expect("finish");
+        let kept = written.persist(&spool, "kept").await.expect("persist");
+        assert!(!read_fails(&kept).await);
+        assert!(!kept.failed_integrity());
+
+        let missing = spool.stored("gone", 5000);
+        assert!(read_fails(&missing).await);
+        assert!(
+            missing.failed_integrity(),
+            "a missing object is not a retryable error"
+        );
+
+        let shorter = spool.stored("kept", 6000);
+        assert!(read_fails(&shorter).await);
+        assert!(shorter.failed_integrity(), "fewer bytes than recorded");
+
+        let longer = spool.stored("kept", 4000);
+        assert!(read_fails(&longer).await);
+        assert!(longer.failed_integrity(), "more bytes than recorded");
     }
 
     #[tokio::test]

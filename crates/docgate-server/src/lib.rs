@@ -211,6 +211,17 @@ pub enum StartError {
     },
 }
 
+/// Create the data directory (and its parents) readable by the gateway's user alone: the
+/// ledger in it holds personal data in clear until erased. A directory that exists keeps the
+/// mode its operator gave it.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
     let what = what.into();
     move |source| StartError::Io { what, source }
@@ -379,7 +390,7 @@ async fn listen(
 impl Gateway {
     /// Open the ledger and spool, resume pending work, bind and serve.
     pub async fn start(setup: Setup) -> Result<Gateway, StartError> {
-        std::fs::create_dir_all(&setup.data_dir)
+        create_private_dir(&setup.data_dir)
             .map_err(io(format!("creating {}", setup.data_dir.display())))?;
         let spool = SpoolDir::with_store(
             open_spool(&setup).await?,
@@ -546,4 +557,16 @@ mod tests {
                 .is_err()
         );
     }
+}
+
+#[cfg(unix)]
+#[test]
+fn the_data_dir_is_created_for_the_gateway_s_user_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("a").join("data");
+    create_private_dir(&data).expect("create");
+    let mode = std::fs::metadata(&data).expect("meta").permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+    create_private_dir(&data).expect("an existing one is fine");
 }

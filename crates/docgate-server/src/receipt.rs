@@ -6,7 +6,7 @@
 use axum::response::Response;
 use http::{header, HeaderValue, StatusCode};
 use serde_json::{json, Value};
-use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+use time::OffsetDateTime;
 
 use crate::{
     http::json_response,
@@ -14,10 +14,15 @@ use crate::{
 };
 use docgate_core::{problem::problem_response, Problem};
 
+/// A ledger time as RFC 3339 in UTC, always with milliseconds (`…T08:10:08.830Z`, never
+/// `…08.83Z`): one width, so the strings sort as the times do.
 pub fn rfc3339(ms: Millis) -> Value {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
+        .and_then(|t| t.format(&format).ok())
         .map_or(Value::Null, Value::String)
 }
 
@@ -99,4 +104,24 @@ pub fn upload_response(rec: &UploadRecord) -> Response {
         res.headers_mut().insert(header::LOCATION, v);
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_have_one_width_so_they_sort_as_strings() {
+        assert_eq!(
+            rfc3339(1_764_490_208_830),
+            json!("2025-11-30T08:10:08.830Z")
+        );
+        assert_eq!(
+            rfc3339(1_764_490_208_000),
+            json!("2025-11-30T08:10:08.000Z")
+        );
+        let earlier = rfc3339(1_764_490_208_827);
+        let later = rfc3339(1_764_490_208_830);
+        assert!(earlier.as_str() < later.as_str());
+    }
 }

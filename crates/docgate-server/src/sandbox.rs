@@ -70,7 +70,7 @@ fn spool_keyring(data_dir: &Path) -> Result<docgate_core::seal::Keyring, StartEr
         let what = format!("{what} {}", path.display());
         move |source| StartError::Io { what, source }
     };
-    std::fs::create_dir_all(data_dir).map_err(failed("creating the directory of"))?;
+    crate::create_private_dir(data_dir).map_err(failed("creating the directory of"))?;
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

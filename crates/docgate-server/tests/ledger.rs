@@ -8,7 +8,8 @@ use std::sync::Arc;
 use docgate_core::{DigestsHex, DocumentMeta, OwnedRef, Prepared};
 use docgate_server::ledger::{
     AttemptRecord, Finish, Inserted, Lease, Ledger, NewUpload, NotifyState, ProviderEvent,
-    Reschedule, SqlLedger, StoredDocument, UploadStatus,
+    Reschedule, SessionRecord, SessionState, SqlLedger, StoredDocument, TusLock, TusRecord,
+    TusState, UploadStatus,
 };
 use serde_json::json;
 use sqlx::Executor;
@@ -897,3 +898,197 @@ async fn failing_writes_inside_a_batch_are_undone_alone() {
         assert_eq!(history.len(), 1, "taken{i}: the failed write left no event");
     }
 }
+
+/// An open upload session of tenant acme, expiring at `expires_at`, with one slot.
+fn session_rec(id: &str, expires_at: i64) -> SessionRecord {
+    SessionRecord {
+        id: id.into(),
+        tenant: "acme".into(),
+        provider: "taler".into(),
+        token_hash: format!("hash-{id}"),
+        fields: [(
+            "payto".to_owned(),
+            "payto://iban/DE89370400440532013000?receiver-name=Erika%20Mustermann".to_owned(),
+        )]
+        .into_iter()
+        .collect(),
+        slots: vec!["file".into()],
+        max_bytes: None,
+        origin: None,
+        state: SessionState::Open,
+        upload_id: format!("upload-{id}"),
+        created_at: 0,
+        expires_at,
+    }
+}
+
+/// A resumable upload of 100 bytes for `session`'s slot.
+fn tus_rec(id: &str, session: &str) -> TusRecord {
+    TusRecord {
+        id: id.into(),
+        session_id: session.into(),
+        slot: "file".into(),
+        length: Some(100),
+        received: 0,
+        filename: Some("Erika Mustermann passport.pdf".into()),
+        filetype: Some("application/pdf".into()),
+        pieces: Vec::new(),
+        state: TusState::Receiving,
+        meta: None,
+        created_at: 1,
+        updated_at: 1,
+    }
+}
+
+fn piece(key: &str, len: u64) -> docgate_core::spool::Piece {
+    docgate_core::spool::Piece {
+        key: key.into(),
+        len,
+    }
+}
+
+both_backends!(
+    regression_a_termination_cannot_end_a_document_its_session_is_accepting,
+    |ledger| {
+        ledger
+            .create_session(session_rec("s1", 10_000))
+            .await
+            .expect("session");
+        assert!(ledger.create_tus(tus_rec("t1", "s1")).await.expect("tus"));
+        assert_eq!(
+            ledger
+                .lock_tus("t1", "n:1", 5000, 0, 2)
+                .await
+                .expect("lock"),
+            TusLock::Taken
+        );
+        assert!(ledger
+            .add_piece(
+                "t1",
+                "n:1",
+                Some(piece("p0", 100)),
+                Some(100),
+                Some(doc("file").meta),
+                3
+            )
+            .await
+            .expect("piece"));
+        // The browser's DELETE looked the session up while it was open; the acceptance
+        // moves it on before the DELETE's write runs.
+        assert!(ledger
+            .session_state("s1", &[SessionState::Open], SessionState::Completing)
+            .await
+            .expect("take"));
+        assert_eq!(
+            ledger
+                .end_tus("t1", TusState::Terminated, true, 4)
+                .await
+                .expect("end"),
+            None,
+            "a document being accepted keeps its bytes"
+        );
+        let kept = ledger.tus("t1").await.expect("tus").expect("there");
+        assert_eq!(kept.state, TusState::Complete);
+        assert_eq!(kept.pieces, vec![piece("p0", 100)]);
+        // No new document, and no new bytes, while the session is not open.
+        assert!(!ledger.create_tus(tus_rec("t2", "s1")).await.expect("tus"));
+        // Back to open (the acceptance failed): the client may terminate it again.
+        assert!(ledger
+            .session_state("s1", &[SessionState::Completing], SessionState::Open)
+            .await
+            .expect("reopen"));
+        let ended = ledger
+            .end_tus("t1", TusState::Terminated, true, 5)
+            .await
+            .expect("end")
+            .expect("ended while open");
+        assert_eq!(ended.pieces, vec![piece("p0", 100)]);
+    }
+);
+
+both_backends!(
+    regression_a_piece_that_ends_after_its_session_expired_is_not_recorded,
+    |ledger| {
+        ledger
+            .create_session(session_rec("s1", 1000))
+            .await
+            .expect("session");
+        assert!(ledger.create_tus(tus_rec("t1", "s1")).await.expect("tus"));
+        assert_eq!(
+            ledger
+                .lock_tus("t1", "n:1", 60_000, 0, 500)
+                .await
+                .expect("lock"),
+            TusLock::Taken
+        );
+        // The session expires while the PATCH streams its piece.
+        let expired = ledger.expire_sessions(2000, 10).await.expect("expire");
+        assert_eq!(expired.len(), 1);
+        assert!(
+            !ledger
+                .add_piece("t1", "n:1", Some(piece("p0", 100)), Some(100), None, 2100)
+                .await
+                .expect("piece"),
+            "the piece of an expired session's upload is refused"
+        );
+        let rec = ledger.tus("t1").await.expect("tus").expect("there");
+        assert_eq!(rec.state, TusState::Terminated);
+        assert_eq!(rec.received, 0);
+        assert!(rec.pieces.is_empty());
+        // Expiry keeps no personal data either.
+        assert_eq!(rec.filename, None);
+        let session = ledger.session("s1").await.expect("get").expect("there");
+        assert_eq!(session.state, SessionState::Expired);
+        assert!(session.fields.is_empty(), "{:?}", session.fields);
+    }
+);
+
+both_backends!(a_revoked_session_keeps_no_personal_data, |ledger| {
+    ledger
+        .create_session(session_rec("s1", 10_000))
+        .await
+        .expect("session");
+    assert!(ledger.create_tus(tus_rec("t1", "s1")).await.expect("tus"));
+    assert!(ledger
+        .session_state("s1", &[SessionState::Open], SessionState::Revoked)
+        .await
+        .expect("revoke"));
+    let session = ledger.session("s1").await.expect("get").expect("there");
+    assert!(session.fields.is_empty(), "{:?}", session.fields);
+    let rec = ledger.tus("t1").await.expect("tus").expect("there");
+    assert_eq!((rec.filename, rec.meta), (None, None));
+});
+
+both_backends!(
+    a_restart_frees_the_upload_locks_of_the_process_before_it,
+    |ledger| {
+        ledger
+            .create_session(session_rec("s1", i64::MAX))
+            .await
+            .expect("session");
+        assert!(ledger.create_tus(tus_rec("t1", "s1")).await.expect("tus"));
+        assert_eq!(
+            ledger
+                .lock_tus("t1", "old:1", 60_000, 0, 10)
+                .await
+                .expect("lock"),
+            TusLock::Taken
+        );
+        assert_eq!(
+            ledger
+                .lock_tus("t1", "new:1", 60_000, 0, 20)
+                .await
+                .expect("lock"),
+            TusLock::Busy
+        );
+        ledger.release_all(30).await.expect("release");
+        assert_eq!(
+            ledger
+                .lock_tus("t1", "new:1", 60_000, 0, 40)
+                .await
+                .expect("lock"),
+            TusLock::Taken,
+            "the dead process's PATCH holds nothing after the restart"
+        );
+    }
+);

@@ -479,3 +479,161 @@ async fn a_multipart_post_with_the_token_uses_the_session_s_fields_and_spends_it
     let problem: Value = again.json().await.expect("json");
     assert_eq!(problem["code"], "session_spent");
 }
+
+impl World {
+    async fn complete(&self, id: &str, token: &str) -> (u16, Value) {
+        let res = self
+            .client
+            .post(self.url(&format!("/v1/upload-sessions/{id}/complete")))
+            .bearer_auth(token)
+            .header("prefer", "respond-async")
+            .send()
+            .await
+            .expect("complete");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_completing_while_a_document_is_still_arriving_is_409_and_loses_nothing() {
+    let w = World::start().await;
+    let (id, token) = w.session(json!({})).await;
+    let doc = pdf(200_000, 3);
+    let path = w.create(&token, doc.len() as u64).await;
+    assert_eq!(
+        w.patch(&token, &path, 0, &doc[..80_000]).await.status(),
+        204
+    );
+    // Accepting now would deliver nothing (or, with two slots, one document) and strand the
+    // bytes received: the browser is told to finish or terminate the document first.
+    let (status, body) = w.complete(&id, &token).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("documents_pending")),
+        "{body}"
+    );
+    assert_eq!(body["slots"], json!(["file"]));
+    // The session is open again and the document resumes where it was.
+    assert_eq!(w.offset(&token, &path).await, 80_000);
+    assert_eq!(
+        w.patch(&token, &path, 80_000, &doc[80_000..])
+            .await
+            .status(),
+        204
+    );
+    let (status, receipt) = w.complete(&id, &token).await;
+    assert!(matches!(status, 201 | 202), "{status} {receipt}");
+    assert_eq!(
+        receipt["documents"][0]["sha256"],
+        hex::encode(Sha256::digest(&doc)),
+        "{receipt}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_deferred_length_below_the_bytes_received_is_refused() {
+    let w = World::start().await;
+    let (_, token) = w.session(json!({})).await;
+    let res = w
+        .tus(reqwest::Method::POST, "/v1/tus/", &token)
+        .header("upload-defer-length", "1")
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(res.status(), 201);
+    let path = res.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    let doc = pdf(30_000, 4);
+    assert_eq!(w.patch(&token, &path, 0, &doc).await.status(), 204);
+    let res = w
+        .tus(reqwest::Method::PATCH, &path, &token)
+        .header("content-type", "application/offset+octet-stream")
+        .header("upload-offset", "30000")
+        .header("upload-length", "10000")
+        .body(Vec::new())
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(res.status(), 400);
+    let head = w
+        .tus(reqwest::Method::HEAD, &path, &token)
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(head.headers()["upload-offset"], "30000");
+    assert_eq!(
+        head.headers()["upload-defer-length"],
+        "1",
+        "the length is still open"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_failed_creation_with_upload_says_where_its_upload_is() {
+    let w = World::start().await;
+    let (_, token) = w.session(json!({})).await;
+    let doc = pdf(50_000, 5);
+    let create = |checksum: String| {
+        w.tus(reqwest::Method::POST, "/v1/tus/", &token)
+            .header("upload-length", doc.len().to_string())
+            .header("content-type", "application/offset+octet-stream")
+            .header("upload-checksum", checksum)
+            .body(doc.clone())
+            .send()
+    };
+    // A checksum this server cannot check: refused before any upload exists.
+    let res = create("crc32 AAAAAA==".into()).await.expect("create");
+    assert_eq!(res.status(), 400);
+    assert!(res.headers().get("location").is_none());
+    // A mismatch: the upload exists (offset 0), and the answer says where.
+    let res = create(format!("sha1 {}", sha1_b64(b"not these bytes")))
+        .await
+        .expect("create");
+    assert_eq!(res.status().as_u16(), 460);
+    let path = res.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    assert_eq!(w.offset(&token, &path).await, 0);
+    assert_eq!(w.patch(&token, &path, 0, &doc).await.status(), 204);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_session_answers_without_its_personal_data() {
+    let w = World::start().await;
+    let marker = "Erika%20Mustermann";
+    let (id, token) = w
+        .session(json!({"fields": {"payto": format!("{PAYTO}?receiver-name={marker}")}}))
+        .await;
+    let res = w
+        .tus(reqwest::Method::POST, "/v1/tus/", &token)
+        .header("upload-length", "1000")
+        .header("upload-metadata", "filename RXJpa2EgTXVzdGVybWFubi5wZGY=")
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(res.status(), 201);
+    let res = w
+        .client
+        .delete(w.url(&format!("/v1/upload-sessions/{id}")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(res.status(), 200);
+    let shown = w
+        .client
+        .get(w.url(&format!("/v1/upload-sessions/{id}")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("body");
+    assert!(!shown.contains("Erika"), "{shown}");
+    assert!(!shown.contains("Mustermann"), "{shown}");
+}

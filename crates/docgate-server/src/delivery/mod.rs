@@ -94,8 +94,8 @@ fn spool_altered() -> Problem {
     )
     .with_side(docgate_core::Side::Gateway)
     .with_detail(
-        "the spooled document failed its integrity check (altered or truncated while \
-         stored); no altered byte was sent, and the document must be uploaded again",
+        "the spooled document failed its integrity check (altered, truncated or removed \
+         while stored); no altered byte was sent, and the document must be uploaded again",
     )
 }
 

@@ -600,11 +600,13 @@ pub trait Ledger: Send + Sync + std::fmt::Debug + 'static {
 
     async fn unlock_tus(&self, id: &str, owner: &str) -> LedgerResult<()>;
 
-    /// End an upload (terminated, refused); its record as it was, `None` if already ended.
+    /// End an upload (terminated, refused); its record as it was, `None` if already ended
+    /// or, with `only_while_open` (a client's termination), if its session is not open.
     async fn end_tus(
         &self,
         id: &str,
         state: TusState,
+        only_while_open: bool,
         now: Millis,
     ) -> LedgerResult<Option<TusRecord>>;
 
@@ -735,4 +737,6 @@ pub enum TusLock {
     },
     /// Not receiving any more (complete, terminated, refused) or unknown.
     Gone,
+    /// Its session takes no more bytes (being accepted, accepted, revoked, expired).
+    SessionClosed,
 }

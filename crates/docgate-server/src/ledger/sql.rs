@@ -614,10 +614,11 @@ impl Ledger for SqlLedger {
         &self,
         id: &str,
         state: TusState,
+        only_while_open: bool,
         now: Millis,
     ) -> LedgerResult<Option<TusRecord>> {
         let id = id.to_owned();
-        write_tx!(self, |c| ss::end_tus(c, id, state, now))
+        write_tx!(self, |c| ss::end_tus(c, id, state, only_while_open, now))
     }
 
     async fn expire_sessions(

@@ -100,15 +100,55 @@ pub async fn session_state<C: Conn>(
         "UPDATE upload_sessions SET state = $2 WHERE id = $1 AND state IN ({})",
         list.join(", ")
     );
-    let mut q = query(sql).bind(id).bind(to.as_str());
+    let mut q = query(sql).bind(id.clone()).bind(to.as_str());
     for st in from {
+        q = q.bind(st.as_str());
+    }
+    let moved = q.execute(&mut *c).await?.rows_affected() == 1;
+    if moved && to == SessionState::Revoked {
+        forget_personal_data(c, id).await?;
+    }
+    Ok(moved)
+}
+
+/// A session that ends without an upload (revoked, expired) keeps no personal data: its
+/// fields (a payto's receiver name, a user handle) and its documents' names and metadata
+/// are cleared, as erasing an upload clears them. Nothing else could ever erase them: they
+/// belong to no upload.
+async fn forget_personal_data<C: Conn>(c: &mut C, session_id: String) -> LedgerResult<()> {
+    query("UPDATE upload_sessions SET fields = '{}' WHERE id = $1")
+        .bind(session_id.clone())
+        .execute(&mut *c)
+        .await?;
+    query("UPDATE tus_uploads SET filename = NULL, meta = NULL WHERE session_id = $1")
+        .bind(session_id)
+        .execute(&mut *c)
+        .await?;
+    Ok(())
+}
+
+/// Whether session `id` is in one of `states`, holding its row until the write ends (on
+/// PostgreSQL the no-op update locks it; the SQLite writer runs one write at a time): a
+/// write that depends on the session's state cannot interleave with a change of it.
+async fn session_in<C: Conn>(c: &mut C, id: &str, states: &[SessionState]) -> LedgerResult<bool> {
+    let list: Vec<String> = (0..states.len()).map(|i| format!("${}", i + 2)).collect();
+    let sql = format!(
+        "UPDATE upload_sessions SET state = state WHERE id = $1 AND state IN ({})",
+        list.join(", ")
+    );
+    let mut q = query(sql).bind(id.to_owned());
+    for st in states {
         q = q.bind(st.as_str());
     }
     Ok(q.execute(&mut *c).await?.rows_affected() == 1)
 }
 
-/// A new resumable upload; false when the slot already has a live one in the session.
+/// A new resumable upload; false when the slot already has a live one in the session, or
+/// the session no longer takes documents (not open).
 pub async fn create_tus<C: Conn>(c: &mut C, t: TusRecord) -> LedgerResult<bool> {
+    if !session_in(c, &t.session_id, &[SessionState::Open]).await? {
+        return Ok(false);
+    }
     let live = query(
         "SELECT id FROM tus_uploads WHERE session_id = $1 AND slot = $2 \
          AND state IN ('receiving', 'complete')",
@@ -156,6 +196,9 @@ pub async fn lock_tus<C: Conn>(
     if rec.state != TusState::Receiving {
         return Ok(TusLock::Gone);
     }
+    if !session_in(c, &rec.session_id, &[SessionState::Open]).await? {
+        return Ok(TusLock::SessionClosed);
+    }
     if holder.is_some() && held_until.is_some_and(|u| u >= now) {
         return Ok(TusLock::Busy);
     }
@@ -189,6 +232,8 @@ pub async fn renew_tus<C: Conn>(
 }
 
 /// A committed piece joins the upload (and, with `meta`, completes it); the lock is released.
+/// False when the lock was lost, the upload ended meanwhile (terminated, or its session
+/// revoked or expired while the piece streamed), or the session was accepted without it.
 #[allow(clippy::too_many_arguments)]
 pub async fn add_piece<C: Conn>(
     c: &mut C,
@@ -209,6 +254,15 @@ pub async fn add_piece<C: Conn>(
         return Ok(false);
     };
     let mut rec = decode_tus(&row)?;
+    let session_takes_it = session_in(
+        c,
+        &rec.session_id,
+        &[SessionState::Open, SessionState::Completing],
+    )
+    .await?;
+    if rec.state != TusState::Receiving || !session_takes_it {
+        return Ok(false);
+    }
     if let Some(p) = piece {
         rec.received += p.len;
         rec.pieces.push(p);
@@ -221,7 +275,7 @@ pub async fn add_piece<C: Conn>(
     let done = query(
         "UPDATE tus_uploads SET received = $3, pieces = $4, length = COALESCE(length, $5), \
              state = $6, meta = $7, lock_owner = NULL, lock_until = NULL, updated_at = $8 \
-         WHERE id = $1 AND lock_owner = $2",
+         WHERE id = $1 AND lock_owner = $2 AND state = 'receiving'",
     )
     .bind(id)
     .bind(owner)
@@ -247,12 +301,15 @@ pub async fn unlock_tus<C: Conn>(c: &mut C, id: String, owner: String) -> Ledger
     Ok(())
 }
 
-/// End an upload (terminated by the client, refused for its bytes); returns it as it was, so
-/// its pieces can be removed. `None` when it is unknown or already ended.
+/// End an upload (terminated by the client, refused for its bytes, its session revoked);
+/// returns it as it was, so its pieces can be removed. `None` when it is unknown or already
+/// ended, or — with `only_while_open`, a client's termination — when its session is no
+/// longer open: a document a session's acceptance has taken must keep its bytes.
 pub async fn end_tus<C: Conn>(
     c: &mut C,
     id: String,
     state: TusState,
+    only_while_open: bool,
     now: Millis,
 ) -> LedgerResult<Option<TusRecord>> {
     let sql = format!(
@@ -262,6 +319,9 @@ pub async fn end_tus<C: Conn>(
         return Ok(None);
     };
     let rec = decode_tus(&row)?;
+    if only_while_open && !session_in(c, &rec.session_id, &[SessionState::Open]).await? {
+        return Ok(None);
+    }
     query(
         "UPDATE tus_uploads SET state = $2, lock_owner = NULL, lock_until = NULL, updated_at = $3 \
          WHERE id = $1",
@@ -299,13 +359,15 @@ pub async fn expire_sessions<C: Conn>(
             .execute(&mut *c)
             .await?;
         query(
-            "UPDATE tus_uploads SET state = 'terminated', updated_at = $2 \
+            "UPDATE tus_uploads SET state = 'terminated', lock_owner = NULL, lock_until = NULL, \
+                 updated_at = $2 \
              WHERE session_id = $1 AND state IN ('receiving', 'complete')",
         )
         .bind(session.id.clone())
         .bind(now)
         .execute(&mut *c)
         .await?;
+        forget_personal_data(c, session.id.clone()).await?;
         out.push((session, docs));
     }
     Ok(out)

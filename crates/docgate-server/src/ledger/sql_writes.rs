@@ -341,10 +341,16 @@ pub async fn release<C: Conn>(c: &mut C, owner_like: String, now: Millis) -> Led
              lease_until = NULL, updated_at = $2 \
          WHERE lease_owner LIKE $1 AND status = 'delivering'",
     )
-    .bind(owner_like)
+    .bind(owner_like.clone())
     .bind(now)
     .execute(&mut *c)
     .await?;
+    // A browser's PATCH that died with its process: its upload is resumable at once, not
+    // after the lock's 30 s (the piece it was writing was never recorded).
+    query("UPDATE tus_uploads SET lock_owner = NULL, lock_until = NULL WHERE lock_owner LIKE $1")
+        .bind(owner_like)
+        .execute(&mut *c)
+        .await?;
     Ok(done.rows_affected() + canceled)
 }
 

@@ -345,7 +345,7 @@ pub async fn remove_documents(app: &AppState, session_id: &str) -> Result<()> {
     for doc in documents {
         if let Ok(Some(ended)) = app
             .ledger
-            .end_tus(&doc.id, TusState::Terminated, now_ms())
+            .end_tus(&doc.id, TusState::Terminated, false, now_ms())
             .await
         {
             let keys: Vec<String> = ended.pieces.iter().map(|p| p.key.clone()).collect();

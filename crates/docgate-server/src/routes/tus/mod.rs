@@ -142,6 +142,18 @@ fn usable_session(who: &Uploader) -> Result<&SessionRecord> {
     Ok(session)
 }
 
+/// Why the session no longer takes this request, as it stands now (it may have changed
+/// since the request's token was looked up): `None` while it is open.
+pub async fn session_now(app: &AppState, session_id: &str) -> Result<Option<Problem>> {
+    let session = app
+        .ledger
+        .session(session_id)
+        .await
+        .map_err(|e| ledger_problem(&e))?
+        .ok_or_else(|| Problem::not_found("the upload session is gone"))?;
+    Ok(check_usable(&session, now_ms()).err())
+}
+
 /// The upload `id` of this session (404 for another session's, 410 once ended).
 pub async fn own_upload(app: &AppState, session: &SessionRecord, id: &str) -> Result<TusRecord> {
     let rec = app
@@ -222,6 +234,11 @@ pub async fn create(
     }
     let meta = parse_metadata(&headers)?;
     let slot = slot_of(&session, &meta)?;
+    if has_offset_body(&headers) {
+        // creation-with-upload: a checksum this server cannot check is refused before the
+        // upload exists (else the slot would be taken by an upload the client never heard of).
+        patch::checksum(&headers)?;
+    }
     let max = max_bytes(&app, &session)?;
     if let Some(len) = length {
         check_length(&app, &session, len, max)?;
@@ -258,6 +275,9 @@ pub async fn create(
         .await
         .map_err(|e| ledger_problem(&e))?;
     if !created {
+        if let Some(closed) = session_now(&app, &session.id).await? {
+            return Err(closed);
+        }
         return Err(
             Problem::new(StatusCode::CONFLICT, "slot_taken", "Slot taken").with_detail(
                 "this session already has a document for that slot; terminate it first",
@@ -317,7 +337,16 @@ fn check_length(app: &AppState, session: &SessionRecord, len: u64, max: u64) -> 
     Ok(())
 }
 
-/// 201 with `Location`; with creation-with-upload, the first PATCH's result too.
+/// Whether a request carries upload bytes (`application/offset+octet-stream`).
+fn has_offset_body(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == OFFSET_CONTENT_TYPE.as_bytes())
+}
+
+/// 201 with `Location`; with creation-with-upload, the first PATCH's result too. When those
+/// first bytes fail (a checksum mismatch, a dropped connection), the upload exists all the
+/// same: the error answer carries its `Location`, so the client can resume or terminate it.
 async fn created_response(
     app: &AppState,
     session: &SessionRecord,
@@ -325,20 +354,23 @@ async fn created_response(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    let has_body = headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes() == OFFSET_CONTENT_TYPE.as_bytes());
-    let offset = if has_body {
-        patch::receive(app, session, &rec, 0, headers, body).await?
+    let location = header_value(format!("/v1/tus/{}", rec.id));
+    let offset = if has_offset_body(headers) {
+        match patch::receive(app, session, &rec, 0, headers, body).await {
+            Ok(offset) => offset,
+            Err(problem) => {
+                let mut res = problem.into_response();
+                res.headers_mut().insert(header::LOCATION, location);
+                tus_headers(&mut res);
+                return Ok(res);
+            }
+        }
     } else {
         0
     };
     let mut res = StatusCode::CREATED.into_response();
     let h = res.headers_mut();
-    h.insert(
-        header::LOCATION,
-        header_value(format!("/v1/tus/{}", rec.id)),
-    );
+    h.insert(header::LOCATION, location);
     h.insert("upload-offset", header_value(offset));
     h.insert(
         "upload-expires",
@@ -389,14 +421,21 @@ pub async fn terminate(
     own_upload(&app, &session, &id).await?;
     let ended = app
         .ledger
-        .end_tus(&id, TusState::Terminated, now_ms())
+        .end_tus(&id, TusState::Terminated, true, now_ms())
         .await
         .map_err(|e| ledger_problem(&e))?;
-    if let Some(ended) = ended {
-        let keys: Vec<String> = ended.pieces.iter().map(|p| p.key.clone()).collect();
-        let _ = spool_keys::remove(&app.spool, &keys).await;
-        assemblies(&app).forget(&id);
-    }
+    let Some(ended) = ended else {
+        // The session is being accepted (or was, or ended) since the token was looked up:
+        // its documents are the upload's now. Or the upload ended meanwhile.
+        if let Some(closed) = session_now(&app, &session.id).await? {
+            return Err(closed);
+        }
+        return Err(Problem::new(StatusCode::GONE, "upload_gone", "Upload gone")
+            .with_detail(format!("upload `{id}` has ended")));
+    };
+    let keys: Vec<String> = ended.pieces.iter().map(|p| p.key.clone()).collect();
+    let _ = spool_keys::remove(&app.spool, &keys).await;
+    assemblies(&app).forget(&id);
     app.metrics.tus("terminated");
     let mut res = StatusCode::NO_CONTENT.into_response();
     tus_headers(&mut res);

@@ -104,7 +104,7 @@ pub fn assemblies(app: &AppState) -> &Assemblies {
 }
 
 /// `Upload-Checksum: <algorithm> <base64>`: 400 for an algorithm this server does not speak.
-fn checksum(headers: &HeaderMap) -> Result<Option<PieceChecksum>> {
+pub fn checksum(headers: &HeaderMap) -> Result<Option<PieceChecksum>> {
     let Some(raw) = headers.get("upload-checksum") else {
         return Ok(None);
     };
@@ -187,6 +187,11 @@ pub async fn receive(
     };
     let max = super::max_bytes(app, session)?;
     if let Some(len) = length {
+        if len < offset {
+            return Err(Problem::bad_request(format!(
+                "Upload-Length {len} is below the {offset} bytes already received"
+            )));
+        }
         if len > max {
             return Err(Problem::payload_too_large(
                 max,
@@ -201,7 +206,7 @@ pub async fn receive(
         .with_pace(permit.pace.clone())
         .with_space(app.admission.space.clone());
     let owner = format!("{}:{}", app.deliverer.node, uuid::Uuid::new_v4().simple());
-    take_lock(app, &rec.id, &owner, offset).await?;
+    take_lock(app, session, &rec.id, &owner, offset).await?;
     let result = receive_locked(
         app, session, rec, offset, length, max, checksum, &owner, guarded,
     )
@@ -213,7 +218,13 @@ pub async fn receive(
     result
 }
 
-async fn take_lock(app: &AppState, id: &str, owner: &str, offset: u64) -> Result<()> {
+async fn take_lock(
+    app: &AppState,
+    session: &SessionRecord,
+    id: &str,
+    owner: &str,
+    offset: u64,
+) -> Result<()> {
     let until = now_ms() + i64::try_from(LOCK.as_millis()).unwrap_or(i64::MAX);
     match app
         .ledger
@@ -238,6 +249,15 @@ async fn take_lock(app: &AppState, id: &str, owner: &str, offset: u64) -> Result
         }
         TusLock::Gone => Err(Problem::new(StatusCode::GONE, "upload_gone", "Upload gone")
             .with_detail("this upload takes no more bytes")),
+        TusLock::SessionClosed => {
+            Err(super::session_now(app, &session.id)
+                .await?
+                .unwrap_or_else(|| {
+                    Problem::new(StatusCode::CONFLICT, "session_busy", "Upload session busy")
+                        .with_detail("this upload session's upload is being accepted right now")
+                        .with_retry_after(Duration::from_secs(1))
+                }))
+        }
     }
 }
 
@@ -319,7 +339,7 @@ async fn receive_locked(
         assemblies(app).put(&rec.id, assembly);
         None
     };
-    record(app, rec, owner, end.piece, length, meta.clone()).await?;
+    record(app, session, rec, owner, end.piece, length, meta.clone()).await?;
     app.metrics.tus("patch");
     if meta.is_some() {
         app.metrics.tus("completed");
@@ -347,9 +367,12 @@ async fn finish(
     }
 }
 
-/// Record the piece (and, complete, the document) and release the lock.
+/// Record the piece (and, complete, the document) and release the lock. Refused when the
+/// lock was lost or the session stopped taking bytes while the piece streamed (revoked,
+/// expired, accepted): the piece is removed and the client told why.
 async fn record(
     app: &AppState,
+    session: &SessionRecord,
     rec: &TusRecord,
     owner: &str,
     piece: Option<Piece>,
@@ -367,13 +390,16 @@ async fn record(
                 let _ = spool_keys::remove(&app.spool, &[p.key]).await;
             }
             assemblies(app).forget(&rec.id);
-            Err(recorded.err().map_or_else(
-                || {
-                    Problem::new(StatusCode::CONFLICT, "upload_locked", "Upload locked")
-                        .with_detail("this request lost its lock on the upload; HEAD and resume")
-                },
-                |e| ledger_problem(&e),
-            ))
+            if let Err(e) = recorded {
+                return Err(ledger_problem(&e));
+            }
+            if let Some(closed) = super::session_now(app, &session.id).await? {
+                return Err(closed);
+            }
+            Err(
+                Problem::new(StatusCode::CONFLICT, "upload_locked", "Upload locked")
+                    .with_detail("this request lost its lock on the upload; HEAD and resume"),
+            )
         }
     }
 }
@@ -385,7 +411,7 @@ async fn refuse(app: &AppState, rec: &TusRecord, faults: &FaultCell, e: IngestEr
     if problem.status.is_client_error() && problem.status != StatusCode::REQUEST_TIMEOUT {
         if let Ok(Some(ended)) = app
             .ledger
-            .end_tus(&rec.id, TusState::Refused, now_ms())
+            .end_tus(&rec.id, TusState::Refused, false, now_ms())
             .await
         {
             let keys: Vec<String> = ended.pieces.iter().map(|p| p.key.clone()).collect();

@@ -124,6 +124,25 @@ async fn accept_documents(
         .session_documents(&session.id)
         .await
         .map_err(|e| ledger_problem(&e))?;
+    // A document still arriving is neither in the upload nor to be dropped silently: the
+    // browser finishes it or terminates it first (it could do neither once accepted).
+    let pending: Vec<&str> = received
+        .iter()
+        .filter(|t| t.state == TusState::Receiving)
+        .map(|t| t.slot.as_str())
+        .collect();
+    if !pending.is_empty() {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "documents_pending",
+            "Documents still uploading",
+        )
+        .with_detail(format!(
+            "the document for {} is still being uploaded: finish it, or terminate it, then complete the session",
+            pending.join(", ")
+        ))
+        .with_extra("slots", pending));
+    }
     let documents: Vec<Document> = received
         .into_iter()
         .filter(|t| t.state == TusState::Complete)
