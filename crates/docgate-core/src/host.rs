@@ -9,7 +9,11 @@
 //! **Ownership** is how tenants stay apart. Anything a provider identifies — an S3 key, an
 //! OST user id — is owned by the tenant whose upload or request created it, first come first
 //! served; every route that takes such an id checks it, and answers 404 for ids another
-//! tenant owns (a 403 would confirm that the id exists).
+//! tenant owns (a 403 would confirm that the id exists). The customers an upload names in its
+//! fields (a Sila user handle, a Finext username, a Taler bank account: see
+//! [`crate::Provider::subjects`]) are claimed the same way when the upload is accepted; an
+//! upload for another tenant's customer is refused with 403 (its fields are not a resource
+//! to pretend absent).
 
 use std::{collections::BTreeMap, fmt, sync::Arc};
 
@@ -35,6 +39,13 @@ impl OwnedRef {
             kind: kind.into(),
             value: value.into(),
         }
+    }
+
+    /// An identity recorded as its SHA-256 alone: a bank account or a user name is personal
+    /// data, and ownership records outlive the erasure of the uploads that made them.
+    pub fn hashed(kind: impl Into<String>, identity: &str) -> OwnedRef {
+        use sha2::Digest as _;
+        OwnedRef::new(kind, hex::encode(sha2::Sha256::digest(identity.as_bytes())))
     }
 }
 

@@ -213,6 +213,15 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
         Ok(())
     }
 
+    /// The provider-side customers an upload acts for, each with the field that names it: a
+    /// Sila user handle, a Finext username, a Taler bank account. Every tenant of a gateway
+    /// shares the provider's account, so without this one tenant could add documents to
+    /// another's customer. The gateway records the first tenant to upload for a customer as
+    /// its owner and refuses the others (see [`crate::host`]). None by default.
+    fn subjects(&self, _prepared: &Prepared) -> Vec<(&'static str, OwnedRef)> {
+        Vec::new()
+    }
+
     /// Send the documents. Must be safe to call again for the same upload.
     async fn deliver(
         &self,

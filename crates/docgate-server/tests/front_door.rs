@@ -423,8 +423,9 @@ async fn the_same_idempotency_key_returns_the_same_upload_and_a_different_body_c
         (409, Some("idempotency_conflict")),
         "{r3}"
     );
-    // Keys are per tenant: the same key from another tenant is a new upload.
-    let form = taler_form(pdf(4000, 9));
+    // Keys are per tenant: the same key from another tenant is a new upload (for a customer
+    // of its own: the bank account above is acme's).
+    let form = taler_form_for("payto://iban/FR1420041010050500013M02606", pdf(4000, 9));
     let res = h
         .client
         .post(h.url("/v1/uploads"))
@@ -435,7 +436,12 @@ async fn the_same_idempotency_key_returns_the_same_upload_and_a_different_body_c
         .await
         .expect("send");
     assert_eq!(res.status(), 201);
-    assert_eq!(h.stored(), 2);
+    assert_eq!(h.stored(), 1);
+    let globex_account = h
+        .taler
+        .stored("payto://iban/FR1420041010050500013M02606")
+        .expect("stored");
+    assert_eq!(globex_account.len(), 1);
 }
 
 #[tokio::test]
@@ -944,4 +950,40 @@ async fn regression_ambiguous_heads_are_refused_not_guessed_at() {
     assert!(body.contains("transfer_coding_unsupported"), "{body}");
     let (status, _) = ask("GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n".into()).await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn regression_a_tenant_cannot_upload_for_another_tenant_s_bank_account() {
+    // Tenants share the provider's account: globex could add documents to the customer acme
+    // uploads for (at Taler, a bank account; at Sila a user handle, at Finext a username).
+    let h = Harness::start().await;
+    let send = |key: &'static str, payto: &str, seed: u8| {
+        h.client
+            .post(h.url("/v1/uploads"))
+            .bearer_auth(key)
+            .multipart(taler_form_for(payto, pdf(4000, seed)))
+            .send()
+    };
+    let (status, receipt) = json(send(ACME, PAYTO, 1).await.expect("send")).await;
+    assert_eq!(status, 201, "{receipt}");
+    // The same account, named differently (the holder's name is an option, not the account).
+    let same_account = format!("{PAYTO}?receiver-name=Someone%20Else");
+    let (status, problem) = json(send(GLOBEX, &same_account, 2).await.expect("send")).await;
+    assert_eq!(
+        (status, problem["code"].as_str(), problem["field"].as_str()),
+        (403, Some("forbidden"), Some("payto")),
+        "{problem}"
+    );
+    assert_eq!(h.stored(), 1, "nothing of globex's reached the exchange");
+    // Its own customers are globex's; acme keeps uploading for its own.
+    let (status, _) = json(
+        send(GLOBEX, "payto://iban/FR1420041010050500013M02606", 3)
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, _) = json(send(ACME, PAYTO, 4).await.expect("send")).await;
+    assert_eq!(status, 201);
+    assert_eq!(h.stored(), 2);
 }

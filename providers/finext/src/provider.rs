@@ -317,6 +317,17 @@ impl Provider for FinextProvider {
         Prepared::of(&submission)
     }
 
+    /// The end user's Finext account.
+    fn subjects(&self, prepared: &Prepared) -> Vec<(&'static str, docgate_core::OwnedRef)> {
+        let Ok(s) = prepared.parse::<Submission>() else {
+            return Vec::new();
+        };
+        vec![(
+            "username",
+            docgate_core::OwnedRef::hashed("username", s.username.trim()),
+        )]
+    }
+
     fn check(&self, prepared: &Prepared, documents: &[DocumentMeta]) -> Result<(), Problem> {
         let submission: Submission = prepared.parse()?;
         if !documents.iter().any(|d| d.slot == FRONT) {

@@ -439,6 +439,14 @@ impl Provider for SilaProvider {
         Prepared::of(&prepared)
     }
 
+    /// The Sila user.
+    fn subjects(&self, prepared: &Prepared) -> Vec<(&'static str, docgate_core::OwnedRef)> {
+        let Ok(p) = prepared.parse::<PreparedUpload>() else {
+            return Vec::new();
+        };
+        vec![(fields::USER_HANDLE, user_subject(&p.user_handle))]
+    }
+
     fn check(&self, prepared: &Prepared, documents: &[DocumentMeta]) -> Result<(), Problem> {
         let prepared: PreparedUpload = prepared.parse()?;
         if documents.len() > self.inner.policy.max_documents() {
@@ -501,9 +509,22 @@ impl Provider for SilaProvider {
     }
 }
 
+/// A Sila user as an owned customer: handles are case-insensitive at Sila.
+fn user_subject(handle: &str) -> docgate_core::OwnedRef {
+    docgate_core::OwnedRef::hashed("user_handle", &handle.trim().to_ascii_lowercase())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_user_handle_is_one_customer_however_it_is_spelt() {
+        let user = user_subject("test_user.silamoney.eth");
+        assert_eq!(user_subject(" Test_User.SilaMoney.eth"), user);
+        assert_ne!(user_subject("other_user.silamoney.eth"), user);
+        assert!(!user.value.contains("test_user"), "kept as a hash");
+    }
 
     #[test]
     fn references_are_stable_uuids() {

@@ -701,6 +701,19 @@ impl Provider for TalerProvider {
         }
     }
 
+    /// The bank account: the canonical payto without its options (`receiver-name` and the
+    /// like name the holder, not the account).
+    fn subjects(&self, prepared: &Prepared) -> Vec<(&'static str, docgate_core::OwnedRef)> {
+        let Ok(p) = prepared.parse::<TalerPrepared>() else {
+            return Vec::new();
+        };
+        let account = p.payto.split('?').next().unwrap_or(&p.payto);
+        vec![(
+            payto::FIELD,
+            docgate_core::OwnedRef::hashed("account", account),
+        )]
+    }
+
     fn check(&self, _prepared: &Prepared, documents: &[DocumentMeta]) -> Result<(), Problem> {
         match documents {
             [doc] if doc.slot == SLOT => {
@@ -854,6 +867,29 @@ mod tests {
         assert_eq!(names, ["colour", "payto"]);
         let missing = p.prepare(&fields(&[])).expect_err("missing");
         assert!(fields::only_missing(&missing));
+    }
+
+    #[test]
+    fn the_customer_is_the_bank_account_kept_as_a_hash() {
+        let p = provider();
+        let subject = |payto: &str| {
+            let prepared = p.prepare(&fields(&[("payto", payto)])).expect("valid");
+            p.subjects(&prepared)
+        };
+        let plain = subject("payto://iban/DE89370400440532013000");
+        assert_eq!(plain.len(), 1);
+        assert_eq!(plain[0].0, "payto");
+        assert_eq!(
+            subject("payto://IBAN/de89370400440532013000?receiver-name=Erika%20Mustermann"),
+            plain,
+            "the holder's name and the spelling do not make another customer"
+        );
+        assert_ne!(subject("payto://iban/FR1420041010050500013M02606"), plain);
+        assert_eq!(plain[0].1.value.len(), 64);
+        assert!(
+            !plain[0].1.value.contains("DE89"),
+            "no account number is kept"
+        );
     }
 
     #[test]

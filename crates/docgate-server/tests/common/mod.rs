@@ -208,9 +208,14 @@ impl Harness {
 
 /// The multipart form of a Taler upload: provider, the test payto, one PDF in slot `file`.
 pub fn taler_form(doc: Vec<u8>) -> reqwest::multipart::Form {
+    taler_form_for(PAYTO, doc)
+}
+
+/// The multipart form of a Taler upload for `payto`.
+pub fn taler_form_for(payto: &str, doc: Vec<u8>) -> reqwest::multipart::Form {
     reqwest::multipart::Form::new()
         .text("provider", "taler")
-        .text("payto", PAYTO)
+        .text("payto", payto.to_owned())
         .part(
             "file",
             reqwest::multipart::Part::bytes(doc).file_name("d.pdf"),

@@ -59,6 +59,33 @@ fn check_complete(
     Ok(prepared)
 }
 
+/// Each customer the upload acts for ([`Provider::subjects`]) is this tenant's, or becomes
+/// it now; another tenant's customer is 403, before anything is stored or sent.
+async fn claim_subjects(
+    intake: &Intake,
+    provider: &dyn Provider,
+    prepared: &docgate_core::Prepared,
+) -> Result<()> {
+    for (field, subject) in provider.subjects(prepared) {
+        let mine = intake
+            .app
+            .ledger
+            .claim_ref(&intake.tenant.name, provider.name(), &subject, "upload")
+            .await
+            .map_err(|e| crate::host::ledger_problem(&e))?;
+        if !mine {
+            return Err(
+                Problem::new(http::StatusCode::FORBIDDEN, "forbidden", "Forbidden")
+                    .with_detail(format!(
+                        "`{field}` names a customer another tenant of this gateway uploads for"
+                    ))
+                    .with_extra("field", field),
+            );
+        }
+    }
+    Ok(())
+}
+
 /// How long a request waiting for its outcome queues for a delivery slot before leaving its
 /// upload to the worker.
 const SLOT_QUEUE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -72,6 +99,7 @@ pub async fn accept(
 ) -> Result<Response> {
     let app = &intake.app;
     let prepared = check_complete(provider.as_ref(), &fields, &documents)?;
+    claim_subjects(&intake, provider.as_ref(), &prepared).await?;
     let metas: Vec<DocumentMeta> = documents.iter().map(|d| d.meta.clone()).collect();
     let id = intake.id.clone();
     let stored = persist(&intake, &documents).await?;
