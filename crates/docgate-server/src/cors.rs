@@ -19,10 +19,12 @@ use http::{header, HeaderValue, Method, StatusCode};
 
 use crate::sessions::CorsGrant;
 
-/// What browsers may send and read.
+/// What browsers may send and read. Only what the routes act on: a client told it may send
+/// `Upload-Concat` or `X-HTTP-Method-Override` would find them ignored (tus concatenation and
+/// method overrides are not served).
 const ALLOW_HEADERS: &str = "Authorization, Content-Type, Idempotency-Key, Prefer, Tus-Resumable, \
     Upload-Length, Upload-Offset, Upload-Metadata, Upload-Checksum, Upload-Defer-Length, \
-    Upload-Concat, X-HTTP-Method-Override, X-Requested-With";
+    X-Requested-With";
 const EXPOSE_HEADERS: &str = "Location, Upload-Offset, Upload-Length, Upload-Expires, \
     Upload-Metadata, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, \
     Tus-Checksum-Algorithm, Retry-After, Idempotent-Replayed";
