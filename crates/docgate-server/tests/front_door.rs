@@ -975,6 +975,22 @@ async fn regression_a_tenant_cannot_upload_for_another_tenant_s_bank_account() {
         "{problem}"
     );
     assert_eq!(h.stored(), 1, "nothing of globex's reached the exchange");
+    // Nor may it mint a browser session for that customer (its bytes would never be sent).
+    let (status, problem) = json(
+        h.client
+            .post(h.url("/v1/upload-sessions"))
+            .bearer_auth(GLOBEX)
+            .json(&serde_json::json!({"provider": "taler", "fields": {"payto": same_account}}))
+            .send()
+            .await
+            .expect("mint"),
+    )
+    .await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (403, Some("payto")),
+        "{problem}"
+    );
     // Its own customers are globex's; acme keeps uploading for its own.
     let (status, _) = json(
         send(GLOBEX, "payto://iban/FR1420041010050500013M02606", 3)

@@ -701,16 +701,17 @@ impl Provider for TalerProvider {
         }
     }
 
-    /// The bank account: the canonical payto without its options (`receiver-name` and the
-    /// like name the holder, not the account).
+    /// The bank account, normalised as the exchange tells accounts apart (payto-hash
+    /// variant C): no options (`receiver-name` names the holder, not the account), and for
+    /// an IBAN no BIC and one case — whatever payto-hash variant this exchange is sent.
     fn subjects(&self, prepared: &Prepared) -> Vec<(&'static str, docgate_core::OwnedRef)> {
         let Ok(p) = prepared.parse::<TalerPrepared>() else {
             return Vec::new();
         };
-        let account = p.payto.split('?').next().unwrap_or(&p.payto);
+        let account = payto::normalize_for_hash(&p.payto);
         vec![(
             payto::FIELD,
-            docgate_core::OwnedRef::hashed("account", account),
+            docgate_core::OwnedRef::hashed("account", &account),
         )]
     }
 
@@ -883,6 +884,11 @@ mod tests {
             subject("payto://IBAN/de89370400440532013000?receiver-name=Erika%20Mustermann"),
             plain,
             "the holder's name and the spelling do not make another customer"
+        );
+        assert_eq!(
+            subject("payto://iban/COBADEFFXXX/DE89370400440532013000"),
+            plain,
+            "nor does a BIC in front of the IBAN"
         );
         assert_ne!(subject("payto://iban/FR1420041010050500013M02606"), plain);
         assert_eq!(plain[0].1.value.len(), 64);

@@ -170,6 +170,12 @@ pub async fn mint(
     let req: NewSession = json_body(body)?;
     check_new(app, tenant, &req)?;
     let provider = provider_for(app, tenant, &req.provider)?;
+    // A session for another tenant's customer is refused now, not at its completion (a
+    // single-document session would otherwise take the browser's bytes and never deliver).
+    if let Ok(prepared) = provider.prepare(&req.fields) {
+        crate::routes::uploads::claim_subjects(app, &tenant.name, provider.as_ref(), &prepared)
+            .await?;
+    }
     let slots = session_slots(provider.as_ref(), req.slots)?;
     let token = sessions::new_token();
     let now = now_ms();

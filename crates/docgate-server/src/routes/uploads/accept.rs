@@ -59,18 +59,19 @@ fn check_complete(
     Ok(prepared)
 }
 
-/// Each customer the upload acts for ([`Provider::subjects`]) is this tenant's, or becomes
-/// it now; another tenant's customer is 403, before anything is stored or sent.
-async fn claim_subjects(
-    intake: &Intake,
+/// Each customer an upload (or a session minted for one) acts for ([`Provider::subjects`])
+/// is `tenant`'s, or becomes it now; another tenant's customer is 403, before anything is
+/// stored or sent.
+pub async fn claim_subjects(
+    app: &crate::app::AppState,
+    tenant: &str,
     provider: &dyn Provider,
     prepared: &docgate_core::Prepared,
 ) -> Result<()> {
     for (field, subject) in provider.subjects(prepared) {
-        let mine = intake
-            .app
+        let mine = app
             .ledger
-            .claim_ref(&intake.tenant.name, provider.name(), &subject, "upload")
+            .claim_ref(tenant, provider.name(), &subject, "upload")
             .await
             .map_err(|e| crate::host::ledger_problem(&e))?;
         if !mine {
@@ -99,7 +100,13 @@ pub async fn accept(
 ) -> Result<Response> {
     let app = &intake.app;
     let prepared = check_complete(provider.as_ref(), &fields, &documents)?;
-    claim_subjects(&intake, provider.as_ref(), &prepared).await?;
+    claim_subjects(
+        &intake.app,
+        &intake.tenant.name,
+        provider.as_ref(),
+        &prepared,
+    )
+    .await?;
     let metas: Vec<DocumentMeta> = documents.iter().map(|d| d.meta.clone()).collect();
     let id = intake.id.clone();
     let stored = persist(&intake, &documents).await?;

@@ -41,6 +41,7 @@ use crate::{
     tenants::Tenant,
 };
 
+pub use accept::claim_subjects;
 pub use accept::ingest_failed as ingest_problem_with;
 pub use multipart::post_multipart;
 pub use raw::put_raw;
