@@ -112,13 +112,28 @@ async fn refuse_ambiguous_heads(
     next: middleware::Next,
 ) -> Result<axum::response::Response, Problem> {
     let headers = req.headers();
-    if headers.get_all(http::header::HOST).iter().count() > 1 {
+    let mut hosts = headers.get_all(http::header::HOST).iter();
+    if hosts
+        .next()
+        .is_some_and(|h| h.as_bytes().iter().any(u8::is_ascii_whitespace))
+    {
+        return Err(Problem::bad_request("the Host header is not a host"));
+    }
+    if hosts.next().is_some() {
         return Err(Problem::bad_request(
             "the request has more than one Host header",
         ));
     }
+    let mut chunked = 0;
     for value in headers.get_all(http::header::TRANSFER_ENCODING) {
         let codings = value.to_str().unwrap_or("?");
+        chunked += codings
+            .split(',')
+            .filter(|c| c.trim().eq_ignore_ascii_case("chunked"))
+            .count();
+        if chunked > 1 {
+            return Err(Problem::bad_request("`chunked` is applied more than once"));
+        }
         if codings
             .split(',')
             .map(str::trim)

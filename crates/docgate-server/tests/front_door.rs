@@ -940,6 +940,14 @@ async fn regression_ambiguous_heads_are_refused_not_guessed_at() {
     let (status, body) = ask("GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".into()).await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("more than one Host"), "{body}");
+    let (status, _) = ask("GET /healthz HTTP/1.1\r\nHost: a, b\r\n\r\n".into()).await;
+    assert_eq!(status, 400);
+    let (status, body) = ask(format!(
+        "PUT /v1/uploads/taler?payto={PAYTO} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ACME}\r\n\
+         Transfer-Encoding: chunked, chunked\r\n\r\n5\r\n%PDF-\r\n0\r\n\r\n"
+    ))
+    .await;
+    assert_eq!(status, 400, "{body}");
     // gzip inside chunked: the compressed bytes would have been stored as the document.
     let (status, body) = ask(format!(
         "PUT /v1/uploads/taler?payto={PAYTO} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ACME}\r\n\
