@@ -201,22 +201,24 @@ impl Drop for InFlight {
     }
 }
 
-/// The router, counting the connection's requests from their head to their answer.
+/// The router, counting the connection's requests from their head until the last byte of
+/// their answer's body is out (a slow reader of a large answer is not idle).
 #[derive(Clone)]
 struct Counted {
     inner: Router,
     activity: Arc<Activity>,
 }
 
+type Answer = http::Response<axum::body::Body>;
+
 impl<B> tower::Service<http::Request<B>> for Counted
 where
-    Router: tower::Service<http::Request<B>>,
+    Router: tower::Service<http::Request<B>, Response = Answer>,
     <Router as tower::Service<http::Request<B>>>::Future: Send + 'static,
 {
-    type Response = <Router as tower::Service<http::Request<B>>>::Response;
+    type Response = Answer;
     type Error = <Router as tower::Service<http::Request<B>>>::Error;
-    type Future =
-        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<Answer, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         tower::Service::<http::Request<B>>::poll_ready(&mut self.inner, cx)
@@ -226,10 +228,40 @@ where
         let in_flight = InFlight::new(&self.activity);
         let answer = self.inner.call(req);
         Box::pin(async move {
-            let answer = answer.await;
-            drop(in_flight);
-            answer
+            let answer = answer.await?;
+            Ok(answer.map(|body| {
+                axum::body::Body::new(CountedBody {
+                    inner: body,
+                    _in_flight: in_flight,
+                })
+            }))
         })
+    }
+}
+
+/// An answer's body that keeps its request counted until it is sent (or dropped).
+struct CountedBody {
+    inner: axum::body::Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for CountedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
