@@ -60,6 +60,7 @@ fn upload(lease: Option<Lease>) -> NewUpload {
         lease,
         first_attempt: false,
         notify: true,
+        subjects: Vec::new(),
     }
 }
 

@@ -74,6 +74,7 @@ fn new_upload(id: &str, key: Option<&str>, lease: Option<Lease>, now: i64) -> Ne
         lease,
         first_attempt: false,
         notify: true,
+        subjects: Vec::new(),
     }
 }
 
@@ -1089,6 +1090,40 @@ both_backends!(
                 .expect("lock"),
             TusLock::Taken,
             "the dead process's PATCH holds nothing after the restart"
+        );
+    }
+);
+
+both_backends!(
+    an_upload_for_another_tenant_s_customer_is_not_recorded,
+    |ledger| {
+        let customer = OwnedRef::hashed("account", "payto://iban/DE89370400440532013000");
+        let mut first = new_upload("u1", None, None, 1000);
+        first.subjects = vec![customer.clone()];
+        assert!(matches!(
+            ledger.insert(first).await.expect("insert"),
+            Inserted::New(_)
+        ));
+        let mut other = new_upload("u2", None, None, 1001);
+        other.tenant = "globex".into();
+        other.subjects = vec![OwnedRef::new("account", "its own"), customer.clone()];
+        assert!(matches!(
+            ledger.insert(other).await.expect("insert"),
+            Inserted::NotOwner(1)
+        ));
+        assert_eq!(
+            ledger.get("u2").await.expect("get"),
+            None,
+            "nothing recorded"
+        );
+        let mut again = new_upload("u3", None, None, 1002);
+        again.subjects = vec![customer];
+        assert!(
+            matches!(
+                ledger.insert(again).await.expect("insert"),
+                Inserted::New(_)
+            ),
+            "its owner uploads for it again"
         );
     }
 );

@@ -606,6 +606,7 @@ fn new_upload(id: &str, tenant: &str, now: i64, lease: Option<Lease>) -> NewUplo
         lease,
         first_attempt: false,
         notify: false,
+        subjects: Vec::new(),
     }
 }
 

@@ -252,6 +252,10 @@ pub struct NewUpload {
     /// is counted before it is made either way, so a crash during it is not forgotten.
     pub first_attempt: bool,
     pub notify: bool,
+    /// The customers the upload acts for ([`docgate_core::Provider::subjects`]): claimed for
+    /// the tenant in the same write; one another tenant owns makes the insert
+    /// [`Inserted::NotOwner`], and nothing is recorded.
+    pub subjects: Vec<OwnedRef>,
 }
 
 /// A claim on one upload's delivery. `owner` is `<replica>:<claim token>`: unique per
@@ -269,6 +273,8 @@ pub enum Inserted {
     New(UploadRecord),
     /// The tenant already used this Idempotency-Key: the original upload.
     Existing(UploadRecord),
+    /// `subjects[i]` is another tenant's customer: nothing was recorded.
+    NotOwner(usize),
 }
 
 /// One delivery attempt, as its history records it.

@@ -59,9 +59,8 @@ fn check_complete(
     Ok(prepared)
 }
 
-/// Each customer an upload (or a session minted for one) acts for ([`Provider::subjects`])
-/// is `tenant`'s, or becomes it now; another tenant's customer is 403, before anything is
-/// stored or sent.
+/// A session minted for customers another tenant owns is refused at once
+/// ([`Provider::subjects`]); an upload's customers are claimed with its insert.
 pub async fn claim_subjects(
     app: &crate::app::AppState,
     tenant: &str,
@@ -75,16 +74,19 @@ pub async fn claim_subjects(
             .await
             .map_err(|e| crate::host::ledger_problem(&e))?;
         if !mine {
-            return Err(
-                Problem::new(http::StatusCode::FORBIDDEN, "forbidden", "Forbidden")
-                    .with_detail(format!(
-                        "`{field}` names a customer another tenant of this gateway uploads for"
-                    ))
-                    .with_extra("field", field),
-            );
+            return Err(another_tenants_customer(field));
         }
     }
     Ok(())
+}
+
+/// 403 for an upload naming (in `field`) a customer another tenant uploads for.
+fn another_tenants_customer(field: &str) -> Problem {
+    Problem::new(http::StatusCode::FORBIDDEN, "forbidden", "Forbidden")
+        .with_detail(format!(
+            "`{field}` names a customer another tenant of this gateway uploads for"
+        ))
+        .with_extra("field", field)
 }
 
 /// How long a request waiting for its outcome queues for a delivery slot before leaving its
@@ -100,13 +102,7 @@ pub async fn accept(
 ) -> Result<Response> {
     let app = &intake.app;
     let prepared = check_complete(provider.as_ref(), &fields, &documents)?;
-    claim_subjects(
-        &intake.app,
-        &intake.tenant.name,
-        provider.as_ref(),
-        &prepared,
-    )
-    .await?;
+    let subjects = provider.subjects(&prepared);
     let metas: Vec<DocumentMeta> = documents.iter().map(|d| d.meta.clone()).collect();
     let id = intake.id.clone();
     let stored = persist(&intake, &documents).await?;
@@ -134,6 +130,7 @@ pub async fn accept(
         lease: slot.as_ref().map(|_| app.deliverer.lease()),
         first_attempt: true,
         notify: intake.tenant.notify.is_some(),
+        subjects: subjects.iter().map(|(_, s)| s.clone()).collect(),
     };
     let keys: Vec<String> = new.documents.iter().flat_map(|d| d.keys()).collect();
     let inserted = record(&intake, new, &keys).await?;
@@ -166,6 +163,11 @@ pub async fn accept(
         Inserted::Existing(rec) => {
             let _ = spool_keys::remove(&app.spool, &keys).await;
             replay(&app, rec, &fp, respond_async).await
+        }
+        Inserted::NotOwner(i) => {
+            let _ = spool_keys::remove(&app.spool, &keys).await;
+            let field = subjects.get(i).map_or("fields", |(f, _)| *f);
+            Err(another_tenants_customer(field))
         }
     }
 }
