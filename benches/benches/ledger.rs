@@ -61,6 +61,7 @@ fn upload(lease: Option<Lease>) -> NewUpload {
         first_attempt: false,
         notify: true,
         subjects: Vec::new(),
+        session: None,
     }
 }
 

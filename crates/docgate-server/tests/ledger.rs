@@ -75,6 +75,7 @@ fn new_upload(id: &str, key: Option<&str>, lease: Option<Lease>, now: i64) -> Ne
         first_attempt: false,
         notify: true,
         subjects: Vec::new(),
+        session: None,
     }
 }
 
@@ -1125,5 +1126,72 @@ both_backends!(
             ),
             "its owner uploads for it again"
         );
+    }
+);
+
+both_backends!(
+    a_session_is_accepted_in_the_write_that_records_its_upload,
+    |ledger| {
+        ledger
+            .create_session(session_rec("s1", 10_000))
+            .await
+            .expect("session");
+        assert!(ledger
+            .session_state("s1", &[SessionState::Open], SessionState::Completing)
+            .await
+            .expect("take"));
+        let mut upload = new_upload("upload-s1", None, None, 1000);
+        upload.session = Some("s1".into());
+        assert!(matches!(
+            ledger.insert(upload).await.expect("insert"),
+            Inserted::New(_)
+        ));
+        let session = ledger.session("s1").await.expect("get").expect("there");
+        assert_eq!(
+            session.state,
+            SessionState::Accepted,
+            "no crash can split the two"
+        );
+    }
+);
+
+both_backends!(
+    regression_a_session_left_completing_by_a_crash_is_not_stuck_for_ever,
+    |ledger| {
+        ledger
+            .create_session(session_rec("s1", 10_000))
+            .await
+            .expect("session");
+        ledger
+            .create_session(session_rec("s2", 10_000))
+            .await
+            .expect("session");
+        for id in ["s1", "s2"] {
+            assert!(ledger
+                .session_state(id, &[SessionState::Open], SessionState::Completing)
+                .await
+                .expect("take"));
+        }
+        // Several replicas: an abandoned completion expires, an hour after the session would.
+        assert!(ledger
+            .expire_sessions(20_000, 10)
+            .await
+            .expect("expire")
+            .is_empty());
+        let expired = ledger
+            .expire_sessions(10_000 + 3_600_001, 1)
+            .await
+            .expect("expire");
+        assert_eq!(expired.len(), 1);
+        // One replica: its restart opens the other again, for the browser to complete.
+        ledger.release_all(30).await.expect("release");
+        let states: Vec<SessionState> =
+            futures_util::future::join_all(["s1", "s2"].map(|id| ledger.session(id)))
+                .await
+                .into_iter()
+                .map(|s| s.expect("get").expect("there").state)
+                .collect();
+        assert!(states.contains(&SessionState::Expired), "{states:?}");
+        assert!(states.contains(&SessionState::Open), "{states:?}");
     }
 );

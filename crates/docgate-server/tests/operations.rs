@@ -607,6 +607,7 @@ fn new_upload(id: &str, tenant: &str, now: i64, lease: Option<Lease>) -> NewUplo
         first_attempt: false,
         notify: false,
         subjects: Vec::new(),
+        session: None,
     }
 }
 

@@ -256,6 +256,9 @@ pub struct NewUpload {
     /// the tenant in the same write; one another tenant owns makes the insert
     /// [`Inserted::NotOwner`], and nothing is recorded.
     pub subjects: Vec<OwnedRef>,
+    /// The upload session this upload accepts: marked `accepted` in the same write, so a
+    /// crash leaves either both or neither (a session left `completing` has no upload).
+    pub session: Option<String>,
 }
 
 /// A claim on one upload's delivery. `owner` is `<replica>:<claim token>`: unique per
@@ -490,8 +493,9 @@ pub trait Ledger: Send + Sync + std::fmt::Debug + 'static {
     /// (graceful shutdown).
     async fn release_node(&self, node: &str, now: Millis) -> LedgerResult<u64>;
 
-    /// Make every lease due again now, whoever holds it. Only for a single-replica ledger at
-    /// start-up: the previous process is gone, its leases mean nothing.
+    /// Make every lease due again now, whoever holds it, free every tus PATCH lock and open
+    /// again the sessions left `completing`. Only for a single-replica ledger at start-up:
+    /// the previous process is gone, its leases mean nothing.
     async fn release_all(&self, now: Millis) -> LedgerResult<u64>;
 
     /// Claim notifications to send (final uploads with a pending notification that is due).

@@ -375,7 +375,11 @@ impl Ledger for SqlLedger {
     }
 
     async fn release_all(&self, now: Millis) -> LedgerResult<u64> {
-        write_tx!(self, |c| w::release(c, "%".into(), now))
+        write_tx!(self, |c| async {
+            let released = w::release(c, "%".into(), now).await?;
+            ss::reopen_abandoned(c).await?;
+            LedgerResult::Ok(released)
+        })
     }
 
     async fn claim_notifications(

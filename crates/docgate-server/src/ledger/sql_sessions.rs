@@ -341,13 +341,18 @@ pub async fn expire_sessions<C: Conn>(
     now: Millis,
     limit: u32,
 ) -> LedgerResult<Vec<(SessionRecord, Vec<TusRecord>)>> {
+    // A session left `completing` by a replica that died has no upload (acceptance and the
+    // upload's record are one write): it expires too, an hour late, so an acceptance still
+    // running elsewhere is never cut.
     let sql = format!(
         "SELECT {SESSION_COLUMNS} FROM upload_sessions \
-         WHERE state = 'open' AND expires_at <= $1 ORDER BY expires_at LIMIT $2"
+         WHERE (state = 'open' AND expires_at <= $1) OR (state = 'completing' AND expires_at <= $3) \
+         ORDER BY expires_at LIMIT $2"
     );
     let rows = query(sql)
         .bind(now)
         .bind(i64::from(limit))
+        .bind(now.saturating_sub(ABANDONED_COMPLETION_MS))
         .fetch_all(&mut *c)
         .await?;
     let mut out = Vec::with_capacity(rows.len());
@@ -371,6 +376,19 @@ pub async fn expire_sessions<C: Conn>(
         out.push((session, docs));
     }
     Ok(out)
+}
+
+/// How long past its expiry a session still `completing` is taken for abandoned.
+const ABANDONED_COMPLETION_MS: Millis = 3_600_000;
+
+/// Sessions left `completing` by the process before this one (a single replica's restart):
+/// open again, so the browser can complete them. They have no upload: acceptance and the
+/// upload's record are one write.
+pub async fn reopen_abandoned<C: Conn>(c: &mut C) -> LedgerResult<u64> {
+    let done = query("UPDATE upload_sessions SET state = 'open' WHERE state = 'completing'")
+        .execute(&mut *c)
+        .await?;
+    Ok(done.rows_affected())
 }
 
 pub async fn session_documents<C: Conn>(

@@ -127,6 +127,12 @@ pub async fn insert<C: Conn>(c: &mut C, new: NewUpload) -> LedgerResult<Inserted
         let detail = json!({ "documents": new.documents.len(), "bytes": bytes });
         // Event 1, numbered by the insert itself.
         insert_event(c, &new.id, 1, new.now, "received", detail, false).await?;
+        if let Some(session) = &new.session {
+            query("UPDATE upload_sessions SET state = 'accepted' WHERE id = $1 AND state = 'completing'")
+                .bind(session.clone())
+                .execute(&mut *c)
+                .await?;
+        }
         return Ok(Inserted::New(decode(&row)?));
     }
     let key = new

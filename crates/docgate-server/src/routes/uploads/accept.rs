@@ -131,6 +131,7 @@ pub async fn accept(
         first_attempt: true,
         notify: intake.tenant.notify.is_some(),
         subjects: subjects.iter().map(|(_, s)| s.clone()).collect(),
+        session: intake.session.clone(),
     };
     let keys: Vec<String> = new.documents.iter().flat_map(|d| d.keys()).collect();
     let inserted = record(&intake, new, &keys).await?;

@@ -68,6 +68,8 @@ struct Intake {
     /// (A session completed from documents already received takes none.)
     permit: Option<UploadPermit>,
     faults: FaultCell,
+    /// The upload session this upload accepts (marked accepted with the upload's record).
+    session: Option<String>,
 }
 
 impl Intake {
@@ -101,6 +103,7 @@ impl Intake {
             respond_async: request::wants_async(headers),
             permit: Some(permit),
             faults: FaultCell::default(),
+            session: None,
         })
     }
 
@@ -119,6 +122,7 @@ impl Intake {
             respond_async,
             permit: None,
             faults: FaultCell::default(),
+            session: Some(session.id.clone()),
         }
     }
 }
