@@ -21,9 +21,15 @@ pub struct Host {
     pub metrics: Arc<Metrics>,
 }
 
-/// A ledger failure as the client sees it: 503, retry shortly, nothing about the database.
+/// A ledger failure as the client sees it: 503, retry shortly, nothing about the database;
+/// 507 when the ledger's disk is full (retrying soon will not help; freeing space will).
 pub fn ledger_problem(e: &LedgerError) -> Problem {
     tracing::error!(error = %e, "ledger operation failed");
+    if e.is_out_of_space() {
+        return crate::admission::insufficient_storage(
+            "the gateway's ledger ran out of storage; nothing was changed",
+        );
+    }
     Problem::new(
         http::StatusCode::SERVICE_UNAVAILABLE,
         "ledger_unavailable",

@@ -27,6 +27,10 @@ struct World {
 
 impl World {
     async fn start() -> World {
+        World::start_with(Limits::default()).await
+    }
+
+    async fn start_with(limits: Limits) -> World {
         let dir = tempfile::tempdir().expect("tempdir");
         let taler = docgate_taler::emulator::start(docgate_taler::emulator::EmulatorOptions::new(
             "127.0.0.1:0".parse().expect("addr"),
@@ -48,7 +52,7 @@ impl World {
             data_dir: dir.path().join("gateway"),
             ledger_url: "sqlite".into(),
             spool_dir: dir.path().join("gateway/spool"),
-            limits: Limits::default(),
+            limits,
             delivery: DeliverySettings {
                 poll_interval: Duration::from_millis(100),
                 ..DeliverySettings::default()
@@ -636,4 +640,33 @@ async fn a_revoked_session_answers_without_its_personal_data() {
         .expect("body");
     assert!(!shown.contains("Erika"), "{shown}");
     assert!(!shown.contains("Mustermann"), "{shown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_creation_with_upload_on_a_full_disk_does_not_take_the_slot() {
+    // The disk is under the reserve from the start: every upload is 507.
+    let w = World::start_with(Limits {
+        min_free_space: Some(u64::MAX / 4),
+        ..Limits::default()
+    })
+    .await;
+    let (_, token) = w.session(json!({})).await;
+    let doc = pdf(20_000, 6);
+    let res = w
+        .tus(reqwest::Method::POST, "/v1/tus/", &token)
+        .header("upload-length", doc.len().to_string())
+        .header("content-type", "application/offset+octet-stream")
+        .body(doc)
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(res.status(), 507);
+    // No upload was created: the slot is free for the client's next try.
+    let res = w
+        .tus(reqwest::Method::POST, "/v1/tus/", &token)
+        .header("upload-length", "20000")
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(res.status(), 201);
 }

@@ -235,9 +235,13 @@ pub async fn create(
     let meta = parse_metadata(&headers)?;
     let slot = slot_of(&session, &meta)?;
     if has_offset_body(&headers) {
-        // creation-with-upload: a checksum this server cannot check is refused before the
-        // upload exists (else the slot would be taken by an upload the client never heard of).
+        // creation-with-upload: what refuses the bytes before any is read refuses them before
+        // the upload exists (else a client retrying its creation would find the slot taken):
+        // a checksum this server cannot check, a disk under its reserve.
         patch::checksum(&headers)?;
+        if let Some(reason) = app.admission.space.shortage() {
+            return Err(crate::admission::insufficient_storage(reason));
+        }
     }
     let max = max_bytes(&app, &session)?;
     if let Some(len) = length {
