@@ -482,6 +482,15 @@ pub fn is_out_of_space(e: &std::io::Error) -> bool {
 mod tests {
     use super::*;
 
+    /// A slot holder that ends (freeing its slots) once it is preempted, as an upload does.
+    fn gives_way_when_preempted(slow: UploadPermit) -> tokio::task::JoinHandle<()> {
+        let preempted = slow.pace.preempted.clone();
+        tokio::spawn(async move {
+            preempted.cancelled().await;
+            drop(slow);
+        })
+    }
+
     /// `tenant`'s upload is refused without waiting: its status, code, and a Retry-After.
     fn refused_at_once(a: &Admission, tenant: &str) -> (u16, String) {
         let p = futures_util::FutureExt::now_or_never(a.admit(tenant))
@@ -543,11 +552,7 @@ mod tests {
         assert!(a.admit("a").await.is_err());
         tokio::time::advance(Duration::from_secs(3)).await;
         // The holder notices its preemption and ends, handing its slot over.
-        let preempted = slow.pace.preempted.clone();
-        let holder = tokio::spawn(async move {
-            preempted.cancelled().await;
-            drop(slow);
-        });
+        let holder = gives_way_when_preempted(slow);
         let fast = a.admit("a").await.expect("the slow one's slot");
         holder.await.expect("holder");
         fast.pace.received(10 << 20);
@@ -568,11 +573,7 @@ mod tests {
         let slow = a.admit("a").await.expect("slow one");
         slow.pace.received(3);
         tokio::time::advance(Duration::from_secs(3)).await;
-        let preempted = slow.pace.preempted.clone();
-        let holder = tokio::spawn(async move {
-            preempted.cancelled().await;
-            drop(slow);
-        });
+        let holder = gives_way_when_preempted(slow);
         let heir = a.admit("a").await.expect("handed the slot");
         holder.await.expect("holder");
         assert!(!heir.pace.preempted.is_cancelled());
@@ -627,11 +628,7 @@ mod tests {
         let a = Arc::new(Admission::new(1, [("a".into(), 1)], 1024, wait, space));
         let slow = a.admit("a").await.expect("slow one");
         slow.pace.received(3);
-        let preempted = slow.pace.preempted.clone();
-        let holder = tokio::spawn(async move {
-            preempted.cancelled().await;
-            drop(slow);
-        });
+        let holder = gives_way_when_preempted(slow);
         let mut in_line = Box::pin(a.admit("a"));
         assert!(futures_util::poll!(&mut in_line).is_pending());
         tokio::time::advance(PREEMPT_MIN_AGE + Duration::from_millis(500)).await;
@@ -656,11 +653,7 @@ mod tests {
         let a = Arc::new(Admission::new(1, [("a".into(), 1)], 1024, wait, space));
         let slow = a.admit("a").await.expect("slow one");
         slow.pace.received(3);
-        let preempted = slow.pace.preempted.clone();
-        let holder = tokio::spawn(async move {
-            preempted.cancelled().await;
-            drop(slow);
-        });
+        let holder = gives_way_when_preempted(slow);
         // A silent client holds the only slot and the newcomer, too early to judge it,
         // waits in line: it cuts the holder once the holder is old enough, not 10 s later.
         let started = Instant::now();
@@ -690,11 +683,7 @@ mod tests {
         assert!(futures_util::poll!(&mut b2).is_pending());
         // a's upload can be cut by a newcomer, not yet by the line.
         tokio::time::advance(PREEMPT_MIN_AGE + Duration::from_millis(500)).await;
-        let preempted = slow.pace.preempted.clone();
-        let holder = tokio::spawn(async move {
-            preempted.cancelled().await;
-            drop(slow);
-        });
+        let holder = gives_way_when_preempted(slow);
         let a2 = tokio::time::timeout(Duration::from_secs(1), a.admit("a"))
             .await
             .expect("handed both slots at once, no wait")

@@ -124,21 +124,19 @@ async fn refuse_ambiguous_heads(
             "the request has more than one Host header",
         ));
     }
+    let codings = headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .map(str::trim);
     let mut chunked = 0;
-    for value in headers.get_all(http::header::TRANSFER_ENCODING) {
-        let codings = value.to_str().unwrap_or("?");
-        chunked += codings
-            .split(',')
-            .filter(|c| c.trim().eq_ignore_ascii_case("chunked"))
-            .count();
-        if chunked > 1 {
-            return Err(Problem::bad_request("`chunked` is applied more than once"));
-        }
-        if codings
-            .split(',')
-            .map(str::trim)
-            .any(|c| !c.eq_ignore_ascii_case("chunked"))
-        {
+    for coding in codings {
+        if coding.eq_ignore_ascii_case("chunked") {
+            chunked += 1;
+            if chunked > 1 {
+                return Err(Problem::bad_request("`chunked` is applied more than once"));
+            }
+        } else {
             return Err(Problem::new(
                 http::StatusCode::NOT_IMPLEMENTED,
                 "transfer_coding_unsupported",

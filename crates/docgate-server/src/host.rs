@@ -26,9 +26,7 @@ pub struct Host {
 pub fn ledger_problem(e: &LedgerError) -> Problem {
     tracing::error!(error = %e, "ledger operation failed");
     if e.is_out_of_space() {
-        return crate::admission::insufficient_storage(
-            "the gateway's ledger ran out of storage; nothing was changed",
-        );
+        return ledger_full();
     }
     Problem::new(
         http::StatusCode::SERVICE_UNAVAILABLE,
@@ -38,6 +36,14 @@ pub fn ledger_problem(e: &LedgerError) -> Problem {
     .with_detail("the gateway's ledger could not be reached; retry shortly")
     .with_side(Side::Gateway)
     .with_retry_after(Duration::from_secs(1))
+}
+
+/// 507: the ledger's disk is full, so the write (an upload's record, a session's change) did
+/// not happen.
+pub fn ledger_full() -> Problem {
+    crate::admission::insufficient_storage(
+        "the gateway's ledger ran out of storage; nothing was recorded",
+    )
 }
 
 #[async_trait]

@@ -942,6 +942,15 @@ fn tus_rec(id: &str, session: &str) -> TusRecord {
     }
 }
 
+/// Session `s1` (open, expiring at `expires_at`) with document `t1` receiving.
+async fn open_session_with_document(ledger: &dyn Ledger, expires_at: i64) {
+    ledger
+        .create_session(session_rec("s1", expires_at))
+        .await
+        .expect("session");
+    assert!(ledger.create_tus(tus_rec("t1", "s1")).await.expect("tus"));
+}
+
 fn piece(key: &str, len: u64) -> docgate_core::spool::Piece {
     docgate_core::spool::Piece {
         key: key.into(),
@@ -952,11 +961,7 @@ fn piece(key: &str, len: u64) -> docgate_core::spool::Piece {
 both_backends!(
     regression_a_termination_cannot_end_a_document_its_session_is_accepting,
     |ledger| {
-        ledger
-            .create_session(session_rec("s1", 10_000))
-            .await
-            .expect("session");
-        assert!(ledger.create_tus(tus_rec("t1", "s1")).await.expect("tus"));
+        open_session_with_document(&*ledger, 10_000).await;
         assert_eq!(
             ledger
                 .lock_tus("t1", "n:1", 5000, 0, 2)
@@ -1011,11 +1016,7 @@ both_backends!(
 both_backends!(
     regression_a_piece_that_ends_after_its_session_expired_is_not_recorded,
     |ledger| {
-        ledger
-            .create_session(session_rec("s1", 1000))
-            .await
-            .expect("session");
-        assert!(ledger.create_tus(tus_rec("t1", "s1")).await.expect("tus"));
+        open_session_with_document(&*ledger, 1000).await;
         assert_eq!(
             ledger
                 .lock_tus("t1", "n:1", 60_000, 0, 500)
@@ -1046,11 +1047,7 @@ both_backends!(
 );
 
 both_backends!(a_revoked_session_keeps_no_personal_data, |ledger| {
-    ledger
-        .create_session(session_rec("s1", 10_000))
-        .await
-        .expect("session");
-    assert!(ledger.create_tus(tus_rec("t1", "s1")).await.expect("tus"));
+    open_session_with_document(&*ledger, 10_000).await;
     assert!(ledger
         .session_state("s1", &[SessionState::Open], SessionState::Revoked)
         .await
@@ -1064,11 +1061,7 @@ both_backends!(a_revoked_session_keeps_no_personal_data, |ledger| {
 both_backends!(
     a_restart_frees_the_upload_locks_of_the_process_before_it,
     |ledger| {
-        ledger
-            .create_session(session_rec("s1", i64::MAX))
-            .await
-            .expect("session");
-        assert!(ledger.create_tus(tus_rec("t1", "s1")).await.expect("tus"));
+        open_session_with_document(&*ledger, i64::MAX).await;
         assert_eq!(
             ledger
                 .lock_tus("t1", "old:1", 60_000, 0, 10)

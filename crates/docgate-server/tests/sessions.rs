@@ -97,6 +97,16 @@ impl World {
         )
     }
 
+    /// `method path` with the tenant's API key (no body).
+    async fn with_api_key(&self, method: reqwest::Method, path: &str) -> reqwest::Response {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .expect("send")
+    }
+
     fn tus(&self, method: reqwest::Method, path: &str, token: &str) -> reqwest::RequestBuilder {
         self.client
             .request(method, self.url(path))
@@ -370,12 +380,11 @@ async fn tokens_are_refused_after_expiry_and_revocation_with_their_codes() {
     assert_eq!(code, "session_expired");
     let (id, token) = w.session(json!({})).await;
     let res = w
-        .client
-        .delete(w.url(&format!("/v1/upload-sessions/{id}")))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .expect("revoke");
+        .with_api_key(
+            reqwest::Method::DELETE,
+            &format!("/v1/upload-sessions/{id}"),
+        )
+        .await;
     assert_eq!(res.status(), 200);
     assert_eq!(
         w.session_upload_with(&token).await,
@@ -620,21 +629,12 @@ async fn a_revoked_session_answers_without_its_personal_data() {
         .await
         .expect("create");
     assert_eq!(res.status(), 201);
-    let res = w
-        .client
-        .delete(w.url(&format!("/v1/upload-sessions/{id}")))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .expect("revoke");
+    let session = format!("/v1/upload-sessions/{id}");
+    let res = w.with_api_key(reqwest::Method::DELETE, &session).await;
     assert_eq!(res.status(), 200);
     let shown = w
-        .client
-        .get(w.url(&format!("/v1/upload-sessions/{id}")))
-        .bearer_auth(KEY)
-        .send()
+        .with_api_key(reqwest::Method::GET, &session)
         .await
-        .expect("get")
         .text()
         .await
         .expect("body");

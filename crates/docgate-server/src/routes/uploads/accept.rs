@@ -297,9 +297,7 @@ fn ledger_refused(app: &crate::app::AppState, e: &LedgerError) -> Problem {
     if e.is_out_of_space() {
         app.admission.space.out_of_space();
         tracing::warn!(error = %e, "the ledger is out of space");
-        return insufficient_storage(
-            "the gateway's ledger ran out of storage; nothing was accepted",
-        );
+        return crate::host::ledger_full();
     }
     tracing::error!(error = %e, "could not record an upload");
     ledger_unavailable("the upload could not be recorded; nothing was accepted")
