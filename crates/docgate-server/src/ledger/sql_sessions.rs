@@ -89,16 +89,23 @@ pub async fn create_session<C: Conn>(c: &mut C, s: SessionRecord) -> LedgerResul
     Ok(())
 }
 
+/// `$first, $first+1, …`: the parameters of a `state IN (…)` list of `count` states.
+fn state_params(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub async fn session_state<C: Conn>(
     c: &mut C,
     id: String,
     from: Vec<SessionState>,
     to: SessionState,
 ) -> LedgerResult<bool> {
-    let list: Vec<String> = (0..from.len()).map(|i| format!("${}", i + 3)).collect();
     let sql = format!(
         "UPDATE upload_sessions SET state = $2 WHERE id = $1 AND state IN ({})",
-        list.join(", ")
+        state_params(3, from.len())
     );
     let mut q = query(sql).bind(id.clone()).bind(to.as_str());
     for st in from {
@@ -131,10 +138,9 @@ async fn forget_personal_data<C: Conn>(c: &mut C, session_id: String) -> LedgerR
 /// PostgreSQL the no-op update locks it; the SQLite writer runs one write at a time): a
 /// write that depends on the session's state cannot interleave with a change of it.
 async fn session_in<C: Conn>(c: &mut C, id: &str, states: &[SessionState]) -> LedgerResult<bool> {
-    let list: Vec<String> = (0..states.len()).map(|i| format!("${}", i + 2)).collect();
     let sql = format!(
         "UPDATE upload_sessions SET state = state WHERE id = $1 AND state IN ({})",
-        list.join(", ")
+        state_params(2, states.len())
     );
     let mut q = query(sql).bind(id.to_owned());
     for st in states {
