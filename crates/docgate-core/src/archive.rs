@@ -210,6 +210,11 @@ const DIRECTORY_BYTES_PER_ENTRY: u64 = 4096;
 struct Directory {
     entries: u64,
     size: u64,
+    /// Where the central directory starts, as declared.
+    offset: u64,
+    /// Where the end records start (the ZIP64 record if there is one): the directory must
+    /// run right up to here.
+    end_at: u64,
     /// The archive's length in bytes.
     len: u64,
 }
@@ -232,10 +237,18 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
 
 /// Read the archive's declared entry count and directory size from its end records, without
 /// reading the directory itself.
+///
+/// ZIP tools find the end record by searching backwards from the end of the file, and they
+/// do not all stop at the same one: one skips a record that claims several disks or a
+/// comment running past the end, another takes the last signature it sees. So the archive
+/// must leave no room for choice: the last record is the one, on disk 0, and its comment
+/// ends exactly where the file does. An archive hiding a second archive in its comment
+/// fails here.
 fn read_directory<R: Read + Seek>(reader: &mut R) -> Result<Directory, ArchiveError> {
     let len = reader.seek(io::SeekFrom::End(0))?;
     let tail_len = len.min(22 + 65_535);
-    reader.seek(io::SeekFrom::Start(len - tail_len))?;
+    let tail_start = len - tail_len;
+    reader.seek(io::SeekFrom::Start(tail_start))?;
     let mut tail = vec![0u8; tail_len as usize];
     reader.read_exact(&mut tail)?;
     let eocd = (0..tail.len().saturating_sub(21))
@@ -243,21 +256,53 @@ fn read_directory<R: Read + Seek>(reader: &mut R) -> Result<Directory, ArchiveEr
         .find(|&i| tail[i..i + 4] == [0x50, 0x4b, 0x05, 0x06])
         .ok_or_else(|| ArchiveError::Corrupt("no end of central directory record".into()))?;
     let bad = || ArchiveError::Corrupt("truncated end of central directory record".into());
+    let disks = (u16_at(&tail, eocd + 4), u16_at(&tail, eocd + 6));
+    let on_disk = u16_at(&tail, eocd + 8).ok_or_else(bad)?;
     let entries = u16_at(&tail, eocd + 10).ok_or_else(bad)?;
     let size = u32_at(&tail, eocd + 12).ok_or_else(bad)?;
-    if entries != 0xFFFF && size != 0xFFFF_FFFF {
-        return Ok(Directory { entries, size, len });
+    let offset = u32_at(&tail, eocd + 16).ok_or_else(bad)?;
+    let comment = u16_at(&tail, eocd + 20).ok_or_else(bad)?;
+    if disks != (Some(0), Some(0)) || on_disk != entries {
+        return Err(ArchiveError::Corrupt(
+            "the end of central directory record claims several disks".into(),
+        ));
+    }
+    let eocd_at = tail_start + eocd as u64;
+    if eocd_at + 22 + comment != len {
+        return Err(ArchiveError::Corrupt(format!(
+            "the archive comment declares {comment} bytes but {} follow the end record",
+            len - eocd_at - 22
+        )));
+    }
+    let classic = Directory {
+        entries,
+        size,
+        offset,
+        end_at: eocd_at,
+        len,
+    };
+    if entries != 0xFFFF && size != 0xFFFF_FFFF && offset != 0xFFFF_FFFF {
+        return Ok(classic);
     }
     // ZIP64: the locator sits just before the classic record and points at the ZIP64 record.
-    let locator = eocd.checked_sub(20).ok_or_else(bad)?;
+    let Some(locator) = eocd.checked_sub(20) else {
+        return Ok(classic);
+    };
     if tail[locator..locator + 4] != [0x50, 0x4b, 0x06, 0x07] {
-        return Ok(Directory { entries, size, len });
+        return Ok(classic);
     }
     let record_at = u64_at(&tail, locator + 8).ok_or_else(bad)?;
     let mut record = [0u8; 56];
     reader.seek(io::SeekFrom::Start(record_at))?;
     reader.read_exact(&mut record).map_err(|_| bad())?;
-    if record[..4] != [0x50, 0x4b, 0x06, 0x06] {
+    let record_len = u64_at(&record, 4).ok_or_else(bad)?;
+    let locator_at = eocd_at - 20;
+    if record[..4] != [0x50, 0x4b, 0x06, 0x06]
+        || record_at
+            .checked_add(12)
+            .and_then(|at| at.checked_add(record_len))
+            != Some(locator_at)
+    {
         return Err(ArchiveError::Corrupt(
             "bad ZIP64 end of central directory record".into(),
         ));
@@ -265,6 +310,8 @@ fn read_directory<R: Read + Seek>(reader: &mut R) -> Result<Directory, ArchiveEr
     Ok(Directory {
         entries: u64_at(&record, 32).ok_or_else(bad)?,
         size: u64_at(&record, 40).ok_or_else(bad)?,
+        offset: u64_at(&record, 48).ok_or_else(bad)?,
+        end_at: record_at,
         len,
     })
 }
@@ -314,15 +361,16 @@ pub fn inspect_with<R: Read + Seek>(
     }
     let metas = declared_entries(&mut archive, rules, dir.len)?;
     let mut reader = archive.into_inner();
-    let mut data_starts = Vec::with_capacity(metas.len());
+    let mut places = Vec::with_capacity(metas.len());
     for meta in &metas {
-        data_starts.push(check_names(&mut reader, meta)?);
+        places.push(check_names(&mut reader, meta)?);
     }
+    check_layout(&metas, &places, &dir)?;
     let mut buffers = Buffers::default();
     let mut entries = Vec::new();
-    for (meta, &data_start) in metas.iter().zip(&data_starts) {
+    for (meta, place) in metas.iter().zip(&places) {
         if !meta.is_dir {
-            reader.seek(io::SeekFrom::Start(data_start))?;
+            reader.seek(io::SeekFrom::Start(place.data_at))?;
             let raw = (&mut reader).take(meta.compressed);
             entries.push(inflate_entry(raw, meta, rules, scan_content, &mut buffers)?);
         }
@@ -436,9 +484,83 @@ fn field_u16(b: &[u8], at: usize) -> usize {
     usize::from(u16::from_le_bytes([b[at], b[at + 1]]))
 }
 
+/// Where an entry's records and data lie, as its headers say.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    /// The first byte of its data, after the local header.
+    data_at: u64,
+    /// Its local header announces a data descriptor after the data (flag bit 3).
+    descriptor: bool,
+    /// The length of its central directory record.
+    central_len: u64,
+}
+
+/// The longest data descriptor: signature, CRC and two 8-byte ZIP64 sizes.
+const MAX_DESCRIPTOR: u64 = 24;
+
+/// Pass 2b: every byte of the archive belongs to a listed entry, the central directory or
+/// the end records, in that order and without gaps or overlaps. Streaming tools (Java's
+/// `ZipInputStream`, `unzip` on a pipe) read local headers one after the other, and tools
+/// disagree on a directory that lists fewer records than it spans; so an entry that only
+/// the local headers show, two entries sharing bytes (the overlapping-entries bomb), or
+/// data before the first entry are refused, not guessed at.
+fn check_layout(
+    metas: &[EntryMeta],
+    places: &[Place],
+    dir: &Directory,
+) -> Result<(), ArchiveError> {
+    let unlisted = |at: u64, what: &str| {
+        ArchiveError::Corrupt(format!(
+            "byte {at} starts {what} that the central directory does not account for"
+        ))
+    };
+    let mut order: Vec<usize> = (0..metas.len()).collect();
+    order.sort_by_key(|&i| metas[i].local_at);
+    let mut expected = 0u64;
+    for &i in &order {
+        let (meta, place) = (&metas[i], &places[i]);
+        if meta.local_at != expected {
+            return Err(unlisted(expected.min(meta.local_at), "data"));
+        }
+        let end = place.data_at.saturating_add(meta.compressed);
+        expected = end;
+        if place.descriptor {
+            // A descriptor's length depends on its optional signature and ZIP64 sizes; at
+            // most 24 bytes, too few to hide a local header (30 bytes) in.
+            let next = order
+                .iter()
+                .map(|&j| metas[j].local_at)
+                .find(|&at| at >= end)
+                .unwrap_or(dir.offset);
+            if next >= end && next - end <= MAX_DESCRIPTOR {
+                expected = next;
+            }
+        }
+    }
+    if expected != dir.offset {
+        return Err(unlisted(expected.min(dir.offset), "data"));
+    }
+    let mut order: Vec<usize> = (0..metas.len()).collect();
+    order.sort_by_key(|&i| metas[i].central_at);
+    let mut expected = dir.offset;
+    for &i in &order {
+        if metas[i].central_at != expected {
+            return Err(unlisted(
+                expected.min(metas[i].central_at),
+                "a directory record",
+            ));
+        }
+        expected += places[i].central_len;
+    }
+    if expected != dir.offset.saturating_add(dir.size) || expected != dir.end_at {
+        return Err(unlisted(expected.min(dir.end_at), "a directory record"));
+    }
+    Ok(())
+}
+
 /// Pass 2: the entry's names (central directory, local header, decoded) are safe and agree.
 /// Returns where its data starts. Reads at most two fixed headers and two names (< 64 KiB each).
-fn check_names<R: Read + Seek>(reader: &mut R, meta: &EntryMeta) -> Result<u64, ArchiveError> {
+fn check_names<R: Read + Seek>(reader: &mut R, meta: &EntryMeta) -> Result<Place, ArchiveError> {
     let central = read_exact_at(reader, meta.central_at, 46, "a central directory record")?;
     if central[..4] != *b"PK\x01\x02" {
         return Err(ArchiveError::Corrupt("bad central directory record".into()));
@@ -476,7 +598,13 @@ fn check_names<R: Read + Seek>(reader: &mut R, meta: &EntryMeta) -> Result<u64, 
             display_name(&central_name)
         )));
     }
-    Ok(meta.local_at + 30 + (name_len + extra_len) as u64)
+    let central_len =
+        46 + (field_u16(&central, 28) + field_u16(&central, 30) + field_u16(&central, 32)) as u64;
+    Ok(Place {
+        data_at: meta.local_at + 30 + (name_len + extra_len) as u64,
+        descriptor: field_u16(&local, 6) & 0x08 != 0,
+        central_len,
+    })
 }
 
 /// The two buffers inflating goes through, shared by all entries.
@@ -1136,6 +1264,162 @@ mod tests {
             Err(ArchiveError::Corrupt(msg)) => assert!(msg.contains("carries data"), "{msg}"),
             other => panic!("expected a refused directory entry, got {other:?}"),
         }
+    }
+
+    /// Where a comment-less archive's central directory starts, and how long it is.
+    fn directory_of(z: &[u8]) -> (usize, usize) {
+        let eocd = &z[z.len() - 22..];
+        assert_eq!(&eocd[..4], b"PK\x05\x06", "no comment");
+        let size = u32::from_le_bytes(eocd[12..16].try_into().expect("4 bytes"));
+        let offset = u32::from_le_bytes(eocd[16..20].try_into().expect("4 bytes"));
+        (offset as usize, size as usize)
+    }
+
+    /// `z` with its first central directory record dropped (the entry's local header and
+    /// data stay where they are).
+    fn without_first_directory_record(z: &[u8]) -> Vec<u8> {
+        let (offset, size) = directory_of(z);
+        let record = &z[offset..];
+        let len = 46
+            + [28, 30, 32]
+                .iter()
+                .map(|&at| usize::from(u16::from_le_bytes([record[at], record[at + 1]])))
+                .sum::<usize>();
+        let mut out = z[..offset].to_vec();
+        out.extend_from_slice(&z[offset + len..]);
+        let eocd = out.len() - 22;
+        let entries = u16::from_le_bytes([out[eocd + 10], out[eocd + 11]]) - 1;
+        out[eocd + 8..eocd + 10].copy_from_slice(&entries.to_le_bytes());
+        out[eocd + 10..eocd + 12].copy_from_slice(&entries.to_le_bytes());
+        let size = u32::try_from(size - len).expect("small");
+        out[eocd + 12..eocd + 16].copy_from_slice(&size.to_le_bytes());
+        out
+    }
+
+    /// `outer` with `inner` as its archive comment.
+    fn with_comment(outer: &[u8], inner: &[u8]) -> Vec<u8> {
+        let mut z = outer.to_vec();
+        let n = z.len();
+        let comment = u16::try_from(inner.len()).expect("short");
+        z[n - 2..].copy_from_slice(&comment.to_le_bytes());
+        z.extend_from_slice(inner);
+        z
+    }
+
+    #[test]
+    fn regression_a_second_archive_hidden_in_the_comment_is_refused() {
+        let outer = make_zip(&[("a.png", PNG.to_vec())], zip::CompressionMethod::Stored);
+        let inner = make_zip(&[("b.png", PNG.to_vec())], zip::CompressionMethod::Stored);
+        let n = inner.len();
+        // Python's zipfile and unzip take the last end record; the zip crate skipped a last
+        // one whose comment runs past the end of the file, or that claims a second disk.
+        let mut past_the_end = inner.clone();
+        past_the_end[n - 2..].copy_from_slice(&100u16.to_le_bytes());
+        let mut second_disk = inner.clone();
+        second_disk[n - 18..n - 16].copy_from_slice(&1u16.to_le_bytes());
+        for (what, inner) in [
+            ("comment past the end", past_the_end),
+            ("second disk", second_disk),
+            ("consistent", inner),
+        ] {
+            let z = with_comment(&outer, &inner);
+            assert!(
+                matches!(
+                    inspect(Cursor::new(z), &rules()),
+                    Err(ArchiveError::Corrupt(_))
+                ),
+                "{what}"
+            );
+        }
+        // A comment with no archive in it is fine.
+        let z = with_comment(&outer, b"made by a scanner");
+        assert_eq!(inspect(Cursor::new(z), &rules()).expect("ok").len(), 1);
+        // Bytes after the end record that the comment does not declare are not.
+        let mut z = outer.clone();
+        z.extend_from_slice(b"trailing");
+        assert!(matches!(
+            inspect(Cursor::new(z), &rules()),
+            Err(ArchiveError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn regression_an_entry_only_the_local_headers_show_is_refused() {
+        let two = make_zip(
+            &[
+                ("evil.sh", b"#!/bin/sh\n".to_vec()),
+                ("a.png", PNG.to_vec()),
+            ],
+            zip::CompressionMethod::Stored,
+        );
+        let hidden_first = without_first_directory_record(&two);
+        match inspect(Cursor::new(hidden_first), &rules()) {
+            Err(ArchiveError::Corrupt(m)) => assert!(m.contains("does not account for"), "{m}"),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        let two = make_zip(
+            &[
+                ("a.png", PNG.to_vec()),
+                ("evil.sh", b"#!/bin/sh\n".to_vec()),
+            ],
+            zip::CompressionMethod::Stored,
+        );
+        // The second record dropped: evil.sh's local header sits between a.png and the
+        // directory.
+        let (offset, _) = directory_of(&two);
+        let first_len = 46 + "a.png".len();
+        let mut z = two[..offset + first_len].to_vec();
+        z.extend_from_slice(&two[two.len() - 22..]);
+        let eocd = z.len() - 22;
+        z[eocd + 8..eocd + 12].copy_from_slice(&[1, 0, 1, 0]);
+        z[eocd + 12..eocd + 16].copy_from_slice(&(first_len as u32).to_le_bytes());
+        assert!(matches!(
+            inspect(Cursor::new(z), &rules()),
+            Err(ArchiveError::Corrupt(_))
+        ));
+        // Data before the first entry (a self-extractor's stub, a polyglot's head).
+        let one = make_zip(&[("a.png", PNG.to_vec())], zip::CompressionMethod::Stored);
+        let mut prefixed = b"%PDF-1.4 a head that no entry owns\n".to_vec();
+        prefixed.extend_from_slice(&one);
+        assert!(matches!(
+            inspect(Cursor::new(prefixed), &rules()),
+            Err(ArchiveError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn entries_followed_by_data_descriptors_are_accounted_for() {
+        // One stored entry written as a streaming writer does: flag bit 3, sizes after the
+        // data in a descriptor with its optional signature.
+        let data = PNG;
+        let crc = crc32fast::hash(data);
+        let size = u32::try_from(data.len()).expect("small");
+        let name = b"a.png";
+        let mut z = b"PK\x03\x04\x14\0\x08\0\0\0\0\0\x21\0".to_vec();
+        z.extend_from_slice(&[0; 12]); // CRC and sizes: in the descriptor
+        z.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        z.extend_from_slice(&0u16.to_le_bytes());
+        z.extend_from_slice(name);
+        z.extend_from_slice(data);
+        z.extend_from_slice(b"PK\x07\x08");
+        z.extend_from_slice(&crc.to_le_bytes());
+        z.extend_from_slice(&size.to_le_bytes());
+        z.extend_from_slice(&size.to_le_bytes());
+        let central_at = u32::try_from(z.len()).expect("small");
+        z.extend_from_slice(b"PK\x01\x02\x14\0\x14\0\x08\0\0\0\0\0\x21\0");
+        z.extend_from_slice(&crc.to_le_bytes());
+        z.extend_from_slice(&size.to_le_bytes());
+        z.extend_from_slice(&size.to_le_bytes());
+        z.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        z.extend_from_slice(&[0; 16]); // extra, comment, disk, attributes, local offset 0
+        z.extend_from_slice(name);
+        let central_len = u32::try_from(z.len()).expect("small") - central_at;
+        z.extend_from_slice(b"PK\x05\x06\0\0\0\0\x01\0\x01\0");
+        z.extend_from_slice(&central_len.to_le_bytes());
+        z.extend_from_slice(&central_at.to_le_bytes());
+        z.extend_from_slice(&0u16.to_le_bytes());
+        let entries = inspect(Cursor::new(z), &rules()).expect("a descriptor is accounted for");
+        assert_eq!(entries[0].name, "a.png");
     }
 
     #[test]
