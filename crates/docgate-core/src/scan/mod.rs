@@ -13,7 +13,10 @@
 //!
 //! Trailing data is refused when it carries an archive, executable or script signature
 //! ([`payload`]); harmless trailers (padding, camera maker notes, motion-photo video) pass.
-//! PDFs are also refused for JavaScript, Launch actions and embedded executables. For every
+//! PDFs are also refused for JavaScript, Launch actions and embedded executables. Formats
+//! whose end docgate does not track (GIF, WebP, TIFF, audio, video) are searched whole for
+//! validated signatures ([`payload`]): a RAR or an ELF after a GIF's trailer is found there,
+//! a few bytes of HTML after it are not. For every
 //! format other than ZIP itself, a ZIP end record within the last 64 KiB — where ZIP tools
 //! look for one — is refused too ([`HiddenZip`]): that catches a ZIP hidden before a JPEG's
 //! end, in a segment no decoder shows.
@@ -46,6 +49,12 @@ pub enum ScanError {
         found: &'static str,
         offset: u64,
     },
+    #[error("the {format} carries {found} at byte {offset}")]
+    CarriedPayload {
+        format: &'static str,
+        found: &'static str,
+        offset: u64,
+    },
     #[error(
         "the document hides a ZIP archive: ZIP tools would open its end record at byte {offset}"
     )]
@@ -63,6 +72,7 @@ impl ScanError {
     pub fn found(&self) -> &'static str {
         match self {
             ScanError::TrailingPayload { found, .. }
+            | ScanError::CarriedPayload { found, .. }
             | ScanError::ActiveContent { found, .. }
             | ScanError::EmbeddedPayload { found, .. } => found,
             ScanError::HiddenArchive { .. } => payload::ZIP,
@@ -74,6 +84,7 @@ impl ScanError {
     pub fn offset(&self) -> u64 {
         match self {
             ScanError::TrailingPayload { offset, .. }
+            | ScanError::CarriedPayload { offset, .. }
             | ScanError::HiddenArchive { offset }
             | ScanError::ActiveContent { offset, .. }
             | ScanError::EmbeddedPayload { offset, .. }
@@ -88,8 +99,9 @@ enum Format {
     Jpeg(jpeg::JpegScan),
     Png(png::PngScan),
     Pdf(Box<pdf::PdfScan>),
-    /// Formats whose end docgate does not track: only the hidden-ZIP check.
-    Other,
+    /// Formats whose end docgate does not track (GIF, WebP, TIFF, audio, video…): validated
+    /// signatures anywhere in them, and the hidden-ZIP check.
+    Other(payload::PayloadSearch),
 }
 
 /// The streaming content scanner; see the module docs.
@@ -120,7 +132,7 @@ impl ContentScan {
             "application/pdf" => Format::Pdf(Box::new(pdf::PdfScan::new())),
             // A ZIP's entries are inflated and scanned one by one (archive::inspect).
             "application/zip" => return ContentScan::off(),
-            _ => Format::Other,
+            other => Format::Other(payload::PayloadSearch::new(other_format(other))),
         };
         ContentScan {
             format,
@@ -171,7 +183,8 @@ impl ContentScan {
 
     fn feed_format(&mut self, block: &[u8], at: u64) -> Result<(), ScanError> {
         match &mut self.format {
-            Format::Off | Format::Other => Ok(()),
+            Format::Off => Ok(()),
+            Format::Other(search) => search.feed(block, at).map_err(carried),
             Format::Jpeg(scan) => scan.feed(block, at),
             Format::Png(scan) => scan.feed(block, at),
             Format::Pdf(scan) => scan.feed(block, at),
@@ -184,7 +197,8 @@ impl ContentScan {
             return Err(e);
         }
         match &mut self.format {
-            Format::Off | Format::Other => {}
+            Format::Off => {}
+            Format::Other(search) => search.finish().map_err(carried)?,
             Format::Jpeg(scan) => scan.finish()?,
             Format::Png(scan) => scan.finish()?,
             Format::Pdf(scan) => scan.finish()?,
@@ -216,30 +230,73 @@ impl ContentScan {
     }
 }
 
+/// A signature found by searching a whole document of a format without end tracking: not
+/// after its end, just in it.
+fn carried(e: ScanError) -> ScanError {
+    match e {
+        ScanError::TrailingPayload {
+            format,
+            found,
+            offset,
+        } => ScanError::CarriedPayload {
+            format,
+            found,
+            offset,
+        },
+        other => other,
+    }
+}
+
+/// How a format without end tracking is named in refusals.
+fn other_format(media_type: &str) -> &'static str {
+    match media_type.split('/').next() {
+        Some("image") => "image",
+        Some("audio") => "audio file",
+        Some("video") => "video",
+        _ => "document",
+    }
+}
+
 /// How far from the end ZIP tools look for the end-of-central-directory record: its own
 /// 22 bytes plus the longest archive comment.
 const ZIP_END_REACH: u64 = 22 + 65_535;
 
 /// The last plausible ZIP end record in the document; refused when ZIP tools would find it.
+///
+/// Plausible means a record that leads somewhere: a central directory record signature
+/// somewhere before it, or (an archive of no entries is harmless, so this only catches
+/// what the first misses) the fields of a well-formed single-disk record. ZIP tools do not
+/// agree on which fields they check (Python's `zipfile` and `unzip` ignore the disk numbers
+/// and entry counts), so a record is not excused by odd values there.
 #[derive(Debug, Default)]
 struct HiddenZip {
     window: window::Overlap,
+    /// Where the first central directory record signature is.
+    central: Option<u64>,
     last: Option<u64>,
 }
 
 impl HiddenZip {
     fn feed(&mut self, block: &[u8], at: u64) -> Result<(), ScanError> {
-        let HiddenZip { window, last } = self;
+        let HiddenZip {
+            window,
+            central,
+            last,
+        } = self;
         window.feed(block, at, &mut |hay: &[u8], starts, at| {
-            note_zip_ends(hay, starts, at, last);
+            note_zip_records(hay, starts, at, central, last);
             Ok(())
         })
     }
 
     fn finish(&mut self, len: u64) -> Result<(), ScanError> {
-        let HiddenZip { window, last } = self;
+        let HiddenZip {
+            window,
+            central,
+            last,
+        } = self;
         window.finish(&mut |hay: &[u8], starts, at| -> Result<(), ScanError> {
-            note_zip_ends(hay, starts, at, last);
+            note_zip_records(hay, starts, at, central, last);
             Ok(())
         })?;
         match self.last {
@@ -251,11 +308,26 @@ impl HiddenZip {
     }
 }
 
-fn note_zip_ends(hay: &[u8], starts: usize, at: u64, last: &mut Option<u64>) {
+fn note_zip_records(
+    hay: &[u8],
+    starts: usize,
+    at: u64,
+    central: &mut Option<u64>,
+    last: &mut Option<u64>,
+) {
     let searched = &hay[..(starts + 3).min(hay.len())];
-    for p in memmem::find_iter(searched, b"PK\x05\x06") {
-        if p < starts && payload::zip_end(&hay[p..]) {
-            *last = Some(at + p as u64);
+    for p in memmem::find_iter(searched, b"PK") {
+        if p >= starts {
+            break;
+        }
+        match hay.get(p + 2..p + 4) {
+            Some([1, 2]) => {
+                central.get_or_insert(at + p as u64);
+            }
+            Some([5, 6]) if central.is_some() || payload::zip_end(&hay[p..]) => {
+                *last = Some(at + p as u64);
+            }
+            _ => {}
         }
     }
 }
