@@ -1,11 +1,13 @@
 //! A bound on multipart part headers, enforced on the raw body before the parser sees it.
 //!
 //! The multipart parser buffers a part's header block until it finds its end (`CRLF CRLF`),
-//! with no limit of its own: a client could send a 60 MiB "header" and have it held in
-//! memory. [`PartHeaderGuard`] watches the body as it streams past — finding each boundary
-//! delimiter and counting the header bytes after it — and records a fault the moment a
-//! header block exceeds its limit. It keeps only a few bytes of state between chunks and
-//! does not copy the body.
+//! and the preamble until it finds the first delimiter, with no limit of its own: a client
+//! could send a 60 MiB "header" or preamble and have it held in memory. [`PartHeaderGuard`]
+//! watches the body as it streams past — finding each boundary delimiter and counting the
+//! bytes before the first one and the header bytes after each — and records a fault the
+//! moment a preamble or a header block exceeds its limit. The epilogue after the closing
+//! delimiter is not held by anyone and is let through. The guard keeps only a few bytes of
+//! state between chunks and does not copy the body.
 
 use std::{
     pin::Pin,
@@ -21,10 +23,14 @@ use crate::body::{BodyFault, FaultCell};
 /// Where the scanner is in the multipart framing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
-    /// Inside a part's body (or the preamble): looking for the next delimiter.
+    /// Before the first delimiter: looking for it, counting.
+    Preamble,
+    /// Inside a part's body: looking for the next delimiter.
     Body,
     /// After a delimiter ending at this stream position: looking for the empty line.
     Headers { start: u64 },
+    /// After the closing delimiter (`--boundary--`): nothing more to watch.
+    Epilogue,
 }
 
 /// Watches a multipart body for part header blocks larger than `limit` bytes.
@@ -63,7 +69,7 @@ impl PartHeaderGuard {
             delimiter_len: delimiter.len(),
             delimiter: Finder::new(&delimiter).into_owned(),
             limit,
-            mode: Mode::Body,
+            mode: Mode::Preamble,
             carry: b"\r\n".to_vec(),
             carry_at: 0,
             resume: 0,
@@ -98,6 +104,24 @@ impl PartHeaderGuard {
         while from < end {
             let rest = &data[(from - at) as usize..];
             match self.mode {
+                Mode::Epilogue => return Ok(end),
+                Mode::Preamble => match self.delimiter.find(rest) {
+                    Some(i) => {
+                        // Less the CRLF scanning starts with.
+                        self.check((from + i as u64).saturating_sub(2))?;
+                        from += (i + self.delimiter_len) as u64;
+                        self.mode = Mode::Headers { start: from };
+                    }
+                    None => {
+                        self.check(end.saturating_sub(self.delimiter_len as u64 + 1))?;
+                        return Ok(from.max(end.saturating_sub(self.delimiter_len as u64 - 1)));
+                    }
+                },
+                Mode::Headers { start } if from == start && rest.len() < 2 => return Ok(from),
+                Mode::Headers { start } if from == start && rest.starts_with(b"--") => {
+                    self.mode = Mode::Epilogue;
+                    return Ok(end);
+                }
                 Mode::Body => match self.delimiter.find(rest) {
                     Some(i) => {
                         from += (i + self.delimiter_len) as u64;
@@ -214,6 +238,33 @@ mod tests {
         let filler = vec![b'x'; 512];
         assert!(g.feed(&filler).is_ok());
         assert!(g.feed(&filler).is_err());
+    }
+
+    #[test]
+    fn regression_a_huge_preamble_is_refused_in_any_chunking() {
+        let mut data = vec![b'p'; 20_000];
+        data.extend(body(10));
+        for chunk in [1, 3, 7, 64, 4096, 1 << 20] {
+            assert_eq!(
+                feed_in(chunk, &data, 8192),
+                Err(HeaderTooLarge { limit: 8192 }),
+                "chunk {chunk}"
+            );
+        }
+        let mut short = b"This is a multi-part message in MIME format.\r\n".to_vec();
+        short.extend(body(10));
+        for chunk in [1, 3, 7, 64, 4096] {
+            assert_eq!(feed_in(chunk, &short, 8192), Ok(()), "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn regression_a_long_epilogue_is_not_taken_for_a_header() {
+        let mut data = body(10);
+        data.extend(vec![b'e'; 100_000]);
+        for chunk in [1, 2, 3, 7, 64, 4096, 1 << 20] {
+            assert_eq!(feed_in(chunk, &data, 8192), Ok(()), "chunk {chunk}");
+        }
     }
 
     #[test]
