@@ -14,8 +14,9 @@ pub fn document_key(upload_id: &str, slot: &str) -> String {
 }
 
 /// The spool key of the `n`th piece of a resumable upload (`tus_id`) of a session's upload.
-pub fn piece_key(upload_id: &str, slot: &str, tus_id: &str, n: usize) -> String {
-    format!("uploads/{upload_id}.{slot}.{tus_id}.{n}")
+/// `writer` names the request that writes it (hex), so two writers never share a key.
+pub fn piece_key(upload_id: &str, slot: &str, tus_id: &str, n: usize, writer: &str) -> String {
+    format!("uploads/{upload_id}.{slot}.{tus_id}.{n}.{writer}")
 }
 
 /// The prefix every upload document key starts with.

@@ -958,6 +958,29 @@ fn piece(key: &str, len: u64) -> docgate_core::spool::Piece {
     }
 }
 
+// Two identical PATCHes (a tus client retrying one still in flight): on PostgreSQL both
+// read the document unlocked, then both took the lock, and the loser removed the winner's
+// piece from an S3 spool.
+both_backends!(
+    regression_two_requests_racing_for_a_tus_lock_cannot_both_take_it,
+    |ledger| {
+        open_session_with_document(&*ledger, 10_000).await;
+        for round in 0..30 {
+            let (a, b) = (format!("a:{round}"), format!("b:{round}"));
+            let (first, second) = tokio::join!(
+                ledger.lock_tus("t1", &a, 5000, 0, 2),
+                ledger.lock_tus("t1", &b, 5000, 0, 2)
+            );
+            let outcomes = [first.expect("lock"), second.expect("lock")];
+            let taken = outcomes.iter().filter(|o| **o == TusLock::Taken).count();
+            assert_eq!(taken, 1, "round {round}: {outcomes:?}");
+            for owner in [&a, &b] {
+                ledger.unlock_tus("t1", owner).await.expect("unlock");
+            }
+        }
+    }
+);
+
 both_backends!(
     regression_a_termination_cannot_end_a_document_its_session_is_accepting,
     |ledger| {

@@ -213,13 +213,25 @@ pub async fn lock_tus<C: Conn>(
             received: rec.received,
         });
     }
-    query("UPDATE tus_uploads SET lock_owner = $2, lock_until = $3 WHERE id = $1")
-        .bind(id)
-        .bind(owner)
-        .bind(until)
-        .execute(&mut *c)
-        .await?;
-    Ok(TusLock::Taken)
+    // Taken only if still free at this offset: on PostgreSQL the row read above may be
+    // older than a lock another request took meanwhile (the read does not wait for it).
+    let taken = query(
+        "UPDATE tus_uploads SET lock_owner = $2, lock_until = $3 WHERE id = $1 \
+         AND received = $4 AND state = 'receiving' \
+         AND (lock_owner IS NULL OR lock_until IS NULL OR lock_until < $5)",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(until)
+    .bind(i64_of(offset))
+    .bind(now)
+    .execute(&mut *c)
+    .await?;
+    Ok(if taken.rows_affected() == 1 {
+        TusLock::Taken
+    } else {
+        TusLock::Busy
+    })
 }
 
 pub async fn renew_tus<C: Conn>(
@@ -328,16 +340,25 @@ pub async fn end_tus<C: Conn>(
     if only_while_open && !session_in(c, &rec.session_id, &[SessionState::Open]).await? {
         return Ok(None);
     }
-    query(
+    // Conditional, and the pieces as the write leaves them: on PostgreSQL the row read above
+    // may predate a piece recorded (or an end) that committed meanwhile.
+    let sql = format!(
         "UPDATE tus_uploads SET state = $2, lock_owner = NULL, lock_until = NULL, updated_at = $3 \
-         WHERE id = $1",
-    )
-    .bind(id)
-    .bind(state.as_str())
-    .bind(now)
-    .execute(&mut *c)
-    .await?;
-    Ok(Some(rec))
+         WHERE id = $1 AND state IN ('receiving', 'complete') RETURNING {TUS_COLUMNS}"
+    );
+    let Some(row) = query(sql)
+        .bind(id)
+        .bind(state.as_str())
+        .bind(now)
+        .fetch_optional(&mut *c)
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(TusRecord {
+        state: rec.state,
+        ..decode_tus(&row)?
+    }))
 }
 
 /// Open sessions past their expiry: marked expired, returned with their documents' pieces

@@ -65,14 +65,17 @@ pub fn check_version(headers: &HeaderMap) -> Result<()> {
     }
 }
 
-/// A header parsed as a non-negative integer.
+/// A header parsed as a non-negative integer: digits only (Rust's parser would also take a
+/// leading `+`, which tus's grammar does not have).
 pub fn number(headers: &HeaderMap, name: &str) -> Result<Option<u64>> {
     match headers.get(name) {
         None => Ok(None),
         Some(v) => v
             .to_str()
             .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(str::trim)
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse::<u64>().ok())
             .map(Some)
             .ok_or_else(|| Problem::bad_request(format!("{name} is not a non-negative integer"))),
     }

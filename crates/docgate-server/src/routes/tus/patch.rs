@@ -187,7 +187,9 @@ pub async fn receive(
     };
     let max = super::max_bytes(app, session)?;
     if let Some(len) = length {
-        if len < offset {
+        // An offset that is not the upload's is answered 409 by the lock below: the
+        // length is only judged against bytes really received.
+        if len < offset && offset == rec.received {
             return Err(Problem::bad_request(format!(
                 "Upload-Length {len} is below the {offset} bytes already received"
             )));
@@ -207,10 +209,18 @@ pub async fn receive(
         .with_space(app.admission.space.clone());
     let owner = format!("{}:{}", app.deliverer.node, uuid::Uuid::new_v4().simple());
     take_lock(app, session, &rec.id, &owner, offset).await?;
-    let result = receive_locked(
-        app, session, rec, offset, length, max, checksum, &owner, guarded,
-    )
-    .await;
+    // The record as it is under the lock: the one read before may predate a piece another
+    // PATCH recorded since (its pieces would rebuild the wrong state).
+    let result = match app.ledger.tus(&rec.id).await {
+        Ok(Some(locked)) if locked.received == offset => {
+            receive_locked(
+                app, session, &locked, offset, length, max, checksum, &owner, guarded,
+            )
+            .await
+        }
+        Ok(_) => Err(lock_lost()),
+        Err(e) => Err(ledger_problem(&e)),
+    };
     drop(permit);
     if result.is_err() {
         let _ = app.ledger.unlock_tus(&rec.id, &owner).await;
@@ -299,7 +309,16 @@ async fn receive_locked(
     let faults = guarded.faults.clone();
     let mut assembly = assembly_for(app, session, rec).await?;
     let room = length.unwrap_or(max).saturating_sub(offset);
-    let key = spool_keys::piece_key(&session.upload_id, &rec.slot, &rec.id, rec.pieces.len());
+    // Named by the PATCH that writes it too: a PATCH that lost its lock while streaming (a
+    // paused replica, an expired lock) must not overwrite or remove the winner's piece.
+    let writer = owner.rsplit(':').next().unwrap_or(owner);
+    let key = spool_keys::piece_key(
+        &session.upload_id,
+        &rec.slot,
+        &rec.id,
+        rec.pieces.len(),
+        writer,
+    );
     let renewing = renew_while(app, rec.id.clone(), owner.to_owned());
     let end = receive_piece(
         guarded,
@@ -396,12 +415,14 @@ async fn record(
             if let Some(closed) = super::session_now(app, &session.id).await? {
                 return Err(closed);
             }
-            Err(
-                Problem::new(StatusCode::CONFLICT, "upload_locked", "Upload locked")
-                    .with_detail("this request lost its lock on the upload; HEAD and resume"),
-            )
+            Err(lock_lost())
         }
     }
+}
+
+fn lock_lost() -> Problem {
+    Problem::new(StatusCode::CONFLICT, "upload_locked", "Upload locked")
+        .with_detail("this request lost its lock on the upload; HEAD and resume")
 }
 
 /// Bytes the document cannot have (type, size, content): the upload ends, refused, and its
