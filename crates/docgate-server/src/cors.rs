@@ -17,7 +17,7 @@ use axum::{
 };
 use http::{header, HeaderValue, Method, StatusCode};
 
-use crate::sessions::CorsGrant;
+use crate::sessions::{CorsGrant, CorsVerdict};
 
 /// What browsers may send and read. Only what the routes act on: a client told it may send
 /// `Upload-Concat` or `X-HTTP-Method-Override` would find them ignored (tus concatenation and
@@ -67,20 +67,22 @@ pub async fn cors(State(origins): State<Origins>, mut req: Request, next: Next) 
     let Some(origin) = origin else {
         return res;
     };
-    match grant.granted() {
+    match grant.verdict() {
         // Authenticated by a session token of a tenant that allows this origin.
-        Some(tenant) if tenant.cors_origins.contains(&origin) => {
+        CorsVerdict::Granted(tenant) if tenant.cors_origins.contains(&origin) => {
             allow(&mut res, &origin);
             res.headers_mut().insert(
                 header::ACCESS_CONTROL_EXPOSE_HEADERS,
                 HeaderValue::from_static(EXPOSE_HEADERS),
             );
         }
-        Some(_) => {}
+        CorsVerdict::Granted(_) | CorsVerdict::Refused => {}
         // A token refused before its session was found (unknown, malformed): an allowed
         // origin may read why. Never for an API key (or no credential at all).
-        None if origins.0.contains(&origin) && by_token => allow(&mut res, &origin),
-        None => {}
+        CorsVerdict::Unjudged if origins.0.contains(&origin) && by_token => {
+            allow(&mut res, &origin)
+        }
+        CorsVerdict::Unjudged => {}
     }
     res
 }

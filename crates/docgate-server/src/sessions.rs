@@ -84,6 +84,16 @@ pub fn check_usable(session: &SessionRecord, now: i64) -> Result<(), Problem> {
     }
 }
 
+/// A session token that cannot even read its session now: revoked or expired. (A spent or
+/// busy session may still be read, to follow its upload.)
+pub fn check_readable(session: &SessionRecord, now: i64) -> Result<(), Problem> {
+    match session.state {
+        SessionState::Revoked | SessionState::Expired => check_usable(session, now),
+        _ if now >= session.expires_at => Err(expired()),
+        _ => Ok(()),
+    }
+}
+
 fn expired() -> Problem {
     session_problem(
         StatusCode::UNAUTHORIZED,
@@ -122,14 +132,27 @@ impl Uploader {
 
 /// The CORS verdict of a request, filled in by authentication (see `crate::cors`).
 #[derive(Debug, Clone, Default)]
-pub struct CorsGrant(pub Arc<Mutex<Option<Tenant>>>);
+pub struct CorsGrant(Arc<Mutex<CorsVerdict>>);
+
+/// What authentication found out about a request's token and origin.
+#[derive(Debug, Clone, Default)]
+pub enum CorsVerdict {
+    /// No session was found (no token, or an unknown or malformed one).
+    #[default]
+    Unjudged,
+    /// A session token of this tenant, from an origin it may be used from.
+    Granted(Tenant),
+    /// A real session token from an origin it may not be used from: the page there learns
+    /// nothing, not even that the token is real.
+    Refused,
+}
 
 impl CorsGrant {
-    fn grant(&self, tenant: &Tenant) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(tenant.clone());
+    fn set(&self, verdict: CorsVerdict) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = verdict;
     }
 
-    pub fn granted(&self) -> Option<Tenant> {
+    pub fn verdict(&self) -> CorsVerdict {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
@@ -194,10 +217,12 @@ impl FromRequestParts<AppState> for Uploader {
             .by_name(&session.tenant)
             .cloned()
             .ok_or_else(|| Problem::unauthorized().with_detail("the session's tenant is gone"))?;
-        check_origin(parts, &tenant, &session)?;
-        if let Some(grant) = parts.extensions.get::<CorsGrant>() {
-            grant.grant(&tenant);
+        let grant = parts.extensions.get::<CorsGrant>();
+        if let Err(refused) = check_origin(parts, &tenant, &session) {
+            grant.inspect(|g| g.set(CorsVerdict::Refused));
+            return Err(refused);
         }
+        grant.inspect(|g| g.set(CorsVerdict::Granted(tenant.clone())));
         let _ = now_ms;
         Ok(Uploader::Session(tenant, session))
     }

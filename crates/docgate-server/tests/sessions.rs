@@ -16,6 +16,8 @@ use sha2::{Digest, Sha256};
 
 const KEY: &str = "acme-key";
 const ORIGIN: &str = "https://app.example";
+/// A second origin of the tenant's (a session can be bound to one of them).
+const SECOND_ORIGIN: &str = "https://second.example";
 const PAYTO: &str = "payto://iban/DE89370400440532013000";
 
 struct World {
@@ -44,7 +46,7 @@ impl World {
         ));
         let mut tenants = Tenants::default();
         let mut acme = Tenant::new("acme", vec!["taler".into()]);
-        acme.cors_origins = Arc::new(vec![ORIGIN.to_owned()]);
+        acme.cors_origins = Arc::new(vec![ORIGIN.to_owned(), SECOND_ORIGIN.to_owned()]);
         tenants.add(&Secret::new(KEY), acme);
         let setup = Setup {
             listen: "127.0.0.1:0".parse().expect("addr"),
@@ -367,7 +369,21 @@ async fn an_upload_length_over_the_limit_is_413_at_creation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_refused_after_expiry_and_revocation_with_their_codes() {
     let w = World::start().await;
-    let (_, short) = w.session(json!({"expires_in": 1})).await;
+    let (short_id, short) = w.session(json!({"expires_in": 1})).await;
+    // Reading the session with its own token: what each refusal says, if it is one.
+    let read_with = |id: String, token: String| {
+        let req = w
+            .client
+            .get(w.url(&format!("/v1/upload-sessions/{id}")))
+            .bearer_auth(token);
+        async move {
+            let res = req.send().await.expect("get");
+            let status = res.status().as_u16();
+            let v: Value = res.json().await.expect("json");
+            (status, v["code"].as_str().unwrap_or_default().to_owned())
+        }
+    };
+    assert_eq!(read_with(short_id.clone(), short.clone()).await.0, 200);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let code = loop {
         let (status, code) = w.session_upload_with(&short).await;
@@ -378,6 +394,11 @@ async fn tokens_are_refused_after_expiry_and_revocation_with_their_codes() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(code, "session_expired");
+    // Nor can it read its session (with the customer's fields) any more.
+    assert_eq!(
+        read_with(short_id, short).await,
+        (401, "session_expired".into())
+    );
     let (id, token) = w.session(json!({})).await;
     let res = w
         .with_api_key(
@@ -390,6 +411,7 @@ async fn tokens_are_refused_after_expiry_and_revocation_with_their_codes() {
         w.session_upload_with(&token).await,
         (401, "session_revoked".into())
     );
+    assert_eq!(read_with(id, token).await, (401, "session_revoked".into()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -456,6 +478,36 @@ async fn cors_answers_allowed_origins_for_tokens_only() {
         .headers()
         .get("access-control-allow-origin")
         .is_none());
+    // A session bound to one origin, used from another the tenant allows: refused, and
+    // the page there cannot read the refusal (it would tell a real token from a made-up one).
+    let (_, bound) = w.session(json!({ "origin": ORIGIN })).await;
+    let elsewhere = w
+        .tus(reqwest::Method::POST, "/v1/tus/", &bound)
+        .header("origin", SECOND_ORIGIN)
+        .header("upload-length", "300000")
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(elsewhere.status(), 403);
+    assert!(
+        elsewhere
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none(),
+        "regression: a refused origin read the refusal of a real token"
+    );
+    let unknown = w
+        .tus(reqwest::Method::POST, "/v1/tus/", "dgs_made_up")
+        .header("origin", SECOND_ORIGIN)
+        .header("upload-length", "300000")
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(unknown.status(), 401);
+    assert_eq!(
+        unknown.headers()["access-control-allow-origin"],
+        SECOND_ORIGIN
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -304,6 +304,9 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Response> {
     let session = owned(&app, &who, &id).await?;
+    if let Uploader::Session(..) = who {
+        crate::sessions::check_readable(&session, now_ms())?;
+    }
     let documents = app
         .ledger
         .session_documents(&session.id)
