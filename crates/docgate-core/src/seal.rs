@@ -209,6 +209,11 @@ impl Keyring {
     fn get(&self, id: &str) -> Option<&Kek> {
         self.keys.iter().find(|k| k.id == id)
     }
+
+    /// Whether a key of this id is configured.
+    pub fn has(&self, id: &str) -> bool {
+        self.get(id).is_some()
+    }
 }
 
 /// The parsed header of a sealed object.
@@ -401,6 +406,62 @@ impl Sealer {
     }
 }
 
+/// The header bytes of stored object `key`.
+async fn read_header<S: ObjectStore + ?Sized>(
+    store: &S,
+    key: &str,
+) -> io::Result<[u8; HEADER_LEN]> {
+    let mut stream = store.get(key, 0, HEADER_LEN as u64).await?;
+    let mut b = [0u8; HEADER_LEN];
+    let mut have = 0;
+    while have < HEADER_LEN {
+        match stream.next().await {
+            Some(chunk) => {
+                let chunk = chunk?;
+                let n = chunk.len().min(HEADER_LEN - have);
+                b[have..have + n].copy_from_slice(&chunk[..n]);
+                have += n;
+            }
+            None => return Err(integrity(key, "shorter than its header")),
+        }
+    }
+    Ok(b)
+}
+
+/// Whether `keys` open the header of stored (sealed) object `key`: its data key unwraps.
+pub async fn opens<S: ObjectStore + ?Sized>(
+    store: &S,
+    keys: &Keyring,
+    key: &str,
+) -> io::Result<()> {
+    Header::open(read_header(store, key).await?, keys, key).map(|_| ())
+}
+
+/// The key id a stored object is sealed under, read from its header without any key, or
+/// `None` when it is not a sealed object (a spool written before encryption was turned on).
+/// For start-up checks: which keys the spool needs, whatever keys a replica was given.
+pub async fn sealed_under<S: ObjectStore + ?Sized>(
+    store: &S,
+    key: &str,
+) -> io::Result<Option<String>> {
+    let mut stream = store.get(key, 0, 9 + KEY_ID_MAX as u64).await?;
+    let mut head = Vec::with_capacity(9 + KEY_ID_MAX);
+    while head.len() < 9 + KEY_ID_MAX {
+        match stream.next().await {
+            Some(chunk) => head.extend_from_slice(&chunk?),
+            None => break,
+        }
+    }
+    if head.len() < 9 || &head[0..6] != MAGIC {
+        return Ok(None);
+    }
+    let id_len = usize::from(head[8]);
+    Ok(head
+        .get(9..9 + id_len)
+        .filter(|_| (1..=KEY_ID_MAX).contains(&id_len))
+        .map(|id| String::from_utf8_lossy(id).into_owned()))
+}
+
 /// An [`ObjectStore`] whose objects are sealed (see the module docs). Listing sizes are the
 /// stored (sealed) sizes; `len` arguments are plaintext lengths, as recorded by the ledger.
 #[derive(Debug)]
@@ -420,21 +481,7 @@ impl<S: ObjectStore> EncryptedStore<S> {
 
     /// Read and open the header of `key`.
     async fn header(&self, key: &str) -> io::Result<(Header, Zeroizing<[u8; 32]>)> {
-        let mut stream = self.inner.get(key, 0, HEADER_LEN as u64).await?;
-        let mut b = [0u8; HEADER_LEN];
-        let mut have = 0;
-        while have < HEADER_LEN {
-            match stream.next().await {
-                Some(chunk) => {
-                    let chunk = chunk?;
-                    let n = chunk.len().min(HEADER_LEN - have);
-                    b[have..have + n].copy_from_slice(&chunk[..n]);
-                    have += n;
-                }
-                None => return Err(integrity(key, "shorter than its header")),
-            }
-        }
-        Header::open(b, &self.keys, key)
+        Header::open(read_header(&self.inner, key).await?, &self.keys, key)
     }
 
     /// A small object read from its start: header and body in one read of the inner store

@@ -43,8 +43,7 @@ use std::{
 };
 
 use docgate_core::{
-    seal::{EncryptedStore, SealError},
-    ConfigIssues, LocalStore, ObjectStore, Registration, SpoolDir,
+    seal::EncryptedStore, ConfigIssues, LocalStore, ObjectStore, Registration, SpoolDir,
 };
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -227,45 +226,94 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
     move |source| StartError::Io { what, source }
 }
 
-/// Spooled objects looked at before serving, newest first.
-const KEY_CHECK_SAMPLE: usize = 8;
+/// Spooled objects looked at before serving: the newest half and the oldest half of this
+/// many (every object, in a spool holding fewer). The oldest are the ones a key rotation
+/// strands.
+const KEY_CHECK_SAMPLE: usize = 256;
 
-/// Refuse to start with keys that cannot open what is already spooled: a key id the
-/// configuration lost (a rotation that dropped `previous`), or a key that opens none of the
-/// newest objects (a wrong key, or a spool written before encryption was turned on). One
-/// object that does not open is left to its delivery, which fails it as altered: a single
-/// damaged file must not keep the gateway down.
-async fn check_spool_keys<S: ObjectStore>(store: &EncryptedStore<S>) -> Result<(), StartError> {
+/// The objects [`check_spool_keys`] looks at.
+async fn key_check_sample<S: ObjectStore>(store: &S) -> Result<Vec<String>, StartError> {
     let mut objects = store
         .list(spool_keys::UPLOADS)
         .await
         .map_err(io("listing the spool"))?;
     objects.sort_by_key(|o| std::cmp::Reverse(o.modified));
-    let mut failures = Vec::new();
-    let sampled = objects.len().min(KEY_CHECK_SAMPLE);
-    for object in objects.iter().take(KEY_CHECK_SAMPLE) {
-        let Err(e) = store.open_header(&object.key).await else {
-            return Ok(());
+    if objects.len() > KEY_CHECK_SAMPLE {
+        objects.drain(KEY_CHECK_SAMPLE / 2..objects.len() - KEY_CHECK_SAMPLE / 2);
+    }
+    Ok(objects.into_iter().map(|o| o.key).collect())
+}
+
+fn key_problem(message: String) -> StartError {
+    StartError::Config(ConfigError::Invalid(format!("spool_encryption: {message}")))
+}
+
+/// Refuse to start with keys that cannot open what is already spooled — a document whose
+/// key is missing or wrong would fail its delivery and be lost with it: a sealed spool on a
+/// replica without `spool_encryption`, a key id the configuration lost (a rotation that
+/// dropped `previous`), a key that opens none of the sampled documents sealed under its id
+/// (wrong bytes under the right id), or a spool whose documents are not sealed at all. A
+/// single object that does not open under a key that opens others is left to its delivery,
+/// which fails it as altered: one damaged file must not keep the gateway down.
+async fn check_spool_keys<S: ObjectStore>(
+    store: &S,
+    keys: Option<&docgate_core::seal::Keyring>,
+) -> Result<(), StartError> {
+    let sample = key_check_sample(store).await?;
+    let mut sealed = Vec::with_capacity(sample.len());
+    for key in &sample {
+        match docgate_core::seal::sealed_under(store, key).await {
+            Ok(id) => sealed.push((key, id)),
+            // Removed since listed (a delivery finishing): nothing to check.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(format!("reading spooled object {key}"))(e)),
+        }
+    }
+    let Some(keys) = keys else {
+        return match sealed.iter().find_map(|(_, id)| id.as_deref()) {
+            Some(id) => Err(key_problem(format!(
+                "not configured, but spooled documents are sealed (under key id `{id}`): this \
+                 replica could not deliver them"
+            ))),
+            None => Ok(()),
         };
-        if let Some(SealError::UnknownKey { key_id, .. }) =
-            e.get_ref().and_then(|i| i.downcast_ref::<SealError>())
-        {
-            return Err(StartError::Config(ConfigError::Invalid(format!(
-                "spool_encryption: spooled documents are sealed under key id `{key_id}`, which is \
-                 not configured (keep it in spool_encryption.previous until they are delivered)"
-            ))));
-        }
-        failures.push(e);
+    };
+    if !sealed.is_empty() && sealed.iter().all(|(_, id)| id.is_none()) {
+        return Err(key_problem(format!(
+            "none of the {} spooled documents looked at is sealed (spooled before encryption \
+             was turned on?)",
+            sealed.len()
+        )));
     }
-    match failures.first() {
-        Some(first) if failures.len() == sampled => {
-            Err(StartError::Config(ConfigError::Invalid(format!(
-                "spool_encryption: the configured keys open none of the {sampled} newest spooled \
-                 documents (wrong key, or documents spooled before encryption was turned on): {first}"
-            ))))
+    // Per key id: (documents that open, the first failure).
+    let mut by_id: std::collections::BTreeMap<&str, (usize, Option<std::io::Error>)> =
+        Default::default();
+    for (key, id) in &sealed {
+        let Some(id) = id.as_deref() else { continue };
+        if !keys.has(id) {
+            return Err(key_problem(format!(
+                "spooled documents are sealed under key id `{id}`, which is not configured \
+                 (keep it in spool_encryption.previous until they are delivered)"
+            )));
         }
-        _ => Ok(()),
+        let tally = by_id.entry(id).or_default();
+        match docgate_core::seal::opens(store, keys, key).await {
+            Ok(()) => tally.0 += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tally.1.get_or_insert(e);
+            }
+        }
     }
+    for (id, (opened, failure)) in by_id {
+        if let (0, Some(first)) = (opened, failure) {
+            return Err(key_problem(format!(
+                "the configured key `{id}` opens none of the spooled documents sealed under \
+                 that id (wrong key bytes?): {first}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A running gateway.
@@ -313,8 +361,8 @@ async fn seal_if_configured<S: ObjectStore>(
 ) -> Result<Arc<dyn ObjectStore>, StartError> {
     Ok(match &setup.spool_encryption {
         Some(keys) => {
+            check_spool_keys(&store, Some(keys)).await?;
             let sealed = EncryptedStore::new(store, keys.clone());
-            check_spool_keys(&sealed).await?;
             tracing::info!(
                 key_id = keys.current_id(),
                 "spooled documents are encrypted"
@@ -322,6 +370,7 @@ async fn seal_if_configured<S: ObjectStore>(
             Arc::new(sealed)
         }
         None => {
+            check_spool_keys(&store, None).await?;
             tracing::warn!(
                 "spool_encryption is not configured: spooled documents are stored unencrypted"
             );
@@ -493,6 +542,86 @@ impl Gateway {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use docgate_core::seal::Keyring;
+
+    const K1: [u8; 32] = [1; 32];
+    const K2: [u8; 32] = [2; 32];
+
+    /// Seal `n` documents under `keys` into the spool at `root`, named after `tag`.
+    async fn spool_sealed(root: &std::path::Path, keys: &Keyring, tag: &str, n: usize) {
+        let sealed = EncryptedStore::new(LocalStore::new(root).expect("store"), keys.clone());
+        for i in 0..n {
+            let mut w = sealed
+                .put(&format!("uploads/{tag}-{i}.doc"))
+                .await
+                .expect("put");
+            w.write(bytes::Bytes::from_static(b"%PDF-1.4 a document"))
+                .await
+                .expect("write");
+            w.commit().await.expect("commit");
+        }
+    }
+
+    fn refusal(r: Result<(), StartError>) -> String {
+        match r {
+            Err(e) => e.to_string(),
+            Ok(()) => panic!("expected the start to be refused"),
+        }
+    }
+
+    // A rotation's older documents were not looked at: a config that dropped k1, or held
+    // wrong bytes for it, started, and the k1 documents failed their deliveries and were
+    // removed with them.
+    #[tokio::test]
+    async fn regression_keys_that_strand_older_spooled_documents_stop_the_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::new(dir.path()).expect("store");
+        let k1 = Keyring::new(("k1", &K1), &[]).expect("keys");
+        let rotated = Keyring::new(("k2", &K2), &[("k1", &K1)]).expect("keys");
+        spool_sealed(dir.path(), &k1, "old", 3).await;
+        // Newer objects, so that the newest all open under k2.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        spool_sealed(dir.path(), &rotated, "new", 10).await;
+        assert!(check_spool_keys(&store, Some(&rotated)).await.is_ok());
+
+        let dropped = Keyring::new(("k2", &K2), &[]).expect("keys");
+        let text = refusal(check_spool_keys(&store, Some(&dropped)).await);
+        assert!(text.contains("`k1`") && text.contains("previous"), "{text}");
+
+        let wrong = Keyring::new(("k2", &K2), &[("k1", &[9; 32])]).expect("keys");
+        let text = refusal(check_spool_keys(&store, Some(&wrong)).await);
+        assert!(
+            text.contains("`k1`") && text.contains("wrong key"),
+            "{text}"
+        );
+
+        let text = refusal(check_spool_keys(&store, None).await);
+        assert!(
+            text.contains("not configured") && text.contains("sealed"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn one_damaged_object_does_not_stop_the_start_but_an_unsealed_spool_does() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::new(dir.path()).expect("store");
+        let k1 = Keyring::new(("k1", &K1), &[]).expect("keys");
+        spool_sealed(dir.path(), &k1, "doc", 3).await;
+        let damaged = dir.path().join("uploads").join("doc-0.doc");
+        let mut bytes = std::fs::read(&damaged).expect("read");
+        bytes[60] ^= 1; // in the wrapped data key
+        std::fs::write(&damaged, bytes).expect("write");
+        assert!(check_spool_keys(&store, Some(&k1)).await.is_ok());
+
+        let plain = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(plain.path().join("uploads")).expect("mkdir");
+        std::fs::write(plain.path().join("uploads").join("a.doc"), b"%PDF-1.4").expect("write");
+        let store = LocalStore::new(plain.path()).expect("store");
+        assert!(check_spool_keys(&store, None).await.is_ok());
+        let text = refusal(check_spool_keys(&store, Some(&k1)).await);
+        assert!(text.contains("none of the 1 spooled documents"), "{text}");
+    }
 
     #[test]
     fn two_missing_api_keys_are_two_problems_not_one_shared_key() {
