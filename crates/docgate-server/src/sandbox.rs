@@ -200,6 +200,12 @@ pub async fn setup(
         what: "reading the bound address".into(),
         source,
     })?;
+    // The data dir is made private before the emulators create their folders in it (a
+    // directory that exists keeps its mode).
+    crate::create_private_dir(data_dir).map_err(|source| StartError::Io {
+        what: format!("creating {}", data_dir.display()),
+        source,
+    })?;
     let (registry, emulators) = start_emulators(table, data_dir, gateway_addr).await?;
     let (api_key, generated_key) = match key {
         Some(k) if !k.trim().is_empty() => (Secret::new(k.trim()), false),

@@ -132,13 +132,23 @@ fn log_filter() -> (tracing_subscriber::EnvFilter, Option<String>) {
         return (tracing_subscriber::EnvFilter::new(DEFAULT), None);
     };
     match tracing_subscriber::EnvFilter::try_new(&spec) {
-        Ok(filter) => (filter, None),
+        Ok(filter) => (cap_aws_sdk(filter), None),
         Err(e) => (
             tracing_subscriber::EnvFilter::new(DEFAULT),
             Some(format!(
                 "{var} is not a valid log filter ({e}); using `{DEFAULT}`"
             )),
         ),
+    }
+}
+
+/// The AWS SDK (the S3 spool) prints the credentials it resolved, access key id included, in
+/// its debug events: it stays at info, whatever level the rest of the gateway logs at (a
+/// filter naming an `aws_…` target itself still decides for that target).
+fn cap_aws_sdk(filter: tracing_subscriber::EnvFilter) -> tracing_subscriber::EnvFilter {
+    match "aws=info".parse() {
+        Ok(cap) => filter.add_directive(cap),
+        Err(_) => filter,
     }
 }
 

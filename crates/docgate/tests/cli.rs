@@ -447,3 +447,42 @@ fn regression_an_unreachable_postgres_is_named_not_a_pool_timeout() {
     // Refused at once, not after the pool's 10 s acquire timeout.
     assert!(started.elapsed() < std::time::Duration::from_secs(8));
 }
+
+/// The AWS SDK's debug events printed the S3 access key id from the configuration.
+#[test]
+fn regression_debug_logs_do_not_show_the_s3_access_key_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A closed port: the bucket check fails, after the SDK resolved its credentials.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let config = format!(
+        "data_dir = \"{}\"\nspool = \"s3://bucket/prefix\"\n\
+         [spool_s3]\nendpoint = \"http://127.0.0.1:{port}\"\npath_style = true\n\
+         access_key_id = {{ env = \"CLI_TEST_S3_ID\" }}\n\
+         secret_access_key = {{ env = \"CLI_TEST_S3_SECRET\" }}\n\
+         [[tenants]]\nname = \"shop\"\napi_key = {{ env = \"DOCGATE_CLI_TEST_KEY\" }}\nproviders = []\n",
+        dir.path().join("data").display()
+    );
+    let config = write_file(dir.path(), "s3.toml", config.as_bytes());
+    for level in ["debug", "trace"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_docgate"))
+            .args(["check", "--config", &config.to_string_lossy()])
+            .env_remove("DOCGATE_LOG")
+            .env("RUST_LOG", level)
+            .env("DOCGATE_CLI_TEST_KEY", "s3cr3t-api-key")
+            .env("CLI_TEST_S3_ID", "AKIAMARKEDKEYID")
+            .env("CLI_TEST_S3_SECRET", "marked-s3-secret")
+            .output()
+            .expect("run");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(all.contains("bucket"), "the bucket check ran:\n{all}");
+        assert!(!all.contains("AKIAMARKEDKEYID"), "{level}:\n{all}");
+        assert!(!all.contains("marked-s3-secret"), "{level}:\n{all}");
+    }
+}

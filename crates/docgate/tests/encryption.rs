@@ -367,3 +367,17 @@ async fn the_sandbox_keeps_a_private_spool_key_across_restarts() {
     let _gateway = Proc::sandbox(dir.path(), KEY);
     assert_eq!(std::fs::read_to_string(&key_file).expect("key"), first);
 }
+
+/// The emulators start before the gateway and made the data dir (0755) before it could be
+/// made private: the sandbox's ledger was readable by every local user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_the_sandbox_data_dir_is_private_although_its_emulators_start_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("fresh").join("data");
+    let _gateway = Proc::sandbox(&data, KEY);
+    let meta = std::fs::metadata(&data).expect("data dir");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o700
+    );
+}
