@@ -39,7 +39,7 @@ pub use media::MediaRange;
 pub use policy::{DigestSet, SlotSpec, Slots, UploadPolicy};
 pub use problem::{FieldError, FieldErrorKind, Problem, Side};
 pub use provider::{
-    DeliveryContext, FieldSpec, Fields, Outcome, Prepared, Provider, ProviderRoutes,
+    DeliveryContext, FieldSpec, Fields, Outcome, Prepared, Provider, ProviderRoutes, REDACTED,
 };
 pub use registration::{ConfigIssues, Registration};
 pub use scan::{ContentScan, ScanError};

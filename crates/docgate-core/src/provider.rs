@@ -115,6 +115,38 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// This outcome with every occurrence of `secrets` in its texts (reference, reason,
+    /// problem detail and members) replaced by [`REDACTED`].
+    pub fn redacted(mut self, secrets: &[crate::Secret]) -> Outcome {
+        let secrets: Vec<&str> = secrets
+            .iter()
+            .map(crate::Secret::expose)
+            .filter(|s| s.len() >= REDACT_MIN_LEN)
+            .collect();
+        if secrets.is_empty() {
+            return self;
+        }
+        match &mut self {
+            Outcome::Delivered { reference, .. } | Outcome::Duplicate { reference, .. } => {
+                redact_value(reference, &secrets)
+            }
+            Outcome::Rejected { problem, .. } => {
+                if let Some(detail) = &mut problem.detail {
+                    redact_text(detail, &secrets);
+                }
+                problem
+                    .extra
+                    .values_mut()
+                    .for_each(|v| redact_value(v, &secrets));
+                for error in &mut problem.errors {
+                    redact_text(&mut error.message, &secrets);
+                }
+            }
+            Outcome::RetryLater { reason, .. } => redact_text(reason, &secrets),
+        }
+        self
+    }
+
     pub fn delivered(reference: Value, upstream_status: Option<u16>) -> Outcome {
         Outcome::Delivered {
             reference,
@@ -239,6 +271,37 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
     /// resolve?). URLs learnt at run time (presigned uploads) are not listed.
     fn endpoints(&self) -> Vec<url::Url> {
         Vec::new()
+    }
+
+    /// The credentials this provider holds (a bearer token, a signing secret): taken out of
+    /// every outcome's texts before they are recorded or answered ([`Outcome::redacted`]),
+    /// since an upstream may quote the request it refused, headers and all. None by default.
+    fn secrets(&self) -> Vec<crate::Secret> {
+        Vec::new()
+    }
+}
+
+/// What a secret is replaced with in an outcome's texts.
+pub const REDACTED: &str = "[redacted]";
+
+/// Secrets shorter than this are not searched for: a one-letter test credential would
+/// redact every word it occurs in, and a real credential is never this short.
+const REDACT_MIN_LEN: usize = 6;
+
+fn redact_text(text: &mut String, secrets: &[&str]) {
+    for secret in secrets {
+        if text.contains(secret) {
+            *text = text.replace(secret, REDACTED);
+        }
+    }
+}
+
+fn redact_value(value: &mut Value, secrets: &[&str]) {
+    match value {
+        Value::String(text) => redact_text(text, secrets),
+        Value::Array(items) => items.iter_mut().for_each(|v| redact_value(v, secrets)),
+        Value::Object(members) => members.values_mut().for_each(|v| redact_value(v, secrets)),
+        _ => {}
     }
 }
 

@@ -294,6 +294,13 @@ impl FinextProvider {
     }
 }
 
+/// The customer a submission is for, as tenants own it. Finext says only "unique
+/// username"; whether it folds case is not known, so the owner of `lili111` owns every
+/// spelling of it in case (refusing more, never less). Kept as a hash.
+fn username_subject(username: &str) -> docgate_core::OwnedRef {
+    docgate_core::OwnedRef::hashed("username", &username.trim().to_lowercase())
+}
+
 #[async_trait]
 impl Provider for FinextProvider {
     fn name(&self) -> &str {
@@ -322,10 +329,7 @@ impl Provider for FinextProvider {
         let Ok(s) = prepared.parse::<Submission>() else {
             return Vec::new();
         };
-        vec![(
-            "username",
-            docgate_core::OwnedRef::hashed("username", s.username.trim()),
-        )]
+        vec![("username", username_subject(&s.username))]
     }
 
     fn check(&self, prepared: &Prepared, documents: &[DocumentMeta]) -> Result<(), Problem> {
@@ -348,6 +352,14 @@ impl Provider for FinextProvider {
     fn endpoints(&self) -> Vec<reqwest::Url> {
         // `new` checked that the base URL parses.
         reqwest::Url::parse(&self.base_url).into_iter().collect()
+    }
+
+    /// The `Authorization` value is sent as it is; the signing secret only through MD5.
+    fn secrets(&self) -> Vec<docgate_core::Secret> {
+        vec![
+            self.config.authorization.clone(),
+            self.config.secret.clone(),
+        ]
     }
 
     async fn deliver(
@@ -376,5 +388,19 @@ impl Provider for FinextProvider {
             Ok(response) => self.answer(ctx, &submission, &request_id, response).await,
             Err(outcome) => outcome,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_username_is_one_customer_whatever_its_case() {
+        let user = username_subject("lili111");
+        assert_eq!(username_subject(" LILI111 "), user);
+        assert_eq!(username_subject("Lili111"), user);
+        assert_ne!(username_subject("lili112"), user);
+        assert!(!user.value.contains("lili"), "kept as a hash");
     }
 }

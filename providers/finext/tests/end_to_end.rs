@@ -428,3 +428,40 @@ async fn control_endpoints_list_submissions_and_set_review_states() {
     let banner = h.emulator.banner().join("\n");
     assert!(banner.contains(&url) && banner.contains(docgate_finext::emulator::SANDBOX_API_KEY));
 }
+
+/// An upstream (a proxy's error page, a debugging endpoint) answered 400 quoting the request
+/// it refused, `Authorization` included: the text went into the ledger and the tenant's
+/// problem. The gateway takes the provider's secrets out of every outcome.
+#[tokio::test]
+async fn regression_an_upstream_quoting_the_request_does_not_get_the_credential_recorded() {
+    let h = Harness::start().await;
+    let echo = axum::Router::new().fallback(|headers: axum::http::HeaderMap| async move {
+        let quoted: String = headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes())))
+            .collect();
+        (axum::http::StatusCode::BAD_REQUEST, quoted)
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, echo).await });
+    let mut config = h.emulator.sandbox_config();
+    config.base_url = format!("http://{addr}");
+    config.authorization = docgate_core::Secret::new("Bearer quoted-back-credential");
+    let provider = FinextProvider::new(config).expect("valid");
+    let prepared = provider
+        .prepare(&passport_fields())
+        .expect("valid metadata");
+    let docs = vec![h.document("front", jpeg(1000, 8)).await];
+    let outcome = provider.deliver(&h.ctx(1), &prepared, &docs).await;
+    let raw = format!("{outcome:?}");
+    assert!(
+        raw.contains("quoted-back-credential"),
+        "the stand-in quoted it: {raw}"
+    );
+    let kept = format!("{:?}", outcome.redacted(&provider.secrets()));
+    assert!(!kept.contains("quoted-back-credential"), "{kept}");
+    assert!(kept.contains(docgate_core::REDACTED), "{kept}");
+}

@@ -471,6 +471,15 @@ impl Provider for SilaProvider {
         vec![self.inner.documents_url.clone()]
     }
 
+    /// The OAuth2 bearer token is sent as it is (ECDSA keys sign; their signatures are
+    /// worthless for any other request).
+    fn secrets(&self) -> Vec<docgate_core::Secret> {
+        match &self.inner.credentials {
+            Credentials::OAuth2 { token } => token.current().into_iter().collect(),
+            Credentials::Ecdsa { .. } => Vec::new(),
+        }
+    }
+
     async fn deliver(
         &self,
         ctx: &DeliveryContext,

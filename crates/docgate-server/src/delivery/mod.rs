@@ -325,7 +325,7 @@ impl Deliverer {
                 )
                 .await
             {
-                Attempt::Done(outcome) => outcome,
+                Attempt::Done(outcome) => outcome.redacted(&provider.secrets()),
                 Attempt::LeaseLost => {
                     tracing::warn!(upload = %id, "lease lost during an attempt; abandoning it");
                     return Ok(());
