@@ -366,7 +366,18 @@ impl Ledger for SqlLedger {
 
     async fn erase(&self, id: &str, now: Millis) -> LedgerResult<Option<(UploadRecord, bool)>> {
         let id = id.to_owned();
-        write_tx!(self, |c| ops::erase(c, id, now))
+        let erased = write_tx!(self, |c| ops::erase(c, id, now))?;
+        if let (Some(writer), Some(_)) = (&self.writer, &erased) {
+            // The erased values are overwritten in the database file (secure_delete), but
+            // the WAL still holds the frames written before.
+            if !writer.truncate_wal().await? {
+                tracing::warn!(
+                    "the ledger's WAL could not be emptied after an erasure (readers kept it); \
+                     its old frames go at a later checkpoint"
+                );
+            }
+        }
+        Ok(erased)
     }
 
     async fn release_node(&self, node: &str, now: Millis) -> LedgerResult<u64> {

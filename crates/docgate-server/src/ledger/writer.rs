@@ -41,10 +41,18 @@ pub struct CommitFailure {
     pub message: String,
 }
 
+/// What the writer thread is asked to do.
+enum Work {
+    Write(Job),
+    /// After what came before is committed: copy the WAL into the database file and empty
+    /// it (an erasure's old values leave the disk); answers whether it could.
+    TruncateWal(oneshot::Sender<bool>),
+}
+
 /// A handle to the writer thread; the thread ends when every handle is dropped.
 #[derive(Debug, Clone)]
 pub struct Writer {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Work>,
 }
 
 /// Statements cached per connection: the writes use a few dozen distinct ones.
@@ -85,23 +93,76 @@ impl Writer {
             });
             (ok, answer)
         });
-        self.jobs.send(job).await.map_err(|_| LedgerError::Closed)?;
+        self.jobs
+            .send(Work::Write(job))
+            .await
+            .map_err(|_| LedgerError::Closed)?;
         rx.await.map_err(|_| LedgerError::Closed)?
+    }
+
+    /// Empty the WAL once every write before this call is committed: the pages an erasure
+    /// overwrote in the database file still sit in the WAL's older frames until then.
+    /// `false` when readers kept it from finishing (a later call, or SQLite's own
+    /// checkpoints, will).
+    pub async fn truncate_wal(&self) -> LedgerResult<bool> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Work::TruncateWal(tx))
+            .await
+            .map_err(|_| LedgerError::Closed)?;
+        rx.await.map_err(|_| LedgerError::Closed)
     }
 }
 
+/// How long a WAL truncation waits for readers: it holds up every write meanwhile.
+const TRUNCATE_WAIT_MS: u32 = 1000;
+
+fn truncate_wal(conn: &Connection) -> bool {
+    let run = || -> rusqlite::Result<bool> {
+        conn.execute_batch(&format!("PRAGMA busy_timeout = {TRUNCATE_WAIT_MS}"))?;
+        // (busy, frames in the WAL, frames checkpointed)
+        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+        Ok(busy == 0)
+    };
+    let done = run().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "emptying the ledger's WAL failed");
+        false
+    });
+    // Back to the setting every other statement runs with.
+    if let Err(e) = conn.execute_batch(super::sql::SQLITE_SETTINGS) {
+        tracing::warn!(error = %e, "restoring the ledger writer's settings failed");
+    }
+    done
+}
+
 /// The writer: batch, commit, answer; until every handle is dropped.
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<Work>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+    let mut next = rx.blocking_recv();
+    while let Some(work) = next.take() {
+        match work {
+            Work::TruncateWal(answer) => {
+                let _ = answer.send(truncate_wal(&conn));
+            }
+            Work::Write(first) => {
+                batch.push(first);
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(Work::Write(job)) => batch.push(job),
+                        // Run after this batch commits.
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                commit_batch(&mut conn, &mut batch);
             }
         }
-        commit_batch(&mut conn, &mut batch);
+        if next.is_none() {
+            next = rx.blocking_recv();
+        }
     }
 }
 
