@@ -127,21 +127,107 @@ pub fn section<T: serde::de::DeserializeOwned>(value: toml::Value) -> Result<T, 
 /// (holding those secrets unresolved) unless something other than a secret is wrong, with
 /// an issue per failed secret and per deserialization error. For checks that go on after a
 /// missing secret; nothing built from an unresolved secret may be put to use.
+///
+/// serde stops at the first bad value; so that one run of `docgate check` names every
+/// problem, the bad key is taken out and the section read again (its default then stands
+/// in), up to [`MAX_SECTION_ERRORS`] times. The section comes back parsed when what is left
+/// parses, so its other values are still validated; the issues say it was not usable as
+/// written.
 pub fn section_with_unresolved<T: serde::de::DeserializeOwned>(
-    value: toml::Value,
+    mut value: toml::Value,
 ) -> (Option<T>, ConfigIssues) {
-    let (parsed, failures) =
-        crate::secret::collecting(|| serde_path_to_error::deserialize::<_, T>(value.clone()));
-    let mut issues = crate::secret::issues(&value, failures);
-    match parsed {
-        Ok(parsed) => (Some(parsed), issues),
-        Err(e) => {
-            // `.` is the path of the section itself.
-            let path = e.path().to_string();
-            let path = if path == "." { String::new() } else { path };
-            issues.push(path, e.inner().message());
-            (None, issues)
+    let mut errors = ConfigIssues::default();
+    let mut removed: Vec<String> = Vec::new();
+    // Secrets that failed to load come first, then what serde found, in the order found.
+    let finish = |value: &toml::Value, failures, errors: ConfigIssues| {
+        let mut issues = crate::secret::issues(value, failures);
+        issues.extend(errors);
+        issues
+    };
+    for _ in 0..MAX_SECTION_ERRORS {
+        let (parsed, failures) =
+            crate::secret::collecting(|| serde_path_to_error::deserialize::<_, T>(value.clone()));
+        let e = match parsed {
+            Ok(parsed) => return (Some(parsed), finish(&value, failures, errors)),
+            Err(e) => e,
+        };
+        // `.` is the path of the section itself.
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        let message = e.inner().message();
+        // A key taken out after its own error is then missing: that is not news.
+        let echo = removed.iter().any(|key| {
+            message
+                .strip_prefix("missing field `")
+                .and_then(|m| m.strip_suffix('`'))
+                == Some(key_name(key))
+                && parent_of(key) == path
+        });
+        if !echo {
+            errors.push(path.clone(), message);
         }
+        let unknown = message.starts_with("unknown field `");
+        let key = match (unknown, message.split('`').nth(1)) {
+            // serde names an unknown field in its message; the path may stop at its table.
+            (true, Some(field)) if key_name(&path) != field => {
+                if path.is_empty() {
+                    field.to_owned()
+                } else {
+                    format!("{path}.{field}")
+                }
+            }
+            _ => path,
+        };
+        if echo || key.is_empty() || !remove_at(&mut value, &key) {
+            return (None, finish(&value, failures, errors));
+        }
+        removed.push(key);
+    }
+    (None, errors)
+}
+
+/// Problems read from one section at most.
+pub const MAX_SECTION_ERRORS: usize = 32;
+
+fn key_name(path: &str) -> &str {
+    path.rsplit('.').next().unwrap_or(path)
+}
+
+fn parent_of(path: &str) -> &str {
+    path.rsplit_once('.').map_or("", |(parent, _)| parent)
+}
+
+/// Remove the value at a serde path (`a.b`, `a[2].c`) from `value`; false when it is not
+/// there.
+fn remove_at(value: &mut toml::Value, path: &str) -> bool {
+    let mut steps: Vec<&str> = Vec::new();
+    for part in path.split('.') {
+        match part.split_once('[') {
+            Some((name, rest)) => {
+                steps.push(name);
+                steps.extend(rest.split('[').map(|i| i.trim_end_matches(']')));
+            }
+            None => steps.push(part),
+        }
+    }
+    let Some((last, parents)) = steps.split_last() else {
+        return false;
+    };
+    let mut at = value;
+    for step in parents {
+        let next = match at {
+            toml::Value::Table(t) => t.get_mut(*step),
+            toml::Value::Array(a) => step.parse::<usize>().ok().and_then(|i| a.get_mut(i)),
+            _ => None,
+        };
+        match next {
+            Some(v) => at = v,
+            None => return false,
+        }
+    }
+    match at {
+        toml::Value::Table(t) => t.remove(*last).is_some(),
+        _ => false,
     }
 }
 
@@ -281,14 +367,68 @@ mod tests {
     #[test]
     fn a_bad_value_is_reported_at_its_key_next_to_missing_secrets() {
         let v = value("url = \"x\"\nkey = { env = \"DOCGATE_REG_TEST_UNSET_1\" }\nlimit = -1");
-        let (parsed, issues) = section_with_unresolved::<Section>(v);
-        assert!(parsed.is_none());
+        let (parsed, issues) = section_with_unresolved::<Section>(v.clone());
+        // Read again without the bad value, so the rest is still checked; never usable.
+        assert!(parsed.is_some_and(|s| s.limit == 0));
         let paths: Vec<&str> = issues.0.iter().map(|i| i.path.as_str()).collect();
         assert_eq!(paths, vec!["key", "limit"], "{issues}");
+        assert!(section::<Section>(v).is_err());
         let v = value("url = \"x\"\nkey = { env = \"DOCGATE_REG_TEST_UNSET_1\" }");
         let (parsed, issues) = section_with_unresolved::<Section>(v);
         assert!(parsed.is_some_and(|s| !s.key.is_resolved()));
         assert_eq!(issues.0.len(), 1);
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Strict {
+        url: String,
+        #[serde(default)]
+        limit: u32,
+        #[serde(default)]
+        inner: Inner,
+    }
+
+    #[derive(Debug, Default, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        #[serde(default)]
+        depth: u32,
+    }
+
+    // One run of `docgate check` named only the first problem of each section.
+    #[test]
+    fn regression_every_problem_of_a_section_is_named_not_only_the_first() {
+        let v = value(
+            "url = \"x\"\nlimit = \"big\"\ntypo = 1\nother_typo = 2\n\
+             [inner]\ndepth = -1\ndeeper_typo = true",
+        );
+        let (parsed, issues) = section_with_unresolved::<Strict>(v);
+        assert!(parsed.is_some(), "what is left is still read");
+        let mut paths: Vec<&str> = issues.0.iter().map(|i| i.path.as_str()).collect();
+        paths.sort();
+        assert_eq!(
+            paths,
+            vec![
+                "inner.deeper_typo",
+                "inner.depth",
+                "limit",
+                "other_typo",
+                "typo"
+            ],
+            "{issues}"
+        );
+        // A required key with a bad value is named once, not again as missing.
+        let (parsed, issues) = section_with_unresolved::<Strict>(value("url = 5\ntypo = 1"));
+        assert!(parsed.is_none());
+        let paths: Vec<&str> = issues.0.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(paths.len(), 2, "{issues}");
+        assert!(
+            paths.contains(&"url") && paths.contains(&"typo"),
+            "{issues}"
+        );
     }
 
     #[test]

@@ -414,6 +414,19 @@ impl ConfigError {
     }
 }
 
+/// A browser origin as browsers send it: `scheme://host[:port]`, nothing more (matching is
+/// exact, so anything else would silently never match).
+fn check_origin(origin: &str) -> Result<(), &'static str> {
+    let url = url::Url::parse(origin).map_err(|_| "not an origin such as https://app.example")?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("not an http(s) origin such as https://app.example");
+    }
+    if url.origin().ascii_serialization() != origin {
+        return Err("an origin is scheme://host[:port], with no path, query or trailing slash");
+    }
+    Ok(())
+}
+
 impl Config {
     /// Read `path`; every problem in it is reported at once ([`ConfigError::Issues`]).
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
@@ -470,6 +483,17 @@ impl Config {
                     Ok(_) => {}
                 }
             }
+            if t.max_concurrent_uploads == Some(0) {
+                issues.push(
+                    format!("{path}.max_concurrent_uploads"),
+                    "must be at least 1",
+                );
+            }
+            for origin in &t.cors_origins {
+                if let Err(why) = check_origin(origin) {
+                    issues.push(format!("{path}.cors_origins"), format!("`{origin}`: {why}"));
+                }
+            }
         }
         let ledger = self.ledger.as_str();
         if !(ledger == "sqlite"
@@ -499,6 +523,28 @@ impl Config {
                     "must be at least 1",
                 );
             }
+        }
+        if self.delivery.poll_interval.is_zero() {
+            // The worker would poll the ledger in a busy loop.
+            issues.push("delivery.poll_interval", "must be greater than 0");
+        }
+        if self.delivery.worker_concurrency == 0 {
+            issues.push("delivery.worker_concurrency", "must be at least 1");
+        }
+        for provider in self.delivery.providers.keys() {
+            if !self.providers.contains_key(provider) {
+                issues.push(
+                    format!("delivery.providers.{provider}"),
+                    "no [providers] section of this name",
+                );
+            }
+        }
+        let share = self.limits.tenant_upload_share;
+        if !(share > 0.0 && share <= 1.0) {
+            issues.push(
+                "limits.tenant_upload_share",
+                "must be above 0 and at most 1",
+            );
         }
         if self.limits.max_concurrent_uploads == 0 {
             issues.push("limits.max_concurrent_uploads", "must be at least 1");
@@ -682,6 +728,38 @@ mod tests {
         assert_eq!(config.ledger, "sqlite");
         assert_eq!(config.spool_dir(), PathBuf::from("docgate-data/spool"));
         assert_eq!(config.tenants[0].api_key.expose(), "k");
+    }
+
+    // Each of these passed `docgate check` and then never worked (origins never matched,
+    // the worker polled in a busy loop, a provider's limits applied to nothing).
+    #[test]
+    fn regression_values_that_could_never_work_are_named() {
+        std::env::set_var("DOCGATE_CONFIG_TEST_KEY", "k");
+        let text = "[limits]\ntenant_upload_share = 7.5\nheader_read_timeout = \"soon\"\n\
+             typo = 1\n[delivery]\npoll_interval = \"0s\"\nworker_concurrency = 0\n\
+             [delivery.providers.nosuch]\nmax_attempts = 3\n\
+             [[tenants]]\nname = \"shop\"\napi_key = { env = \"DOCGATE_CONFIG_TEST_KEY\" }\n\
+             providers = []\nmax_concurrent_uploads = 0\n\
+             cors_origins = [\"https://ok.example\", \"*\", \"https://app.example/path\", \"not a url\"]\n";
+        let (_, issues) = Config::parse_checked(text).expect("toml");
+        let mut found = paths(&issues);
+        found.sort();
+        assert_eq!(
+            found,
+            vec![
+                "delivery.poll_interval",
+                "delivery.providers.nosuch",
+                "delivery.worker_concurrency",
+                "limits.header_read_timeout",
+                "limits.tenant_upload_share",
+                "limits.typo",
+                "tenants.shop.cors_origins",
+                "tenants.shop.cors_origins",
+                "tenants.shop.cors_origins",
+                "tenants.shop.max_concurrent_uploads",
+            ],
+            "{issues}"
+        );
     }
 
     #[test]
