@@ -281,10 +281,9 @@ fn read_directory<R: Read + Seek>(reader: &mut R) -> Result<Directory, ArchiveEr
         end_at: eocd_at,
         len,
     };
-    if entries != 0xFFFF && size != 0xFFFF_FFFF && offset != 0xFFFF_FFFF {
-        return Ok(classic);
-    }
     // ZIP64: the locator sits just before the classic record and points at the ZIP64 record.
+    // Some writers (Info-ZIP from a pipe) add one even when the classic fields hold the real
+    // values; readers that know ZIP64 then read it, so it must agree with them.
     let Some(locator) = eocd.checked_sub(20) else {
         return Ok(classic);
     };
@@ -307,13 +306,23 @@ fn read_directory<R: Read + Seek>(reader: &mut R) -> Result<Directory, ArchiveEr
             "bad ZIP64 end of central directory record".into(),
         ));
     }
-    Ok(Directory {
+    let zip64 = Directory {
         entries: u64_at(&record, 32).ok_or_else(bad)?,
         size: u64_at(&record, 40).ok_or_else(bad)?,
         offset: u64_at(&record, 48).ok_or_else(bad)?,
         end_at: record_at,
         len,
-    })
+    };
+    let agrees = |classic: u64, saturated: u64, wide: u64| classic == saturated || classic == wide;
+    if !(agrees(entries, 0xFFFF, zip64.entries)
+        && agrees(size, 0xFFFF_FFFF, zip64.size)
+        && agrees(offset, 0xFFFF_FFFF, zip64.offset))
+    {
+        return Err(ArchiveError::Corrupt(
+            "the ZIP64 end record disagrees with the classic one".into(),
+        ));
+    }
+    Ok(zip64)
 }
 
 /// Check every entry of the ZIP in `reader` against `rules`. Blocking: run it off the reactor.
@@ -832,6 +841,14 @@ impl<'a> EntrySink<'a> {
                 compressed: consumed,
                 max: self.rules.max_compression_ratio,
             });
+        }
+        if consumed != self.meta.compressed {
+            // Bytes inside the declared size that the entry's data does not use: a streaming
+            // reader goes on after the data, and could find another entry there.
+            return Err(ArchiveError::Corrupt(format!(
+                "entry `{name}` declares {} compressed bytes but its data ends after {consumed}",
+                self.meta.compressed
+            )));
         }
         Ok(ZipEntry {
             name: self.meta.name.clone(),
@@ -1385,6 +1402,72 @@ mod tests {
             inspect(Cursor::new(prefixed), &rules()),
             Err(ArchiveError::Corrupt(_))
         ));
+    }
+
+    /// `z` (no comment) with ZIP64 end records before its classic one, as Info-ZIP writes
+    /// from a pipe: the classic record keeps the real values.
+    fn with_zip64_end(z: &[u8]) -> Vec<u8> {
+        let (offset, size) = directory_of(z);
+        let eocd = &z[z.len() - 22..];
+        let entries = u64::from(u16::from_le_bytes([eocd[10], eocd[11]]));
+        let mut out = z[..z.len() - 22].to_vec();
+        let record_at = out.len() as u64;
+        out.extend_from_slice(b"PK\x06\x06");
+        out.extend_from_slice(&44u64.to_le_bytes());
+        out.extend_from_slice(&[45, 0, 45, 0]);
+        out.extend_from_slice(&[0; 8]); // disk numbers
+        out.extend_from_slice(&entries.to_le_bytes());
+        out.extend_from_slice(&entries.to_le_bytes());
+        out.extend_from_slice(&(size as u64).to_le_bytes());
+        out.extend_from_slice(&(offset as u64).to_le_bytes());
+        out.extend_from_slice(b"PK\x06\x07\0\0\0\0");
+        out.extend_from_slice(&record_at.to_le_bytes());
+        out.extend_from_slice(&1u32.to_le_bytes());
+        out.extend_from_slice(eocd);
+        out
+    }
+
+    #[test]
+    fn a_zip64_end_record_beside_real_classic_values_is_accounted_for() {
+        let z = make_zip(&[("a.png", PNG.to_vec())], zip::CompressionMethod::Stored);
+        let piped = with_zip64_end(&z);
+        assert_eq!(
+            inspect(Cursor::new(piped.clone()), &rules())
+                .expect("ok")
+                .len(),
+            1
+        );
+        // The two records must agree: a reader of either must see the same directory.
+        let mut disagreeing = piped;
+        let at = disagreeing.len() - 22 - 20 - 56 + 32;
+        disagreeing[at] = 7;
+        assert!(matches!(
+            inspect(Cursor::new(disagreeing), &rules()),
+            Err(ArchiveError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn regression_bytes_after_an_entry_s_deflate_stream_within_its_size_are_refused() {
+        // A streaming reader stops where the deflate stream does (then reads a descriptor)
+        // and takes the next local header it finds: one hidden inside the declared size.
+        let plain: Vec<u8> = (0..20_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        let mut plain_pdf = b"%PDF-1.4\n".to_vec();
+        plain_pdf.extend_from_slice(&plain);
+        let mut compressed = deflate_raw(&plain_pdf);
+        let hidden = make_zip(
+            &[("evil.sh", b"#!/bin/sh\n".to_vec())],
+            zip::CompressionMethod::Stored,
+        );
+        let (hidden_cd, _) = directory_of(&hidden);
+        compressed.extend_from_slice(&hidden[..hidden_cd]);
+        let z = handmade_zip("doc.pdf", &plain_pdf, &compressed);
+        match inspect(Cursor::new(z), &roomy_rules()) {
+            Err(ArchiveError::Corrupt(m)) => assert!(m.contains("its data ends after"), "{m}"),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
     }
 
     #[test]

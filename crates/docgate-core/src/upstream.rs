@@ -77,3 +77,39 @@ mod tests {
         assert!(summarize_body(&[b'x'; 1000]).chars().count() <= 301);
     }
 }
+
+/// A configured URL as it may be shown in messages: any `user:password@` in it replaced by
+/// `***@` (a URL that does not parse is scrubbed as text, since that is exactly when it is
+/// shown).
+pub fn shown_url(raw: &str) -> String {
+    let Some((scheme, rest)) = raw.split_once("://") else {
+        return raw.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => raw.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod shown_url_tests {
+    use super::shown_url;
+
+    #[test]
+    fn credentials_in_a_url_are_not_shown() {
+        assert_eq!(
+            shown_url("http://user:TALERURLPASS@ex.example/path"),
+            "http://***@ex.example/path"
+        );
+        assert_eq!(
+            shown_url("https://a:b@c@h:1/?q=x@y"),
+            "https://***@h:1/?q=x@y"
+        );
+        assert_eq!(
+            shown_url("https://ex.example/p@th"),
+            "https://ex.example/p@th"
+        );
+        assert_eq!(shown_url("not a url"), "not a url");
+    }
+}
