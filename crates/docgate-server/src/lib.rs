@@ -221,6 +221,22 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
+/// A data dir made by someone else keeps its mode; say so when other users can read it.
+fn warn_if_readable_by_others(dir: &Path) {
+    #[cfg(unix)]
+    if let Ok(meta) = std::fs::metadata(dir) {
+        let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "the data dir is open to other users; the ledger in it holds personal data \
+                 (chmod 700 it)"
+            );
+        }
+    }
+}
+
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
     let what = what.into();
     move |source| StartError::Io { what, source }
@@ -441,6 +457,7 @@ impl Gateway {
     pub async fn start(setup: Setup) -> Result<Gateway, StartError> {
         create_private_dir(&setup.data_dir)
             .map_err(io(format!("creating {}", setup.data_dir.display())))?;
+        warn_if_readable_by_others(&setup.data_dir);
         let spool = SpoolDir::with_store(
             open_spool(&setup).await?,
             setup.limits.spool_memory_threshold,
