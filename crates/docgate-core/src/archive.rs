@@ -268,7 +268,12 @@ fn read_directory<R: Read + Seek>(reader: &mut R) -> Result<Directory, ArchiveEr
         ));
     }
     let eocd_at = tail_start + eocd as u64;
-    if eocd_at + 22 + comment != len {
+    // After the comment only zeros may follow: tools that write to a pipe pad to a block
+    // (bsdtar: 10240 bytes), and zeros hide nothing.
+    let padding = (eocd + 22)
+        .checked_add(comment as usize)
+        .and_then(|end| tail.get(end..));
+    if !padding.is_some_and(|rest| rest.iter().all(|&b| b == 0)) {
         return Err(ArchiveError::Corrupt(format!(
             "the archive comment declares {comment} bytes but {} follow the end record",
             len - eocd_at - 22
@@ -1351,13 +1356,17 @@ mod tests {
         // A comment with no archive in it is fine.
         let z = with_comment(&outer, b"made by a scanner");
         assert_eq!(inspect(Cursor::new(z), &rules()).expect("ok").len(), 1);
-        // Bytes after the end record that the comment does not declare are not.
+        // Bytes after the end record that the comment does not declare are not…
         let mut z = outer.clone();
         z.extend_from_slice(b"trailing");
         assert!(matches!(
             inspect(Cursor::new(z), &rules()),
             Err(ArchiveError::Corrupt(_))
         ));
+        // …but zeros are: bsdtar pads what it writes to a pipe to a 10240-byte block.
+        let mut padded = outer.clone();
+        padded.resize(padded.len().div_ceil(10240) * 10240, 0);
+        assert_eq!(inspect(Cursor::new(padded), &rules()).expect("ok").len(), 1);
     }
 
     #[test]

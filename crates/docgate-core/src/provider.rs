@@ -118,11 +118,7 @@ impl Outcome {
     /// This outcome with every occurrence of `secrets` in its texts (reference, reason,
     /// problem detail and members) replaced by [`REDACTED`].
     pub fn redacted(mut self, secrets: &[crate::Secret]) -> Outcome {
-        let secrets: Vec<&str> = secrets
-            .iter()
-            .map(crate::Secret::expose)
-            .filter(|s| s.len() >= REDACT_MIN_LEN)
-            .collect();
+        let secrets: Vec<String> = secrets.iter().flat_map(|s| spellings(s.expose())).collect();
         if secrets.is_empty() {
             return self;
         }
@@ -288,15 +284,38 @@ pub const REDACTED: &str = "[redacted]";
 /// redact every word it occurs in, and a real credential is never this short.
 const REDACT_MIN_LEN: usize = 6;
 
-fn redact_text(text: &mut String, secrets: &[&str]) {
+/// The spellings of a secret an upstream may quote: as configured, its credential without
+/// an auth scheme (`Bearer <token>` → `<token>`), and URL-encoded.
+fn spellings(secret: &str) -> Vec<String> {
+    let mut out = vec![secret.to_owned()];
+    if let Some((_, credential)) = secret.trim().rsplit_once(' ') {
+        out.push(credential.to_owned());
+    }
+    let encoded: Vec<String> = out
+        .iter()
+        .map(|s| url::form_urlencoded::byte_serialize(s.as_bytes()).collect())
+        .collect();
+    out.extend(encoded);
+    out.retain(|s| s.len() >= REDACT_MIN_LEN);
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out.dedup();
+    out
+}
+
+/// Replace every occurrence of each secret, in any ASCII case.
+fn redact_text(text: &mut String, secrets: &[String]) {
     for secret in secrets {
-        if text.contains(secret) {
-            *text = text.replace(secret, REDACTED);
+        let needle = secret.to_ascii_lowercase();
+        // ASCII lower-casing keeps byte offsets, so matches in the copy are matches in `text`.
+        let hay = text.to_ascii_lowercase();
+        let found: Vec<usize> = hay.match_indices(&needle).map(|(i, _)| i).collect();
+        for at in found.into_iter().rev() {
+            text.replace_range(at..at + needle.len(), REDACTED);
         }
     }
 }
 
-fn redact_value(value: &mut Value, secrets: &[&str]) {
+fn redact_value(value: &mut Value, secrets: &[String]) {
     match value {
         Value::String(text) => redact_text(text, secrets),
         Value::Array(items) => items.iter_mut().for_each(|v| redact_value(v, secrets)),
@@ -377,5 +396,36 @@ mod tests {
         ]);
         assert!(fields::only_missing(&missing));
         assert!(!fields::only_missing(&invalid));
+    }
+
+    #[test]
+    fn a_secret_is_redacted_however_the_upstream_quotes_it() {
+        let secret = crate::Secret::new("Bearer R7AUTH+Secret/x=");
+        let quoted = [
+            "authorization: Bearer R7AUTH+Secret/x=",
+            "unknown token R7AUTH+Secret/x=",
+            "token=R7AUTH%2BSecret%2Fx%3D",
+            "AUTHORIZATION: BEARER R7AUTH+SECRET/X=",
+        ];
+        for text in quoted {
+            let outcome = Outcome::RetryLater {
+                after: None,
+                reason: text.to_owned(),
+                upstream_status: Some(400),
+            }
+            .redacted(std::slice::from_ref(&secret));
+            let Outcome::RetryLater { reason, .. } = outcome else {
+                panic!("the same variant");
+            };
+            assert!(!reason.to_ascii_lowercase().contains("r7auth"), "{reason}");
+            assert!(reason.contains(REDACTED), "{reason}");
+        }
+        // Short values are not searched for (they would redact ordinary words).
+        let short = crate::Secret::new("abc");
+        let kept = Outcome::delivered(serde_json::json!({"msg": "abc def"}), None)
+            .redacted(std::slice::from_ref(&short));
+        assert!(
+            matches!(kept, Outcome::Delivered { reference, .. } if reference["msg"] == "abc def")
+        );
     }
 }

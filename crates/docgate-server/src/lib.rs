@@ -221,7 +221,8 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
-/// A data dir made by someone else keeps its mode; say so when other users can read it.
+/// A data or spool dir made by someone else keeps its mode; say so when other users can
+/// read it.
 fn warn_if_readable_by_others(dir: &Path) {
     #[cfg(unix)]
     if let Ok(meta) = std::fs::metadata(dir) {
@@ -230,8 +231,8 @@ fn warn_if_readable_by_others(dir: &Path) {
             tracing::warn!(
                 dir = %dir.display(),
                 mode = format!("{:o}", mode & 0o777),
-                "the data dir is open to other users; the ledger in it holds personal data \
-                 (chmod 700 it)"
+                "this directory is open to other users, and what docgate keeps in it is \
+                 personal data (chmod 700 it)"
             );
         }
     }
@@ -364,6 +365,10 @@ async fn open_spool(setup: &Setup) -> Result<Arc<dyn ObjectStore>, StartError> {
             seal_if_configured(setup, s3).await
         }
         None => {
+            // Private like the data dir: it may be elsewhere, and holds documents.
+            create_private_dir(&setup.spool_dir)
+                .map_err(io(format!("creating spool {}", setup.spool_dir.display())))?;
+            warn_if_readable_by_others(&setup.spool_dir);
             let local = LocalStore::new(&setup.spool_dir)
                 .map_err(io(format!("creating spool {}", setup.spool_dir.display())))?;
             seal_if_configured(setup, local).await

@@ -125,7 +125,7 @@ impl S3Settings {
 /// Why the S3 spool cannot be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum S3ConfigError {
-    #[error("spool: `{0}` is not s3://bucket[/prefix] with a valid bucket name")]
+    #[error("`{0}` is not s3://bucket[/prefix] with a valid bucket name")]
     Url(String),
     #[error(
         "spool_s3: no credentials (set access_key_id and secret_access_key, or AWS_ACCESS_KEY_ID \

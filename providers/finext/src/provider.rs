@@ -44,12 +44,12 @@ impl FinextProvider {
     pub fn new(config: FinextConfig) -> Result<FinextProvider, FinextConfigError> {
         let base_url = config.base_url.trim().trim_end_matches('/').to_owned();
         let parsed = reqwest::Url::parse(&base_url).map_err(|e| FinextConfigError::BaseUrl {
-            url: config.base_url.clone(),
+            url: docgate_core::upstream::shown_url(&config.base_url),
             reason: e.to_string(),
         })?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.query().is_some() {
             return Err(FinextConfigError::BaseUrl {
-                url: config.base_url.clone(),
+                url: docgate_core::upstream::shown_url(&config.base_url),
                 reason: "want http(s)://host[:port][/prefix] without a query".into(),
             });
         }

@@ -144,16 +144,29 @@ pub enum OstConfigError {
 
 impl OstConfig {
     pub(crate) fn validate(&self) -> Result<(), OstConfigError> {
+        match self.problems().into_iter().next() {
+            Some((_, first)) => Err(first),
+            None => Ok(()),
+        }
+    }
+
+    /// Every problem of this configuration, each with the key it is about (so that one run
+    /// of `docgate check` names them all).
+    pub fn problems(&self) -> Vec<(&'static str, OstConfigError)> {
         let is_http = |u: &str| {
             url::Url::parse(u)
                 .map(|p| matches!(p.scheme(), "http" | "https") && p.host().is_some())
                 .unwrap_or(false)
         };
+        let mut found = Vec::new();
         if !is_http(&self.base_url) {
-            return Err(OstConfigError::BaseUrl(self.base_url.clone()));
+            found.push((
+                "base_url",
+                OstConfigError::BaseUrl(docgate_core::upstream::shown_url(&self.base_url)),
+            ));
         }
         if self.api_key.trim().is_empty() {
-            return Err(OstConfigError::EmptyApiKey);
+            found.push(("api_key", OstConfigError::EmptyApiKey));
         }
         for (name, v) in [
             ("api_timeout", self.api_timeout),
@@ -161,23 +174,29 @@ impl OstConfig {
             ("upload_timeout", self.upload_timeout),
         ] {
             if v.is_zero() {
-                return Err(OstConfigError::ZeroTimeout(name));
+                found.push((name, OstConfigError::ZeroTimeout(name)));
             }
         }
         if self.min_document_bytes > self.max_document_bytes {
-            return Err(OstConfigError::SizeBounds {
-                min: self.min_document_bytes,
-                max: self.max_document_bytes,
-            });
+            found.push((
+                "min_document_bytes",
+                OstConfigError::SizeBounds {
+                    min: self.min_document_bytes,
+                    max: self.max_document_bytes,
+                },
+            ));
         }
         match (&self.webhook_secret, &self.webhook_url) {
-            (Some(_), Some(url)) if !is_http(url) => {
-                return Err(OstConfigError::WebhookUrl(url.clone()))
+            (Some(_), Some(url)) if !is_http(url) => found.push((
+                "webhook_url",
+                OstConfigError::WebhookUrl(docgate_core::upstream::shown_url(url)),
+            )),
+            (Some(_), None) | (None, Some(_)) => {
+                found.push(("webhook_url", OstConfigError::WebhookHalfConfigured))
             }
-            (Some(_), None) | (None, Some(_)) => return Err(OstConfigError::WebhookHalfConfigured),
             _ => {}
         }
-        Ok(())
+        found
     }
 }
 
@@ -288,5 +307,22 @@ mod tests {
             cfg.validate(),
             Err(OstConfigError::WebhookHalfConfigured)
         ));
+    }
+
+    // `docgate check` named only the first of them.
+    #[test]
+    fn regression_every_problem_is_named_with_its_key() {
+        let mut cfg = OstConfig::new("ftp://user:hunter2@x", " ", Secret::new("s"));
+        cfg.min_document_bytes = 10;
+        cfg.max_document_bytes = 5;
+        cfg.webhook_secret = Some(Secret::new("w"));
+        let problems = cfg.problems();
+        let keys: Vec<&str> = problems.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            keys,
+            vec!["base_url", "api_key", "min_document_bytes", "webhook_url"]
+        );
+        let shown: String = problems.iter().map(|(_, p)| p.to_string()).collect();
+        assert!(!shown.contains("hunter2"), "{shown}");
     }
 }

@@ -141,9 +141,12 @@ impl SilaProvider {
         let base = reqwest::Url::parse(config.base_url.trim())
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
-            .ok_or_else(|| SilaConfigError::BaseUrl(config.base_url.clone()))?;
-        let documents_url = endpoint(&base, "0.2/documents")
-            .ok_or_else(|| SilaConfigError::BaseUrl(config.base_url.clone()))?;
+            .ok_or_else(|| {
+                SilaConfigError::BaseUrl(docgate_core::upstream::shown_url(&config.base_url))
+            })?;
+        let documents_url = endpoint(&base, "0.2/documents").ok_or_else(|| {
+            SilaConfigError::BaseUrl(docgate_core::upstream::shown_url(&config.base_url))
+        })?;
         let app_handle = config.app_handle.trim().to_owned();
         if app_handle.is_empty() {
             return Err(SilaConfigError::AppHandle);

@@ -160,7 +160,7 @@ impl TalerProvider {
 
 fn endpoint(base_url: &str, extern_pub: &str) -> Result<Url, TalerConfigError> {
     let bad = |reason: &str| TalerConfigError::BaseUrl {
-        url: base_url.to_owned(),
+        url: docgate_core::upstream::shown_url(base_url),
         reason: reason.to_owned(),
     };
     let mut base = Url::parse(base_url).map_err(|e| bad(&e.to_string()))?;
