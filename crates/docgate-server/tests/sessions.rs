@@ -437,14 +437,16 @@ async fn cors_answers_allowed_origins_for_tokens_only() {
     let other = preflight("https://evil.example").await.expect("preflight");
     assert!(other.headers().get("access-control-allow-origin").is_none());
 
+    // A tus creation with `token` from a browser at `origin`.
+    let create_from = |token: &str, origin: &'static str| {
+        let req = w
+            .tus(reqwest::Method::POST, "/v1/tus/", token)
+            .header("origin", origin)
+            .header("upload-length", "300000");
+        async move { req.send().await.expect("create") }
+    };
     let (_, token) = w.session(json!({})).await;
-    let with_token = w
-        .tus(reqwest::Method::POST, "/v1/tus/", &token)
-        .header("origin", ORIGIN)
-        .header("upload-length", "300000")
-        .send()
-        .await
-        .expect("create");
+    let with_token = create_from(&token, ORIGIN).await;
     assert_eq!(with_token.headers()["access-control-allow-origin"], ORIGIN);
     assert!(with_token.headers()["access-control-expose-headers"]
         .to_str()
@@ -466,13 +468,7 @@ async fn cors_answers_allowed_origins_for_tokens_only() {
             .is_none(),
         "API-key routes never answer a browser origin"
     );
-    let foreign = w
-        .tus(reqwest::Method::POST, "/v1/tus/", &token)
-        .header("origin", "https://evil.example")
-        .header("upload-length", "300000")
-        .send()
-        .await
-        .expect("create");
+    let foreign = create_from(&token, "https://evil.example").await;
     assert_eq!(foreign.status(), 403);
     assert!(foreign
         .headers()
@@ -481,13 +477,7 @@ async fn cors_answers_allowed_origins_for_tokens_only() {
     // A session bound to one origin, used from another the tenant allows: refused, and
     // the page there cannot read the refusal (it would tell a real token from a made-up one).
     let (_, bound) = w.session(json!({ "origin": ORIGIN })).await;
-    let elsewhere = w
-        .tus(reqwest::Method::POST, "/v1/tus/", &bound)
-        .header("origin", SECOND_ORIGIN)
-        .header("upload-length", "300000")
-        .send()
-        .await
-        .expect("create");
+    let elsewhere = create_from(&bound, SECOND_ORIGIN).await;
     assert_eq!(elsewhere.status(), 403);
     assert!(
         elsewhere
@@ -496,13 +486,7 @@ async fn cors_answers_allowed_origins_for_tokens_only() {
             .is_none(),
         "regression: a refused origin read the refusal of a real token"
     );
-    let unknown = w
-        .tus(reqwest::Method::POST, "/v1/tus/", "dgs_made_up")
-        .header("origin", SECOND_ORIGIN)
-        .header("upload-length", "300000")
-        .send()
-        .await
-        .expect("create");
+    let unknown = create_from("dgs_made_up", SECOND_ORIGIN).await;
     assert_eq!(unknown.status(), 401);
     assert_eq!(
         unknown.headers()["access-control-allow-origin"],
