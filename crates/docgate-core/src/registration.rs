@@ -183,6 +183,10 @@ pub fn section_with_unresolved<T: serde::de::DeserializeOwned>(
         }
         removed.push(key);
     }
+    errors.push(
+        "",
+        format!("more problems than the first {MAX_SECTION_ERRORS} may follow"),
+    );
     (None, errors)
 }
 

@@ -416,13 +416,19 @@ impl ConfigError {
 
 /// A browser origin as browsers send it: `scheme://host[:port]`, nothing more (matching is
 /// exact, so anything else would silently never match).
-fn check_origin(origin: &str) -> Result<(), &'static str> {
-    let url = url::Url::parse(origin).map_err(|_| "not an origin such as https://app.example")?;
+fn check_origin(origin: &str) -> Result<(), String> {
+    let url = url::Url::parse(origin)
+        .map_err(|_| "not an origin such as https://app.example".to_owned())?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err("not an http(s) origin such as https://app.example");
+        return Err("not an http(s) origin such as https://app.example".into());
     }
-    if url.origin().ascii_serialization() != origin {
-        return Err("an origin is scheme://host[:port], with no path, query or trailing slash");
+    if url.host_str().is_some_and(|h| h.contains('*')) {
+        return Err("wildcards are not supported: list each origin".into());
+    }
+    let written = url.origin().ascii_serialization();
+    if written != origin {
+        // Browsers send the serialised form: lower case, no default port, punycode, no path.
+        return Err(format!("browsers send it as `{written}`: write that"));
     }
     Ok(())
 }
@@ -740,8 +746,15 @@ mod tests {
              [delivery.providers.nosuch]\nmax_attempts = 3\n\
              [[tenants]]\nname = \"shop\"\napi_key = { env = \"DOCGATE_CONFIG_TEST_KEY\" }\n\
              providers = []\nmax_concurrent_uploads = 0\n\
-             cors_origins = [\"https://ok.example\", \"*\", \"https://app.example/path\", \"not a url\"]\n";
+             cors_origins = [\"https://ok.example\", \"*\", \"https://app.example/path\", \"not a url\", \
+             \"HTTPS://A.EXAMPLE\", \"https://*.example.com\"]\n";
         let (_, issues) = Config::parse_checked(text).expect("toml");
+        assert!(
+            issues
+                .to_string()
+                .contains("browsers send it as `https://a.example`"),
+            "{issues}"
+        );
         let mut found = paths(&issues);
         found.sort();
         assert_eq!(
@@ -753,6 +766,8 @@ mod tests {
                 "limits.header_read_timeout",
                 "limits.tenant_upload_share",
                 "limits.typo",
+                "tenants.shop.cors_origins",
+                "tenants.shop.cors_origins",
                 "tenants.shop.cors_origins",
                 "tenants.shop.cors_origins",
                 "tenants.shop.cors_origins",
