@@ -9,7 +9,10 @@ use serde::Deserialize;
 /// `#[serde(deserialize_with = "docgate_core::duration::deserialize")]`.
 pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     #[derive(Deserialize)]
-    #[serde(untagged)]
+    #[serde(
+        untagged,
+        expecting = "a duration such as \"500ms\", \"90s\", \"5m\", \"1h\" or \"7d\", or whole seconds"
+    )]
     enum Written {
         Seconds(u64),
         Text(String),
@@ -84,5 +87,20 @@ mod tests {
             .expect("refused");
         assert!(bad.to_string().contains("not a duration"), "{bad}");
         assert!(serde_json::from_str::<T>(r#"{"d": -1}"#).is_err());
+    }
+
+    #[test]
+    fn a_negative_or_fractional_number_is_told_what_a_duration_looks_like() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Limits {
+            #[serde(deserialize_with = "deserialize")]
+            wait: Duration,
+        }
+        for bad in ["wait = -5", "wait = 1.5"] {
+            let e = toml::from_str::<Limits>(bad).expect_err(bad).to_string();
+            assert!(e.contains("a duration such as"), "{e}");
+            assert!(!e.contains("untagged"), "{e}");
+        }
     }
 }

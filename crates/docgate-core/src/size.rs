@@ -7,7 +7,7 @@ use serde::Deserialize;
 /// `#[serde(deserialize_with = "docgate_core::size::deserialize")]`.
 pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     #[derive(Deserialize)]
-    #[serde(untagged)]
+    #[serde(untagged, expecting = "a size such as \"16MiB\" or whole bytes")]
     enum Written {
         Bytes(u64),
         Text(String),
