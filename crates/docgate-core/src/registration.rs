@@ -250,6 +250,38 @@ where
     Ok(Arc::new(provider))
 }
 
+/// A provider section's own checks that need no secret, each problem at its key: run by
+/// [`build_checked`] even while a secret of the section is missing or another value did not
+/// parse, so that one run of `docgate check` names them all.
+pub trait SectionChecks {
+    fn problems(&self) -> Vec<(&'static str, String)>;
+}
+
+/// [`build`], with the section's [`SectionChecks`] named before the constructor runs.
+pub fn build_checked<C, P, E>(
+    value: toml::Value,
+    new: fn(C) -> Result<P, E>,
+) -> Result<Arc<dyn Provider>, ConfigIssues>
+where
+    C: serde::de::DeserializeOwned + SectionChecks,
+    P: Provider,
+    E: fmt::Display,
+{
+    let (parsed, mut issues) = section_with_unresolved::<C>(value);
+    if let Some(config) = &parsed {
+        for (key, problem) in config.problems() {
+            issues.push(key, problem);
+        }
+    }
+    match parsed {
+        Some(config) if issues.is_empty() => {
+            let provider = new(config).map_err(|e| ConfigIssues::one("", e))?;
+            Ok(Arc::new(provider))
+        }
+        _ => Err(issues),
+    }
+}
+
 /// How an emulator is launched.
 #[derive(Debug, Clone)]
 pub enum EmulatorLaunch {

@@ -645,6 +645,48 @@ mod tests {
         assert!(text.contains("none of the 1 spooled documents"), "{text}");
     }
 
+    // A missing secret hid the section's other values, and a provider's constructor named
+    // only its first problem.
+    #[test]
+    fn regression_a_provider_section_s_problems_are_all_named_beside_a_missing_secret() {
+        let text = r#"
+            [[tenants]]
+            name = "a"
+            api_key = { env = "DOCGATE_SETUP_TEST_UNSET_KEY" }
+            providers = ["taler", "ost"]
+            [providers.taler]
+            base_url = "not-a-url"
+            purpose = 1
+            upload_limit = 0
+            extern_key = { env = "DOCGATE_SETUP_TEST_UNSET_TALER" }
+            [providers.ost]
+            base_url = "ftp://kyc.example"
+            api_key = " "
+            api_secret = { env = "DOCGATE_SETUP_TEST_UNSET_OST" }
+            min_document_bytes = 10
+            max_document_bytes = 5
+        "#;
+        let (config, mut issues) = Config::parse_checked(text).expect("toml");
+        let (_, more) = Setup::assemble(config, docgate_providers::ALL);
+        issues.extend(more);
+        let mut paths: Vec<&str> = issues.0.iter().map(|i| i.path.as_str()).collect();
+        paths.sort();
+        assert_eq!(
+            paths,
+            vec![
+                "providers.ost.api_key",
+                "providers.ost.api_secret",
+                "providers.ost.base_url",
+                "providers.ost.min_document_bytes",
+                "providers.taler.base_url",
+                "providers.taler.extern_key",
+                "providers.taler.upload_limit",
+                "tenants.a.api_key",
+            ],
+            "{issues}"
+        );
+    }
+
     #[test]
     fn two_missing_api_keys_are_two_problems_not_one_shared_key() {
         let text = r#"

@@ -42,32 +42,13 @@ pub struct FinextProvider {
 
 impl FinextProvider {
     pub fn new(config: FinextConfig) -> Result<FinextProvider, FinextConfigError> {
+        if let Some((_, first)) = problems(&config).into_iter().next() {
+            return Err(first);
+        }
         let base_url = config.base_url.trim().trim_end_matches('/').to_owned();
-        let parsed = reqwest::Url::parse(&base_url).map_err(|e| FinextConfigError::BaseUrl {
-            url: docgate_core::upstream::shown_url(&config.base_url),
-            reason: e.to_string(),
-        })?;
-        if !matches!(parsed.scheme(), "http" | "https") || parsed.query().is_some() {
-            return Err(FinextConfigError::BaseUrl {
-                url: docgate_core::upstream::shown_url(&config.base_url),
-                reason: "want http(s)://host[:port][/prefix] without a query".into(),
-            });
-        }
-        if config.api_key.trim().is_empty() {
-            return Err(FinextConfigError::EmptyApiKey);
-        }
         let mut authorization = HeaderValue::from_str(config.authorization.expose())
             .map_err(|_| FinextConfigError::Authorization)?;
         authorization.set_sensitive(true);
-        for (name, zero) in [
-            ("connect_timeout", config.connect_timeout.is_zero()),
-            ("timeout", config.timeout.is_zero()),
-            ("max_document_bytes", config.max_document_bytes == 0),
-        ] {
-            if zero {
-                return Err(FinextConfigError::Zero(name));
-            }
-        }
         let checked = checked_extension_map(&config.extension_map)?;
         let accepted: Vec<MediaRange> = checked.iter().map(|(r, _, _)| r.clone()).collect();
         let extensions = checked.into_iter().map(|(_, t, e)| (t, e)).collect();
@@ -291,6 +272,51 @@ impl FinextProvider {
                 .field(&format!("{back_field}_extension"), ext);
         }
         b.field("sign", &signature)
+    }
+}
+
+/// Every problem of a configuration that needs no secret, each at its key.
+fn problems(config: &FinextConfig) -> Vec<(&'static str, FinextConfigError)> {
+    let mut found = Vec::new();
+    let base_url = config.base_url.trim().trim_end_matches('/');
+    let bad_url = |reason: String| FinextConfigError::BaseUrl {
+        url: docgate_core::upstream::shown_url(&config.base_url),
+        reason,
+    };
+    match reqwest::Url::parse(base_url) {
+        Err(e) => found.push(("base_url", bad_url(e.to_string()))),
+        Ok(parsed) if !matches!(parsed.scheme(), "http" | "https") || parsed.query().is_some() => {
+            found.push((
+                "base_url",
+                bad_url("want http(s)://host[:port][/prefix] without a query".into()),
+            ))
+        }
+        Ok(_) => {}
+    }
+    if config.api_key.trim().is_empty() {
+        found.push(("api_key", FinextConfigError::EmptyApiKey));
+    }
+    for (name, zero) in [
+        ("connect_timeout", config.connect_timeout.is_zero()),
+        ("timeout", config.timeout.is_zero()),
+        ("max_document_bytes", config.max_document_bytes == 0),
+    ] {
+        if zero {
+            found.push((name, FinextConfigError::Zero(name)));
+        }
+    }
+    if let Err(e) = checked_extension_map(&config.extension_map) {
+        found.push(("extension_map", e));
+    }
+    found
+}
+
+impl docgate_core::registration::SectionChecks for FinextConfig {
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        problems(self)
+            .into_iter()
+            .map(|(key, problem)| (key, problem.to_string()))
+            .collect()
     }
 }
 

@@ -200,6 +200,15 @@ impl OstConfig {
     }
 }
 
+impl docgate_core::registration::SectionChecks for OstConfig {
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        OstConfig::problems(self)
+            .into_iter()
+            .map(|(key, problem)| (key, problem.to_string()))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

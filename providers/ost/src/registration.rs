@@ -1,18 +1,13 @@
 //! This provider's line in the gateway's table (`docgate_providers::ALL`).
 
-use std::sync::Arc;
+use docgate_core::registration::{build_checked, Registration, StartEmulator};
 
-use docgate_core::{
-    registration::{section, ConfigIssues, Registration, StartEmulator},
-    Provider,
-};
-
-use crate::{OstConfig, OstProvider};
+use crate::OstProvider;
 
 /// How the gateway builds, configures and emulates this provider.
 pub static REGISTRATION: Registration = Registration {
     name: "ost",
-    from_config,
+    from_config: |section| build_checked(section, OstProvider::new),
     tenant_options: Some(crate::routes::check_tenant_options),
     emulator: EMULATOR,
 };
@@ -21,18 +16,3 @@ pub static REGISTRATION: Registration = Registration {
 const EMULATOR: Option<StartEmulator> = Some(|launch| Box::pin(crate::emulator::launch(launch)));
 #[cfg(not(feature = "emulator"))]
 const EMULATOR: Option<StartEmulator> = None;
-
-/// The section read, every problem of it named at its key, then the provider built.
-fn from_config(value: toml::Value) -> Result<Arc<dyn Provider>, ConfigIssues> {
-    let config: OstConfig = section(value)?;
-    let problems = config.problems();
-    if !problems.is_empty() {
-        let mut issues = ConfigIssues::default();
-        for (key, problem) in problems {
-            issues.push(key, problem);
-        }
-        return Err(issues);
-    }
-    let provider = OstProvider::new(config).map_err(|e| ConfigIssues::one("", e))?;
-    Ok(Arc::new(provider))
-}

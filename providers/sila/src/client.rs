@@ -53,6 +53,50 @@ struct Inner {
 }
 
 /// The app key and the user keystore; an OAuth2 token alongside is a conflict.
+/// Where documents go: `{base_url}/0.2/documents`.
+fn documents_url(config: &SilaConfig) -> Result<reqwest::Url, SilaConfigError> {
+    reqwest::Url::parse(config.base_url.trim())
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+        .and_then(|base| endpoint(&base, "0.2/documents"))
+        .ok_or_else(|| {
+            SilaConfigError::BaseUrl(docgate_core::upstream::shown_url(&config.base_url))
+        })
+}
+
+/// Every problem of a configuration that needs no secret, each at its key (the keystore's
+/// file is opened: its permissions are checked, and it is a file, not a secret source).
+fn problems(config: &SilaConfig) -> Vec<(&'static str, SilaConfigError)> {
+    let mut found = Vec::new();
+    if let Err(e) = documents_url(config) {
+        found.push(("base_url", e));
+    }
+    if config.app_handle.trim().is_empty() {
+        found.push(("app_handle", SilaConfigError::AppHandle));
+    }
+    if config.document_types.is_empty() {
+        found.push(("document_types", SilaConfigError::NoDocumentTypes));
+    }
+    if config.max_request_bytes == 0 || config.max_documents == 0 {
+        found.push(("max_request_bytes", SilaConfigError::Limits));
+    }
+    if let (AuthMode::Ecdsa, Some(path)) = (&config.auth, &config.user_keystore) {
+        if let Err(e) = Keystore::open(path) {
+            found.push(("user_keystore", e.into()));
+        }
+    }
+    found
+}
+
+impl docgate_core::registration::SectionChecks for SilaConfig {
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        problems(self)
+            .into_iter()
+            .map(|(key, problem)| (key, problem.to_string()))
+            .collect()
+    }
+}
+
 fn ecdsa_credentials(config: &SilaConfig) -> Result<Credentials, SilaConfigError> {
     const MODE: &str = "ecdsa";
     if config.oauth_token.is_some() {
@@ -138,25 +182,11 @@ fn upload_policy(config: &SilaConfig) -> UploadPolicy {
 impl SilaProvider {
     /// Check the configuration and load the credentials (the keystore's permissions too).
     pub fn new(config: SilaConfig) -> Result<SilaProvider, SilaConfigError> {
-        let base = reqwest::Url::parse(config.base_url.trim())
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
-            .ok_or_else(|| {
-                SilaConfigError::BaseUrl(docgate_core::upstream::shown_url(&config.base_url))
-            })?;
-        let documents_url = endpoint(&base, "0.2/documents").ok_or_else(|| {
-            SilaConfigError::BaseUrl(docgate_core::upstream::shown_url(&config.base_url))
-        })?;
+        let documents_url = documents_url(&config)?;
+        if let Some((_, first)) = problems(&config).into_iter().next() {
+            return Err(first);
+        }
         let app_handle = config.app_handle.trim().to_owned();
-        if app_handle.is_empty() {
-            return Err(SilaConfigError::AppHandle);
-        }
-        if config.document_types.is_empty() {
-            return Err(SilaConfigError::NoDocumentTypes);
-        }
-        if config.max_request_bytes == 0 || config.max_documents == 0 {
-            return Err(SilaConfigError::Limits);
-        }
         let credentials = match config.auth {
             AuthMode::Ecdsa => ecdsa_credentials(&config)?,
             AuthMode::OAuth2 => oauth2_credentials(&config)?,

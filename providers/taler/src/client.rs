@@ -90,16 +90,8 @@ impl TalerProvider {
     pub fn new(config: TalerConfig) -> Result<TalerProvider, TalerConfigError> {
         let key = ExternKey::parse(config.extern_key.expose())?;
         let endpoint = endpoint(&config.base_url, key.public_crockford())?;
-        for (name, value) in [
-            ("upload_limit", config.upload_limit),
-            ("max_zip_entries", config.max_zip_entries as u64),
-            ("max_zip_uncompressed", config.max_zip_uncompressed),
-            ("timeout", config.timeout.as_millis() as u64),
-            ("connect_timeout", config.connect_timeout.as_millis() as u64),
-        ] {
-            if value == 0 {
-                return Err(TalerConfigError::Zero(name));
-            }
+        if let Some(name) = zero_limits(&config).next() {
+            return Err(TalerConfigError::Zero(name));
         }
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
@@ -155,6 +147,34 @@ impl TalerProvider {
     /// The full upload URL.
     pub fn endpoint(&self) -> &Url {
         &self.endpoint
+    }
+}
+
+/// The limits that must not be zero and are.
+fn zero_limits(config: &TalerConfig) -> impl Iterator<Item = &'static str> {
+    [
+        ("upload_limit", config.upload_limit),
+        ("max_zip_entries", config.max_zip_entries as u64),
+        ("max_zip_uncompressed", config.max_zip_uncompressed),
+        ("timeout", config.timeout.as_millis() as u64),
+        ("connect_timeout", config.connect_timeout.as_millis() as u64),
+    ]
+    .into_iter()
+    .filter(|&(_, value)| value == 0)
+    .map(|(name, _)| name)
+}
+
+/// What `docgate check` names before the key is loaded: the URL and the limits.
+impl docgate_core::registration::SectionChecks for TalerConfig {
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut found = Vec::new();
+        // Any public key will do to check the URL's shape.
+        if let Err(e) = endpoint(&self.base_url, "0") {
+            found.push(("base_url", e.to_string()));
+        }
+        found
+            .extend(zero_limits(self).map(|name| (name, TalerConfigError::Zero(name).to_string())));
+        found
     }
 }
 

@@ -1,13 +1,13 @@
 //! This provider's line in the gateway's table (`docgate_providers::ALL`).
 
-use docgate_core::registration::{build, Registration, StartEmulator};
+use docgate_core::registration::{build_checked, Registration, StartEmulator};
 
 use crate::TalerProvider;
 
 /// How the gateway builds, configures and emulates this provider.
 pub static REGISTRATION: Registration = Registration {
     name: "taler",
-    from_config: |section| build(section, TalerProvider::new),
+    from_config: |section| build_checked(section, TalerProvider::new),
     tenant_options: None,
     emulator: EMULATOR,
 };
