@@ -183,7 +183,11 @@ impl SilaProvider {
     /// Check the configuration and load the credentials (the keystore's permissions too).
     pub fn new(config: SilaConfig) -> Result<SilaProvider, SilaConfigError> {
         let documents_url = documents_url(&config)?;
-        if let Some((_, first)) = problems(&config).into_iter().next() {
+        // The keystore is opened below, after the app key, as it always was.
+        if let Some((_, first)) = problems(&config)
+            .into_iter()
+            .find(|(key, _)| *key != "user_keystore")
+        {
             return Err(first);
         }
         let app_handle = config.app_handle.trim().to_owned();
