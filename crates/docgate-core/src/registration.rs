@@ -254,7 +254,8 @@ where
 /// [`build_checked`] even while a secret of the section is missing or another value did not
 /// parse, so that one run of `docgate check` names them all.
 pub trait SectionChecks {
-    fn problems(&self) -> Vec<(&'static str, String)>;
+    type Problem: fmt::Display;
+    fn problems(&self) -> Vec<(&'static str, Self::Problem)>;
 }
 
 /// [`build`], with the section's [`SectionChecks`] named before the constructor runs.

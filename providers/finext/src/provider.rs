@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use docgate_core::{
+    registration::SectionChecks,
     upstream::{read_bounded, MAX_ERROR_BODY},
     DeliveryContext, DigestSet, Document, DocumentMeta, FieldError, FieldSpec, Fields, MediaRange,
     Outcome, Prepared, Problem, Provider, SlotSpec, Slots, UploadPolicy,
@@ -42,7 +43,7 @@ pub struct FinextProvider {
 
 impl FinextProvider {
     pub fn new(config: FinextConfig) -> Result<FinextProvider, FinextConfigError> {
-        if let Some((_, first)) = problems(&config).into_iter().next() {
+        if let Some((_, first)) = config.problems().into_iter().next() {
             return Err(first);
         }
         let base_url = config.base_url.trim().trim_end_matches('/').to_owned();
@@ -276,47 +277,45 @@ impl FinextProvider {
 }
 
 /// Every problem of a configuration that needs no secret, each at its key.
-fn problems(config: &FinextConfig) -> Vec<(&'static str, FinextConfigError)> {
-    let mut found = Vec::new();
-    let base_url = config.base_url.trim().trim_end_matches('/');
-    let bad_url = |reason: String| FinextConfigError::BaseUrl {
-        url: docgate_core::upstream::shown_url(&config.base_url),
-        reason,
-    };
-    match reqwest::Url::parse(base_url) {
-        Err(e) => found.push(("base_url", bad_url(e.to_string()))),
-        Ok(parsed) if !matches!(parsed.scheme(), "http" | "https") || parsed.query().is_some() => {
-            found.push((
-                "base_url",
-                bad_url("want http(s)://host[:port][/prefix] without a query".into()),
-            ))
-        }
-        Ok(_) => {}
-    }
-    if config.api_key.trim().is_empty() {
-        found.push(("api_key", FinextConfigError::EmptyApiKey));
-    }
-    for (name, zero) in [
-        ("connect_timeout", config.connect_timeout.is_zero()),
-        ("timeout", config.timeout.is_zero()),
-        ("max_document_bytes", config.max_document_bytes == 0),
-    ] {
-        if zero {
-            found.push((name, FinextConfigError::Zero(name)));
-        }
-    }
-    if let Err(e) = checked_extension_map(&config.extension_map) {
-        found.push(("extension_map", e));
-    }
-    found
-}
+impl SectionChecks for FinextConfig {
+    type Problem = FinextConfigError;
 
-impl docgate_core::registration::SectionChecks for FinextConfig {
-    fn problems(&self) -> Vec<(&'static str, String)> {
-        problems(self)
-            .into_iter()
-            .map(|(key, problem)| (key, problem.to_string()))
-            .collect()
+    fn problems(&self) -> Vec<(&'static str, FinextConfigError)> {
+        let config = self;
+        let mut found = Vec::new();
+        let base_url = config.base_url.trim().trim_end_matches('/');
+        let bad_url = |reason: String| FinextConfigError::BaseUrl {
+            url: docgate_core::upstream::shown_url(&config.base_url),
+            reason,
+        };
+        match reqwest::Url::parse(base_url) {
+            Err(e) => found.push(("base_url", bad_url(e.to_string()))),
+            Ok(parsed)
+                if !matches!(parsed.scheme(), "http" | "https") || parsed.query().is_some() =>
+            {
+                found.push((
+                    "base_url",
+                    bad_url("want http(s)://host[:port][/prefix] without a query".into()),
+                ))
+            }
+            Ok(_) => {}
+        }
+        if config.api_key.trim().is_empty() {
+            found.push(("api_key", FinextConfigError::EmptyApiKey));
+        }
+        for (name, zero) in [
+            ("connect_timeout", config.connect_timeout.is_zero()),
+            ("timeout", config.timeout.is_zero()),
+            ("max_document_bytes", config.max_document_bytes == 0),
+        ] {
+            if zero {
+                found.push((name, FinextConfigError::Zero(name)));
+            }
+        }
+        if let Err(e) = checked_extension_map(&config.extension_map) {
+            found.push(("extension_map", e));
+        }
+        found
     }
 }
 

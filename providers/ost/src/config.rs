@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use docgate_core::Secret;
+use docgate_core::{registration::SectionChecks, Secret};
 use serde::Deserialize;
 
 /// The spec's POST policy: `["content-length-range", 204800, 20971520]`.
@@ -144,15 +144,19 @@ pub enum OstConfigError {
 
 impl OstConfig {
     pub(crate) fn validate(&self) -> Result<(), OstConfigError> {
-        match self.problems().into_iter().next() {
+        match SectionChecks::problems(self).into_iter().next() {
             Some((_, first)) => Err(first),
             None => Ok(()),
         }
     }
+}
 
-    /// Every problem of this configuration, each with the key it is about (so that one run
-    /// of `docgate check` names them all).
-    pub fn problems(&self) -> Vec<(&'static str, OstConfigError)> {
+/// Every problem of this configuration, each with the key it is about (so that one run of
+/// `docgate check` names them all).
+impl SectionChecks for OstConfig {
+    type Problem = OstConfigError;
+
+    fn problems(&self) -> Vec<(&'static str, OstConfigError)> {
         let is_http = |u: &str| {
             url::Url::parse(u)
                 .map(|p| matches!(p.scheme(), "http" | "https") && p.host().is_some())
@@ -197,15 +201,6 @@ impl OstConfig {
             _ => {}
         }
         found
-    }
-}
-
-impl docgate_core::registration::SectionChecks for OstConfig {
-    fn problems(&self) -> Vec<(&'static str, String)> {
-        OstConfig::problems(self)
-            .into_iter()
-            .map(|(key, problem)| (key, problem.to_string()))
-            .collect()
     }
 }
 

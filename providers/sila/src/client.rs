@@ -12,8 +12,8 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use bytes::Bytes;
 use docgate_core::{
-    policy::UploadPolicy, DeliveryContext, DigestSet, Document, DocumentMeta, FieldSpec, Fields,
-    MediaRange, Outcome, Prepared, Problem, Provider, Slots,
+    policy::UploadPolicy, registration::SectionChecks, DeliveryContext, DigestSet, Document,
+    DocumentMeta, FieldSpec, Fields, MediaRange, Outcome, Prepared, Problem, Provider, Slots,
 };
 use sha2::{Digest, Sha256};
 
@@ -66,34 +66,30 @@ fn documents_url(config: &SilaConfig) -> Result<reqwest::Url, SilaConfigError> {
 
 /// Every problem of a configuration that needs no secret, each at its key (the keystore's
 /// file is opened: its permissions are checked, and it is a file, not a secret source).
-fn problems(config: &SilaConfig) -> Vec<(&'static str, SilaConfigError)> {
-    let mut found = Vec::new();
-    if let Err(e) = documents_url(config) {
-        found.push(("base_url", e));
-    }
-    if config.app_handle.trim().is_empty() {
-        found.push(("app_handle", SilaConfigError::AppHandle));
-    }
-    if config.document_types.is_empty() {
-        found.push(("document_types", SilaConfigError::NoDocumentTypes));
-    }
-    if config.max_request_bytes == 0 || config.max_documents == 0 {
-        found.push(("max_request_bytes", SilaConfigError::Limits));
-    }
-    if let (AuthMode::Ecdsa, Some(path)) = (&config.auth, &config.user_keystore) {
-        if let Err(e) = Keystore::open(path) {
-            found.push(("user_keystore", e.into()));
-        }
-    }
-    found
-}
+impl SectionChecks for SilaConfig {
+    type Problem = SilaConfigError;
 
-impl docgate_core::registration::SectionChecks for SilaConfig {
-    fn problems(&self) -> Vec<(&'static str, String)> {
-        problems(self)
-            .into_iter()
-            .map(|(key, problem)| (key, problem.to_string()))
-            .collect()
+    fn problems(&self) -> Vec<(&'static str, SilaConfigError)> {
+        let config = self;
+        let mut found = Vec::new();
+        if let Err(e) = documents_url(config) {
+            found.push(("base_url", e));
+        }
+        if config.app_handle.trim().is_empty() {
+            found.push(("app_handle", SilaConfigError::AppHandle));
+        }
+        if config.document_types.is_empty() {
+            found.push(("document_types", SilaConfigError::NoDocumentTypes));
+        }
+        if config.max_request_bytes == 0 || config.max_documents == 0 {
+            found.push(("max_request_bytes", SilaConfigError::Limits));
+        }
+        if let (AuthMode::Ecdsa, Some(path)) = (&config.auth, &config.user_keystore) {
+            if let Err(e) = Keystore::open(path) {
+                found.push(("user_keystore", e.into()));
+            }
+        }
+        found
     }
 }
 
@@ -184,7 +180,8 @@ impl SilaProvider {
     pub fn new(config: SilaConfig) -> Result<SilaProvider, SilaConfigError> {
         let documents_url = documents_url(&config)?;
         // The keystore is opened below, after the app key, as it always was.
-        if let Some((_, first)) = problems(&config)
+        if let Some((_, first)) = config
+            .problems()
             .into_iter()
             .find(|(key, _)| *key != "user_keystore")
         {

@@ -166,14 +166,15 @@ fn zero_limits(config: &TalerConfig) -> impl Iterator<Item = &'static str> {
 
 /// What `docgate check` names before the key is loaded: the URL and the limits.
 impl docgate_core::registration::SectionChecks for TalerConfig {
-    fn problems(&self) -> Vec<(&'static str, String)> {
+    type Problem = TalerConfigError;
+
+    fn problems(&self) -> Vec<(&'static str, TalerConfigError)> {
         let mut found = Vec::new();
         // Any public key will do to check the URL's shape.
         if let Err(e) = endpoint(&self.base_url, "0") {
-            found.push(("base_url", e.to_string()));
+            found.push(("base_url", e));
         }
-        found
-            .extend(zero_limits(self).map(|name| (name, TalerConfigError::Zero(name).to_string())));
+        found.extend(zero_limits(self).map(|name| (name, TalerConfigError::Zero(name))));
         found
     }
 }
