@@ -30,6 +30,7 @@ use std::{
 
 use axum::Router;
 use bytes::Bytes;
+use http_body_util::BodyExt as _;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
@@ -229,39 +230,15 @@ where
         let answer = self.inner.call(req);
         Box::pin(async move {
             let answer = answer.await?;
+            // The guard lives in the body: the request stays counted until its answer is
+            // sent (or dropped).
             Ok(answer.map(|body| {
-                axum::body::Body::new(CountedBody {
-                    inner: body,
-                    _in_flight: in_flight,
-                })
+                axum::body::Body::new(body.map_frame(move |frame| {
+                    let _counted = &in_flight;
+                    frame
+                }))
             }))
         })
-    }
-}
-
-/// An answer's body that keeps its request counted until it is sent (or dropped).
-struct CountedBody {
-    inner: axum::body::Body,
-    _in_flight: InFlight,
-}
-
-impl http_body::Body for CountedBody {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
     }
 }
 
