@@ -406,60 +406,56 @@ impl Sealer {
     }
 }
 
+/// The first bytes of stored object `key`: its header if it is sealed (fewer bytes when the
+/// object is shorter than a header). Read once, for [`sealed_key_id`] and [`opens`].
+pub async fn read_head<S: ObjectStore + ?Sized>(store: &S, key: &str) -> io::Result<Vec<u8>> {
+    let mut stream = store.get(key, 0, HEADER_LEN as u64).await?;
+    let mut head = Vec::with_capacity(HEADER_LEN);
+    while head.len() < HEADER_LEN {
+        match stream.next().await {
+            Some(chunk) => {
+                let chunk = chunk?;
+                let n = chunk.len().min(HEADER_LEN - head.len());
+                head.extend_from_slice(&chunk[..n]);
+            }
+            None => break,
+        }
+    }
+    Ok(head)
+}
+
 /// The header bytes of stored object `key`.
 async fn read_header<S: ObjectStore + ?Sized>(
     store: &S,
     key: &str,
 ) -> io::Result<[u8; HEADER_LEN]> {
-    let mut stream = store.get(key, 0, HEADER_LEN as u64).await?;
-    let mut b = [0u8; HEADER_LEN];
-    let mut have = 0;
-    while have < HEADER_LEN {
-        match stream.next().await {
-            Some(chunk) => {
-                let chunk = chunk?;
-                let n = chunk.len().min(HEADER_LEN - have);
-                b[have..have + n].copy_from_slice(&chunk[..n]);
-                have += n;
-            }
-            None => return Err(integrity(key, "shorter than its header")),
-        }
-    }
-    Ok(b)
+    read_head(store, key)
+        .await?
+        .try_into()
+        .map_err(|_| integrity(key, "shorter than its header"))
 }
 
-/// Whether `keys` open the header of stored (sealed) object `key`: its data key unwraps.
-pub async fn opens<S: ObjectStore + ?Sized>(
-    store: &S,
-    keys: &Keyring,
-    key: &str,
-) -> io::Result<()> {
-    Header::open(read_header(store, key).await?, keys, key).map(|_| ())
+/// Whether `keys` open the header `head` of stored (sealed) object `key`: its data key
+/// unwraps.
+pub fn opens(head: &[u8], keys: &Keyring, key: &str) -> io::Result<()> {
+    let header: [u8; HEADER_LEN] = head
+        .try_into()
+        .map_err(|_| integrity(key, "shorter than its header"))?;
+    Header::open(header, keys, key).map(|_| ())
 }
 
-/// The key id a stored object is sealed under, read from its header without any key, or
-/// `None` when it is not a sealed object (a spool written before encryption was turned on).
-/// For start-up checks: which keys the spool needs, whatever keys a replica was given.
-pub async fn sealed_under<S: ObjectStore + ?Sized>(
-    store: &S,
-    key: &str,
-) -> io::Result<Option<String>> {
-    let mut stream = store.get(key, 0, 9 + KEY_ID_MAX as u64).await?;
-    let mut head = Vec::with_capacity(9 + KEY_ID_MAX);
-    while head.len() < 9 + KEY_ID_MAX {
-        match stream.next().await {
-            Some(chunk) => head.extend_from_slice(&chunk?),
-            None => break,
-        }
-    }
+/// The key id a stored object's first bytes (`head`) say it is sealed under, read without
+/// any key, or `None` when it is not a sealed object (a spool written before encryption was
+/// turned on). For start-up checks: which keys the spool needs, whatever keys a replica was
+/// given.
+pub fn sealed_key_id(head: &[u8]) -> Option<String> {
     if head.len() < 9 || &head[0..6] != MAGIC {
-        return Ok(None);
+        return None;
     }
     let id_len = usize::from(head[8]);
-    Ok(head
-        .get(9..9 + id_len)
+    head.get(9..9 + id_len)
         .filter(|_| (1..=KEY_ID_MAX).contains(&id_len))
-        .map(|id| String::from_utf8_lossy(id).into_owned()))
+        .map(|id| String::from_utf8_lossy(id).into_owned())
 }
 
 /// An [`ObjectStore`] whose objects are sealed (see the module docs). Listing sizes are the
@@ -512,12 +508,6 @@ impl<S: ObjectStore> EncryptedStore<S> {
         let body = whole.freeze().slice(HEADER_LEN..);
         let body = Box::pin(futures_util::stream::once(async move { Ok(body) }));
         Ok(opened(Opening::at(body, sealer, 0, 0, len)))
-    }
-
-    /// Check that `key` is a sealed object whose data key one of the configured keys
-    /// unwraps (start-up checks); the body is not read.
-    pub async fn open_header(&self, key: &str) -> io::Result<()> {
-        self.header(key).await.map(|_| ())
     }
 
     /// The key id an object is sealed under, read from its header without unwrapping

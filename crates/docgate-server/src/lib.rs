@@ -277,17 +277,18 @@ async fn check_spool_keys<S: ObjectStore>(
     keys: Option<&docgate_core::seal::Keyring>,
 ) -> Result<(), StartError> {
     let sample = key_check_sample(store).await?;
+    // (key, the key id its header names, its first bytes): each object read once.
     let mut sealed = Vec::with_capacity(sample.len());
     for key in &sample {
-        match docgate_core::seal::sealed_under(store, key).await {
-            Ok(id) => sealed.push((key, id)),
+        match docgate_core::seal::read_head(store, key).await {
+            Ok(head) => sealed.push((key, docgate_core::seal::sealed_key_id(&head), head)),
             // Removed since listed (a delivery finishing): nothing to check.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io(format!("reading spooled object {key}"))(e)),
         }
     }
     let Some(keys) = keys else {
-        return match sealed.iter().find_map(|(_, id)| id.as_deref()) {
+        return match sealed.iter().find_map(|(_, id, _)| id.as_deref()) {
             Some(id) => Err(key_problem(format!(
                 "not configured, but spooled documents are sealed (under key id `{id}`): this \
                  replica could not deliver them"
@@ -295,7 +296,7 @@ async fn check_spool_keys<S: ObjectStore>(
             None => Ok(()),
         };
     };
-    if !sealed.is_empty() && sealed.iter().all(|(_, id)| id.is_none()) {
+    if !sealed.is_empty() && sealed.iter().all(|(_, id, _)| id.is_none()) {
         return Err(key_problem(format!(
             "none of the {} spooled documents looked at is sealed (spooled before encryption \
              was turned on?)",
@@ -305,7 +306,7 @@ async fn check_spool_keys<S: ObjectStore>(
     // Per key id: (documents that open, the first failure).
     let mut by_id: std::collections::BTreeMap<&str, (usize, Option<std::io::Error>)> =
         Default::default();
-    for (key, id) in &sealed {
+    for (key, id, head) in &sealed {
         let Some(id) = id.as_deref() else { continue };
         if !keys.has(id) {
             return Err(key_problem(format!(
@@ -314,9 +315,8 @@ async fn check_spool_keys<S: ObjectStore>(
             )));
         }
         let tally = by_id.entry(id).or_default();
-        match docgate_core::seal::opens(store, keys, key).await {
+        match docgate_core::seal::opens(head, keys, key) {
             Ok(()) => tally.0 += 1,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
                 tally.1.get_or_insert(e);
             }
