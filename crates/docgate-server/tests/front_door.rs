@@ -222,12 +222,9 @@ async fn a_chunked_body_is_cut_at_the_limit() {
 
 #[tokio::test]
 async fn content_length_can_be_required() {
-    let h = Harness::with(Options {
-        limits: Limits {
-            require_content_length: true,
-            ..Limits::default()
-        },
-        ..Options::default()
+    let h = Harness::with_limits(Limits {
+        require_content_length: true,
+        ..Limits::default()
     })
     .await;
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(pdf(1000, 13))];
@@ -579,15 +576,12 @@ async fn hold_an_upload(h: &Harness, body: &[u8]) -> tokio::net::TcpStream {
 
 #[tokio::test]
 async fn past_the_concurrency_cap_uploads_get_503_with_retry_after() {
-    let h = Harness::with(Options {
-        limits: Limits {
-            max_concurrent_uploads: 1,
-            slot_wait: Duration::ZERO,
-            // The held upload is slow on purpose: nobody may preempt it.
-            min_body_rate: 0,
-            ..Limits::default()
-        },
-        ..Options::default()
+    let h = Harness::with_limits(Limits {
+        max_concurrent_uploads: 1,
+        slot_wait: Duration::ZERO,
+        // The held upload is slow on purpose: nobody may preempt it.
+        min_body_rate: 0,
+        ..Limits::default()
     })
     .await;
     let held = hold_an_upload(&h, &pdf(100_000, 10)).await;
@@ -601,15 +595,12 @@ async fn past_the_concurrency_cap_uploads_get_503_with_retry_after() {
 
 #[tokio::test]
 async fn past_the_concurrency_cap_an_upload_waits_in_line_and_is_taken_when_a_slot_frees() {
-    let h = Harness::with(Options {
-        limits: Limits {
-            max_concurrent_uploads: 1,
-            slot_wait: Duration::from_secs(30),
-            // The held upload is slow on purpose: nobody may preempt it.
-            min_body_rate: 0,
-            ..Limits::default()
-        },
-        ..Options::default()
+    let h = Harness::with_limits(Limits {
+        max_concurrent_uploads: 1,
+        slot_wait: Duration::from_secs(30),
+        // The held upload is slow on purpose: nobody may preempt it.
+        min_body_rate: 0,
+        ..Limits::default()
     })
     .await;
     let held_body = pdf(100_000, 12);
@@ -645,13 +636,10 @@ async fn past_the_concurrency_cap_an_upload_waits_in_line_and_is_taken_when_a_sl
 
 #[tokio::test]
 async fn a_client_that_goes_quiet_is_cut_off() {
-    let h = Harness::with(Options {
-        limits: Limits {
-            body_idle_timeout: Duration::from_millis(300),
-            header_read_timeout: Duration::from_millis(300),
-            ..Limits::default()
-        },
-        ..Options::default()
+    let h = Harness::with_limits(Limits {
+        body_idle_timeout: Duration::from_millis(300),
+        header_read_timeout: Duration::from_millis(300),
+        ..Limits::default()
     })
     .await;
     // Body stalls after a few bytes: 408.
@@ -885,12 +873,9 @@ async fn regression_uploads_queued_behind_a_busy_slot_are_delivered_when_it_free
 async fn regression_an_idle_http2_connection_is_closed_after_the_header_timeout() {
     // An HTTP/2 connection that opens no stream (and would answer the keep-alive pings) held
     // its connection slot for ever: 1024 of them locked every other client out.
-    let h = Harness::with(Options {
-        limits: Limits {
-            header_read_timeout: Duration::from_millis(500),
-            ..Limits::default()
-        },
-        ..Options::default()
+    let h = Harness::with_limits(Limits {
+        header_read_timeout: Duration::from_millis(500),
+        ..Limits::default()
     })
     .await;
     let mut s = tokio::net::TcpStream::connect(h.gateway.addr)

@@ -951,6 +951,14 @@ async fn open_session_with_document(ledger: &dyn Ledger, expires_at: i64) {
     assert!(ledger.create_tus(tus_rec("t1", "s1")).await.expect("tus"));
 }
 
+/// Ask for document `t1`'s lock at offset 0 for `owner`, until `until`, at time `now`.
+async fn lock_t1(ledger: &dyn Ledger, owner: &str, until: i64, now: i64) -> TusLock {
+    ledger
+        .lock_tus("t1", owner, until, 0, now)
+        .await
+        .expect("lock")
+}
+
 fn piece(key: &str, len: u64) -> docgate_core::spool::Piece {
     docgate_core::spool::Piece {
         key: key.into(),
@@ -968,10 +976,10 @@ both_backends!(
         for round in 0..30 {
             let (a, b) = (format!("a:{round}"), format!("b:{round}"));
             let (first, second) = tokio::join!(
-                ledger.lock_tus("t1", &a, 5000, 0, 2),
-                ledger.lock_tus("t1", &b, 5000, 0, 2)
+                lock_t1(&*ledger, &a, 5000, 2),
+                lock_t1(&*ledger, &b, 5000, 2)
             );
-            let outcomes = [first.expect("lock"), second.expect("lock")];
+            let outcomes = [first, second];
             let taken = outcomes.iter().filter(|o| **o == TusLock::Taken).count();
             assert_eq!(taken, 1, "round {round}: {outcomes:?}");
             for owner in [&a, &b] {
@@ -985,13 +993,7 @@ both_backends!(
     regression_a_termination_cannot_end_a_document_its_session_is_accepting,
     |ledger| {
         open_session_with_document(&*ledger, 10_000).await;
-        assert_eq!(
-            ledger
-                .lock_tus("t1", "n:1", 5000, 0, 2)
-                .await
-                .expect("lock"),
-            TusLock::Taken
-        );
+        assert_eq!(lock_t1(&*ledger, "n:1", 5000, 2).await, TusLock::Taken);
         assert!(ledger
             .add_piece(
                 "t1",
@@ -1040,13 +1042,7 @@ both_backends!(
     regression_a_piece_that_ends_after_its_session_expired_is_not_recorded,
     |ledger| {
         open_session_with_document(&*ledger, 1000).await;
-        assert_eq!(
-            ledger
-                .lock_tus("t1", "n:1", 60_000, 0, 500)
-                .await
-                .expect("lock"),
-            TusLock::Taken
-        );
+        assert_eq!(lock_t1(&*ledger, "n:1", 60_000, 500).await, TusLock::Taken);
         // The session expires while the PATCH streams its piece.
         let expired = ledger.expire_sessions(2000, 10).await.expect("expire");
         assert_eq!(expired.len(), 1);
@@ -1085,26 +1081,11 @@ both_backends!(
     a_restart_frees_the_upload_locks_of_the_process_before_it,
     |ledger| {
         open_session_with_document(&*ledger, i64::MAX).await;
-        assert_eq!(
-            ledger
-                .lock_tus("t1", "old:1", 60_000, 0, 10)
-                .await
-                .expect("lock"),
-            TusLock::Taken
-        );
-        assert_eq!(
-            ledger
-                .lock_tus("t1", "new:1", 60_000, 0, 20)
-                .await
-                .expect("lock"),
-            TusLock::Busy
-        );
+        assert_eq!(lock_t1(&*ledger, "old:1", 60_000, 10).await, TusLock::Taken);
+        assert_eq!(lock_t1(&*ledger, "new:1", 60_000, 20).await, TusLock::Busy);
         ledger.release_all(30).await.expect("release");
         assert_eq!(
-            ledger
-                .lock_tus("t1", "new:1", 60_000, 0, 40)
-                .await
-                .expect("lock"),
+            lock_t1(&*ledger, "new:1", 60_000, 40).await,
             TusLock::Taken,
             "the dead process's PATCH holds nothing after the restart"
         );

@@ -56,6 +56,15 @@ impl Harness {
         Harness::with(Options::default()).await
     }
 
+    /// A harness whose gateway has these limits, the rest as by default.
+    pub async fn with_limits(limits: Limits) -> Harness {
+        Harness::with(Options {
+            limits,
+            ..Options::default()
+        })
+        .await
+    }
+
     pub async fn with(opts: Options) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut eo = docgate_taler::emulator::EmulatorOptions::new(
