@@ -523,51 +523,54 @@ fn check_layout(
     places: &[Place],
     dir: &Directory,
 ) -> Result<(), ArchiveError> {
-    let unlisted = |at: u64, what: &str| {
-        ArchiveError::Corrupt(format!(
-            "byte {at} starts {what} that the central directory does not account for"
-        ))
-    };
-    let mut order: Vec<usize> = (0..metas.len()).collect();
-    order.sort_by_key(|&i| metas[i].local_at);
-    let mut expected = 0u64;
-    for &i in &order {
-        let (meta, place) = (&metas[i], &places[i]);
-        if meta.local_at != expected {
-            return Err(unlisted(expected.min(meta.local_at), "data"));
-        }
-        let end = place.data_at.saturating_add(meta.compressed);
-        expected = end;
-        if place.descriptor {
-            // A descriptor's length depends on its optional signature and ZIP64 sizes; at
-            // most 24 bytes, too few to hide a local header (30 bytes) in.
-            let next = order
-                .iter()
-                .map(|&j| metas[j].local_at)
-                .find(|&at| at >= end)
-                .unwrap_or(dir.offset);
-            if next >= end && next - end <= MAX_DESCRIPTOR {
-                expected = next;
-            }
-        }
+    let entries = metas.iter().zip(places).map(|(meta, place)| {
+        let len = place.data_at.saturating_add(meta.compressed) - meta.local_at;
+        // A descriptor's length depends on its optional signature and ZIP64 sizes; at most
+        // 24 bytes, too few to hide a local header (30 bytes) in.
+        let slack = if place.descriptor { MAX_DESCRIPTOR } else { 0 };
+        (meta.local_at, len, slack)
+    });
+    tile(entries.collect(), 0, dir.offset, "data")?;
+    let records = metas
+        .iter()
+        .zip(places)
+        .map(|(meta, place)| (meta.central_at, place.central_len, 0));
+    tile(
+        records.collect(),
+        dir.offset,
+        dir.end_at,
+        "a directory record",
+    )?;
+    if dir.offset.saturating_add(dir.size) != dir.end_at {
+        return Err(unaccounted(
+            dir.end_at.min(dir.offset + dir.size),
+            "a directory record",
+        ));
     }
-    if expected != dir.offset {
-        return Err(unlisted(expected.min(dir.offset), "data"));
-    }
-    let mut order: Vec<usize> = (0..metas.len()).collect();
-    order.sort_by_key(|&i| metas[i].central_at);
-    let mut expected = dir.offset;
-    for &i in &order {
-        if metas[i].central_at != expected {
-            return Err(unlisted(
-                expected.min(metas[i].central_at),
-                "a directory record",
-            ));
+    Ok(())
+}
+
+fn unaccounted(at: u64, what: &str) -> ArchiveError {
+    ArchiveError::Corrupt(format!(
+        "byte {at} starts {what} that the central directory does not account for"
+    ))
+}
+
+/// Regions `(start, length, slack)` must follow each other from `from` up to `to`, each
+/// starting where the one before ended or up to its `slack` bytes later.
+fn tile(
+    mut regions: Vec<(u64, u64, u64)>,
+    from: u64,
+    to: u64,
+    what: &str,
+) -> Result<(), ArchiveError> {
+    regions.sort_unstable();
+    let (mut end, mut slack) = (from, 0);
+    for (start, len, next_slack) in regions.into_iter().chain([(to, 0, 0)]) {
+        if start < end || start - end > slack {
+            return Err(unaccounted(end.min(start), what));
         }
-        expected += places[i].central_len;
-    }
-    if expected != dir.offset.saturating_add(dir.size) || expected != dir.end_at {
-        return Err(unlisted(expected.min(dir.end_at), "a directory record"));
+        (end, slack) = (start.saturating_add(len), next_slack);
     }
     Ok(())
 }
