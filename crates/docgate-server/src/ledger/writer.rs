@@ -119,20 +119,20 @@ const TRUNCATE_WAIT_MS: u32 = 1000;
 
 fn truncate_wal(conn: &Connection) -> bool {
     let run = || -> rusqlite::Result<bool> {
+        let usual: i64 = conn.query_row("PRAGMA busy_timeout", [], |r| r.get(0))?;
         conn.execute_batch(&format!("PRAGMA busy_timeout = {TRUNCATE_WAIT_MS}"))?;
         // (busy, frames in the WAL, frames checkpointed)
-        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
-        Ok(busy == 0)
+        let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
+        });
+        // Back to the wait every other statement runs with, whatever the checkpoint did.
+        conn.execute_batch(&format!("PRAGMA busy_timeout = {usual}"))?;
+        Ok(busy? == 0)
     };
-    let done = run().unwrap_or_else(|e| {
+    run().unwrap_or_else(|e| {
         tracing::warn!(error = %e, "emptying the ledger's WAL failed");
         false
-    });
-    // Back to the setting every other statement runs with.
-    if let Err(e) = conn.execute_batch(super::sql::SQLITE_SETTINGS) {
-        tracing::warn!(error = %e, "restoring the ledger writer's settings failed");
-    }
-    done
+    })
 }
 
 /// The writer: batch, commit, answer; until every handle is dropped.
