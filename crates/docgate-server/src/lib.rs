@@ -248,6 +248,9 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
 /// strands.
 const KEY_CHECK_SAMPLE: usize = 256;
 
+/// Spooled objects' heads read at once by [`check_spool_keys`].
+const KEY_CHECK_READS: usize = 16;
+
 /// The objects [`check_spool_keys`] looks at.
 async fn key_check_sample<S: ObjectStore>(store: &S) -> Result<Vec<String>, StartError> {
     let mut objects = store
@@ -277,10 +280,15 @@ async fn check_spool_keys<S: ObjectStore>(
     keys: Option<&docgate_core::seal::Keyring>,
 ) -> Result<(), StartError> {
     let sample = key_check_sample(store).await?;
-    // (key, the key id its header names, its first bytes): each object read once.
+    // (key, the key id its header names, its first bytes): each object read once, a few at
+    // a time (on S3 each read is a request).
+    use futures_util::StreamExt as _;
+    let mut heads = futures_util::stream::iter(&sample)
+        .map(|key| async move { (key, docgate_core::seal::read_head(store, key).await) })
+        .buffer_unordered(KEY_CHECK_READS);
     let mut sealed = Vec::with_capacity(sample.len());
-    for key in &sample {
-        match docgate_core::seal::read_head(store, key).await {
+    while let Some((key, head)) = heads.next().await {
+        match head {
             Ok(head) => sealed.push((key, docgate_core::seal::sealed_key_id(&head), head)),
             // Removed since listed (a delivery finishing): nothing to check.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
