@@ -996,3 +996,53 @@ async fn regression_a_tenant_cannot_upload_for_another_tenant_s_bank_account() {
     assert_eq!(status, 201);
     assert_eq!(h.stored(), 2);
 }
+
+/// Spool removals that end together are noted in the ledger together (one write for many),
+/// and none of the notes is lost: once every upload is delivered, the ledger holds no spool
+/// for the retention sweep to remove and names none of them as live. (The sweep, which would
+/// notice a lost note and write it again, does not run during the test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deliveries_each_note_their_spool_removed() {
+    let defaults = Options::default();
+    let h = Harness::with(Options {
+        delivery: DeliverySettings {
+            poll_interval: Duration::from_secs(3600),
+            ..defaults.delivery
+        },
+        ..defaults
+    })
+    .await;
+    let answers = futures_util::future::join_all((0..24u8).map(|i| {
+        let h = &h;
+        async move {
+            json(
+                h.upload(ACME, pdf(4_000, i), "doc.pdf", Some("application/pdf"))
+                    .await,
+            )
+            .await
+        }
+    }))
+    .await;
+    let mut ids = Vec::new();
+    for (status, receipt) in answers {
+        assert_eq!(status, 201, "{receipt}");
+        ids.push(receipt["id"].as_str().expect("id").to_owned());
+    }
+    let ledger = &h.gateway.app.ledger;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let due = ledger.spool_removal_due(i64::MAX, 100).await.expect("due");
+        let live = ledger.live_upload_ids().await.expect("live");
+        let still: Vec<&String> = ids.iter().filter(|id| live.contains(id)).collect();
+        if due.is_empty() && still.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "spools not noted removed: {still:?}, due: {}",
+            due.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(h.spooled_uploads(), 0);
+}

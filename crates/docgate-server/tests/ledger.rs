@@ -19,19 +19,30 @@ fn postgres_base() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
-/// A fresh PostgreSQL schema, and a ledger whose connections use it.
-async fn postgres() -> SqlLedger {
+async fn postgres_admin() -> sqlx::PgPool {
+    sqlx::PgPool::connect(&postgres_base())
+        .await
+        .expect("PostgreSQL at DOCGATE_TEST_POSTGRES_URL or 127.0.0.1:5432")
+}
+
+/// A fresh PostgreSQL schema, and the URL of a ledger in it; its connections carry the
+/// schema's name as their `application_name`.
+async fn postgres_url() -> (String, String) {
     let base = postgres_base();
     let schema = format!("ledger_test_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&base)
+    postgres_admin()
         .await
-        .expect("PostgreSQL at DOCGATE_TEST_POSTGRES_URL or 127.0.0.1:5432");
-    admin
         .execute(format!("CREATE SCHEMA {schema}").as_str())
         .await
         .expect("create schema");
     let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}&application_name={schema}");
+    (url, schema)
+}
+
+/// A ledger in a fresh PostgreSQL schema.
+async fn postgres() -> SqlLedger {
+    let (url, _) = postgres_url().await;
     SqlLedger::connect(&url).await.expect("connect ledger")
 }
 
@@ -538,7 +549,10 @@ both_backends!(spool_removal_lists_final_uploads_once, |ledger| {
         .map(|r| r.id)
         .collect();
     assert_eq!(due, vec!["u1"]);
-    ledger.mark_spool_removed("u1").await.expect("mark");
+    ledger
+        .mark_spool_removed(&["u1".to_owned()])
+        .await
+        .expect("mark");
     assert!(ledger
         .spool_removal_due(100, 10)
         .await
@@ -850,6 +864,61 @@ async fn concurrent_sqlite_writes_are_committed_together_and_fail_alone() {
 async fn failing_writes_inside_a_batch_are_undone_alone() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ledger = Arc::new(sqlite(&dir).await);
+    failing_writes_are_undone_alone(ledger, || sqlite(&dir)).await;
+}
+
+/// The same on PostgreSQL, whose writes are batched by two writer tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_writes_inside_a_postgres_batch_are_undone_alone() {
+    let (url, _) = postgres_url().await;
+    let connect = || async { SqlLedger::connect(&url).await.expect("connect ledger") };
+    let ledger = Arc::new(connect().await);
+    failing_writes_are_undone_alone(ledger, connect).await;
+}
+
+/// A PostgreSQL writer keeps its connection between batches. One cut while idle (the server
+/// restarted, a proxy timed it out) is found at the next `BEGIN` and replaced before any
+/// write of the batch ran: the writes succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_writer_whose_connection_was_cut_opens_another() {
+    let (url, app) = postgres_url().await;
+    let ledger = SqlLedger::connect(&url).await.expect("connect ledger");
+    // Sequential writes: each writer task takes a turn and opens its connection.
+    for i in 0..4 {
+        let id = format!("before{i}");
+        ledger
+            .insert(new_upload(&id, None, None, i))
+            .await
+            .expect("insert");
+    }
+    let admin = postgres_admin().await;
+    let cut: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(&app)
+    .fetch_all(&admin)
+    .await
+    .expect("terminate");
+    assert!(
+        cut.len() >= 2,
+        "the writers' connections were open: {cut:?}"
+    );
+    for i in 0..4 {
+        let id = format!("after{i}");
+        let inserted = ledger.insert(new_upload(&id, None, None, i)).await;
+        assert!(
+            matches!(inserted, Ok(Inserted::New(_))),
+            "{id}: {inserted:?}"
+        );
+        assert!(ledger.get(&id).await.expect("get").is_some(), "{id}");
+    }
+}
+
+async fn failing_writes_are_undone_alone<R, F>(ledger: Arc<SqlLedger>, reopen: R)
+where
+    R: FnOnce() -> F,
+    F: std::future::Future<Output = SqlLedger>,
+{
     for i in 0..10 {
         ledger
             .insert(new_upload(&format!("taken{i}"), None, None, i))
@@ -885,7 +954,7 @@ async fn failing_writes_inside_a_batch_are_undone_alone() {
     }
     assert_eq!(failed, 10);
     drop(ledger);
-    let reopened = sqlite(&dir).await;
+    let reopened = reopen().await;
     for i in (0..120).filter(|i| i % 12 != 0) {
         let id = format!("fresh{i}");
         assert!(reopened.get(&id).await.expect("get").is_some(), "{id}");

@@ -129,6 +129,49 @@ pub struct Deliverer {
     /// Deliveries running at once on this replica (`delivery.worker_concurrency`), whether a
     /// request or the worker started them.
     pub slots: Arc<tokio::sync::Semaphore>,
+    /// Uploads whose spooled documents are gone, waiting to be noted in the ledger.
+    spool_notes: Mutex<SpoolNotes>,
+}
+
+/// Removals that end while another removal's note is being written join the next note
+/// instead of writing their own: one ledger write for many uploads.
+#[derive(Debug, Default)]
+struct SpoolNotes {
+    waiting: Vec<String>,
+    /// A caller is writing notes and will write what waits before it returns.
+    writing: bool,
+}
+
+/// Notes waiting at most; past it a removal writes its own.
+const SPOOL_NOTES_WAITING: usize = 1024;
+
+/// Hands the writing of spool notes back if the writer is dropped mid-write (a delivery
+/// cancelled at shutdown): the next removal writes what is waiting.
+struct SpoolNotesWriter<'a> {
+    notes: &'a Mutex<SpoolNotes>,
+    handed_back: bool,
+}
+
+impl SpoolNotesWriter<'_> {
+    /// The notes to write next; none (and the writing handed back, in the same lock, so no
+    /// note is left behind) when nothing waits.
+    fn next(&mut self) -> Option<Vec<String>> {
+        let mut notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
+        if notes.waiting.is_empty() {
+            notes.writing = false;
+            self.handed_back = true;
+            return None;
+        }
+        Some(std::mem::take(&mut notes.waiting))
+    }
+}
+
+impl Drop for SpoolNotesWriter<'_> {
+    fn drop(&mut self) {
+        if !self.handed_back {
+            self.notes.lock().unwrap_or_else(|e| e.into_inner()).writing = false;
+        }
+    }
 }
 
 /// What a waiting request is told: the upload as the ledger committed its final outcome,
@@ -181,6 +224,7 @@ impl Deliverer {
             tasks: tokio_util::task::TaskTracker::new(),
             cancel: tokio_util::sync::CancellationToken::new(),
             slots,
+            spool_notes: Mutex::new(SpoolNotes::default()),
         }
     }
 
@@ -508,9 +552,44 @@ impl Deliverer {
         let removed = spool_keys::remove(&self.spool, &keys).await;
         let _ = tokio::fs::remove_dir_all(self.scratch_dir(&rec.id)).await;
         match removed {
-            Ok(()) => self.ledger.mark_spool_removed(&rec.id).await,
+            Ok(()) => self.note_spool_removed(rec.id.clone()).await,
             Err(_) => Ok(()),
         }
+    }
+
+    /// Note in the ledger that an upload's spooled documents are gone. While one caller
+    /// writes notes, the others leave theirs with it and return; it writes what waits until
+    /// nothing does. A note lost (the process died, the write failed) costs only a second
+    /// removal: the retention sweep finds the upload again, removes nothing and notes it.
+    async fn note_spool_removed(&self, id: String) -> Result<(), LedgerError> {
+        let lock = || self.spool_notes.lock().unwrap_or_else(|e| e.into_inner());
+        let alone = {
+            let mut notes = lock();
+            if !notes.writing {
+                notes.writing = true;
+                notes.waiting.push(id);
+                None
+            } else if notes.waiting.len() < SPOOL_NOTES_WAITING {
+                notes.waiting.push(id);
+                return Ok(());
+            } else {
+                Some(id)
+            }
+        };
+        if let Some(id) = alone {
+            return self.ledger.mark_spool_removed(&[id]).await;
+        }
+        let mut writer = SpoolNotesWriter {
+            notes: &self.spool_notes,
+            handed_back: false,
+        };
+        let mut result = Ok(());
+        while let Some(ids) = writer.next() {
+            if let Err(e) = self.ledger.mark_spool_removed(&ids).await {
+                result = Err(e);
+            }
+        }
+        result
     }
 
     /// Remove everything an erased upload left in the spool: its recorded documents, any
@@ -540,7 +619,7 @@ impl Deliverer {
             _ => {}
         }
         self.ledger
-            .mark_spool_removed(&rec.id)
+            .mark_spool_removed(std::slice::from_ref(&rec.id))
             .await
             .map_err(std::io::Error::other)
     }

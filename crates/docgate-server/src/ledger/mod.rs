@@ -20,6 +20,7 @@
 //! SQLite (embedded default) and PostgreSQL (scale-out). The same test suite runs against both.
 
 mod db;
+pub mod pg_writer;
 pub mod sql;
 mod sql_ops;
 mod sql_sessions;
@@ -521,7 +522,8 @@ pub trait Ledger: Send + Sync + std::fmt::Debug + 'static {
         limit: u32,
     ) -> LedgerResult<Vec<UploadRecord>>;
 
-    async fn mark_spool_removed(&self, id: &str) -> LedgerResult<()>;
+    /// Note that the spooled documents of these uploads are gone (one write for all).
+    async fn mark_spool_removed(&self, ids: &[String]) -> LedgerResult<()>;
 
     /// Every spool path of uploads whose spool has not been removed (orphan detection).
     async fn live_upload_ids(&self) -> LedgerResult<Vec<String>>;

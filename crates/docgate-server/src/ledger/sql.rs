@@ -7,8 +7,9 @@
 //! committer ([`super::writer`]): one thread calling SQLite directly (rusqlite), one
 //! transaction and one WAL sync per batch of concurrent writes, and no writer ever sleeps in
 //! SQLite's busy handler. Reads use a small pool of sqlx connections of their own (WAL lets
-//! them run beside the writer). On PostgreSQL each write is a transaction on the sqlx pool;
-//! the server batches concurrent commits by itself. The statements of every write are in
+//! them run beside the writer). On PostgreSQL every write goes through a group committer too
+//! ([`super::pg_writer`]): two tasks on connections of their own, one transaction per batch,
+//! each write in a savepoint; reads use sqlx's pool. The statements of every write are in
 //! [`super::sql_writes`], written once for both connections ([`super::db`]).
 
 use std::{str::FromStr, time::Duration};
@@ -21,6 +22,7 @@ use sqlx::{
     AnyConnection, AnyPool, ConnectOptions, Executor, Row,
 };
 
+use super::pg_writer::PgWriter;
 use super::{db::DbRow, sql_ops as ops, sql_sessions as ss, sql_writes as w, writer::Writer, *};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,22 +64,18 @@ fn spool_removal_sql(dialect: Dialect) -> String {
     )
 }
 
-/// Run one write: in the next SQLite batch (on the writer's thread), or in a PostgreSQL
-/// transaction of its own. `Ok` means committed. The write is written once and compiled for
+/// Run one write in the next batch: on the SQLite writer's thread, or on a PostgreSQL
+/// writer's connection. `Ok` means committed. The write is written once and compiled for
 /// both kinds of connection ([`super::db::Conn`]).
 macro_rules! write_tx {
     ($ledger:expr, |$c:ident| $body:expr) => {{
         let ledger: &SqlLedger = $ledger;
         match &ledger.writer {
-            Some(writer) => writer.write(move |$c| ready_now($body)).await,
-            None => {
-                let mut tx = ledger.pool.begin().await?;
-                let value = {
-                    let $c: &mut AnyConnection = &mut tx;
-                    $body.await?
-                };
-                tx.commit().await?;
-                Ok(value)
+            Writers::Sqlite(writer) => writer.write(move |$c| ready_now($body)).await,
+            Writers::Postgres(writer) => {
+                writer
+                    .write(move |$c: &mut AnyConnection| Box::pin(async move { $body.await }))
+                    .await
             }
         }
     }};
@@ -118,8 +116,15 @@ fn sqlite_file(url: &str) -> LedgerResult<std::path::PathBuf> {
 pub struct SqlLedger {
     pool: AnyPool,
     dialect: Dialect,
-    /// SQLite's group committer (`None` on PostgreSQL).
-    writer: Option<Writer>,
+    /// The group committer every write goes through.
+    writer: Writers,
+}
+
+/// The group committer of each backend.
+#[derive(Debug, Clone)]
+enum Writers {
+    Sqlite(Writer),
+    Postgres(PgWriter),
 }
 
 /// The schema, in versions (`migrations/NNNN_*.sql`, portable between SQLite and
@@ -171,19 +176,22 @@ impl SqlLedger {
             Dialect::Sqlite => pool.max_connections(4).after_connect(|conn, _| {
                 Box::pin(async move { conn.execute(SQLITE_SETTINGS).await.map(|_| ()) })
             }),
-            Dialect::Postgres => pool.max_connections(16),
+            // Reads only: the writes have connections of their own.
+            Dialect::Postgres => pool.max_connections(8),
         };
         let pool = pool.connect_with(options.clone()).await?;
-        let mut ledger = SqlLedger {
+        // The schema at its newest version. On PostgreSQL sqlx takes an advisory lock, so
+        // replicas starting together do not race.
+        MIGRATOR.run(&pool).await?;
+        let writer = match writer_file {
+            Some(file) => Writers::Sqlite(Writer::start(&file)?),
+            None => Writers::Postgres(PgWriter::start(options)),
+        };
+        Ok(SqlLedger {
             pool,
             dialect,
-            writer: None,
-        };
-        ledger.migrate().await?;
-        if let Some(file) = writer_file {
-            ledger.writer = Some(Writer::start(&file)?);
-        }
-        Ok(ledger)
+            writer,
+        })
     }
 
     /// `sqlite://<path>?mode=rwc` for a file path.
@@ -193,13 +201,6 @@ impl SqlLedger {
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
-    }
-
-    /// Bring the schema to the newest version. On PostgreSQL sqlx takes an advisory lock, so
-    /// replicas starting together do not race.
-    async fn migrate(&self) -> LedgerResult<()> {
-        MIGRATOR.run(&self.pool).await?;
-        Ok(())
     }
 
     async fn select_one(&self, sql: &str, id: &str) -> LedgerResult<Option<UploadRecord>> {
@@ -367,7 +368,7 @@ impl Ledger for SqlLedger {
     async fn erase(&self, id: &str, now: Millis) -> LedgerResult<Option<(UploadRecord, bool)>> {
         let id = id.to_owned();
         let erased = write_tx!(self, |c| ops::erase(c, id, now))?;
-        if let (Some(writer), Some(_)) = (&self.writer, &erased) {
+        if let (Writers::Sqlite(writer), Some(_)) = (&self.writer, &erased) {
             // The erased values are overwritten in the database file (secure_delete), but
             // the WAL still holds the frames written before.
             if !writer.truncate_wal().await? {
@@ -430,9 +431,9 @@ impl Ledger for SqlLedger {
         rows.iter().map(decode).collect()
     }
 
-    async fn mark_spool_removed(&self, id: &str) -> LedgerResult<()> {
-        let id = id.to_owned();
-        write_tx!(self, |c| w::mark_spool_removed(c, id))
+    async fn mark_spool_removed(&self, ids: &[String]) -> LedgerResult<()> {
+        let ids = ids.to_vec();
+        write_tx!(self, |c| w::mark_spool_removed(c, ids))
     }
 
     async fn live_upload_ids(&self) -> LedgerResult<Vec<String>> {

@@ -46,23 +46,40 @@ async fn insert_event<C: Conn>(
     detail: Value,
     erased: bool,
 ) -> LedgerResult<()> {
-    // An attempt in flight when the upload was erased still ends and is recorded; what the
-    // provider said about it may quote the documents' content or the person.
-    let detail = if erased {
-        super::sql_ops::redact_detail(detail).0
-    } else {
-        detail
-    };
-    query(
-        "INSERT INTO upload_events (upload_id, seq, at, kind, detail) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(id.to_owned())
-    .bind(seq)
-    .bind(at)
-    .bind(kind.to_owned())
-    .bind(to_text(&detail)?)
-    .execute(&mut *c)
-    .await?;
+    insert_events(c, id, at, [(seq, kind, detail)], erased).await
+}
+
+/// Write events of an upload's history in one statement (one round trip to PostgreSQL), each
+/// with the number the caller took for it.
+async fn insert_events<C: Conn, const N: usize>(
+    c: &mut C,
+    id: &str,
+    at: Millis,
+    events: [(i64, &str, Value); N],
+    erased: bool,
+) -> LedgerResult<()> {
+    let rows: Vec<String> = (0..N)
+        .map(|i| {
+            let p = 2 + 3 * i;
+            format!("($1, ${p}, ${at}, ${}, ${})", p + 1, p + 2, at = 2 + 3 * N)
+        })
+        .collect();
+    let mut q = query(format!(
+        "INSERT INTO upload_events (upload_id, seq, at, kind, detail) VALUES {}",
+        rows.join(", ")
+    ))
+    .bind(id.to_owned());
+    for (seq, kind, detail) in events {
+        // An attempt in flight when the upload was erased still ends and is recorded; what
+        // the provider said about it may quote the documents' content or the person.
+        let detail = if erased {
+            super::sql_ops::redact_detail(detail).0
+        } else {
+            detail
+        };
+        q = q.bind(seq).bind(kind.to_owned()).bind(to_text(&detail)?);
+    }
+    q.bind(at).execute(&mut *c).await?;
     Ok(())
 }
 
@@ -276,13 +293,19 @@ pub async fn finish<C: Conn>(
     for r in &f.owned {
         insert_owned(c, &done.tenant, &done.provider, r, &id, f.now).await?;
     }
-    if let Some(a) = &f.attempt {
-        let detail = attempt_detail(a)?;
-        insert_event(c, &id, last - 1, f.now, "attempt", detail, erased).await?;
-    }
     let code = f.problem.as_ref().and_then(|p| p.get("code").cloned());
-    let detail = json!({ "upstream_status": f.upstream_status, "code": code });
-    insert_event(c, &id, last, f.now, f.status.as_str(), detail, erased).await?;
+    let outcome = (
+        last,
+        f.status.as_str(),
+        json!({ "upstream_status": f.upstream_status, "code": code }),
+    );
+    match &f.attempt {
+        Some(a) => {
+            let attempt = (last - 1, "attempt", attempt_detail(a)?);
+            insert_events(c, &id, f.now, [attempt, outcome], erased).await?;
+        }
+        None => insert_events(c, &id, f.now, [outcome], erased).await?,
+    }
     Ok(Some(done))
 }
 
@@ -419,11 +442,22 @@ pub async fn notification_done<C: Conn>(
     Ok(())
 }
 
-pub async fn mark_spool_removed<C: Conn>(c: &mut C, id: String) -> LedgerResult<()> {
-    query("UPDATE uploads SET spool_removed = 1 WHERE id = $1")
-        .bind(id)
-        .execute(&mut *c)
-        .await?;
+pub async fn mark_spool_removed<C: Conn>(c: &mut C, ids: Vec<String>) -> LedgerResult<()> {
+    // Lists of 1, 2, 4 … 64 ids (the last one repeated up to the size): a few statements for
+    // the connections' caches to keep, not one per length.
+    for chunk in ids.chunks(64) {
+        let Some(last) = chunk.last() else { continue };
+        let size = chunk.len().next_power_of_two();
+        let params: Vec<String> = (1..=size).map(|i| format!("${i}")).collect();
+        let mut q = query(format!(
+            "UPDATE uploads SET spool_removed = 1 WHERE id IN ({})",
+            params.join(", ")
+        ));
+        for i in 0..size {
+            q = q.bind(chunk.get(i).unwrap_or(last).clone());
+        }
+        q.execute(&mut *c).await?;
+    }
     Ok(())
 }
 
