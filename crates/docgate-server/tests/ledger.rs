@@ -867,7 +867,7 @@ async fn failing_writes_inside_a_batch_are_undone_alone() {
     failing_writes_are_undone_alone(ledger, || sqlite(&dir)).await;
 }
 
-/// The same on PostgreSQL, whose writes are batched by two writer tasks.
+/// The same on PostgreSQL, whose writes run on the writer tasks' kept connections.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_writes_inside_a_postgres_batch_are_undone_alone() {
     let (url, _) = postgres_url().await;
@@ -876,15 +876,17 @@ async fn failing_writes_inside_a_postgres_batch_are_undone_alone() {
     failing_writes_are_undone_alone(ledger, connect).await;
 }
 
-/// A PostgreSQL writer keeps its connection between batches. One cut while idle (the server
-/// restarted, a proxy timed it out) is found at the next `BEGIN` and replaced before any
-/// write of the batch ran: the writes succeed.
+/// A PostgreSQL writer keeps its connection between writes. One cut while idle (the server
+/// restarted, a proxy timed it out) is found at the next `BEGIN` and replaced before the
+/// write ran: the writes succeed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_writer_whose_connection_was_cut_opens_another() {
     let (url, app) = postgres_url().await;
     let ledger = SqlLedger::connect(&url).await.expect("connect ledger");
-    // Sequential writes: each writer task takes a turn and opens its connection.
-    for i in 0..4 {
+    let writers = docgate_server::ledger::pg_writer::WRITERS;
+    let count = i64::try_from(writers).expect("writers");
+    // Sequential writes: the writer tasks take turns, and each opens its connection.
+    for i in 0..count {
         let id = format!("before{i}");
         ledger
             .insert(new_upload(&id, None, None, i))
@@ -900,10 +902,10 @@ async fn a_postgres_writer_whose_connection_was_cut_opens_another() {
     .await
     .expect("terminate");
     assert!(
-        cut.len() >= 2,
-        "the writers' connections were open: {cut:?}"
+        cut.len() >= writers,
+        "every writer's connection was open: {cut:?}"
     );
-    for i in 0..4 {
+    for i in 0..count {
         let id = format!("after{i}");
         let inserted = ledger.insert(new_upload(&id, None, None, i)).await;
         assert!(

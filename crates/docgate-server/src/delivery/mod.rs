@@ -145,6 +145,10 @@ struct SpoolNotes {
 /// Notes waiting at most; past it a removal writes its own.
 const SPOOL_NOTES_WAITING: usize = 1024;
 
+/// Writes one writer of notes makes at most before handing the writing back: it is a
+/// delivery's task, holding the delivery's slot.
+const SPOOL_NOTES_ROUNDS: usize = 4;
+
 /// Hands the writing of spool notes back if the writer is dropped mid-write (a delivery
 /// cancelled at shutdown): the next removal writes what is waiting.
 struct SpoolNotesWriter<'a> {
@@ -558,9 +562,11 @@ impl Deliverer {
     }
 
     /// Note in the ledger that an upload's spooled documents are gone. While one caller
-    /// writes notes, the others leave theirs with it and return; it writes what waits until
-    /// nothing does. A note lost (the process died, the write failed) costs only a second
-    /// removal: the retention sweep finds the upload again, removes nothing and notes it.
+    /// writes notes, the others leave theirs with it and return; it writes what waits, a
+    /// few rounds at most (then what still waits is written on a task of its own). A note lost
+    /// (the process died, the write failed) costs only a second removal: the retention sweep
+    /// finds the upload again, removes nothing and notes it. So a failed note is logged, not
+    /// returned: the caller's upload is final, and the note may not even be its own.
     async fn note_spool_removed(&self, id: String) -> Result<(), LedgerError> {
         let lock = || self.spool_notes.lock().unwrap_or_else(|e| e.into_inner());
         let alone = {
@@ -577,19 +583,27 @@ impl Deliverer {
             }
         };
         if let Some(id) = alone {
-            return self.ledger.mark_spool_removed(&[id]).await;
+            log_unnoted(self.ledger.mark_spool_removed(&[id]).await, 1);
+            return Ok(());
         }
         let mut writer = SpoolNotesWriter {
             notes: &self.spool_notes,
             handed_back: false,
         };
-        let mut result = Ok(());
-        while let Some(ids) = writer.next() {
-            if let Err(e) = self.ledger.mark_spool_removed(&ids).await {
-                result = Err(e);
-            }
+        for _ in 0..SPOOL_NOTES_ROUNDS {
+            let Some(ids) = writer.next() else {
+                return Ok(());
+            };
+            log_unnoted(self.ledger.mark_spool_removed(&ids).await, ids.len());
         }
-        result
+        // Still more: written on a task of their own, and the writing handed back.
+        if let Some(ids) = writer.next() {
+            let ledger = self.ledger.clone();
+            tokio::spawn(async move {
+                log_unnoted(ledger.mark_spool_removed(&ids).await, ids.len());
+            });
+        }
+        Ok(())
     }
 
     /// Remove everything an erased upload left in the spool: its recorded documents, any
@@ -627,6 +641,12 @@ impl Deliverer {
     /// Derived files of one upload's deliveries (e.g. ZIP parts): local and regenerable.
     pub fn scratch_dir(&self, id: &str) -> PathBuf {
         self.scratch_root.join(id)
+    }
+}
+
+fn log_unnoted(written: Result<(), LedgerError>, uploads: usize) {
+    if let Err(e) = written {
+        tracing::warn!(error = %e, uploads, "noting removed spools failed; the retention sweep will note them");
     }
 }
 

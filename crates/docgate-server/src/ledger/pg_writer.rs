@@ -1,48 +1,61 @@
-//! Group commit for PostgreSQL: a few writer tasks, each on a connection of its own, commit
-//! the writes waiting for them together.
+//! PostgreSQL writes on kept connections: a few writer tasks, each with a connection of its
+//! own, run the waiting writes one transaction each.
 //!
-//! A write through sqlx's pool costs, besides its statements, four round trips to the server:
-//! the pool's ping when the connection is taken and again when it is given back, `BEGIN` and
-//! `COMMIT`; and every write is a commit of its own (a WAL flush). On this project's
-//! two-core machines that was most of PostgreSQL's CPU per upload (sending and receiving
-//! on the socket, then the flush), not the statements. Here each writer task takes the writes
-//! that are waiting (up to [`MAX_BATCH`]), runs each inside a savepoint of one transaction on
-//! a connection it keeps, commits once and only then answers each caller: an `Ok` still
-//! means durable. A write that fails rolls back to its savepoint and fails alone.
+//! A write through sqlx's pool cost, besides its statements, two round trips more than
+//! `BEGIN` and `COMMIT`: the pool pings a connection when it is taken and again when it is
+//! given back. On this project's two-core machines round trips were most of PostgreSQL's
+//! CPU per upload (sending and receiving on the socket), not the statements. A writer task
+//! keeps its connection and runs `BEGIN`, the write, `COMMIT`, then answers its caller: an
+//! `Ok` still means durable.
+//!
+//! Why not one transaction for many writes, as the SQLite writer does: a transaction keeps
+//! every row lock it takes until it commits, so two batches touching the same rows in
+//! opposite orders (two customers claimed in crossed order, a note and a notification of
+//! the same two uploads) deadlock, and PostgreSQL breaks that only after `deadlock_timeout`
+//! by failing one write; and with the server on another machine each batch's round trips are
+//! paid one after another, where several connections pay them side by side. PostgreSQL
+//! already shares one WAL flush between commits that arrive together.
 //!
 //! A kept connection can die while idle (the server restarted, a proxy cut it). The pool
-//! found that out with its ping; here `BEGIN` does: nothing of the batch has run when it
-//! fails, so the batch is tried once more on a new connection.
+//! found that out with its ping; here `BEGIN` does: nothing of the write has run when it
+//! fails, so the write is tried once more on a new connection. A server that stops answering
+//! without closing the connection is given [`WRITE_TIMEOUT`]; the connection is then dropped,
+//! and a transaction it left open on the server is ended there after
+//! `idle_in_transaction_session_timeout` (set on every writer connection), so its row locks
+//! do not hold up the other replicas.
 
-use std::{sync::Arc, time::Duration};
+use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
-use futures_util::future::BoxFuture;
+use futures_util::{future::BoxFuture, FutureExt};
 use sqlx::{any::AnyConnectOptions, AnyConnection, ConnectOptions, Executor};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::{writer::CommitFailure, LedgerError, LedgerResult};
 
-/// Writes committed together at most. PostgreSQL keeps up to 64 subtransactions of a
-/// transaction in shared memory; past that every other backend's snapshot looks them up on
-/// disk. One savepoint per write keeps a batch well inside.
-pub const MAX_BATCH: usize = 32;
+/// Writer tasks (and connections), each opened the first time its task has a write: as many
+/// writes in flight as the pool used to allow.
+pub const WRITERS: usize = 16;
 
 /// Writes waiting at most; past it, callers wait for room (back-pressure).
 const QUEUE: usize = 1024;
 
-/// Writer tasks (and connections). Two keep one batch running while the next one gathers;
-/// each connection is opened the first time its task has a batch.
-pub const WRITERS: usize = 2;
-
-/// How long opening a writer's connection may take (as long as the pool waits for one).
+/// How long opening a writer's connection may take (as long as the pool waited for one).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What a write does once its batch is committed (or failed to commit): answer its caller.
-type Answer = Box<dyn FnOnce(Option<&CommitFailure>) + Send>;
+/// How long one write's transaction may take, `BEGIN` to `COMMIT`, before its connection is
+/// given up.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One write, run on a writer's connection inside the batch's transaction: whether it
-/// succeeded (a failed write is rolled back alone) and how to answer its caller.
+/// Set on every writer connection: a transaction left open by a writer that vanished (its
+/// replica paused or cut off) ends on the server after this long.
+const SESSION_SETTINGS: &str = "SET idle_in_transaction_session_timeout = '60s'";
+
+/// One write, run on a writer's connection inside its transaction: whether it succeeded,
+/// and how to answer its caller once the transaction's fate is known.
 type Job = Box<dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, (bool, Answer)> + Send>;
+
+/// What a write does once its transaction is committed (or failed to commit).
+type Answer = Box<dyn FnOnce(Option<&CommitFailure>) + Send>;
 
 /// A handle to the writer tasks; they end when every handle is dropped.
 #[derive(Debug, Clone)]
@@ -61,8 +74,8 @@ impl PgWriter {
         PgWriter { jobs }
     }
 
-    /// Run `write` in the next batch; its result once the batch is committed (never before:
-    /// an `Ok` means durable). The write must not commit or roll back itself.
+    /// Run `write` in a transaction of its own; its result once committed (never before: an
+    /// `Ok` means durable). The write must not commit or roll back itself.
     pub async fn write<T, F>(&self, write: F) -> LedgerResult<T>
     where
         T: Send + 'static,
@@ -85,80 +98,80 @@ impl PgWriter {
             })
         });
         self.jobs.send(job).await.map_err(|_| LedgerError::Closed)?;
-        // A write dropped unanswered never ran: its batch lost its connection first.
+        // A write dropped unanswered did not complete: its connection failed or timed out
+        // while it ran.
         rx.await.map_err(|_| {
             LedgerError::Commit(CommitFailure {
                 out_of_space: false,
-                message: "the ledger's connection failed before the write ran".into(),
+                message: "the ledger's connection failed during the write".into(),
             })
         })?
     }
 }
 
-/// One writer task: gather a batch, commit it, answer; until every handle is dropped.
+/// One writer task: take a write, run it, answer; until every handle is dropped.
 async fn run(options: AnyConnectOptions, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
     let mut conn: Option<AnyConnection> = None;
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     loop {
-        {
-            // The other task waits here while this one gathers, then gathers the next batch
-            // while this one commits.
-            let mut rx = queue.lock().await;
-            let Some(first) = rx.recv().await else {
-                return;
-            };
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
+        // The other tasks wait here while this one waits for a write.
+        let Some(job) = queue.lock().await.recv().await else {
+            return;
+        };
+        let ran = tokio::time::timeout(WRITE_TIMEOUT, run_one(&options, &mut conn, job)).await;
+        let failure = match ran {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("no answer within {WRITE_TIMEOUT:?}")),
+        };
+        if let Some(error) = failure {
+            // Whatever state the connection is in (a transaction open, a lost socket), a
+            // new one serves the next write; dropping this one ends its transaction.
+            tracing::error!(%error, "a ledger write did not complete; its connection is dropped");
+            conn = None;
         }
-        commit_batch(&options, &mut conn, &mut batch).await;
     }
 }
 
-/// One transaction for the batch; every caller is answered after the commit.
-async fn commit_batch(
+/// `BEGIN`, the write, `COMMIT` (or `ROLLBACK` when the write failed), then the answer.
+async fn run_one(
     options: &AnyConnectOptions,
     conn: &mut Option<AnyConnection>,
-    batch: &mut Vec<Job>,
-) {
-    let mut answers: Vec<Answer> = Vec::with_capacity(batch.len());
-    let committed = match begin(options, conn).await {
-        Ok(c) => run_batch(c, batch, &mut answers).await,
-        Err(e) => Err(e),
+    job: Job,
+) -> Result<(), LedgerError> {
+    let c = begin(options, conn).await?;
+    // A panicking write must not end the task: its caller hears that the write did not
+    // complete, and the connection, in an unknown state, is dropped.
+    let Ok((ok, answer)) = AssertUnwindSafe(job(c)).catch_unwind().await else {
+        return Err(LedgerError::Bug("a ledger write panicked"));
     };
-    // Writes that never ran are dropped unanswered: their callers hear that the ledger's
-    // connection failed before they ran.
-    batch.clear();
-    let failure = committed.err().map(|e| {
-        tracing::error!(error = %e, writes = answers.len(), "a ledger batch did not commit");
-        // Whatever state the connection is in (a transaction open, a lost socket), a new
-        // one serves the next batch; dropping this one ends its transaction on the server.
-        *conn = None;
-        CommitFailure {
-            out_of_space: LedgerError::Db(e).is_out_of_space(),
-            message: "the ledger could not commit".into(),
+    match c.execute(if ok { "COMMIT" } else { "ROLLBACK" }).await {
+        Ok(_) => {
+            answer(None);
+            Ok(())
         }
-    });
-    for answer in answers {
-        answer(failure.as_ref());
+        Err(e) => {
+            let e = LedgerError::Db(e);
+            answer(Some(&CommitFailure {
+                out_of_space: e.is_out_of_space(),
+                message: "the ledger could not commit".into(),
+            }));
+            Err(e)
+        }
     }
 }
 
 /// `BEGIN` on the task's connection, opening one if it has none; a connection that fails
-/// here is replaced once (nothing of the batch has run on it).
+/// here is replaced once (nothing of the write has run on it).
 async fn begin<'c>(
     options: &AnyConnectOptions,
     slot: &'c mut Option<AnyConnection>,
 ) -> Result<&'c mut AnyConnection, sqlx::Error> {
     for attempt in 0..2 {
         if slot.is_none() {
-            let connected = tokio::time::timeout(CONNECT_TIMEOUT, options.connect())
+            let mut connected = tokio::time::timeout(CONNECT_TIMEOUT, options.connect())
                 .await
                 .map_err(|_| sqlx::Error::PoolTimedOut)??;
+            connected.execute(SESSION_SETTINGS).await?;
             *slot = Some(connected);
         }
         let Some(c) = slot.as_mut() else { continue };
@@ -174,33 +187,4 @@ async fn begin<'c>(
         }
     }
     slot.as_mut().ok_or(sqlx::Error::PoolClosed)
-}
-
-/// Run the batch inside the open transaction and commit. Each write runs in a savepoint of
-/// its own so a failed write is undone alone; a batch of one needs none (its failure is its
-/// answer, and rolls back a transaction that held nothing else).
-async fn run_batch(
-    c: &mut AnyConnection,
-    batch: &mut Vec<Job>,
-    answers: &mut Vec<Answer>,
-) -> Result<(), sqlx::Error> {
-    if batch.len() == 1 {
-        if let Some(job) = batch.pop() {
-            let (ok, answer) = job(c).await;
-            answers.push(answer);
-            c.execute(if ok { "COMMIT" } else { "ROLLBACK" }).await?;
-            return Ok(());
-        }
-    }
-    for job in batch.drain(..) {
-        c.execute("SAVEPOINT w").await?;
-        let (ok, answer) = job(c).await;
-        answers.push(answer);
-        if !ok {
-            c.execute("ROLLBACK TO SAVEPOINT w").await?;
-        }
-        c.execute("RELEASE SAVEPOINT w").await?;
-    }
-    c.execute("COMMIT").await?;
-    Ok(())
 }

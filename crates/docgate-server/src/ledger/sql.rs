@@ -7,9 +7,9 @@
 //! committer ([`super::writer`]): one thread calling SQLite directly (rusqlite), one
 //! transaction and one WAL sync per batch of concurrent writes, and no writer ever sleeps in
 //! SQLite's busy handler. Reads use a small pool of sqlx connections of their own (WAL lets
-//! them run beside the writer). On PostgreSQL every write goes through a group committer too
-//! ([`super::pg_writer`]): two tasks on connections of their own, one transaction per batch,
-//! each write in a savepoint; reads use sqlx's pool. The statements of every write are in
+//! them run beside the writer). On PostgreSQL every write goes to a writer task with a
+//! connection it keeps ([`super::pg_writer`]), one transaction per write, without the pool's
+//! pings; reads use sqlx's pool. The statements of every write are in
 //! [`super::sql_writes`], written once for both connections ([`super::db`]).
 
 use std::{str::FromStr, time::Duration};
@@ -64,8 +64,8 @@ fn spool_removal_sql(dialect: Dialect) -> String {
     )
 }
 
-/// Run one write in the next batch: on the SQLite writer's thread, or on a PostgreSQL
-/// writer's connection. `Ok` means committed. The write is written once and compiled for
+/// Run one write: in the next batch of the SQLite writer's thread, or in a transaction on a
+/// PostgreSQL writer's connection. `Ok` means committed. The write is written once and compiled for
 /// both kinds of connection ([`super::db::Conn`]).
 macro_rules! write_tx {
     ($ledger:expr, |$c:ident| $body:expr) => {{
@@ -116,11 +116,11 @@ fn sqlite_file(url: &str) -> LedgerResult<std::path::PathBuf> {
 pub struct SqlLedger {
     pool: AnyPool,
     dialect: Dialect,
-    /// The group committer every write goes through.
+    /// Where every write goes.
     writer: Writers,
 }
 
-/// The group committer of each backend.
+/// The writers of each backend.
 #[derive(Debug, Clone)]
 enum Writers {
     Sqlite(Writer),
