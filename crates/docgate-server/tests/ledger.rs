@@ -916,6 +916,35 @@ async fn a_postgres_writer_whose_connection_was_cut_opens_another() {
     }
 }
 
+/// A write held up by a lock on the server (another replica's stalled transaction, an
+/// operator's `LOCK TABLE`) is ended by the server's lock timeout: its caller hears a
+/// retryable error well before the writer would give up its connection, and the writers
+/// carry on once the lock is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_write_stuck_behind_a_lock_fails_in_bounded_time() {
+    let (url, schema) = postgres_url().await;
+    let ledger = SqlLedger::connect(&url).await.expect("connect ledger");
+    let admin = postgres_admin().await;
+    let mut holder = admin.begin().await.expect("begin");
+    sqlx::query(&format!("LOCK TABLE {schema}.uploads IN EXCLUSIVE MODE"))
+        .execute(&mut *holder)
+        .await
+        .expect("lock");
+    let started = std::time::Instant::now();
+    let stuck = ledger.insert(new_upload("stuck", None, None, 1)).await;
+    let waited = started.elapsed();
+    let err = stuck.expect_err("a write behind the lock fails");
+    assert!(err.retryable(), "{err}");
+    assert!(
+        waited < docgate_server::ledger::pg_writer::WRITE_TIMEOUT,
+        "the server ended the wait, not the writer's own timeout: {waited:?}"
+    );
+    holder.commit().await.expect("release the lock");
+    let after = ledger.insert(new_upload("after", None, None, 2)).await;
+    assert!(matches!(after, Ok(Inserted::New(_))), "{after:?}");
+    assert!(ledger.get("stuck").await.expect("get").is_none());
+}
+
 async fn failing_writes_are_undone_alone<R, F>(ledger: Arc<SqlLedger>, reopen: R)
 where
     R: FnOnce() -> F,

@@ -43,16 +43,34 @@ const QUEUE: usize = 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long one write's transaction may take, `BEGIN` to `COMMIT`, before its connection is
-/// given up.
+/// given up (the server stopped answering; a slow statement or a lock wait is ended sooner,
+/// by the server, see [`SESSION_SETTINGS`]).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Set on every writer connection: a transaction left open by a writer that vanished (its
-/// replica paused or cut off) ends on the server after this long.
-const SESSION_SETTINGS: &str = "SET idle_in_transaction_session_timeout = '60s'";
+/// How long a write may wait for a writer (as long as a write waited for a pool connection):
+/// past it, its caller hears a retryable error and the write never runs.
+pub const QUEUE_WAIT: Duration = Duration::from_secs(10);
 
-/// One write, run on a writer's connection inside its transaction: whether it succeeded,
-/// and how to answer its caller once the transaction's fate is known.
-type Job = Box<dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, (bool, Answer)> + Send>;
+/// Set on every writer connection. The server ends a statement that runs, or waits for a
+/// lock, too long (the write fails alone and the connection stays usable), and a transaction
+/// left open by a writer that vanished (its replica paused or cut off), so its row locks do
+/// not hold up the other replicas.
+const SESSION_SETTINGS: [&str; 3] = [
+    "SET statement_timeout = '20s'",
+    "SET lock_timeout = '10s'",
+    "SET idle_in_transaction_session_timeout = '60s'",
+];
+
+/// One write, run on a writer's connection inside its transaction: whether to commit it (it
+/// succeeded and its caller still waits), and how to answer the caller once the
+/// transaction's fate is known.
+type Write = Box<dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, (bool, Answer)> + Send>;
+
+/// A write and when it was handed over.
+struct Job {
+    queued: tokio::time::Instant,
+    write: Write,
+}
 
 /// What a write does once its transaction is committed (or failed to commit).
 type Answer = Box<dyn FnOnce(Option<&CommitFailure>) + Send>;
@@ -82,10 +100,12 @@ impl PgWriter {
         F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, LedgerResult<T>> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel::<LedgerResult<T>>();
-        let job: Job = Box::new(move |conn| {
+        let run: Write = Box::new(move |conn| {
             Box::pin(async move {
                 let result = write(conn).await;
-                let ok = result.is_ok();
+                // A caller gone away (its client disconnected, its delivery cancelled at
+                // shutdown) gets its write rolled back, as dropping its transaction did.
+                let ok = result.is_ok() && !tx.is_closed();
                 let answer: Answer = Box::new(move |failure: Option<&CommitFailure>| {
                     let outcome = match failure {
                         None => result,
@@ -97,15 +117,25 @@ impl PgWriter {
                 (ok, answer)
             })
         });
-        self.jobs.send(job).await.map_err(|_| LedgerError::Closed)?;
-        // A write dropped unanswered did not complete: its connection failed or timed out
-        // while it ran.
-        rx.await.map_err(|_| {
+        let not_done = |message: &str| {
             LedgerError::Commit(CommitFailure {
                 out_of_space: false,
-                message: "the ledger's connection failed during the write".into(),
+                message: message.into(),
             })
-        })?
+        };
+        let job = Job {
+            queued: tokio::time::Instant::now(),
+            write: run,
+        };
+        match tokio::time::timeout(QUEUE_WAIT, self.jobs.send(job)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(LedgerError::Closed),
+            Err(_) => return Err(not_done("no ledger writer was free in time")),
+        }
+        // A write dropped unanswered did not complete: it waited too long for a writer, or
+        // its connection failed or timed out while it ran.
+        rx.await
+            .map_err(|_| not_done("the ledger did not complete the write"))?
     }
 }
 
@@ -117,6 +147,10 @@ async fn run(options: AnyConnectOptions, queue: Arc<Mutex<mpsc::Receiver<Job>>>)
         let Some(job) = queue.lock().await.recv().await else {
             return;
         };
+        if job.queued.elapsed() > QUEUE_WAIT {
+            // Its caller has been told, or is about to be, that the ledger is unavailable.
+            continue;
+        }
         let ran = tokio::time::timeout(WRITE_TIMEOUT, run_one(&options, &mut conn, job)).await;
         let failure = match ran {
             Ok(Ok(())) => None,
@@ -132,7 +166,8 @@ async fn run(options: AnyConnectOptions, queue: Arc<Mutex<mpsc::Receiver<Job>>>)
     }
 }
 
-/// `BEGIN`, the write, `COMMIT` (or `ROLLBACK` when the write failed), then the answer.
+/// `BEGIN`, the write, `COMMIT` (or `ROLLBACK` when the write failed or its caller left),
+/// then the answer.
 async fn run_one(
     options: &AnyConnectOptions,
     conn: &mut Option<AnyConnection>,
@@ -141,10 +176,17 @@ async fn run_one(
     let c = begin(options, conn).await?;
     // A panicking write must not end the task: its caller hears that the write did not
     // complete, and the connection, in an unknown state, is dropped.
-    let Ok((ok, answer)) = AssertUnwindSafe(job(c)).catch_unwind().await else {
+    let Ok((ok, answer)) = AssertUnwindSafe((job.write)(c)).catch_unwind().await else {
         return Err(LedgerError::Bug("a ledger write panicked"));
     };
-    match c.execute(if ok { "COMMIT" } else { "ROLLBACK" }).await {
+    if !ok {
+        // The caller hears its write's own error (a full disk stays a full disk), whatever
+        // the rollback does; a failed rollback only costs the connection.
+        let rolled_back = c.execute("ROLLBACK").await;
+        answer(None);
+        return rolled_back.map(|_| ()).map_err(LedgerError::Db);
+    }
+    match c.execute("COMMIT").await {
         Ok(_) => {
             answer(None);
             Ok(())
@@ -171,7 +213,9 @@ async fn begin<'c>(
             let mut connected = tokio::time::timeout(CONNECT_TIMEOUT, options.connect())
                 .await
                 .map_err(|_| sqlx::Error::PoolTimedOut)??;
-            connected.execute(SESSION_SETTINGS).await?;
+            for setting in SESSION_SETTINGS {
+                connected.execute(setting).await?;
+            }
             *slot = Some(connected);
         }
         let Some(c) = slot.as_mut() else { continue };
