@@ -30,7 +30,10 @@ use futures_util::{future::BoxFuture, FutureExt};
 use sqlx::{any::AnyConnectOptions, AnyConnection, ConnectOptions, Executor};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use super::{writer::CommitFailure, LedgerError, LedgerResult};
+use super::{
+    writer::{answer, Answer, CommitFailure},
+    LedgerError, LedgerResult,
+};
 
 /// Writer tasks (and connections), each opened the first time its task has a write: as many
 /// writes in flight as the pool used to allow.
@@ -72,9 +75,6 @@ struct Job {
     write: Write,
 }
 
-/// What a write does once its transaction is committed (or failed to commit).
-type Answer = Box<dyn FnOnce(Option<&CommitFailure>) + Send>;
-
 /// A handle to the writer tasks; they end when every handle is dropped.
 #[derive(Debug, Clone)]
 pub struct PgWriter {
@@ -106,15 +106,7 @@ impl PgWriter {
                 // A caller gone away (its client disconnected, its delivery cancelled at
                 // shutdown) gets its write rolled back, as dropping its transaction did.
                 let ok = result.is_ok() && !tx.is_closed();
-                let answer: Answer = Box::new(move |failure: Option<&CommitFailure>| {
-                    let outcome = match failure {
-                        None => result,
-                        Some(f) => Err(LedgerError::Commit(f.clone())),
-                    };
-                    // The caller may have gone away; the write stands either way.
-                    let _ = tx.send(outcome);
-                });
-                (ok, answer)
+                (ok, answer(result, tx))
             })
         });
         let not_done = |message: &str| {

@@ -26,8 +26,25 @@ pub const MAX_BATCH: usize = 64;
 /// Writes waiting for the writer at most; past it, callers wait for room (back-pressure).
 const QUEUE: usize = 1024;
 
-/// What a write does once its batch is committed (or failed to commit): answer its caller.
-type Answer = Box<dyn FnOnce(Option<&CommitFailure>) + Send>;
+/// What a write does once its transaction is committed (or failed to commit): answer its
+/// caller.
+pub(super) type Answer = Box<dyn FnOnce(Option<&CommitFailure>) + Send>;
+
+/// The answer for a write's caller: the write's own result once its transaction committed,
+/// or why the transaction did not.
+pub(super) fn answer<T: Send + 'static>(
+    result: LedgerResult<T>,
+    caller: oneshot::Sender<LedgerResult<T>>,
+) -> Answer {
+    Box::new(move |failure: Option<&CommitFailure>| {
+        let outcome = match failure {
+            None => result,
+            Some(f) => Err(LedgerError::Commit(f.clone())),
+        };
+        // The caller may have gone away.
+        let _ = caller.send(outcome);
+    })
+}
 
 /// One write: run on the writer's connection inside the batch's transaction; returns
 /// whether it succeeded (a failed write is rolled back alone) and how to answer its caller
@@ -82,16 +99,8 @@ impl Writer {
         let (tx, rx) = oneshot::channel::<LedgerResult<T>>();
         let job: Job = Box::new(move |conn| {
             let result = write(conn);
-            let ok = result.is_ok();
-            let answer: Answer = Box::new(move |failure: Option<&CommitFailure>| {
-                let outcome = match failure {
-                    None => result,
-                    Some(f) => Err(LedgerError::Commit(f.clone())),
-                };
-                // The caller may have gone away; the write stands either way.
-                let _ = tx.send(outcome);
-            });
-            (ok, answer)
+            // The caller may have gone away; the write stands either way.
+            (result.is_ok(), answer(result, tx))
         });
         self.jobs
             .send(Work::Write(job))
