@@ -534,7 +534,7 @@ impl Deliverer {
         };
         self.publish_final(done);
         if self.settings.retention.is_zero() {
-            self.remove_spool(rec).await?;
+            self.remove_spool(rec).await;
         } else {
             // Only large documents: for a small one the hand-off to a blocking thread costs
             // more than the few pages it would free.
@@ -550,14 +550,14 @@ impl Deliverer {
     }
 
     /// Remove an upload's spooled documents and scratch (its delivery is final). The ledger
-    /// notes it only once every object is gone, so a failed removal is tried again.
-    pub async fn remove_spool(&self, rec: &UploadRecord) -> Result<(), LedgerError> {
+    /// notes it only once every object is gone, so a failed removal is tried again by the
+    /// retention sweep.
+    pub async fn remove_spool(&self, rec: &UploadRecord) {
         let keys: Vec<String> = rec.documents.iter().flat_map(|d| d.keys()).collect();
         let removed = spool_keys::remove(&self.spool, &keys).await;
         let _ = tokio::fs::remove_dir_all(self.scratch_dir(&rec.id)).await;
-        match removed {
-            Ok(()) => self.note_spool_removed(rec.id.clone()).await,
-            Err(_) => Ok(()),
+        if removed.is_ok() {
+            self.note_spool_removed(rec.id.clone()).await;
         }
     }
 
@@ -567,7 +567,7 @@ impl Deliverer {
     /// (the process died, the write failed) costs only a second removal: the retention sweep
     /// finds the upload again, removes nothing and notes it. So a failed note is logged, not
     /// returned: the caller's upload is final, and the note may not even be its own.
-    async fn note_spool_removed(&self, id: String) -> Result<(), LedgerError> {
+    async fn note_spool_removed(&self, id: String) {
         let lock = || self.spool_notes.lock().unwrap_or_else(|e| e.into_inner());
         let alone = {
             let mut notes = lock();
@@ -577,14 +577,14 @@ impl Deliverer {
                 None
             } else if notes.waiting.len() < SPOOL_NOTES_WAITING {
                 notes.waiting.push(id);
-                return Ok(());
+                return;
             } else {
                 Some(id)
             }
         };
         if let Some(id) = alone {
             log_unnoted(self.ledger.mark_spool_removed(&[id]).await, 1);
-            return Ok(());
+            return;
         }
         let mut writer = SpoolNotesWriter {
             notes: &self.spool_notes,
@@ -592,7 +592,7 @@ impl Deliverer {
         };
         for _ in 0..SPOOL_NOTES_ROUNDS {
             let Some(ids) = writer.next() else {
-                return Ok(());
+                return;
             };
             log_unnoted(self.ledger.mark_spool_removed(&ids).await, ids.len());
         }
@@ -603,7 +603,6 @@ impl Deliverer {
                 log_unnoted(ledger.mark_spool_removed(&ids).await, ids.len());
             });
         }
-        Ok(())
     }
 
     /// Remove everything an erased upload left in the spool: its recorded documents, any

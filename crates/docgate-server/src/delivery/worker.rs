@@ -172,9 +172,7 @@ impl Deliverer {
         match self.ledger.spool_removal_due(before, 100).await {
             Ok(due) => {
                 for rec in due {
-                    if let Err(e) = self.remove_spool(&rec).await {
-                        tracing::warn!(upload = %rec.id, error = %e, "spool removal failed");
-                    }
+                    self.remove_spool(&rec).await;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "listing spools to remove failed"),

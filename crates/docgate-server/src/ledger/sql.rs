@@ -65,8 +65,8 @@ fn spool_removal_sql(dialect: Dialect) -> String {
 }
 
 /// Run one write: in the next batch of the SQLite writer's thread, or in a transaction on a
-/// PostgreSQL writer's connection. `Ok` means committed. The write is written once and compiled for
-/// both kinds of connection ([`super::db::Conn`]).
+/// PostgreSQL writer's connection. `Ok` means committed. The write is written once and
+/// compiled for both kinds of connection ([`super::db::Conn`]).
 macro_rules! write_tx {
     ($ledger:expr, |$c:ident| $body:expr) => {{
         let ledger: &SqlLedger = $ledger;

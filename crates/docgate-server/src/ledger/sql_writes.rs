@@ -32,25 +32,12 @@ pub async fn add_event<C: Conn>(
     };
     let seq: i64 = row.col("event_seq")?;
     let erased: Option<Millis> = row.col("erased_at")?;
-    insert_event(c, id, seq, at, kind, detail, erased.is_some()).await
-}
-
-/// Write event number `seq` of an upload's history (a number the caller took from the
-/// upload row's `event_seq`, under the row's lock).
-async fn insert_event<C: Conn>(
-    c: &mut C,
-    id: &str,
-    seq: i64,
-    at: Millis,
-    kind: &str,
-    detail: Value,
-    erased: bool,
-) -> LedgerResult<()> {
-    insert_events(c, id, at, [(seq, kind, detail)], erased).await
+    insert_events(c, id, at, [(seq, kind, detail)], erased.is_some()).await
 }
 
 /// Write events of an upload's history in one statement (one round trip to PostgreSQL), each
-/// with the number the caller took for it.
+/// with the number the caller took for it from the upload row's `event_seq`, under the row's
+/// lock.
 async fn insert_events<C: Conn, const N: usize>(
     c: &mut C,
     id: &str,
@@ -143,7 +130,7 @@ pub async fn insert<C: Conn>(c: &mut C, new: NewUpload) -> LedgerResult<Inserted
         let bytes: u64 = new.documents.iter().map(|d| d.meta.size).sum();
         let detail = json!({ "documents": new.documents.len(), "bytes": bytes });
         // Event 1, numbered by the insert itself.
-        insert_event(c, &new.id, 1, new.now, "received", detail, false).await?;
+        insert_events(c, &new.id, new.now, [(1, "received", detail)], false).await?;
         if let Some(session) = &new.session {
             query("UPDATE upload_sessions SET state = 'accepted' WHERE id = $1 AND state = 'completing'")
                 .bind(session.clone())
