@@ -470,19 +470,48 @@ impl DirSync {
                 }
             };
             if start {
+                let mut running = RunningSync {
+                    sync: self,
+                    finished: false,
+                };
                 let result = sync_dir(dir.to_owned()).await;
-                let mut s = self.lock();
-                s.running = false;
-                s.finished = s.started;
-                if let Err(e) = &result {
-                    s.last_error = Some((s.finished, e.kind()));
-                }
-                drop(s);
-                self.done.notify_waiters();
+                running.finish(&result);
                 return result;
             }
             notified.await;
         }
+    }
+}
+
+/// The sync a caller started. Its caller may be dropped while it runs (a client hanging up,
+/// a timeout): the sync then ends unfinished, and a waiting caller starts the next one,
+/// instead of every later caller waiting for a sync nobody is running.
+struct RunningSync<'a> {
+    sync: &'a DirSync,
+    finished: bool,
+}
+
+impl RunningSync<'_> {
+    fn finish(&mut self, result: &io::Result<()>) {
+        self.finished = true;
+        let mut s = self.sync.lock();
+        s.running = false;
+        s.finished = s.started;
+        if let Err(e) = result {
+            s.last_error = Some((s.finished, e.kind()));
+        }
+        drop(s);
+        self.sync.done.notify_waiters();
+    }
+}
+
+impl Drop for RunningSync<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.sync.lock().running = false;
+        self.sync.done.notify_waiters();
     }
 }
 
@@ -761,6 +790,29 @@ mod tests {
         let syncs = store.dir_sync(dir.path());
         let s = syncs.lock();
         assert!(s.finished <= 32 && s.finished >= 1);
+    }
+
+    /// A request that started a directory sync and was dropped while it ran (its client hung
+    /// up) left the sync marked running for ever: every later commit in that directory, and
+    /// every `/readyz` probe, waited for a sync nobody was running.
+    #[tokio::test]
+    async fn regression_a_directory_sync_whose_caller_went_away_does_not_hold_up_the_next() {
+        use futures_util::FutureExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let syncs = DirSync::default();
+        {
+            let first = syncs.sync(dir.path());
+            tokio::pin!(first);
+            assert!(
+                first.as_mut().now_or_never().is_none(),
+                "polled once, the sync runs on a blocking thread"
+            );
+            assert!(syncs.lock().running);
+        }
+        let next =
+            tokio::time::timeout(std::time::Duration::from_secs(10), syncs.sync(dir.path())).await;
+        assert!(matches!(next, Ok(Ok(()))), "{next:?}");
+        assert!(!syncs.lock().running);
     }
 
     /// The directory syncs were shared by the whole store: a commit in `uploads/` could be
