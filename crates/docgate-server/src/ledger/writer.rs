@@ -98,7 +98,10 @@ impl Writer {
     {
         let (tx, rx) = oneshot::channel::<LedgerResult<T>>();
         let job: Job = Box::new(move |conn| {
-            let result = write(conn);
+            // A panicking write must not end the thread (every later write would fail until
+            // a restart): it fails alone, undone like any failed write.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(conn)))
+                .unwrap_or(Err(LedgerError::Bug("a ledger write panicked")));
             // The caller may have gone away; the write stands either way.
             (result.is_ok(), answer(result, tx))
         });
@@ -225,4 +228,38 @@ fn run_batch(
         })?;
     }
     conn.execute_batch("COMMIT")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write that panicked unwound through the writer thread and ended it: every later
+    /// write failed with "the ledger is shutting down" until a restart.
+    #[tokio::test]
+    async fn regression_a_panicking_write_fails_alone_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let writer = Writer::start(&dir.path().join("w.db")).expect("writer");
+        writer
+            .write(|c| Ok(c.execute_batch("CREATE TABLE t (x INTEGER)")?))
+            .await
+            .expect("create");
+        let panicked = writer
+            .write(|c| -> LedgerResult<()> {
+                c.execute_batch("INSERT INTO t VALUES (1)")?;
+                panic!("a bug in a write");
+            })
+            .await;
+        assert!(matches!(panicked, Err(LedgerError::Bug(_))), "{panicked:?}");
+        let rows = writer
+            .write(|c| {
+                c.execute_batch("INSERT INTO t VALUES (2)")?;
+                Ok(c.query_row("SELECT group_concat(x) FROM t", [], |r| {
+                    r.get::<_, String>(0)
+                })?)
+            })
+            .await
+            .expect("the writer still writes");
+        assert_eq!(rows, "2", "the panicking write was undone");
+    }
 }
