@@ -57,6 +57,11 @@ impl TempBody {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Its file is the stored body now: not to be removed.
+    fn moved_into_place(&mut self) {
+        self.keep = true;
+    }
 }
 
 impl Drop for TempBody {
@@ -111,7 +116,7 @@ fn commit_in_place(
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
-    commit_lock: tokio::sync::Mutex<()>,
+    commit_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -128,7 +133,7 @@ impl Store {
         }
         Ok(Store {
             root: data_dir.to_path_buf(),
-            commit_lock: tokio::sync::Mutex::new(()),
+            commit_lock: Default::default(),
         })
     }
 
@@ -168,22 +173,25 @@ impl Store {
         h_body: &[u8; 64],
         meta: &StoredBody,
     ) -> io::Result<Committed> {
-        let _guard = self.commit_lock.lock().await;
+        let meta_json = serde_json::to_vec_pretty(meta).map_err(io::Error::other)?;
+        let guard = self.commit_lock.clone().lock_owned().await;
         let dir = self.customer_dir(customer);
         let body_path = self.body_path(customer, h_body);
-        let temp_path = temp.path.clone();
-        let meta_json = serde_json::to_vec_pretty(meta).map_err(io::Error::other)?;
         // One trip to a blocking thread for the whole commit: the lock is held for as
-        // short a time as the file system allows.
-        let committed = tokio::task::spawn_blocking(move || {
-            commit_in_place(&dir, &body_path, &temp_path, small.as_deref(), &meta_json)
+        // short a time as the file system allows. The lock and the temporary file go with
+        // it: a request dropped meanwhile (its client gone) must neither free the lock
+        // before the commit ends nor remove the file the commit is moving into place.
+        tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            let committed =
+                commit_in_place(&dir, &body_path, &temp.path, small.as_deref(), &meta_json)?;
+            if committed == Committed::Stored {
+                temp.moved_into_place();
+            }
+            Ok(committed)
         })
         .await
-        .map_err(io::Error::other)??;
-        if committed == Committed::Stored {
-            temp.keep = true;
-        }
-        Ok(committed)
+        .map_err(io::Error::other)?
     }
 
     /// Every body stored for a customer, oldest first.
