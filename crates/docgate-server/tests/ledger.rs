@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use docgate_core::{DigestsHex, DocumentMeta, OwnedRef, Prepared};
 use docgate_server::ledger::{
-    AttemptRecord, Finish, Inserted, Lease, Ledger, NewUpload, NotifyState, ProviderEvent,
-    Reschedule, SessionRecord, SessionState, SqlLedger, StoredDocument, TusLock, TusRecord,
-    TusState, UploadStatus,
+    AttemptRecord, Finish, Inserted, Lease, Ledger, LedgerError, NewUpload, NotifyState,
+    ProviderEvent, Reschedule, SessionRecord, SessionState, SqlLedger, StoredDocument, TusCreated,
+    TusLock, TusRecord, TusState, UploadStatus,
 };
 use serde_json::json;
 use sqlx::Executor;
@@ -1048,7 +1048,10 @@ async fn open_session_with_document(ledger: &dyn Ledger, expires_at: i64) {
         .create_session(session_rec("s1", expires_at))
         .await
         .expect("session");
-    assert!(ledger.create_tus(tus_rec("t1", "s1")).await.expect("tus"));
+    assert_eq!(
+        ledger.create_tus(tus_rec("t1", "s1")).await.expect("tus"),
+        TusCreated::Created { replaced: None }
+    );
 }
 
 /// Ask for document `t1`'s lock at offset 0 for `owner`, until `until`, at time `now`.
@@ -1089,6 +1092,75 @@ both_backends!(
     }
 );
 
+// A browser whose creation's answer never arrived (its connection dropped) has no Location
+// to resume or terminate: its next creation for the slot heard 409 `slot_taken` until the
+// session expired.
+both_backends!(
+    regression_a_creation_replaces_the_slot_s_unlocked_receiving_document,
+    |ledger| {
+        open_session_with_document(&*ledger, 10_000).await;
+        assert_eq!(lock_t1(&*ledger, "n:1", 5000, 2).await, TusLock::Taken);
+        assert!(ledger
+            .add_piece("t1", "n:1", Some(piece("p0", 50)), None, None, 3)
+            .await
+            .expect("piece"));
+        let Ok(TusCreated::Created {
+            replaced: Some(old),
+        }) = ledger.create_tus(tus_rec("t2", "s1")).await
+        else {
+            panic!("t2 replaces t1");
+        };
+        assert_eq!((old.id.as_str(), old.pieces), ("t1", vec![piece("p0", 50)]));
+        let t1 = ledger.tus("t1").await.expect("tus").expect("there");
+        assert_eq!(t1.state, TusState::Terminated);
+        assert_eq!(
+            ledger
+                .lock_tus("t1", "n:2", 5000, 50, 4)
+                .await
+                .expect("lock"),
+            TusLock::Gone,
+            "the replaced document takes no more bytes"
+        );
+        // A document a PATCH is writing to is not replaced, nor a complete one.
+        let mut t2 = ledger
+            .lock_tus("t2", "n:3", 5000, 0, 4)
+            .await
+            .expect("lock");
+        assert_eq!(t2, TusLock::Taken);
+        assert_eq!(
+            ledger.create_tus(tus_rec("t3", "s1")).await.expect("tus"),
+            TusCreated::SlotTaken { id: "t2".into() }
+        );
+        // Its lock expired (the PATCH's replica died): replaced.
+        let mut late = tus_rec("t3", "s1");
+        late.created_at = 5000;
+        assert!(matches!(
+            ledger.create_tus(late).await.expect("tus"),
+            TusCreated::Created { replaced: Some(_) }
+        ));
+        t2 = ledger
+            .lock_tus("t3", "n:4", 9000, 0, 5001)
+            .await
+            .expect("lock");
+        assert_eq!(t2, TusLock::Taken);
+        assert!(ledger
+            .add_piece(
+                "t3",
+                "n:4",
+                Some(piece("p1", 100)),
+                Some(100),
+                Some(doc("file").meta),
+                5002
+            )
+            .await
+            .expect("piece"));
+        assert_eq!(
+            ledger.create_tus(tus_rec("t4", "s1")).await.expect("tus"),
+            TusCreated::SlotTaken { id: "t3".into() }
+        );
+    }
+);
+
 both_backends!(
     regression_a_termination_cannot_end_a_document_its_session_is_accepting,
     |ledger| {
@@ -1123,7 +1195,10 @@ both_backends!(
         assert_eq!(kept.state, TusState::Complete);
         assert_eq!(kept.pieces, vec![piece("p0", 100)]);
         // No new document, and no new bytes, while the session is not open.
-        assert!(!ledger.create_tus(tus_rec("t2", "s1")).await.expect("tus"));
+        assert_eq!(
+            ledger.create_tus(tus_rec("t2", "s1")).await.expect("tus"),
+            TusCreated::SessionClosed
+        );
         // Back to open (the acceptance failed): the client may terminate it again.
         assert!(ledger
             .session_state("s1", &[SessionState::Completing], SessionState::Open)
@@ -1248,6 +1323,39 @@ both_backends!(
             session.state,
             SessionState::Accepted,
             "no crash can split the two"
+        );
+    }
+);
+
+both_backends!(
+    an_upload_is_not_recorded_for_a_session_its_request_no_longer_holds,
+    |ledger| {
+        ledger
+            .create_session(session_rec("s1", 10_000))
+            .await
+            .expect("session");
+        // Taken, then handed back (its request was dropped) before the upload's record ran.
+        assert!(ledger
+            .session_state("s1", &[SessionState::Open], SessionState::Completing)
+            .await
+            .expect("take"));
+        assert!(ledger
+            .session_state("s1", &[SessionState::Completing], SessionState::Open)
+            .await
+            .expect("hand back"));
+        let mut upload = new_upload("upload-s1", None, None, 1000);
+        upload.session = Some("s1".into());
+        let refused = ledger.insert(upload).await;
+        assert!(
+            matches!(refused, Err(LedgerError::SessionNotHeld)),
+            "{refused:?}"
+        );
+        assert!(ledger.get("upload-s1").await.expect("get").is_none());
+        let session = ledger.session("s1").await.expect("get").expect("there");
+        assert_eq!(
+            session.state,
+            SessionState::Open,
+            "free for the next request"
         );
     }
 );

@@ -15,7 +15,7 @@ use docgate_server::{
     Gateway, Setup,
 };
 use serde_json::{json, Value};
-use sqlx::{Column, Connection, Executor, Row};
+use sqlx::{Column, Connection, Row};
 
 const ACME: &str = "acme-key";
 const GLOBEX: &str = "globex-key";
@@ -24,25 +24,8 @@ const PAYTO: &str = "payto://iban/DE89370400440532013000";
 const ERASED_IBAN: &str = "GB82WEST12345698765432";
 const ERASED_FILENAME: &str = "jane-roe-passport-1984.pdf";
 
-fn postgres_base() -> String {
-    std::env::var("DOCGATE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-/// A ledger URL on a fresh PostgreSQL schema.
-async fn postgres_url() -> String {
-    let base = postgres_base();
-    let schema = format!("ops_test_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&base)
-        .await
-        .expect("PostgreSQL at DOCGATE_TEST_POSTGRES_URL or 127.0.0.1:5432");
-    admin
-        .execute(format!("CREATE SCHEMA {schema}").as_str())
-        .await
-        .expect("create schema");
-    let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}options=-c%20search_path%3D{schema}")
-}
+#[path = "support/postgres.rs"]
+mod postgres;
 
 struct World {
     gateway: Gateway,
@@ -541,7 +524,7 @@ async fn operations_on_sqlite() {
 
 #[tokio::test]
 async fn operations_on_postgres() {
-    let w = World::start(postgres_url().await).await;
+    let w = World::start(postgres::postgres_url("ops_test").await).await;
     scenario(w, None).await;
 }
 
@@ -756,7 +739,7 @@ async fn ledger_controls_on_sqlite() {
 
 #[tokio::test]
 async fn ledger_controls_on_postgres() {
-    let ledger = SqlLedger::connect(&postgres_url().await)
+    let ledger = SqlLedger::connect(&postgres::postgres_url("ops_test").await)
         .await
         .expect("ledger");
     ledger_controls(ledger).await;

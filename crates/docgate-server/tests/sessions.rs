@@ -14,6 +14,9 @@ use docgate_server::{
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+#[path = "support/postgres.rs"]
+mod postgres;
+
 const KEY: &str = "acme-key";
 const ORIGIN: &str = "https://app.example";
 /// A second origin of the tenant's (a session can be bound to one of them).
@@ -33,6 +36,10 @@ impl World {
     }
 
     async fn start_with(limits: Limits) -> World {
+        World::start_on("sqlite".into(), limits).await
+    }
+
+    async fn start_on(ledger_url: String, limits: Limits) -> World {
         let dir = tempfile::tempdir().expect("tempdir");
         let taler = docgate_taler::emulator::start(docgate_taler::emulator::EmulatorOptions::new(
             "127.0.0.1:0".parse().expect("addr"),
@@ -52,7 +59,7 @@ impl World {
             listen: "127.0.0.1:0".parse().expect("addr"),
             listener: None,
             data_dir: dir.path().join("gateway"),
-            ledger_url: "sqlite".into(),
+            ledger_url,
             spool_dir: dir.path().join("gateway/spool"),
             limits,
             delivery: DeliverySettings {
@@ -705,4 +712,196 @@ async fn regression_a_creation_with_upload_on_a_full_disk_does_not_take_the_slot
         .await
         .expect("create");
     assert_eq!(res.status(), 201);
+}
+
+impl World {
+    /// The session's state as its token reads it.
+    async fn session_state(&self, id: &str, token: &str) -> String {
+        let res = self
+            .client
+            .get(self.url(&format!("/v1/upload-sessions/{id}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(res.status(), 200);
+        let v: Value = res.json().await.expect("json");
+        v["state"].as_str().expect("state").to_owned()
+    }
+
+    /// Wait (10 s at most) until the session is in `state`.
+    async fn until_session_is(&self, id: &str, token: &str, state: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = self.session_state(id, token).await;
+            if now == state {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the session stayed {now}, not {state}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A browser gone while its multipart POST was being received — the request dropped, as an
+/// HTTP/2 reset or a closed connection drops it — left the session `completing`: every
+/// retry heard 409 `session_busy` until the session expired, an hour late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_session_whose_post_was_dropped_mid_body_takes_the_next_one() {
+    a_session_whose_post_was_dropped_mid_body_takes_the_next_one("sqlite".into()).await;
+}
+
+// On PostgreSQL a write whose caller is gone is rolled back: the hand-back the dropped
+// request had started never happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_session_whose_post_was_dropped_mid_body_takes_the_next_one_on_postgres() {
+    let ledger = postgres::postgres_url("sessions_test").await;
+    a_session_whose_post_was_dropped_mid_body_takes_the_next_one(ledger).await;
+}
+
+async fn a_session_whose_post_was_dropped_mid_body_takes_the_next_one(ledger: String) {
+    use futures_util::StreamExt as _;
+    let w = World::start_on(ledger, Limits::default()).await;
+    let (id, token) = w.session(json!({})).await;
+    let boundary = "docgate-test-boundary";
+    let head = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"doc.pdf\"\r\n\
+         Content-Type: application/pdf\r\n\r\n"
+    );
+    let mut first = head.into_bytes();
+    first.extend_from_slice(&pdf(200_000, 7)[..100_000]);
+    // The first half of the form, then nothing: the browser went quiet, then away.
+    let body = futures_util::stream::iter([Ok::<_, std::io::Error>(first)])
+        .chain(futures_util::stream::pending());
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let request = tokio::spawn(
+        h2.post(w.url("/v1/uploads"))
+            .bearer_auth(&token)
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(reqwest::Body::wrap_stream(body))
+            .send(),
+    );
+    w.until_session_is(&id, &token, "completing").await;
+    request.abort();
+    w.until_session_is(&id, &token, "open").await;
+
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(pdf(200_000, 7)).file_name("doc.pdf"),
+    );
+    let res = w
+        .client
+        .post(w.url("/v1/uploads"))
+        .bearer_auth(&token)
+        .multipart(form)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), 201, "{:?}", res.text().await);
+    assert_eq!(w.session_state(&id, &token).await, "accepted");
+}
+
+/// A PATCH dropped mid-body (an HTTP/2 reset: the browser paused or lost its connection)
+/// kept its lock until the lock expired, 30 s later: the browser's resume heard 409
+/// `upload_locked` for longer than tus clients retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_patch_dropped_mid_body_does_not_keep_the_upload_locked() {
+    use futures_util::StreamExt as _;
+    let w = World::start().await;
+    let (_, token) = w.session(json!({})).await;
+    let doc = pdf(300_000, 9);
+    let path = w.create(&token, doc.len() as u64).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    // A PATCH that sends some bytes and then nothing more, holding the lock; an empty
+    // PATCH (which records nothing) tells when it holds it.
+    let stalled = loop {
+        let body = futures_util::stream::iter([Ok::<_, std::io::Error>(doc[..100_000].to_vec())])
+            .chain(futures_util::stream::pending());
+        let stalled = tokio::spawn(
+            h2.patch(w.url(&path))
+                .bearer_auth(&token)
+                .header("tus-resumable", "1.0.0")
+                .header("content-type", "application/offset+octet-stream")
+                .header("upload-offset", "0")
+                .body(reqwest::Body::wrap_stream(body))
+                .send(),
+        );
+        let locked = loop {
+            let probe = w.patch(&token, &path, 0, &[]).await;
+            if probe.status() == 409 || stalled.is_finished() {
+                break probe.status() == 409;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the PATCH never took the lock"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        if locked {
+            break stalled;
+        }
+        // The probe held the lock when the stalled PATCH came: once more.
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the PATCH never took the lock"
+        );
+    };
+    stalled.abort();
+    let resumed = loop {
+        let res = w.patch(&token, &path, 0, &doc).await;
+        if res.status() != 409 {
+            break res;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dropped PATCH's lock held the upload"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(resumed.status(), 204, "{:?}", resumed.text().await);
+    assert_eq!(w.offset(&token, &path).await, doc.len() as u64);
+}
+
+/// A browser whose creation's answer was lost (its connection dropped) has no Location to
+/// resume or terminate its document with: its next creation for the slot heard 409
+/// `slot_taken` until the session expired. An unfinished, unlocked document is replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_second_creation_replaces_a_document_its_browser_lost() {
+    let w = World::start().await;
+    let (id, token) = w.session(json!({})).await;
+    let doc = pdf(300_000, 4);
+    let lost = w.create(&token, doc.len() as u64).await;
+    assert_eq!(
+        w.patch(&token, &lost, 0, &doc[..100_000]).await.status(),
+        204
+    );
+    let path = w.create(&token, doc.len() as u64).await;
+    assert_ne!(path, lost);
+    let stale = w.patch(&token, &lost, 100_000, &doc[100_000..]).await;
+    assert_eq!(
+        stale.status(),
+        410,
+        "the replaced document takes no more bytes"
+    );
+    assert_eq!(w.patch(&token, &path, 0, &doc).await.status(), 204);
+    let (status, receipt) = w.complete(&id, &token).await;
+    assert!(status == 201 || status == 202, "{status} {receipt}");
+    assert_eq!(
+        receipt["documents"][0]["sha256"],
+        hex::encode(Sha256::digest(&doc)),
+        "{receipt}"
+    );
 }

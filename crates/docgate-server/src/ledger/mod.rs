@@ -393,6 +393,10 @@ pub enum LedgerError {
     Config(String),
     #[error("ledger bug: {0}")]
     Bug(&'static str),
+    /// An upload of a session was to be recorded while the session was no longer being
+    /// completed by its request (it was handed back): nothing was written.
+    #[error("the upload session is no longer being completed by this request")]
+    SessionNotHeld,
 }
 
 impl LedgerError {
@@ -579,8 +583,9 @@ pub trait Ledger: Send + Sync + std::fmt::Debug + 'static {
         to: SessionState,
     ) -> LedgerResult<bool>;
 
-    /// A new resumable upload; false when its slot already has a live one in the session.
-    async fn create_tus(&self, t: TusRecord) -> LedgerResult<bool>;
+    /// A new resumable upload in its slot, unless the slot's document is complete or being
+    /// written to (a document still receiving and unlocked is replaced).
+    async fn create_tus(&self, t: TusRecord) -> LedgerResult<TusCreated>;
 
     async fn tus(&self, id: &str) -> LedgerResult<Option<TusRecord>>;
 
@@ -735,6 +740,18 @@ pub struct TusRecord {
     pub meta: Option<DocumentMeta>,
     pub created_at: Millis,
     pub updated_at: Millis,
+}
+
+/// What a tus creation did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TusCreated {
+    /// Created; it replaced the slot's document that was still receiving and unlocked (its
+    /// pieces are the caller's to remove).
+    Created { replaced: Option<TusRecord> },
+    /// The slot's document is complete, or a PATCH is writing to it.
+    SlotTaken { id: String },
+    /// The session takes no more documents.
+    SessionClosed,
 }
 
 /// Why a PATCH could not take an upload's lock.

@@ -571,7 +571,7 @@ impl Ledger for SqlLedger {
         write_tx!(self, |c| ss::session_state(c, id, from, to))
     }
 
-    async fn create_tus(&self, t: TusRecord) -> LedgerResult<bool> {
+    async fn create_tus(&self, t: TusRecord) -> LedgerResult<TusCreated> {
         write_tx!(self, |c| ss::create_tus(c, t))
     }
 

@@ -6,8 +6,8 @@ use docgate_core::spool::Piece;
 
 use super::{
     sql::{json_col, to_text},
-    DocumentMeta, LedgerError, LedgerResult, Millis, SessionRecord, SessionState, TusLock,
-    TusRecord, TusState,
+    DocumentMeta, LedgerError, LedgerResult, Millis, SessionRecord, SessionState, TusCreated,
+    TusLock, TusRecord, TusState,
 };
 
 pub const SESSION_COLUMNS: &str = "id, tenant, provider, token_hash, fields, slots, max_bytes, \
@@ -151,9 +151,9 @@ async fn session_in<C: Conn>(c: &mut C, id: &str, states: &[SessionState]) -> Le
 
 /// A new resumable upload; false when the slot already has a live one in the session, or
 /// the session no longer takes documents (not open).
-pub async fn create_tus<C: Conn>(c: &mut C, t: TusRecord) -> LedgerResult<bool> {
+pub async fn create_tus<C: Conn>(c: &mut C, t: TusRecord) -> LedgerResult<TusCreated> {
     if !session_in(c, &t.session_id, &[SessionState::Open]).await? {
-        return Ok(false);
+        return Ok(TusCreated::SessionClosed);
     }
     let live = query(
         "SELECT id FROM tus_uploads WHERE session_id = $1 AND slot = $2 \
@@ -163,8 +163,27 @@ pub async fn create_tus<C: Conn>(c: &mut C, t: TusRecord) -> LedgerResult<bool> 
     .bind(t.slot.clone())
     .fetch_optional(&mut *c)
     .await?;
-    if live.is_some() {
-        return Ok(false);
+    let mut replaced = None;
+    if let Some(row) = live {
+        let id: String = row.col("id")?;
+        // Still receiving and no PATCH writing to it: the browser lost it (its creation's
+        // answer never arrived) or starts the document over. Conditional, as a PATCH's lock
+        // may have committed since the read above.
+        let sql = format!(
+            "UPDATE tus_uploads SET state = 'terminated', lock_owner = NULL, lock_until = NULL, \
+                 updated_at = $2 \
+             WHERE id = $1 AND state = 'receiving' AND (lock_until IS NULL OR lock_until <= $2) \
+             RETURNING {TUS_COLUMNS}"
+        );
+        match query(sql)
+            .bind(id.clone())
+            .bind(t.created_at)
+            .fetch_optional(&mut *c)
+            .await?
+        {
+            Some(row) => replaced = Some(decode_tus(&row)?),
+            None => return Ok(TusCreated::SlotTaken { id }),
+        }
     }
     let sql = format!(
         "INSERT INTO tus_uploads ({TUS_COLUMNS}) \
@@ -180,7 +199,7 @@ pub async fn create_tus<C: Conn>(c: &mut C, t: TusRecord) -> LedgerResult<bool> 
         .bind(t.created_at)
         .execute(&mut *c)
         .await?;
-    Ok(true)
+    Ok(TusCreated::Created { replaced })
 }
 
 /// Take the PATCH lock if the client's offset is the upload's and nobody else holds it.

@@ -132,10 +132,15 @@ pub async fn insert<C: Conn>(c: &mut C, new: NewUpload) -> LedgerResult<Inserted
         // Event 1, numbered by the insert itself.
         insert_events(c, &new.id, new.now, [(1, "received", detail)], false).await?;
         if let Some(session) = &new.session {
-            query("UPDATE upload_sessions SET state = 'accepted' WHERE id = $1 AND state = 'completing'")
+            let accepted = query("UPDATE upload_sessions SET state = 'accepted' WHERE id = $1 AND state = 'completing'")
                 .bind(session.clone())
                 .execute(&mut *c)
                 .await?;
+            // The request no longer holds its session (handed back when its client went
+            // away): the upload is not recorded, the session stays as it is.
+            if accepted.rows_affected() != 1 {
+                return Err(LedgerError::SessionNotHeld);
+            }
         }
         return Ok(Inserted::New(decode(&row)?));
     }

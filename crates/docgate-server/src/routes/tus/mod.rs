@@ -27,7 +27,7 @@ use http::{header, HeaderMap, HeaderValue, StatusCode};
 use crate::{
     app::AppState,
     host::ledger_problem,
-    ledger::{now_ms, SessionRecord, TusRecord, TusState},
+    ledger::{now_ms, SessionRecord, TusCreated, TusRecord, TusState},
     sessions::{check_usable, Uploader},
     spool_keys,
 };
@@ -281,18 +281,48 @@ pub async fn create(
         .create_tus(rec.clone())
         .await
         .map_err(|e| ledger_problem(&e))?;
-    if !created {
-        if let Some(closed) = session_now(&app, &session.id).await? {
-            return Err(closed);
+    match created {
+        TusCreated::Created { replaced: None } => {}
+        TusCreated::Created {
+            replaced: Some(old),
+        } => {
+            patch::assemblies(&app).forget(&old.id);
+            let keys: Vec<String> = old.pieces.iter().map(|p| p.key.clone()).collect();
+            if let Err(e) = spool_keys::remove(&app.spool, &keys).await {
+                // Left to the session's end and the orphan sweep.
+                tracing::warn!(upload = %old.id, error = %e, "could not remove a replaced tus upload's pieces");
+            }
+            app.metrics.tus("replaced");
         }
-        return Err(
-            Problem::new(StatusCode::CONFLICT, "slot_taken", "Slot taken").with_detail(
-                "this session already has a document for that slot; terminate it first",
-            ),
-        );
+        TusCreated::SessionClosed => {
+            return Err(session_now(&app, &session.id)
+                .await?
+                .unwrap_or_else(being_accepted));
+        }
+        TusCreated::SlotTaken { id } => {
+            let location = format!("/v1/tus/{id}");
+            let mut res = Problem::new(StatusCode::CONFLICT, "slot_taken", "Slot taken")
+                .with_detail(
+                    "this session's document for that slot is complete or being written to: \
+                     resume or terminate it (Location), or wait for its PATCH to end",
+                )
+                .with_extra("location", location.as_str())
+                .into_response();
+            res.headers_mut()
+                .insert(header::LOCATION, header_value(location));
+            tus_headers(&mut res);
+            return Ok(res);
+        }
     }
     app.metrics.tus("created");
     created_response(&app, &session, rec, &headers, body).await
+}
+
+/// 409: the session is being accepted right now (it takes no new document, nor bytes).
+fn being_accepted() -> Problem {
+    Problem::new(StatusCode::CONFLICT, "session_busy", "Upload session busy")
+        .with_detail("this upload session's upload is being accepted right now")
+        .with_retry_after(std::time::Duration::from_secs(1))
 }
 
 /// A declared type the slot does not accept is refused at creation, before the browser

@@ -56,7 +56,8 @@ pub struct Assemblies {
     inner: Mutex<Kept>,
 }
 
-/// States by upload id (with their offsets), and the ids oldest first for eviction.
+/// States by upload id (with their offsets), and the ids oldest first for eviction: each id
+/// kept is in the list once (a document's every PATCH takes its state and puts it back).
 type Kept = (HashMap<String, (u64, Assembly)>, VecDeque<String>);
 
 impl Assemblies {
@@ -67,8 +68,11 @@ impl Assemblies {
     /// Take the state of `id` if it is at `offset`.
     fn take(&self, id: &str, offset: u64) -> Option<Assembly> {
         let mut inner = self.lock();
-        match inner.0.remove(id) {
-            Some((at, a)) if at == offset => Some(a),
+        let (map, order) = &mut *inner;
+        let taken = map.remove(id)?;
+        order.retain(|k| k != id);
+        match taken {
+            (at, a) if at == offset => Some(a),
             _ => None,
         }
     }
@@ -78,10 +82,11 @@ impl Assemblies {
         let (map, order) = &mut *inner;
         if map
             .insert(id.to_owned(), (assembly.len(), assembly))
-            .is_none()
+            .is_some()
         {
-            order.push_back(id.to_owned());
+            order.retain(|k| k != id);
         }
+        order.push_back(id.to_owned());
         while map.len() > KEPT {
             match order.pop_front() {
                 Some(old) => {
@@ -90,11 +95,14 @@ impl Assemblies {
                 None => break,
             }
         }
-        order.retain(|k| map.contains_key(k));
     }
 
     pub fn forget(&self, id: &str) {
-        self.lock().0.remove(id);
+        let mut inner = self.lock();
+        let (map, order) = &mut *inner;
+        if map.remove(id).is_some() {
+            order.retain(|k| k != id);
+        }
     }
 }
 
@@ -208,7 +216,16 @@ pub async fn receive(
         .with_pace(permit.pace.clone())
         .with_space(app.admission.space.clone());
     let owner = format!("{}:{}", app.deliverer.node, uuid::Uuid::new_v4().simple());
-    take_lock(app, session, &rec.id, &owner, offset).await?;
+    let lock = PatchLock {
+        app: app.clone(),
+        id: rec.id.clone(),
+        owner: owner.clone(),
+        held: true,
+    };
+    if let Err(refused) = take_lock(app, session, &rec.id, &owner, offset).await {
+        lock.not_held();
+        return Err(refused);
+    }
     // The record as it is under the lock: the one read before may predate a piece another
     // PATCH recorded since (its pieces would rebuild the wrong state).
     let result = match app.ledger.tus(&rec.id).await {
@@ -223,9 +240,55 @@ pub async fn receive(
     };
     drop(permit);
     if result.is_err() {
-        let _ = app.ledger.unlock_tus(&rec.id, &owner).await;
+        lock.release().await;
+    } else {
+        lock.not_held(); // the piece's record released it
     }
     result
+}
+
+/// The lock a PATCH takes, or is taking. A PATCH dropped on the way (an HTTP/2 reset: a
+/// browser pausing or aborting) never reaches its own unlock, and the lock would refuse the
+/// browser's resume with 409 `upload_locked` for [`LOCK`] — longer than tus clients retry.
+/// Dropped while held, it is released in the background; only this PATCH's own lock (its
+/// owner) can be.
+struct PatchLock {
+    app: AppState,
+    id: String,
+    owner: String,
+    held: bool,
+}
+
+impl PatchLock {
+    /// Release it before answering, so the client's next PATCH finds it free.
+    async fn release(mut self) {
+        let _ = self.app.ledger.unlock_tus(&self.id, &self.owner).await;
+        self.held = false;
+    }
+
+    /// Nothing to release: the lock was not taken, or the piece's record released it.
+    fn not_held(mut self) {
+        self.held = false;
+    }
+}
+
+impl Drop for PatchLock {
+    fn drop(&mut self) {
+        if !self.held {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // shutting down: the lock expires
+        };
+        let ledger = self.app.ledger.clone();
+        let (id, owner) = (
+            std::mem::take(&mut self.id),
+            std::mem::take(&mut self.owner),
+        );
+        runtime.spawn(async move {
+            let _ = ledger.unlock_tus(&id, &owner).await;
+        });
+    }
 }
 
 async fn take_lock(
@@ -259,15 +322,9 @@ async fn take_lock(
         }
         TusLock::Gone => Err(Problem::new(StatusCode::GONE, "upload_gone", "Upload gone")
             .with_detail("this upload takes no more bytes")),
-        TusLock::SessionClosed => {
-            Err(super::session_now(app, &session.id)
-                .await?
-                .unwrap_or_else(|| {
-                    Problem::new(StatusCode::CONFLICT, "session_busy", "Upload session busy")
-                        .with_detail("this upload session's upload is being accepted right now")
-                        .with_retry_after(Duration::from_secs(1))
-                }))
-        }
+        TusLock::SessionClosed => Err(super::session_now(app, &session.id)
+            .await?
+            .unwrap_or_else(super::being_accepted)),
     }
 }
 
@@ -352,13 +409,17 @@ async fn receive_locked(
     }
     let received = assembly.len();
     let complete = length.is_some_and(|len| received == len);
-    let meta = if complete {
-        Some(finish(app, rec, &end.piece, assembly).await?)
+    let (meta, kept) = if complete {
+        (Some(finish(app, rec, &end.piece, assembly).await?), None)
     } else {
-        assemblies(app).put(&rec.id, assembly);
-        None
+        (None, Some(assembly))
     };
     record(app, session, rec, owner, end.piece, length, meta.clone()).await?;
+    // Kept for the next PATCH only once its piece is recorded: a PATCH that lost its lock
+    // meanwhile must not leave a state of bytes another PATCH's piece replaced.
+    if let Some(assembly) = kept {
+        assemblies(app).put(&rec.id, assembly);
+    }
     app.metrics.tus("patch");
     if meta.is_some() {
         app.metrics.tus("completed");
@@ -402,6 +463,22 @@ async fn record(
         .ledger
         .add_piece(&rec.id, owner, piece.clone(), length, meta, now_ms())
         .await;
+    let recorded = match (recorded, &piece) {
+        // An error may still have committed (a connection lost after the commit): look
+        // before removing a piece the ledger might name.
+        (Err(e), Some(p)) => match app.ledger.tus(&rec.id).await {
+            Ok(Some(now)) if now.pieces.iter().any(|q| q.key == p.key) => Ok(true),
+            Ok(_) => Err(e),
+            Err(_) => {
+                // Unknown: the piece stays (the session's end removes what it recorded,
+                // the orphan sweep the rest); the client asks HEAD where it stands.
+                tracing::error!(error = %e, upload = %rec.id, "could not record a tus piece, nor tell whether it was");
+                assemblies(app).forget(&rec.id);
+                return Err(ledger_problem(&e));
+            }
+        },
+        (recorded, _) => recorded,
+    };
     match recorded {
         Ok(true) => Ok(()),
         Ok(false) | Err(_) => {
@@ -464,4 +541,57 @@ fn renew_while(app: &AppState, id: String, owner: String) -> tokio_util::sync::D
         }
     });
     guard
+}
+
+#[cfg(test)]
+mod tests {
+    use docgate_core::{
+        media::MediaRange,
+        policy::{DigestSet, Slots, UploadPolicy},
+    };
+
+    use super::*;
+
+    fn assembly() -> Assembly {
+        let policy = UploadPolicy {
+            min_document_bytes: 1,
+            max_document_bytes: 100,
+            max_request_bytes: 100,
+            accepted: vec![MediaRange::parse("application/pdf").expect("valid")],
+            digests: DigestSet::SHA256,
+            slots: Slots::Free { max: 1 },
+            zip: None,
+            refuse_active_content: true,
+        };
+        Assembly::new(policy, None)
+    }
+
+    /// Each PATCH takes its document's state and puts it back; the eviction list kept the
+    /// id of every put, so one session's PATCHes (empty ones too) grew it without bound, and
+    /// every put scanned it under the lock all tus requests share.
+    #[test]
+    fn regression_the_kept_states_list_each_document_once() {
+        let kept = Assemblies::default();
+        for _ in 0..10_000 {
+            let state = kept.take("one", 0).unwrap_or_else(assembly);
+            kept.put("one", state);
+            kept.put("two", assembly());
+        }
+        kept.forget("two");
+        let inner = kept.lock();
+        assert_eq!(inner.0.len(), 1);
+        assert_eq!(inner.1, ["one"]);
+    }
+
+    #[test]
+    fn the_oldest_kept_states_are_evicted_past_the_bound() {
+        let kept = Assemblies::default();
+        for i in 0..KEPT + 10 {
+            kept.put(&format!("u{i}"), assembly());
+        }
+        let inner = kept.lock();
+        assert_eq!(inner.0.len(), KEPT);
+        assert_eq!(inner.1.len(), KEPT);
+        assert_eq!(inner.1.front().map(String::as_str), Some("u10"));
+    }
 }

@@ -133,23 +133,45 @@ pub async fn accept(
         subjects: subjects.iter().map(|(_, s)| s.clone()).collect(),
         session: intake.session.clone(),
     };
-    let keys: Vec<String> = new.documents.iter().flat_map(|d| d.keys()).collect();
-    let inserted = record(&intake, new, &keys).await?;
+    // What an upload that is not recorded leaves behind. Documents received in pieces (a
+    // session's tus documents) stay: their session still has them, and removes them when
+    // it ends.
+    let keys: Vec<String> = new
+        .documents
+        .iter()
+        .filter(|d| d.pieces.is_none())
+        .flat_map(|d| d.keys())
+        .collect();
     let Intake {
         app,
         permit,
         respond_async,
         ..
     } = intake;
+    let mut waiter = app.deliverer.watch(&id);
+    // Recording the upload and starting its delivery are one step, on a task of its own: a
+    // request dropped while its record is written (its client gone) would leave the upload
+    // leased to a delivery that never starts, until the lease ran out, an attempt spent.
+    let inserted = {
+        let app = app.clone();
+        let keys = keys.clone();
+        tokio::spawn(async move {
+            let inserted = record(&app, new, &keys).await;
+            if let Ok(Inserted::New(rec)) = &inserted {
+                match slot {
+                    Some(slot) => app.deliverer.spawn_drive(rec.clone(), slot, true),
+                    None => app.deliverer.queue_for_worker(),
+                }
+            }
+            inserted
+        })
+        .await
+        .map_err(|_| Problem::internal("recording the upload failed"))??
+    };
     drop(permit);
     match inserted {
         Inserted::New(rec) => {
             app.metrics.bytes_received(&rec.provider, total);
-            let mut waiter = app.deliverer.watch(&rec.id);
-            match slot {
-                Some(slot) => app.deliverer.spawn_drive(rec.clone(), slot, true),
-                None => app.deliverer.queue_for_worker(),
-            }
             if respond_async {
                 let mut res = upload_response(&rec);
                 res.headers_mut().insert(
@@ -269,8 +291,7 @@ pub fn ingest_failed(
 
 /// Record the upload. An error may still have committed (a connection lost after the
 /// commit): look before removing the documents of an upload that might be recorded.
-async fn record(intake: &Intake, new: NewUpload, keys: &[String]) -> Result<Inserted> {
-    let app = &intake.app;
+async fn record(app: &crate::app::AppState, new: NewUpload, keys: &[String]) -> Result<Inserted> {
     let id = new.id.clone();
     let error = match app.ledger.insert(new).await {
         Ok(inserted) => return Ok(inserted),
@@ -280,6 +301,9 @@ async fn record(intake: &Intake, new: NewUpload, keys: &[String]) -> Result<Inse
         Ok(Some(rec)) => Ok(Inserted::New(rec)),
         Ok(None) => {
             let _ = spool_keys::remove(&app.spool, keys).await;
+            if matches!(error, LedgerError::SessionNotHeld) {
+                return Err(super::session::session_busy());
+            }
             Err(ledger_refused(app, &error))
         }
         Err(_) => {

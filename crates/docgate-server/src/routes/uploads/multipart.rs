@@ -26,7 +26,7 @@ use super::{
 use crate::{
     app::AppState,
     body::{BodyFault, FaultCell},
-    ledger::{now_ms, SessionRecord, SessionState},
+    ledger::{now_ms, SessionRecord},
     part_headers::{PartHeaderGuard, PartHeaderLimited},
     routes::sessions::merge_fields,
     sessions::{check_usable, Uploader},
@@ -57,17 +57,11 @@ pub async fn post_multipart(
     };
     intake.id = session.upload_id.clone();
     intake.idempotency_key = None;
-    super::session::take(&app, &session).await?;
+    // The record of the upload marks the session accepted in the same write.
+    intake.session = Some(session.id.clone());
+    let hold = super::session::SessionHold::take(&app, &session).await?;
     let result = receive_for_session(&app, intake, head, body, &session).await;
-    let to = if result.is_ok() {
-        SessionState::Accepted
-    } else {
-        SessionState::Open
-    };
-    let _ = app
-        .ledger
-        .session_state(&session.id, &[SessionState::Completing], to)
-        .await;
+    hold.release(result.is_ok()).await;
     result
 }
 

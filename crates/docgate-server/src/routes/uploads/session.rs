@@ -39,17 +39,9 @@ pub async fn session_upload(
     }
     check_usable(&session, now_ms())?;
     let fields = merge_fields(&session, extra_fields)?;
-    take(app, &session).await?;
+    let hold = SessionHold::take(app, &session).await?;
     let result = accept_documents(app, tenant, &session, fields, respond_async).await;
-    let to = if result.is_ok() {
-        SessionState::Accepted
-    } else {
-        SessionState::Open
-    };
-    let _ = app
-        .ledger
-        .session_state(&session.id, &[SessionState::Completing], to)
-        .await;
+    hold.release(result.is_ok()).await;
     result
 }
 
@@ -68,22 +60,93 @@ async fn settled(app: &AppState, mut session: SessionRecord) -> Result<SessionRe
     Ok(session)
 }
 
-/// open → completing, or 409 when another request got there first.
-pub async fn take(app: &AppState, session: &SessionRecord) -> Result<()> {
-    let taken = app
-        .ledger
-        .session_state(&session.id, &[SessionState::Open], SessionState::Completing)
-        .await
-        .map_err(|e| ledger_problem(&e))?;
-    if taken {
-        Ok(())
-    } else {
-        Err(
-            Problem::new(StatusCode::CONFLICT, "session_busy", "Upload session busy")
-                .with_detail("another request is accepting this session's upload")
-                .with_retry_after(Duration::from_secs(1)),
-        )
+/// A session this request is accepting (`completing`). However the request ends — answered,
+/// refused, or dropped mid-body because its client went away — the session does not stay
+/// `completing`, where every retry would hear 409 until it expired: it goes back to `open`
+/// unless its upload was recorded (which marks it `accepted` in the same write, and only
+/// while it is still `completing`: a hand-back that came first makes the record fail).
+#[derive(Debug)]
+pub struct SessionHold {
+    app: AppState,
+    id: String,
+    released: bool,
+}
+
+impl SessionHold {
+    /// open → completing, or 409 when another request got there first. The change is made
+    /// on a task of its own: a request dropped while it is being written still gets its hold
+    /// built, and dropped, which hands the session back.
+    pub async fn take(app: &AppState, session: &SessionRecord) -> Result<SessionHold> {
+        let (answer, taken) = tokio::sync::oneshot::channel();
+        let app = app.clone();
+        let id = session.id.clone();
+        tokio::spawn(async move {
+            let hold = match app
+                .ledger
+                .session_state(&id, &[SessionState::Open], SessionState::Completing)
+                .await
+            {
+                Ok(true) => Ok(SessionHold {
+                    app,
+                    id,
+                    released: false,
+                }),
+                Ok(false) => Err(session_busy()),
+                Err(e) => Err(ledger_problem(&e)),
+            };
+            // Sent back to a request that is gone, the hold is dropped here.
+            let _ = answer.send(hold);
+        });
+        taken
+            .await
+            .map_err(|_| Problem::internal("taking the upload session was cut short"))?
     }
+
+    /// Hand the session back once the request has its answer: `accepted` when the upload
+    /// was recorded (already so, by the record), else `open` for the browser to try again.
+    pub async fn release(mut self, accepted: bool) {
+        let to = if accepted {
+            SessionState::Accepted
+        } else {
+            SessionState::Open
+        };
+        // On failure the drop below tries once more, in the background.
+        self.released = self
+            .app
+            .ledger
+            .session_state(&self.id, &[SessionState::Completing], to)
+            .await
+            .is_ok();
+    }
+}
+
+impl Drop for SessionHold {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // shutting down: a restart reopens sessions left completing
+        };
+        let ledger = self.app.ledger.clone();
+        let id = std::mem::take(&mut self.id);
+        runtime.spawn(async move {
+            let back = ledger
+                .session_state(&id, &[SessionState::Completing], SessionState::Open)
+                .await;
+            if let Err(e) = back {
+                tracing::warn!(session = %id, error = %e, "could not reopen an abandoned session; it reopens when it expires");
+            }
+        });
+    }
+}
+
+/// 409: another request is accepting the session (or the session was handed back while
+/// this one was).
+pub fn session_busy() -> Problem {
+    Problem::new(StatusCode::CONFLICT, "session_busy", "Upload session busy")
+        .with_detail("another request is accepting this session's upload")
+        .with_retry_after(Duration::from_secs(1))
 }
 
 /// The session's upload, answered as it stands (waiting for delivery like any upload).
