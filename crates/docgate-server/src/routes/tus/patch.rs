@@ -223,7 +223,12 @@ pub async fn receive(
         held: true,
     };
     if let Err(refused) = take_lock(app, session, &rec.id, &owner, offset).await {
-        lock.not_held();
+        if refused.status.is_server_error() {
+            // The ledger failed: the lock may have been taken all the same.
+            lock.release().await;
+        } else {
+            lock.not_held();
+        }
         return Err(refused);
     }
     // The record as it is under the lock: the one read before may predate a piece another
@@ -364,6 +369,10 @@ async fn receive_locked(
     guarded: GuardedBody<BodyDataStream>,
 ) -> Result<u64> {
     let faults = guarded.faults.clone();
+    // Renewed from here until the piece is recorded: rebuilding the state of a large
+    // document, and checking it once complete, take time too (a lock lost meanwhile would
+    // let a creation replace the document whose pieces this PATCH reads).
+    let _renewing = renew_while(app, rec.id.clone(), owner.to_owned());
     let mut assembly = assembly_for(app, session, rec).await?;
     let room = length.unwrap_or(max).saturating_sub(offset);
     // Named by the PATCH that writes it too: a PATCH that lost its lock while streaming (a
@@ -376,7 +385,6 @@ async fn receive_locked(
         rec.pieces.len(),
         writer,
     );
-    let renewing = renew_while(app, rec.id.clone(), owner.to_owned());
     let end = receive_piece(
         guarded,
         &app.spool,
@@ -386,7 +394,6 @@ async fn receive_locked(
         checksum.as_ref(),
     )
     .await;
-    drop(renewing);
     let end = match end {
         Ok(end) => end,
         Err(PieceError::ChecksumMismatch { algorithm }) => {
@@ -520,7 +527,8 @@ async fn refuse(app: &AppState, rec: &TusRecord, faults: &FaultCell, e: IngestEr
     problem
 }
 
-/// Renew the upload's lock while its body streams; stops when dropped.
+/// Renew the upload's lock while the PATCH works on it; stops when dropped, or once the
+/// lock is another's (a failed renewal is tried again at the next tick).
 fn renew_while(app: &AppState, id: String, owner: String) -> tokio_util::sync::DropGuard {
     let stop = tokio_util::sync::CancellationToken::new();
     let ledger = app.ledger.clone();
@@ -533,7 +541,7 @@ fn renew_while(app: &AppState, id: String, owner: String) -> tokio_util::sync::D
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {
                     let until = now_ms() + i64::try_from(LOCK.as_millis()).unwrap_or(i64::MAX);
-                    if !matches!(ledger.renew_tus(&id, &owner, until).await, Ok(true)) {
+                    if let Ok(false) = ledger.renew_tus(&id, &owner, until).await {
                         return;
                     }
                 }

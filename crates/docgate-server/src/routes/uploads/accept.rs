@@ -131,7 +131,7 @@ pub async fn accept(
         first_attempt: true,
         notify: intake.tenant.notify.is_some(),
         subjects: subjects.iter().map(|(_, s)| s.clone()).collect(),
-        session: intake.session.clone(),
+        session: intake.session.as_ref().map(|(id, _)| id.clone()),
     };
     // What an upload that is not recorded leaves behind. Documents received in pieces (a
     // session's tus documents) stay: their session still has them, and removes them when
@@ -146,6 +146,7 @@ pub async fn accept(
         app,
         permit,
         respond_async,
+        session,
         ..
     } = intake;
     let mut waiter = app.deliverer.watch(&id);
@@ -158,11 +159,17 @@ pub async fn accept(
         tokio::spawn(async move {
             let inserted = record(&app, new, &keys).await;
             if let Ok(Inserted::New(rec)) = &inserted {
+                if let Some((_, hold)) = &session {
+                    hold.accepted();
+                }
                 match slot {
                     Some(slot) => app.deliverer.spawn_drive(rec.clone(), slot, true),
                     None => app.deliverer.queue_for_worker(),
                 }
             }
+            // The session's hold, if the request is gone, is handed back now: after the
+            // record, never while it may still commit.
+            drop(session);
             inserted
         })
         .await
@@ -297,13 +304,16 @@ async fn record(app: &crate::app::AppState, new: NewUpload, keys: &[String]) -> 
         Ok(inserted) => return Ok(inserted),
         Err(e) => e,
     };
+    if matches!(error, LedgerError::SessionNotHeld) {
+        // Definite: nothing was written (and a row under the session's upload id would not
+        // be this request's).
+        let _ = spool_keys::remove(&app.spool, keys).await;
+        return Err(super::session::session_busy());
+    }
     match app.ledger.get(&id).await {
         Ok(Some(rec)) => Ok(Inserted::New(rec)),
         Ok(None) => {
             let _ = spool_keys::remove(&app.spool, keys).await;
-            if matches!(error, LedgerError::SessionNotHeld) {
-                return Err(super::session::session_busy());
-            }
             Err(ledger_refused(app, &error))
         }
         Err(_) => {

@@ -68,8 +68,9 @@ struct Intake {
     /// (A session completed from documents already received takes none.)
     permit: Option<UploadPermit>,
     faults: FaultCell,
-    /// The upload session this upload accepts (marked accepted with the upload's record).
-    session: Option<String>,
+    /// The upload session this upload accepts (marked accepted with the upload's record),
+    /// and this request's hold on it (handed back only once the record has ended).
+    session: Option<(String, session::SessionHold)>,
 }
 
 impl Intake {
@@ -113,6 +114,7 @@ impl Intake {
         tenant: Tenant,
         session: &crate::ledger::SessionRecord,
         respond_async: bool,
+        hold: &session::SessionHold,
     ) -> Intake {
         Intake {
             app: app.clone(),
@@ -122,7 +124,7 @@ impl Intake {
             respond_async,
             permit: None,
             faults: FaultCell::default(),
-            session: Some(session.id.clone()),
+            session: Some((session.id.clone(), hold.clone())),
         }
     }
 }

@@ -57,11 +57,11 @@ pub async fn post_multipart(
     };
     intake.id = session.upload_id.clone();
     intake.idempotency_key = None;
-    // The record of the upload marks the session accepted in the same write.
-    intake.session = Some(session.id.clone());
     let hold = super::session::SessionHold::take(&app, &session).await?;
+    // The record of the upload marks the session accepted in the same write.
+    intake.session = Some((session.id.clone(), hold.clone()));
     let result = receive_for_session(&app, intake, head, body, &session).await;
-    hold.release(result.is_ok()).await;
+    hold.release().await;
     result
 }
 

@@ -4,7 +4,13 @@
 //! The session is the idempotency key: completing it again answers the same upload, and
 //! while one request is accepting it (`completing`), another waits for that one's result.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use axum::response::Response;
 use docgate_core::{Document, Fields, Problem};
@@ -40,8 +46,8 @@ pub async fn session_upload(
     check_usable(&session, now_ms())?;
     let fields = merge_fields(&session, extra_fields)?;
     let hold = SessionHold::take(app, &session).await?;
-    let result = accept_documents(app, tenant, &session, fields, respond_async).await;
-    hold.release(result.is_ok()).await;
+    let result = accept_documents(app, tenant, &session, fields, respond_async, &hold).await;
+    hold.release().await;
     result
 }
 
@@ -64,12 +70,20 @@ async fn settled(app: &AppState, mut session: SessionRecord) -> Result<SessionRe
 /// refused, or dropped mid-body because its client went away — the session does not stay
 /// `completing`, where every retry would hear 409 until it expired: it goes back to `open`
 /// unless its upload was recorded (which marks it `accepted` in the same write, and only
-/// while it is still `completing`: a hand-back that came first makes the record fail).
+/// while it is still `completing`).
+///
+/// The hold is shared with the task that records the upload: it is handed back only once
+/// that record has ended, never while it may still commit (a retry taking the session
+/// meanwhile would write the same document key, or be accepted twice).
+#[derive(Debug, Clone)]
+pub struct SessionHold(Arc<Held>);
+
 #[derive(Debug)]
-pub struct SessionHold {
+struct Held {
     app: AppState,
     id: String,
-    released: bool,
+    /// Handed back, or accepted by its upload's record: nothing left to do.
+    settled: AtomicBool,
 }
 
 impl SessionHold {
@@ -86,11 +100,11 @@ impl SessionHold {
                 .session_state(&id, &[SessionState::Open], SessionState::Completing)
                 .await
             {
-                Ok(true) => Ok(SessionHold {
+                Ok(true) => Ok(SessionHold(Arc::new(Held {
                     app,
                     id,
-                    released: false,
-                }),
+                    settled: AtomicBool::new(false),
+                }))),
                 Ok(false) => Err(session_busy()),
                 Err(e) => Err(ledger_problem(&e)),
             };
@@ -102,27 +116,37 @@ impl SessionHold {
             .map_err(|_| Problem::internal("taking the upload session was cut short"))?
     }
 
-    /// Hand the session back once the request has its answer: `accepted` when the upload
-    /// was recorded (already so, by the record), else `open` for the browser to try again.
-    pub async fn release(mut self, accepted: bool) {
-        let to = if accepted {
-            SessionState::Accepted
-        } else {
-            SessionState::Open
-        };
-        // On failure the drop below tries once more, in the background.
-        self.released = self
-            .app
-            .ledger
-            .session_state(&self.id, &[SessionState::Completing], to)
-            .await
-            .is_ok();
+    /// The upload's record accepted the session.
+    pub fn accepted(&self) {
+        self.0.settled.store(true, Ordering::Release);
+    }
+
+    /// Hand the session back (open, for the browser to try again) unless its upload was
+    /// recorded. The write runs on a task of its own: a request dropped meanwhile neither
+    /// cuts it short nor, on PostgreSQL, has it rolled back.
+    pub async fn release(self) {
+        if self.0.settled.load(Ordering::Acquire) {
+            return;
+        }
+        let held = self.0;
+        let _ = tokio::spawn(async move {
+            let back = held
+                .app
+                .ledger
+                .session_state(&held.id, &[SessionState::Completing], SessionState::Open)
+                .await;
+            if back.is_ok() {
+                held.settled.store(true, Ordering::Release);
+            }
+            // Else the last holder's drop tries once more.
+        })
+        .await;
     }
 }
 
-impl Drop for SessionHold {
+impl Drop for Held {
     fn drop(&mut self) {
-        if self.released {
+        if *self.settled.get_mut() {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -176,6 +200,7 @@ async fn accept_documents(
     session: &SessionRecord,
     fields: Fields,
     respond_async: bool,
+    hold: &SessionHold,
 ) -> Result<Response> {
     let provider = app
         .registry
@@ -217,7 +242,7 @@ async fn accept_documents(
             })
         })
         .collect();
-    let intake = Intake::for_session(app, tenant, session, respond_async);
+    let intake = Intake::for_session(app, tenant, session, respond_async, hold);
     accept(intake, provider, fields, documents).await
 }
 
