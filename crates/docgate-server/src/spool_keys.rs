@@ -13,6 +13,13 @@ pub fn document_key(upload_id: &str, slot: &str) -> String {
     format!("uploads/{upload_id}.{slot}")
 }
 
+/// The spool key of one document of a session's upload sent in one request: `writer`
+/// names the request, so a retry of the session's upload never writes the key of an
+/// attempt that failed (whose removal may still be on its way).
+pub fn session_document_key(upload_id: &str, slot: &str, writer: &str) -> String {
+    format!("uploads/{upload_id}.{slot}.{writer}")
+}
+
 /// The spool key of the `n`th piece of a resumable upload (`tus_id`) of a session's upload.
 /// `writer` names the request that writes it (hex), so two writers never share a key.
 pub fn piece_key(upload_id: &str, slot: &str, tus_id: &str, n: usize, writer: &str) -> String {
@@ -65,6 +72,10 @@ mod tests {
         assert_eq!(key, "uploads/5f0c-1.front");
         assert_eq!(upload_of(&key), Some("5f0c-1"));
         assert_eq!(upload_of("uploads/5f0c-1/front"), Some("5f0c-1"));
+        assert_eq!(
+            upload_of(&session_document_key("5f0c-1", "front", "9a")),
+            Some("5f0c-1")
+        );
         assert_eq!(upload_of("tmp/x"), None);
         assert_eq!(upload_of("uploads/"), None);
     }

@@ -131,7 +131,7 @@ pub async fn accept(
         first_attempt: true,
         notify: intake.tenant.notify.is_some(),
         subjects: subjects.iter().map(|(_, s)| s.clone()).collect(),
-        session: intake.session.as_ref().map(|(id, _)| id.clone()),
+        session: intake.session.as_ref().map(|s| s.id.clone()),
     };
     // What an upload that is not recorded leaves behind. Documents received in pieces (a
     // session's tus documents) stay: their session still has them, and removes them when
@@ -159,8 +159,8 @@ pub async fn accept(
         tokio::spawn(async move {
             let inserted = record(&app, new, &keys).await;
             if let Ok(Inserted::New(rec)) = &inserted {
-                if let Some((_, hold)) = &session {
-                    hold.accepted();
+                if let Some(s) = &session {
+                    s.hold.accepted();
                 }
                 match slot {
                     Some(slot) => app.deliverer.spawn_drive(rec.clone(), slot, true),

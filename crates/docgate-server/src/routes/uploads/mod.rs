@@ -68,9 +68,28 @@ struct Intake {
     /// (A session completed from documents already received takes none.)
     permit: Option<UploadPermit>,
     faults: FaultCell,
-    /// The upload session this upload accepts (marked accepted with the upload's record),
-    /// and this request's hold on it (handed back only once the record has ended).
-    session: Option<(String, session::SessionHold)>,
+    /// The upload session this upload accepts (marked accepted with the upload's record).
+    session: Option<ForSession>,
+}
+
+/// The session an upload accepts, as the request accepting it holds it.
+#[derive(Debug)]
+struct ForSession {
+    id: String,
+    /// Handed back only once the upload's record has ended.
+    hold: session::SessionHold,
+    /// Names this request's documents (the session's upload id is every attempt's).
+    writer: String,
+}
+
+impl ForSession {
+    fn new(session: &crate::ledger::SessionRecord, hold: &session::SessionHold) -> ForSession {
+        ForSession {
+            id: session.id.clone(),
+            hold: hold.clone(),
+            writer: uuid::Uuid::new_v4().simple().to_string(),
+        }
+    }
 }
 
 impl Intake {
@@ -87,7 +106,10 @@ impl Intake {
 
     /// Where a document of this upload is spooled.
     fn key(&self, slot: &str) -> String {
-        crate::spool_keys::document_key(&self.id, slot)
+        match &self.session {
+            Some(s) => crate::spool_keys::session_document_key(&self.id, slot, &s.writer),
+            None => crate::spool_keys::document_key(&self.id, slot),
+        }
     }
 }
 
@@ -124,7 +146,7 @@ impl Intake {
             respond_async,
             permit: None,
             faults: FaultCell::default(),
-            session: Some((session.id.clone(), hold.clone())),
+            session: Some(ForSession::new(session, hold)),
         }
     }
 }

@@ -59,7 +59,7 @@ pub async fn post_multipart(
     intake.idempotency_key = None;
     let hold = super::session::SessionHold::take(&app, &session).await?;
     // The record of the upload marks the session accepted in the same write.
-    intake.session = Some((session.id.clone(), hold.clone()));
+    intake.session = Some(super::ForSession::new(&session, &hold));
     let result = receive_for_session(&app, intake, head, body, &session).await;
     hold.release().await;
     result
