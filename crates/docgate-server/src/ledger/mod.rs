@@ -411,6 +411,13 @@ impl LedgerError {
         )
     }
 
+    /// The write may have committed though it failed (its `COMMIT`'s answer was lost): look
+    /// before undoing anything of it, and keep what it may refer to when looking finds nothing
+    /// (its commit may not be visible yet).
+    pub fn maybe_committed(&self) -> bool {
+        matches!(self, LedgerError::Commit(f) if f.maybe_committed)
+    }
+
     /// The database's storage is full: SQLite's `SQLITE_FULL` (13), PostgreSQL's
     /// `disk_full` (53100), or the operating system's ENOSPC/EDQUOT underneath.
     pub fn is_out_of_space(&self) -> bool {

@@ -109,9 +109,10 @@ impl PgWriter {
                 (ok, answer(result, tx))
             })
         });
-        let not_done = |message: &str| {
+        let not_done = |maybe_committed: bool, message: &str| {
             LedgerError::Commit(CommitFailure {
                 out_of_space: false,
+                maybe_committed,
                 message: message.into(),
             })
         };
@@ -122,12 +123,13 @@ impl PgWriter {
         match tokio::time::timeout(QUEUE_WAIT, self.jobs.send(job)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(LedgerError::Closed),
-            Err(_) => return Err(not_done("no ledger writer was free in time")),
+            Err(_) => return Err(not_done(false, "no ledger writer was free in time")),
         }
         // A write dropped unanswered did not complete: it waited too long for a writer, or
         // its connection failed or timed out while it ran.
+        // Its COMMIT may have been sent before the connection failed or timed out.
         rx.await
-            .map_err(|_| not_done("the ledger did not complete the write"))?
+            .map_err(|_| not_done(true, "the ledger did not complete the write"))?
     }
 }
 
@@ -184,9 +186,12 @@ async fn run_one(
             Ok(())
         }
         Err(e) => {
+            // The server's own refusal is a rollback; a lost connection leaves it unknown.
+            let maybe_committed = !matches!(e, sqlx::Error::Database(_));
             let e = LedgerError::Db(e);
             answer(Some(&CommitFailure {
                 out_of_space: e.is_out_of_space(),
+                maybe_committed,
                 message: "the ledger could not commit".into(),
             }));
             Err(e)

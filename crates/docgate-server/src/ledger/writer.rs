@@ -55,6 +55,9 @@ type Job = Box<dyn FnOnce(&mut Connection) -> (bool, Answer) + Send>;
 #[derive(Debug, Clone)]
 pub struct CommitFailure {
     pub out_of_space: bool,
+    /// The write may have committed all the same (its `COMMIT` was sent and no answer came
+    /// back): its caller must look before undoing anything of it.
+    pub maybe_committed: bool,
     pub message: String,
 }
 
@@ -193,6 +196,8 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>) {
         }
         CommitFailure {
             out_of_space: LedgerError::Sqlite(e).is_out_of_space(),
+            // SQLite answers its COMMIT in process: a failure is a rollback.
+            maybe_committed: false,
             message: "the ledger could not commit".into(),
         }
     });

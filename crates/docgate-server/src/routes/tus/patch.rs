@@ -475,8 +475,8 @@ async fn record(
         // before removing a piece the ledger might name.
         (Err(e), Some(p)) => match app.ledger.tus(&rec.id).await {
             Ok(Some(now)) if now.pieces.iter().any(|q| q.key == p.key) => Ok(true),
-            Ok(_) => Err(e),
-            Err(_) => {
+            Ok(_) if !e.maybe_committed() => Err(e),
+            Ok(_) | Err(_) => {
                 // Unknown: the piece stays (the session's end removes what it recorded,
                 // the orphan sweep the rest); the client asks HEAD where it stands.
                 tracing::error!(error = %e, upload = %rec.id, "could not record a tus piece, nor tell whether it was");

@@ -312,11 +312,11 @@ async fn record(app: &crate::app::AppState, new: NewUpload, keys: &[String]) -> 
     }
     match app.ledger.get(&id).await {
         Ok(Some(rec)) => Ok(Inserted::New(rec)),
-        Ok(None) => {
+        Ok(None) if !error.maybe_committed() => {
             let _ = spool_keys::remove(&app.spool, keys).await;
             Err(ledger_refused(app, &error))
         }
-        Err(_) => {
+        Ok(None) | Err(_) => {
             // Unknown: keep the documents (the orphan sweep removes them if the upload
             // really was not recorded) and let the client retry with its key.
             tracing::error!(error = %error, upload = %id, "could not record an upload, nor tell whether it was");
