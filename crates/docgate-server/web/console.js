@@ -114,14 +114,15 @@ function describe(r) {
 
 async function show(id) {
   current = id;
+  // Both read before either is shown: the status never runs ahead of the history beside it.
   const r = await api(`/v1/uploads/${encodeURIComponent(id)}`);
+  const ev = await api(`/v1/uploads/${encodeURIComponent(id)}/events`);
+  const events = ev.events || ev.items || [];
   $("detail").hidden = false;
   $("d-id").textContent = r.id;
   $("d-status").textContent = r.status;
   $("d-status").dataset.status = r.status;
   describe(r);
-  const ev = await api(`/v1/uploads/${encodeURIComponent(id)}/events`);
-  const events = ev.events || ev.items || [];
   $("events").replaceChildren(...events.map((e) => {
     const tr = document.createElement("tr");
     const { at, time, kind, event, ...rest } = e;
