@@ -1301,17 +1301,22 @@ both_backends!(
     }
 );
 
+/// Session `s1`, open, then taken by a request completing it.
+async fn session_being_completed(ledger: &dyn Ledger) {
+    ledger
+        .create_session(session_rec("s1", 10_000))
+        .await
+        .expect("session");
+    assert!(ledger
+        .session_state("s1", &[SessionState::Open], SessionState::Completing)
+        .await
+        .expect("take"));
+}
+
 both_backends!(
     a_session_is_accepted_in_the_write_that_records_its_upload,
     |ledger| {
-        ledger
-            .create_session(session_rec("s1", 10_000))
-            .await
-            .expect("session");
-        assert!(ledger
-            .session_state("s1", &[SessionState::Open], SessionState::Completing)
-            .await
-            .expect("take"));
+        session_being_completed(&*ledger).await;
         let mut upload = new_upload("upload-s1", None, None, 1000);
         upload.session = Some("s1".into());
         assert!(matches!(
@@ -1330,15 +1335,8 @@ both_backends!(
 both_backends!(
     an_upload_is_not_recorded_for_a_session_its_request_no_longer_holds,
     |ledger| {
-        ledger
-            .create_session(session_rec("s1", 10_000))
-            .await
-            .expect("session");
         // Taken, then handed back (its request was dropped) before the upload's record ran.
-        assert!(ledger
-            .session_state("s1", &[SessionState::Open], SessionState::Completing)
-            .await
-            .expect("take"));
+        session_being_completed(&*ledger).await;
         assert!(ledger
             .session_state("s1", &[SessionState::Completing], SessionState::Open)
             .await
