@@ -117,6 +117,9 @@ pub struct Limits {
     pub max_part_header_bytes: u64,
     /// Bytes of a document's filename (UTF-8, after trimming); longer is 422.
     pub max_filename_bytes: usize,
+    /// Pieces one tus document may arrive in (each PATCH's bytes are a spool file: an
+    /// inode and a block); past it, 409 `too_many_pieces`.
+    pub max_tus_pieces: usize,
     /// Text fields of one upload, and their bytes together.
     pub max_fields: usize,
     #[serde(deserialize_with = "docgate_core::size::deserialize")]
@@ -187,6 +190,7 @@ impl Default for Limits {
             spool_memory_threshold: 256 * 1024,
             max_part_header_bytes: 8 * 1024,
             max_filename_bytes: 255,
+            max_tus_pieces: 2048,
             max_fields: 100,
             max_field_bytes: 64 * 1024,
             shutdown_grace: Duration::from_secs(30),

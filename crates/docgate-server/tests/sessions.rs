@@ -811,10 +811,11 @@ async fn a_session_whose_post_was_dropped_mid_body_takes_the_next_one(ledger: St
 }
 
 /// A PATCH dropped mid-body (an HTTP/2 reset: the browser paused or lost its connection)
-/// kept its lock until the lock expired, 30 s later: the browser's resume heard 409
-/// `upload_locked` for longer than tus clients retry.
+/// kept its lock until the lock expired, 30 s later — the browser's resume heard 409
+/// `upload_locked` for longer than tus clients retry — and kept none of the bytes that had
+/// arrived (over HTTP/1.1 they were kept), so the browser started over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn regression_a_patch_dropped_mid_body_does_not_keep_the_upload_locked() {
+async fn regression_a_patch_dropped_mid_body_keeps_its_bytes_and_not_the_lock() {
     use futures_util::StreamExt as _;
     let w = World::start().await;
     let (_, token) = w.session(json!({})).await;
@@ -861,8 +862,10 @@ async fn regression_a_patch_dropped_mid_body_does_not_keep_the_upload_locked() {
     };
     stalled.abort();
     let resumed = loop {
-        let res = w.patch(&token, &path, 0, &doc).await;
+        let at = w.offset(&token, &path).await;
+        let res = w.patch(&token, &path, at, &doc[at as usize..]).await;
         if res.status() != 409 {
+            assert_eq!(at, 100_000, "the bytes that arrived are kept");
             break res;
         }
         assert!(
@@ -903,5 +906,35 @@ async fn regression_a_second_creation_replaces_a_document_its_browser_lost() {
         receipt["documents"][0]["sha256"],
         hex::encode(Sha256::digest(&doc)),
         "{receipt}"
+    );
+}
+
+/// Each PATCH's bytes are a spool file of their own: a client sending its document byte by
+/// byte made one file (an inode, a block) per byte, without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_document_arrives_in_a_bounded_number_of_pieces() {
+    const MOST: usize = 16;
+    let w = World::start_with(Limits {
+        max_tus_pieces: MOST,
+        ..Limits::default()
+    })
+    .await;
+    let (_, token) = w.session(json!({})).await;
+    let doc = pdf(3000, 6);
+    let path = w.create(&token, doc.len() as u64).await;
+    assert_eq!(w.patch(&token, &path, 0, &doc[..1000]).await.status(), 204);
+    for at in 1000..1000 + MOST - 1 {
+        let res = w.patch(&token, &path, at as u64, &doc[at..at + 1]).await;
+        assert_eq!(res.status(), 204, "piece at {at}");
+    }
+    let at = 1000 + MOST - 1;
+    let refused = w.patch(&token, &path, at as u64, &doc[at..]).await;
+    assert_eq!(refused.status(), 409);
+    let problem: Value = refused.json().await.expect("json");
+    assert_eq!(problem["code"], "too_many_pieces");
+    assert_eq!(
+        w.offset(&token, &path).await,
+        at as u64,
+        "nothing else lost"
     );
 }

@@ -212,51 +212,91 @@ pub async fn receive(
     // A browser's PATCH takes upload slots and draws on the storage budget like any upload,
     // before it takes the lock (a refused PATCH leaves the upload resumable).
     let permit = app.admission.admit(&session.tenant).await?;
-    let guarded = GuardedBody::new(body.into_data_stream(), app.limits.body_rules())
-        .with_pace(permit.pace.clone())
-        .with_space(app.admission.space.clone());
-    let owner = format!("{}:{}", app.deliverer.node, uuid::Uuid::new_v4().simple());
-    let lock = PatchLock {
+    // The rest runs on a task of its own: a client gone mid-body (an HTTP/2 reset drops
+    // this request) still has the bytes that arrived kept and recorded, as over HTTP/1.1,
+    // and a document its last PATCH completed is still accepted.
+    let work = Patch {
         app: app.clone(),
+        session: session.clone(),
         id: rec.id.clone(),
-        owner: owner.clone(),
-        held: true,
+        offset,
+        length,
+        max,
+        checksum,
     };
-    if let Err(refused) = take_lock(app, session, &rec.id, &owner, offset).await {
-        if refused.status.is_server_error() {
-            // The ledger failed: the lock may have been taken all the same.
-            lock.release().await;
-        } else {
-            lock.not_held();
-        }
-        return Err(refused);
-    }
-    // The record as it is under the lock: the one read before may predate a piece another
-    // PATCH recorded since (its pieces would rebuild the wrong state).
-    let result = match app.ledger.tus(&rec.id).await {
-        Ok(Some(locked)) if locked.received == offset => {
-            receive_locked(
-                app, session, &locked, offset, length, max, checksum, &owner, guarded,
-            )
-            .await
-        }
-        Ok(_) => Err(lock_lost()),
-        Err(e) => Err(ledger_problem(&e)),
-    };
-    drop(permit);
-    if result.is_err() {
-        lock.release().await;
-    } else {
-        lock.not_held(); // the piece's record released it
-    }
-    result
+    tokio::spawn(work.run(permit, body))
+        .await
+        .map_err(|_| Problem::internal("the PATCH failed"))?
 }
 
-/// The lock a PATCH takes, or is taking. A PATCH dropped on the way (an HTTP/2 reset: a
-/// browser pausing or aborting) never reaches its own unlock, and the lock would refuse the
-/// browser's resume with 409 `upload_locked` for [`LOCK`] — longer than tus clients retry.
-/// Dropped while held, it is released in the background; only this PATCH's own lock (its
-/// owner) can be.
+/// A PATCH's work once admitted: lock, receive, record, unlock.
+struct Patch {
+    app: AppState,
+    session: SessionRecord,
+    id: String,
+    offset: u64,
+    length: Option<u64>,
+    max: u64,
+    checksum: Option<PieceChecksum>,
+}
+
+impl Patch {
+    async fn run(self, permit: crate::admission::UploadPermit, body: Body) -> Result<u64> {
+        let Patch {
+            app,
+            session,
+            id,
+            offset,
+            length,
+            max,
+            checksum,
+        } = self;
+        let (app, session) = (&app, &session);
+        let guarded = GuardedBody::new(body.into_data_stream(), app.limits.body_rules())
+            .with_pace(permit.pace.clone())
+            .with_space(app.admission.space.clone());
+        let owner = format!("{}:{}", app.deliverer.node, uuid::Uuid::new_v4().simple());
+        let lock = PatchLock {
+            app: app.clone(),
+            id: id.clone(),
+            owner: owner.clone(),
+            held: true,
+        };
+        if let Err(refused) = take_lock(app, session, &id, &owner, offset).await {
+            if refused.status.is_server_error() {
+                // The ledger failed: the lock may have been taken all the same.
+                lock.release().await;
+            } else {
+                lock.not_held();
+            }
+            return Err(refused);
+        }
+        // The record as it is under the lock: the one read before may predate a piece another
+        // PATCH recorded since (its pieces would rebuild the wrong state).
+        let result = match app.ledger.tus(&id).await {
+            Ok(Some(locked)) if locked.received == offset => {
+                receive_locked(
+                    app, session, &locked, offset, length, max, checksum, &owner, guarded,
+                )
+                .await
+            }
+            Ok(_) => Err(lock_lost()),
+            Err(e) => Err(ledger_problem(&e)),
+        };
+        drop(permit);
+        if result.is_err() {
+            lock.release().await;
+        } else {
+            lock.not_held(); // the piece's record released it
+        }
+        result
+    }
+}
+
+/// The lock a PATCH takes, or is taking. A PATCH whose work was cut short (a panic, a
+/// shutdown) never reaches its own unlock, and the lock would refuse the browser's resume
+/// with 409 `upload_locked` for [`LOCK`] — longer than tus clients retry. Dropped while held,
+/// it is released in the background; only this PATCH's own lock (its owner) can be.
 struct PatchLock {
     app: AppState,
     id: String,
@@ -368,6 +408,19 @@ async fn receive_locked(
     owner: &str,
     guarded: GuardedBody<BodyDataStream>,
 ) -> Result<u64> {
+    // Each piece is a spool file (an inode, a block): a client sending byte by byte would
+    // otherwise fill the file system long before its bytes reach the storage budget.
+    let most = app.limits.max_tus_pieces;
+    if rec.pieces.len() >= most {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "too_many_pieces",
+            "Too many pieces",
+        )
+        .with_detail(format!(
+            "this document has arrived in {most} pieces, the most it may: terminate it and send it again in fewer, larger PATCHes"
+        )));
+    }
     let faults = guarded.faults.clone();
     // Renewed from here until the piece is recorded: rebuilding the state of a large
     // document, and checking it once complete, take time too (a lock lost meanwhile would
