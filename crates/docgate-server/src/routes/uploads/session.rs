@@ -13,7 +13,7 @@ use std::{
 };
 
 use axum::response::Response;
-use docgate_core::{Document, Fields, Problem};
+use docgate_core::{Document, DocumentMeta, Fields, Problem};
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 use super::{accept::accept, wait, Intake, Result};
@@ -41,7 +41,7 @@ pub async fn session_upload(
     let respond_async = super::request::wants_async(headers);
     let session = settled(app, session).await?;
     if session.state == SessionState::Accepted {
-        return replay(app, &session, respond_async).await;
+        return replay(app, &session, extra_fields, respond_async).await;
     }
     check_usable(&session, now_ms())?;
     let fields = merge_fields(&session, extra_fields)?;
@@ -173,14 +173,34 @@ pub fn session_busy() -> Problem {
         .with_retry_after(Duration::from_secs(1))
 }
 
-/// The session's upload, answered as it stands (waiting for delivery like any upload).
-async fn replay(app: &AppState, session: &SessionRecord, respond_async: bool) -> Result<Response> {
+/// The session's upload, answered as it stands (waiting for delivery like any upload). A
+/// completion is the same request again only with the fields it was accepted with (or none):
+/// other fields are a conflict, as for an Idempotency-Key reused.
+async fn replay(
+    app: &AppState,
+    session: &SessionRecord,
+    extra_fields: Fields,
+    respond_async: bool,
+) -> Result<Response> {
     let rec = app
         .ledger
         .get(&session.upload_id)
         .await
         .map_err(|e| ledger_problem(&e))?
         .ok_or_else(|| Problem::internal("an accepted session without its upload"))?;
+    if !extra_fields.is_empty() {
+        let fields = merge_fields(session, extra_fields)?;
+        let metas: Vec<DocumentMeta> = rec.documents.iter().map(|d| d.meta.clone()).collect();
+        if super::accept::fingerprint(&rec.provider, &fields, &metas) != rec.fingerprint {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "idempotency_conflict",
+                "Session already accepted",
+            )
+            .with_detail("this session's upload was accepted with other fields")
+            .with_extra("upload_id", rec.id.as_str()));
+        }
+    }
     let rec = if respond_async || rec.status.is_terminal() {
         rec
     } else {
