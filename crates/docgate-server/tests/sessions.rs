@@ -537,15 +537,21 @@ async fn a_multipart_post_with_the_token_uses_the_session_s_fields_and_spends_it
 }
 
 impl World {
+    /// Complete the session (respond-async), with no body.
     async fn complete(&self, id: &str, token: &str) -> (u16, Value) {
-        let res = self
+        self.completion(id, token, None).await
+    }
+
+    async fn completion(&self, id: &str, token: &str, fields: Option<Value>) -> (u16, Value) {
+        let mut req = self
             .client
             .post(self.url(&format!("/v1/upload-sessions/{id}/complete")))
             .bearer_auth(token)
-            .header("prefer", "respond-async")
-            .send()
-            .await
-            .expect("complete");
+            .header("prefer", "respond-async");
+        if let Some(fields) = fields {
+            req = req.json(&json!({ "fields": fields }));
+        }
+        let res = req.send().await.expect("complete");
         let status = res.status().as_u16();
         (status, res.json().await.unwrap_or(Value::Null))
     }
@@ -939,22 +945,6 @@ async fn regression_a_document_arrives_in_a_bounded_number_of_pieces() {
     );
 }
 
-impl World {
-    async fn complete_with(&self, id: &str, token: &str, fields: Value) -> (u16, Value) {
-        let res = self
-            .client
-            .post(self.url(&format!("/v1/upload-sessions/{id}/complete")))
-            .bearer_auth(token)
-            .header("prefer", "respond-async")
-            .json(&json!({ "fields": fields }))
-            .send()
-            .await
-            .expect("complete");
-        let status = res.status().as_u16();
-        (status, res.json().await.unwrap_or(Value::Null))
-    }
-}
-
 /// A completion of a session already accepted answered the receipt whatever fields it sent:
 /// the losers of concurrent completions with other fields were told theirs were used.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -965,20 +955,20 @@ async fn regression_completing_an_accepted_session_again_with_other_fields_is_40
     let path = w.create(&token, doc.len() as u64).await;
     assert_eq!(w.patch(&token, &path, 0, &doc).await.status(), 204);
     let (first, receipt) = w
-        .complete_with(&id, &token, json!({ "payto": PAYTO }))
+        .completion(&id, &token, Some(json!({ "payto": PAYTO })))
         .await;
     assert!(first == 201 || first == 202, "{first} {receipt}");
     // The receipt again (its status may have moved on since: 202, then 201).
     let (same, again) = w
-        .complete_with(&id, &token, json!({ "payto": PAYTO }))
+        .completion(&id, &token, Some(json!({ "payto": PAYTO })))
         .await;
     assert!(same == 201 || same == 202, "{same} {again}");
     assert_eq!(again["id"], receipt["id"]);
     let (other, problem) = w
-        .complete_with(
+        .completion(
             &id,
             &token,
-            json!({ "payto": "payto://iban/GB33BUKB20201555555555" }),
+            Some(json!({ "payto": "payto://iban/GB33BUKB20201555555555" })),
         )
         .await;
     assert_eq!(other, 409, "{problem}");
