@@ -3,7 +3,7 @@
 //! - `POST /v1/upload-sessions` (API key): `{provider, fields, slots?, max_bytes?,
 //!   expires_in?, origin?}` → 201 `{id, token, expires_at, upload_url, tus_url, …}`. The
 //!   fields are checked by the provider now; only fields that are merely missing may come
-//!   later (from the browser), never different values.
+//!   later (from the browser), never different values. `max_bytes` bounds each document.
 //! - `GET /v1/upload-sessions/{id}` (API key of its tenant, or its token): its state, its
 //!   documents, the fields still needed and, once accepted, the receipt.
 //! - `DELETE /v1/upload-sessions/{id}` (API key): revoke; its received bytes are removed.
