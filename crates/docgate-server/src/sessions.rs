@@ -74,14 +74,20 @@ pub fn check_usable(session: &SessionRecord, now: i64) -> Result<(), Problem> {
             "session_spent",
             "this upload session's upload was already accepted; its token is spent",
         )),
-        SessionState::Completing => Err(session_problem(
-            StatusCode::CONFLICT,
-            "session_busy",
-            "this upload session's upload is being accepted right now",
-        )
-        .with_retry_after(std::time::Duration::from_secs(1))),
+        SessionState::Completing => Err(being_accepted()),
         SessionState::Open => Ok(()),
     }
+}
+
+/// 409: the session's upload is being accepted right now (it takes no new document, nor
+/// bytes, until that ends).
+pub fn being_accepted() -> Problem {
+    session_problem(
+        StatusCode::CONFLICT,
+        "session_busy",
+        "this upload session's upload is being accepted right now",
+    )
+    .with_retry_after(std::time::Duration::from_secs(1))
 }
 
 /// A session token that cannot even read its session now: revoked or expired. (A spent or

@@ -297,7 +297,7 @@ pub async fn create(
         TusCreated::SessionClosed => {
             return Err(session_now(&app, &session.id)
                 .await?
-                .unwrap_or_else(being_accepted));
+                .unwrap_or_else(crate::sessions::being_accepted));
         }
         TusCreated::SlotTaken { id } => {
             let location = format!("/v1/tus/{id}");
@@ -316,13 +316,6 @@ pub async fn create(
     }
     app.metrics.tus("created");
     created_response(&app, &session, rec, &headers, body).await
-}
-
-/// 409: the session is being accepted right now (it takes no new document, nor bytes).
-fn being_accepted() -> Problem {
-    Problem::new(StatusCode::CONFLICT, "session_busy", "Upload session busy")
-        .with_detail("this upload session's upload is being accepted right now")
-        .with_retry_after(std::time::Duration::from_secs(1))
 }
 
 /// A declared type the slot does not accept is refused at creation, before the browser

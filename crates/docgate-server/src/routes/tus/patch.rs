@@ -369,7 +369,7 @@ async fn take_lock(
             .with_detail("this upload takes no more bytes")),
         TusLock::SessionClosed => Err(super::session_now(app, &session.id)
             .await?
-            .unwrap_or_else(super::being_accepted)),
+            .unwrap_or_else(crate::sessions::being_accepted)),
     }
 }
 
