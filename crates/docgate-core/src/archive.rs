@@ -330,6 +330,106 @@ fn read_directory<R: Read + Seek>(reader: &mut R) -> Result<Directory, ArchiveEr
     Ok(zip64)
 }
 
+/// What opening an archive may read beyond its central directory (twice): the end records,
+/// a comment, the crate's look-ahead windows.
+const OPEN_READ_SLACK: u64 = 1 << 20;
+
+/// Walk the central directory where the end record puts it: exactly `entries` records,
+/// each a directory record, filling exactly `size` bytes up to the end records. Reads one
+/// fixed header per entry (entries are bounded before this runs).
+fn walk_directory<R: Read + Seek>(reader: &mut R, dir: &Directory) -> Result<(), ArchiveError> {
+    if dir.offset.checked_add(dir.size) != Some(dir.end_at) {
+        return Err(ArchiveError::Corrupt(
+            "the central directory does not end where the end records begin".into(),
+        ));
+    }
+    let mut at = dir.offset;
+    for _ in 0..dir.entries {
+        let record = read_exact_at(reader, at, 46, "a central directory record")?;
+        if record[..4] != [0x50, 0x4b, 0x01, 0x02] {
+            return Err(unaccounted(at, "a directory record"));
+        }
+        let variable: u64 = [28, 30, 32]
+            .iter()
+            .map(|&field| u16_at(&record, field).unwrap_or(0))
+            .sum();
+        at = at.saturating_add(46).saturating_add(variable);
+        if at > dir.end_at {
+            return Err(ArchiveError::Corrupt(
+                "a central directory record runs past the directory".into(),
+            ));
+        }
+    }
+    if at != dir.end_at {
+        return Err(unaccounted(at, "a directory record"));
+    }
+    Ok(())
+}
+
+/// A reader that fails once it has read `left` bytes, until lifted.
+#[derive(Debug)]
+struct ReadBudget<R> {
+    inner: R,
+    left: std::rc::Rc<std::cell::Cell<Option<u64>>>,
+    exhausted: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl<R> ReadBudget<R> {
+    fn new(inner: R, budget: u64) -> ReadBudget<R> {
+        ReadBudget {
+            inner,
+            left: std::rc::Rc::new(std::cell::Cell::new(Some(budget))),
+            exhausted: Default::default(),
+        }
+    }
+
+    /// Tells whether the budget refused a read, and lifts it.
+    fn handle(&self) -> BudgetHandle {
+        BudgetHandle {
+            left: self.left.clone(),
+            exhausted: self.exhausted.clone(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct BudgetHandle {
+    left: std::rc::Rc<std::cell::Cell<Option<u64>>>,
+    exhausted: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl BudgetHandle {
+    fn spent(&self) -> bool {
+        self.exhausted.get()
+    }
+
+    fn lift(&self) {
+        self.left.set(None);
+    }
+}
+
+impl<R: Read> Read for ReadBudget<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(left) = self.left.get() else {
+            return self.inner.read(buf);
+        };
+        if left == 0 {
+            self.exhausted.set(true);
+            return Err(io::Error::other("read budget spent"));
+        }
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left.set(Some(left - n as u64));
+        Ok(n)
+    }
+}
+
+impl<R: Seek> Seek for ReadBudget<R> {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
+
 /// Check every entry of the ZIP in `reader` against `rules`. Blocking: run it off the reactor.
 pub fn inspect<R: Read + Seek>(reader: R, rules: &ZipRules) -> Result<Vec<ZipEntry>, ArchiveError> {
     inspect_with(reader, rules, false)
@@ -357,8 +457,30 @@ pub fn inspect_with<R: Read + Seek>(
             dir.size
         )));
     }
+    walk_directory(&mut reader, &dir)?;
     reader.seek(io::SeekFrom::Start(0))?;
-    let mut archive = zip::ZipArchive::new(reader).map_err(corrupt)?;
+    // With the directory sound where the last end record says, the zip crate reads it there
+    // and no further. Should it still fall back to earlier end-record signatures — it tries
+    // each one it finds in the file, and for each searches forward for a directory — the
+    // budget ends that: a crafted 16 MiB file could otherwise cost hours of reading.
+    let budget = ReadBudget::new(
+        reader,
+        dir.size.saturating_mul(2).saturating_add(OPEN_READ_SLACK),
+    );
+    let handle = budget.handle();
+    let opened = zip::ZipArchive::new(budget);
+    let mut archive = match opened {
+        Ok(archive) => archive,
+        Err(_) if handle.spent() => {
+            return Err(ArchiveError::Corrupt(
+                "the central directory cannot be read where the end record says".into(),
+            ))
+        }
+        Err(e) => return Err(corrupt(e)),
+    };
+    // Open: what follows reads entries at offsets already checked, and bounds its own work
+    // (the inflate budgets).
+    handle.lift();
     if archive.len() > rules.max_entries {
         return Err(ArchiveError::TooManyEntries {
             count: archive.len(),
@@ -940,6 +1062,70 @@ mod tests {
             max_total_uncompressed: 1 << 20,
             max_compression_ratio: DEFAULT_MAX_COMPRESSION_RATIO,
         }
+    }
+
+    /// Counts what is read through it.
+    struct Counted<R> {
+        inner: R,
+        read: u64,
+    }
+
+    impl<R: Read> Read for Counted<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.read += n as u64;
+            Ok(n)
+        }
+    }
+
+    impl<R: Seek> Seek for Counted<R> {
+        fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+            self.inner.seek(pos)
+        }
+    }
+
+    /// Regression: the checks read only the last end record; the zip crate, failing to find
+    /// the directory it names, went back to every earlier end-record signature in the file and
+    /// searched forward for a directory from each — a 16 MiB upload of a local header, zeros
+    /// and 380 000 end records cost hours of one core (here: 20 000, still minutes). The
+    /// directory is walked where the last record says first, and opening has a read budget.
+    #[test]
+    fn regression_a_file_of_end_records_is_refused_after_reading_it_about_once() {
+        let mut bomb = b"PK\x03\x04".to_vec();
+        bomb.resize(2 << 20, 0);
+        let mut end = b"PK\x05\x06".to_vec();
+        for field in [0u16, 0, 1, 1] {
+            end.extend_from_slice(&field.to_le_bytes());
+        }
+        end.extend_from_slice(&46u32.to_le_bytes());
+        end.extend_from_slice(&0u32.to_le_bytes());
+        end.extend_from_slice(&0u16.to_le_bytes());
+        for _ in 0..20_000 {
+            bomb.extend_from_slice(&end);
+        }
+        let len = bomb.len() as u64;
+        let mut reader = Counted {
+            inner: Cursor::new(bomb),
+            read: 0,
+        };
+        let result = inspect(&mut reader, &rules());
+        assert!(
+            matches!(result, Err(ArchiveError::Corrupt(_))),
+            "{result:?}"
+        );
+        assert!(reader.read <= len, "read {} of {len} bytes", reader.read);
+    }
+
+    #[test]
+    fn a_read_budget_refuses_past_its_bytes_until_lifted() {
+        let mut budget = ReadBudget::new(Cursor::new(vec![7u8; 100]), 10);
+        let handle = budget.handle();
+        let mut buf = [0u8; 64];
+        assert_eq!(budget.read(&mut buf).expect("within"), 10);
+        assert!(budget.read(&mut buf).is_err());
+        assert!(handle.spent());
+        handle.lift();
+        assert_eq!(budget.read(&mut buf).expect("lifted"), 64);
     }
 
     /// Rules with room for a few MiB, so the ratio is what refuses.
