@@ -147,9 +147,11 @@ impl FinextProvider {
             .send()
             .await;
         sent.map_err(|e| {
-            // The stream broke on our side (the spool), not on the network: say so.
+            // The stream broke on our side (the spool), not on the network: say so. A read
+            // that failed (an S3 range cut, EMFILE) may work next time; a document found altered
+            // or truncated cannot, and the engine ends those (`Spooled::failed_integrity`).
             if let Some(what) = fault.get() {
-                return Outcome::rejected(Problem::internal(format!("finext: {what}")), None);
+                return Outcome::retry(format!("finext: {what}"), None);
             }
             outcome::transport_failure(&e, self.config.timeout)
         })

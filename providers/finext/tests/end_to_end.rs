@@ -465,3 +465,87 @@ async fn regression_an_upstream_quoting_the_request_does_not_get_the_credential_
     assert!(!kept.contains("quoted-back-credential"), "{kept}");
     assert!(kept.contains(docgate_core::REDACTED), "{kept}");
 }
+
+/// A local store whose next `get` breaks after its first piece, as an S3 range read cut by the
+/// network does.
+#[derive(Debug)]
+struct CutOnce {
+    inner: docgate_core::store::LocalStore,
+    cut_next: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl docgate_core::store::ObjectStore for CutOnce {
+    async fn put(&self, key: &str) -> std::io::Result<Box<dyn docgate_core::store::ObjectWriter>> {
+        self.inner.put(key).await
+    }
+
+    async fn get(
+        &self,
+        key: &str,
+        from: u64,
+        len: u64,
+    ) -> std::io::Result<docgate_core::store::ByteStream> {
+        use futures_util::StreamExt;
+        let whole = self.inner.get(key, from, len).await?;
+        if !self
+            .cut_next
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(whole);
+        }
+        let cut = whole.take(1).chain(futures_util::stream::once(async {
+            Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
+        }));
+        Ok(Box::pin(cut))
+    }
+
+    fn open_blocking(
+        &self,
+        key: &str,
+        len: u64,
+    ) -> std::io::Result<Box<dyn docgate_core::store::ReadSeek>> {
+        self.inner.open_blocking(key, len)
+    }
+
+    async fn delete(&self, key: &str) -> std::io::Result<()> {
+        self.inner.delete(key).await
+    }
+
+    async fn list(&self, prefix: &str) -> std::io::Result<Vec<docgate_core::store::ObjectInfo>> {
+        self.inner.list(prefix).await
+    }
+}
+
+/// Regression: a spool read that failed once (a range read cut, too many open files) ended the
+/// upload `rejected` — its document removed, never to be delivered — where the same read a
+/// moment later works. It is retried; only an altered or truncated document ends it.
+#[tokio::test]
+async fn regression_a_spool_read_that_fails_once_is_retried_not_rejected() {
+    let mut h = Harness::start().await;
+    let store = std::sync::Arc::new(CutOnce {
+        inner: docgate_core::store::LocalStore::new(h.data_dir().join("flaky")).expect("store"),
+        cut_next: std::sync::atomic::AtomicBool::new(false),
+    });
+    h.spool = docgate_core::SpoolDir::with_store(store.clone(), 1024);
+    let prepared = h
+        .provider
+        .prepare(&passport_fields())
+        .expect("valid metadata");
+    let docs = vec![h.document("front", jpeg(300_000, 9)).await];
+
+    store
+        .cut_next
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let first = h.provider.deliver(&h.ctx(1), &prepared, &docs).await;
+    assert!(
+        matches!(first, Outcome::RetryLater { .. }),
+        "a cut read is worth another try: {first:?}"
+    );
+    assert!(!docs[0].spool.failed_integrity(), "nothing was altered");
+    assert!(h.emulator.submissions().is_empty());
+
+    let second = h.provider.deliver(&h.ctx(2), &prepared, &docs).await;
+    assert!(matches!(second, Outcome::Delivered { .. }), "{second:?}");
+    assert_eq!(h.emulator.submissions().len(), 1);
+}

@@ -64,15 +64,20 @@ pub enum ApiError {
     },
     #[error("OST answered {status} without its JSON envelope: {summary}")]
     NotAnEnvelope { status: u16, summary: String },
+    /// OST's envelope, but an answer that cannot be used (an upload URL without TLS, a slot
+    /// missing): asking again gets the same.
+    #[error("OST's answer cannot be used: {0}")]
+    Unusable(String),
 }
 
 impl ApiError {
+    /// Whether a later call may work. An answer without OST's envelope was not OST answering
+    /// (a proxy's or CDN's page, a cut body), whatever its status: it is retried.
     pub fn is_transient(&self) -> bool {
         match self {
-            ApiError::Transport(_) | ApiError::Timeout(_) => true,
-            ApiError::Refused { status, .. } | ApiError::NotAnEnvelope { status, .. } => {
-                *status >= 500 || *status == 429
-            }
+            ApiError::Transport(_) | ApiError::Timeout(_) | ApiError::NotAnEnvelope { .. } => true,
+            ApiError::Refused { status, .. } => matches!(status, 408 | 429 | 500..=599),
+            ApiError::Unusable(_) => false,
         }
     }
 

@@ -82,6 +82,9 @@ impl OstProvider {
         config.validate()?;
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout())
+            // A redirected PUT would become a GET without the document (303), whose 2xx would
+            // read as stored; a streamed body cannot follow a 307 either. Neither is followed.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| OstConfigError::Http(api::describe(e)))?;
         let api = OstApi::new(
@@ -221,11 +224,19 @@ impl OstProvider {
             let entry = &data["file_upload_put"][slot.as_str()];
             let (Some(url), Some(key)) = (entry["url"].as_str(), entry["fields"]["key"].as_str())
             else {
-                return Err(ApiError::NotAnEnvelope {
-                    status: 200,
-                    summary: format!("for-put answered without a url and key for `{slot}`"),
-                });
+                return Err(ApiError::Unusable(format!(
+                    "for-put answered without a url and key for `{slot}`"
+                )));
             };
+            // The document goes only where TLS protects it (plain http only when OST itself is
+            // reached that way: the emulator on loopback).
+            let plain_to_plain =
+                url.starts_with("http://") && self.api.base_url().starts_with("http://");
+            if !(url.starts_with("https://") || plain_to_plain) {
+                return Err(ApiError::Unusable(format!(
+                    "for-put answered a URL that is not https for `{slot}`"
+                )));
+            }
             targets.insert(
                 slot.clone(),
                 PutTarget {
@@ -271,16 +282,7 @@ impl OstProvider {
             doc.meta.slot,
             s3_error_summary(&body)
         );
-        let status = status.as_u16();
-        Err(match status {
-            400 | 403 => PutError::UrlRefused { status, summary },
-            s if s >= 500 || s == 429 => PutError::Transient {
-                status: Some(s),
-                reason: summary,
-                after,
-            },
-            _ => PutError::Refused { status, summary },
-        })
+        Err(put_refusal(status.as_u16(), &body, summary, after))
     }
 }
 
@@ -558,15 +560,36 @@ pub fn webhook_error_code(e: &WebhookError) -> &'static str {
 }
 
 /// `Code: Message` from an S3 XML error body, or a one-line summary of whatever it was.
-fn s3_error_summary(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let tag = |name: &str| {
-        let open = format!("<{name}>");
-        let close = format!("</{name}>");
-        let start = text.find(&open)? + open.len();
-        let len = text[start..].find(&close)?;
-        Some(text[start..start + len].to_owned())
+/// What S3's refusal of a PUT means for the upload. Whatever is only a moment's trouble —
+/// S3's `RequestTimeout` (a 400: our body came too slowly, e.g. from a slow spool), 408, a
+/// redirect to another endpoint (the streamed body cannot follow it; the next attempt asks OST
+/// for URLs afresh), 429 and 5xx — is retried: ending it `rejected` would remove the document.
+fn put_refusal(status: u16, body: &[u8], summary: String, after: Option<Duration>) -> PutError {
+    let transient = |status| PutError::Transient {
+        status: Some(status),
+        reason: summary.clone(),
+        after,
     };
+    match status {
+        400 if s3_error_tag(body, "Code").as_deref() == Some("RequestTimeout") => transient(status),
+        400 | 403 => PutError::UrlRefused { status, summary },
+        307 | 408 | 429 | 500..=599 => transient(status),
+        _ => PutError::Refused { status, summary },
+    }
+}
+
+/// The text of S3's `<name>` element in an error document.
+fn s3_error_tag(body: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    let open = format!("<{name}>");
+    let close = format!("</{name}>");
+    let start = text.find(&open)? + open.len();
+    let len = text[start..].find(&close)?;
+    Some(text[start..start + len].to_owned())
+}
+
+fn s3_error_summary(body: &[u8]) -> String {
+    let tag = |name: &str| s3_error_tag(body, name);
     match (tag("Code"), tag("Message")) {
         (Some(code), Some(msg)) => format!("{code}: {msg}"),
         (Some(code), None) => code,
@@ -583,6 +606,31 @@ mod tests {
         let xml = b"<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>";
         assert_eq!(s3_error_summary(xml), "AccessDenied: Request has expired");
         assert_eq!(s3_error_summary(b"oops"), "oops");
+    }
+
+    /// Regression: a 408, S3's `RequestTimeout` and a redirect ended the upload `rejected`
+    /// (its document removed) where the next attempt would have stored it.
+    #[test]
+    fn regression_s3_refusals_that_a_later_attempt_can_pass_are_retried() {
+        let timeout = b"<Error><Code>RequestTimeout</Code><Message>Your socket connection to the server was not read from or written to within the timeout period.</Message></Error>";
+        let expired =
+            b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>";
+        let kind = |status, body: &[u8]| match put_refusal(status, body, String::new(), None) {
+            PutError::Transient { .. } => "transient",
+            PutError::UrlRefused { .. } => "url refused",
+            PutError::Refused { .. } => "refused",
+        };
+        assert_eq!(kind(400, timeout), "transient");
+        for status in [307, 408, 429, 500, 503] {
+            assert_eq!(kind(status, b""), "transient", "{status}");
+        }
+        assert_eq!(kind(403, expired), "url refused");
+        assert_eq!(
+            kind(400, b"<Error><Code>InvalidDigest</Code></Error>"),
+            "url refused"
+        );
+        assert_eq!(kind(404, b""), "refused");
+        assert_eq!(kind(413, b""), "refused");
     }
 
     #[test]

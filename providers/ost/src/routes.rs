@@ -131,27 +131,40 @@ fn requested_files(body: &Map<String, Value>) -> Result<BTreeMap<String, String>
 }
 
 /// 404 unless `user_id` is this tenant's (or, with `claim`, becomes it now).
-async fn own_user(
-    host: &HostRef,
-    tenant: &TenantRef,
-    user_id: &str,
-    claim: bool,
-) -> Result<(), Problem> {
-    // OST user ids are numbers: `011001` and `11001` are the same user.
+/// The ownership ref of OST user `user_id` (ids are numbers: `011001` and `11001` are the
+/// same user).
+fn user_ref(user_id: &str) -> OwnedRef {
     let user_id = user_id.trim();
     let canonical = user_id
         .parse::<u64>()
         .map_or_else(|_| user_id.to_owned(), |n| n.to_string());
-    let subject = OwnedRef::new(USER_REF, canonical);
-    let mine = if claim {
-        host.0.claim(&tenant.name, OST, &subject).await?
-    } else {
-        host.0.owns(&tenant.name, OST, &subject).await?
-    };
-    if mine {
+    OwnedRef::new(USER_REF, canonical)
+}
+
+fn no_such_user(user_id: &str) -> Problem {
+    Problem::not_found(format!("no OST user `{}`", user_id.trim()))
+}
+
+/// `Ok` when `tenant` owns OST user `user_id`.
+async fn own_user(host: &HostRef, tenant: &TenantRef, user_id: &str) -> Result<(), Problem> {
+    if host.0.owns(&tenant.name, OST, &user_ref(user_id)).await? {
         Ok(())
     } else {
-        Err(Problem::not_found(format!("no OST user `{user_id}`")))
+        Err(no_such_user(user_id))
+    }
+}
+
+/// Claim OST user `user_id` for `tenant` (the first tenant to submit KYC for a user owns it).
+/// `Ok(true)` when this call made the claim, `Ok(false)` when the tenant owned it before.
+async fn claim_user(host: &HostRef, tenant: &TenantRef, user_id: &str) -> Result<bool, Problem> {
+    let subject = user_ref(user_id);
+    if host.0.owns(&tenant.name, OST, &subject).await? {
+        return Ok(false);
+    }
+    if host.0.claim(&tenant.name, OST, &subject).await? {
+        Ok(true)
+    } else {
+        Err(no_such_user(user_id))
     }
 }
 
@@ -182,8 +195,27 @@ async fn submit_kyc(
         )
         .with_extra("keys", foreign));
     }
-    own_user(&host, &tenant, &user_id, true).await?;
-    Ok(Json(ost.submit_kyc(&user_id, &fields).await?))
+    let claimed = claim_user(&host, &tenant, &user_id).await?;
+    match ost.submit_kyc(&user_id, &fields).await {
+        Ok(answer) => {
+            // Claimed again: a concurrent submission of this tenant's for the same user, which
+            // OST refused, may have released the claim meanwhile (it is ours whatever that did).
+            if let Err(e) = host.0.claim(&tenant.name, OST, &user_ref(&user_id)).await {
+                tracing::warn!(error = %e.title, "could not confirm the claim of an OST user after its submission");
+            }
+            Ok(Json(answer))
+        }
+        // OST refused (no such user, invalid fields): a claim made for it goes, or a tenant
+        // could claim the ids OST will give other tenants' users next, and read their status
+        // and details once they exist. An answer that may have been lost keeps the claim.
+        Err(problem) if claimed && !problem.retryable() => {
+            if let Err(e) = host.0.release(&tenant.name, OST, &user_ref(&user_id)).await {
+                tracing::warn!(error = %e.title, "could not release an OST user claimed for a refused submission");
+            }
+            Err(problem)
+        }
+        Err(problem) => Err(problem),
+    }
 }
 
 async fn kyc_status(
@@ -193,7 +225,7 @@ async fn kyc_status(
     Path(user_id): Path<String>,
 ) -> Answer {
     ost_tenant(&tenant)?;
-    own_user(&host, &tenant, &user_id, false).await?;
+    own_user(&host, &tenant, &user_id).await?;
     let status = ost.kyc_status(&user_id).await?;
     let details = ost.kyc_details(&user_id).await?;
     Ok(Json(json!({ "status": status, "details": details })))
@@ -206,8 +238,13 @@ async fn events(ApiTenant(tenant): ApiTenant, HostRef(host): HostRef) -> Answer 
     Ok(Json(json!({ "events": events })))
 }
 
-/// OST's signed webhook. The signature, age and replays are checked; the event is recorded
-/// and answered at once (OST wants an answer within 10 s).
+/// OST's signed webhook. The signature and age are checked; the event is recorded and
+/// answered at once (OST wants a 200 within 10 s).
+///
+/// An event id already recorded is acknowledged again with 200 and not recorded twice: OST
+/// sends the same event afresh (new `request_timestamp`, new signature) whenever it did not
+/// see our 200 — our answer lost, or later than its 10 s — and counts anything else as a failed
+/// delivery, retried for 63 hours. A replay captured by someone else changes nothing either.
 async fn webhook(
     State(ost): State<Arc<OstProvider>>,
     HostRef(host): HostRef,
@@ -229,14 +266,16 @@ async fn webhook(
         subject: event_user(&payload).map(|u| OwnedRef::new(USER_REF, u)),
         payload,
     };
-    if !host.record_event(&recorded).await? {
-        return Err(
-            Problem::new(StatusCode::CONFLICT, "webhook_replayed", "Webhook replayed")
-                .with_detail(format!("event {} was already received", event.id)),
-        );
+    if host.record_event(&recorded).await? {
+        tracing::info!(event = %event.id, name = %event.name, "OST webhook recorded");
+        Ok((StatusCode::OK, Json(json!({ "received": event.id }))))
+    } else {
+        tracing::info!(event = %event.id, name = %event.name, "OST webhook sent again; kept once");
+        Ok((
+            StatusCode::OK,
+            Json(json!({ "received": event.id, "already_received": true })),
+        ))
     }
-    tracing::info!(event = %event.id, name = %event.name, "OST webhook recorded");
-    Ok((StatusCode::OK, Json(json!({ "received": event.id }))))
 }
 
 /// The OST user an event is about: `data.<result_type>.user_id`, or `.id` for user events.

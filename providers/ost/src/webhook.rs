@@ -7,8 +7,8 @@
 //! trailing slash included — so the verifier takes it from configuration, never from the
 //! request (a proxy in front of docgate changes what the request looks like).
 //!
-//! Replays of the same event id are refused by the gateway, which has the ledger; this module
-//! hands it the id. OST retries a failed delivery up to 6 times over 63 hours, so the age
+//! The gateway, which has the ledger, keeps each event id once (a second delivery of the same
+//! id is acknowledged, not recorded again); this module hands it the id. OST retries a failed delivery up to 6 times over 63 hours, so the age
 //! limit applies to `request_timestamp` (set afresh for each attempt), not to `created_at`.
 
 use std::time::Duration;

@@ -149,6 +149,9 @@ fn http_client(config: &SilaConfig) -> Result<reqwest::Client, SilaConfigError> 
     reqwest::Client::builder()
         .connect_timeout(at_least_a_second_if_zero(config.connect_timeout))
         .timeout(at_least_a_second_if_zero(config.request_timeout))
+        // A redirected POST becomes a GET without the documents, whose 2xx would read as
+        // delivered; a moved API is a configuration error to report, not to follow.
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("docgate-sila/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| SilaConfigError::HttpClient(e.to_string()))
@@ -381,7 +384,12 @@ impl SilaProvider {
         let result = request.body(reqwest::Body::wrap_stream(body)).send().await;
         let outcome = match result {
             Ok(resp) => match response::read(resp).await {
-                Ok(answer) => response::outcome(&answer),
+                Ok(answer) => match &inner.credentials {
+                    Credentials::OAuth2 { .. } => {
+                        response::bearer_refusal_retried(response::outcome(&answer))
+                    }
+                    Credentials::Ecdsa { .. } => response::outcome(&answer),
+                },
                 Err(e) => response::transport_failure(&e),
             },
             Err(e) => response::transport_failure(&e),

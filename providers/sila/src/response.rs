@@ -9,7 +9,7 @@
 //! | 2xx, `success: true` | `Delivered`; reference = `{document_id, reference_id}` (`document_id` is an array for several documents) |
 //! | 2xx with `unsuccessful_uploads` | `Rejected` (some files were refused; the ids of the others are kept in the problem) |
 //! | 400 | `Rejected`, carrying `validation_details` |
-//! | 401 / 403 | `Rejected` (credentials or signature; a retry signs the same way) |
+//! | 401 / 403 | `Rejected` (credentials or signature; a retry signs the same way) — but with OAuth2, 401 is `RetryLater`: the token file is read again at each attempt, and a token that expired before its rotation must not cost the document |
 //! | other 4xx | `Rejected` |
 //! | 408, 429, 5xx | `RetryLater` (with `Retry-After` when sent) |
 //! | not JSON (a proxy's error page, a cut body) | `RetryLater`: that was not Sila answering |
@@ -84,6 +84,27 @@ pub fn outcome(answer: &Answer) -> Outcome {
             upstream_status: Some(status),
         },
         _ => Outcome::rejected(rejected(status, &message, &body), Some(status)),
+    }
+}
+
+/// With OAuth2 a 401 says the bearer token is not (or no longer) valid. The next attempt sends
+/// whatever the token file holds then, so the upload waits for a rotation instead of ending
+/// `rejected` with its document removed; the engine's `max_attempts` and `max_age` still end
+/// it if the token is never fixed.
+pub fn bearer_refusal_retried(outcome: Outcome) -> Outcome {
+    match outcome {
+        Outcome::Rejected {
+            problem,
+            upstream_status: Some(401),
+        } => Outcome::RetryLater {
+            after: None,
+            reason: format!(
+                "Sila refused the OAuth2 token (401): {}; the token file is read again at the next attempt",
+                problem.detail.as_deref().unwrap_or(&problem.title)
+            ),
+            upstream_status: Some(401),
+        },
+        other => other,
     }
 }
 

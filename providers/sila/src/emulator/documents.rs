@@ -114,7 +114,7 @@ fn text<'a>(
 }
 
 async fn accept(
-    state: &EmulatorState,
+    state: &Arc<EmulatorState>,
     headers: &HeaderMap,
     body: Body,
     started: Instant,
@@ -226,47 +226,67 @@ struct Upload<'a> {
 }
 
 /// Persist each file with its metadata; the new document ids, in part order.
+///
+/// The files are moved into place and indexed on a task of their own: a client that hangs up
+/// meanwhile (hyper then drops this request's future) must not leave a document on disk that
+/// the listing does not show until a restart.
 async fn store_files(
-    state: &EmulatorState,
+    state: &Arc<EmulatorState>,
     upload: &Upload<'_>,
     files: Vec<ReceivedFile>,
     accepted: Vec<FileMeta>,
 ) -> Result<Vec<Value>, Failure> {
     let user_handle = upload.header.user_handle.clone().unwrap_or_default();
-    let mut ids = Vec::with_capacity(accepted.len());
     // Parts arrive in the sender's order; ids are returned in that order.
-    for (file, meta) in files.into_iter().zip(accepted) {
-        let id = uuid::Uuid::new_v4().to_string();
-        let stored = StoredDocument {
-            document_id: id.clone(),
-            reference: upload.reference.clone(),
-            app_handle: upload.header.app_handle.clone(),
-            user_handle: user_handle.clone(),
-            label: file.label.clone(),
-            filename: meta.filename,
-            name: meta.name,
-            description: meta.description,
-            document_type: meta.document_type,
-            identity_type: meta.identity_type,
-            mime_type: meta.mime_type,
-            sha256: file.sha256.clone(),
-            size: file.size,
-            request_content_length: upload.content_length,
-            auth: upload.auth.into(),
-            received_at: time::OffsetDateTime::now_utc().unix_timestamp(),
-        };
-        let dest = state.store.content_path_of(&stored);
-        let saved = async {
+    let documents: Vec<(ReceivedFile, StoredDocument)> = files
+        .into_iter()
+        .zip(accepted)
+        .map(|(file, meta)| {
+            let stored = StoredDocument {
+                document_id: uuid::Uuid::new_v4().to_string(),
+                reference: upload.reference.clone(),
+                app_handle: upload.header.app_handle.clone(),
+                user_handle: user_handle.clone(),
+                label: file.label.clone(),
+                filename: meta.filename,
+                name: meta.name,
+                description: meta.description,
+                document_type: meta.document_type,
+                identity_type: meta.identity_type,
+                mime_type: meta.mime_type,
+                sha256: file.sha256.clone(),
+                size: file.size,
+                request_content_length: upload.content_length,
+                auth: upload.auth.into(),
+                received_at: time::OffsetDateTime::now_utc().unix_timestamp(),
+            };
+            (file, stored)
+        })
+        .collect();
+    let state = Arc::clone(state);
+    let saved = tokio::spawn(async move {
+        let mut ids = Vec::with_capacity(documents.len());
+        for (file, stored) in documents {
+            let dest = state.store.content_path_of(&stored);
+            let id = stored.document_id.clone();
             file.file.persist(&dest).await?;
-            state.store.record(stored).await
-        };
-        if let Err(e) = saved.await {
-            tracing::error!(error = %e, "sila emulator cannot store a document");
-            return Err(internal_error());
+            state.store.record(stored).await?;
+            ids.push(Value::String(id));
         }
-        ids.push(Value::String(id));
+        Ok::<_, std::io::Error>(ids)
+    })
+    .await;
+    match saved {
+        Ok(Ok(ids)) => Ok(ids),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "sila emulator cannot store a document");
+            Err(internal_error())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "sila emulator's store task failed");
+            Err(internal_error())
+        }
     }
-    Ok(ids)
 }
 
 /// A multi-file request (`file_metadata`) gets a list of ids, a single file just its id.
