@@ -3,7 +3,7 @@
 # SQLite and PostgreSQL, and interop with real third-party clients (silasdk,
 # ost-kyc-sdk-python, PyNaCl/taler-util, requests) from PyPI.
 #
-# Needs (docs/prerequisites.md): Rust >= 1.88 (cargo), a C compiler, OpenSSL's headers
+# Needs (docs/prerequisites.md): Rust >= 1.89 (cargo), a C compiler, OpenSSL's headers
 # (libssl-dev, pkg-config), Python 3.11 with venv,
 # and PostgreSQL: the one answering on 127.0.0.1:5432 (trust auth, database `test`), the one
 # DOCGATE_TEST_POSTGRES_URL names, or else a throwaway cluster this script starts under
@@ -24,10 +24,10 @@ die() {
 # --- tools ----------------------------------------------------------------------------------
 
 command -v cargo >/dev/null ||
-    die "cargo not found: install Rust >= 1.88 with rustup (https://rustup.rs); Debian's \`cargo\` package is older than that"
+    die "cargo not found: install Rust >= 1.89 with rustup (https://rustup.rs); Debian's \`cargo\` package is older than that"
 rust_version=$(rustc --version | awk '{print $2}')
-if [ "$(printf '%s\n1.88.0\n' "$rust_version" | sort -V | head -n1)" != "1.88.0" ]; then
-    die "rustc $rust_version is older than 1.88: run \`rustup update stable\`"
+if [ "$(printf '%s\n1.89.0\n' "$rust_version" | sort -V | head -n1)" != "1.89.0" ]; then
+    die "rustc $rust_version is older than 1.89: run \`rustup update stable\`"
 fi
 command -v cc >/dev/null ||
     die "no C compiler (cc): install the Debian package \`build-essential\` (SQLite and digest code are compiled from C)"

@@ -119,6 +119,15 @@ pub trait GatewayHost: Send + Sync + fmt::Debug + 'static {
     async fn owns(&self, tenant: &str, provider: &str, subject: &OwnedRef)
         -> Result<bool, Problem>;
 
+    /// Give up `tenant`'s claim on `subject` (one it made for a request the provider then
+    /// refused), so that claiming cannot be used to take identifiers that do not exist yet.
+    async fn release(
+        &self,
+        tenant: &str,
+        provider: &str,
+        subject: &OwnedRef,
+    ) -> Result<(), Problem>;
+
     /// Record an inbound event; `Ok(false)` when `(provider, event_id)` was seen before.
     async fn record_event(&self, event: &ProviderEvent) -> Result<bool, Problem>;
 

@@ -50,6 +50,8 @@ pub struct App {
     pub web: crate::web::WebSettings,
     /// `/readyz`'s last spool probe.
     pub spool_probe: routes::ops::SpoolProbeCache,
+    /// The ledger's and the spool's gauges, as `/metrics` last read them.
+    pub metric_gauges: routes::ops::GaugeCache,
 }
 
 pub type AppState = Arc<App>;
@@ -87,7 +89,11 @@ pub fn router(app: AppState) -> Router {
             )
         })
         // Upload bodies are streamed by the handlers with their own limits; the extractor
-        // limit only guards the small JSON/form bodies of the other routes.
+        // limit and the pace rules guard the small JSON/form bodies of the other routes.
+        .layer(middleware::from_fn_with_state(
+            app.limits.body_rules(),
+            crate::body::guard_small_bodies,
+        ))
         .layer(DefaultBodyLimit::max(1024 * 1024))
         .layer(middleware::from_fn_with_state(app.clone(), count_problems))
         .layer(Extension(app.host.clone()))
@@ -192,6 +198,12 @@ fn browser_routes(app: &AppState) -> Router {
 /// Every provider's own routes, under its name.
 fn mount_provider_routes(mut router: Router, app: &AppState) -> Router {
     let webhooks = Arc::new(Semaphore::new(app.limits.webhook_concurrency.max(1)));
+    let body_limit = usize::try_from(app.limits.webhook_body_limit).unwrap_or(usize::MAX);
+    let reading = Arc::new(Semaphore::new(
+        WEBHOOK_READ_BUDGET
+            .max(body_limit.saturating_mul(4))
+            .min(Semaphore::MAX_PERMITS),
+    ));
     for provider in app.registry.all() {
         let routes = provider.clone().routes();
         let name = provider.name();
@@ -201,12 +213,15 @@ fn mount_provider_routes(mut router: Router, app: &AppState) -> Router {
         if let Some(webhook) = routes.webhook {
             let bounded = webhook
                 .layer(middleware::from_fn_with_state(
-                    (webhooks.clone(), app.limits.webhook_timeout),
+                    WebhookBounds {
+                        permits: webhooks.clone(),
+                        timeout: app.limits.webhook_timeout,
+                        body_limit,
+                        reading: reading.clone(),
+                    },
                     bound_webhook,
                 ))
-                .layer(DefaultBodyLimit::max(
-                    usize::try_from(app.limits.webhook_body_limit).unwrap_or(usize::MAX),
-                ));
+                .layer(DefaultBodyLimit::max(body_limit));
             router = router.nest(&format!("/v1/webhooks/{name}"), bounded);
         }
     }
@@ -214,35 +229,102 @@ fn mount_provider_routes(mut router: Router, app: &AppState) -> Router {
 }
 
 /// Webhooks are unauthenticated until their signature is checked, so anyone can send them:
-/// at most `webhook_concurrency` at once (503 past it) and each done within the timeout.
+/// at most `webhook_concurrency` handled at once (503 past it) and each done within the
+/// timeout. The body is read before a permit is taken, so clients that trickle theirs (cut by
+/// the pace rules and the timeout) never hold the permits OST's own webhooks need.
 async fn bound_webhook(
-    axum::extract::State((permits, timeout)): axum::extract::State<(
-        Arc<Semaphore>,
-        std::time::Duration,
-    )>,
+    axum::extract::State(bounds): axum::extract::State<WebhookBounds>,
     req: Request,
     next: Next,
 ) -> Response {
     use axum::response::IntoResponse;
-    let Ok(_permit) = permits.try_acquire() else {
-        return Problem::new(
-            http::StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_webhooks",
-            "Too many webhooks",
-        )
-        .with_retry_after(std::time::Duration::from_secs(1))
-        .into_response();
-    };
-    match tokio::time::timeout(timeout, next.run(req)).await {
-        Ok(res) => res,
-        Err(_) => Problem::new(
+    let timed_out = || {
+        Problem::new(
             http::StatusCode::REQUEST_TIMEOUT,
             "body_timeout",
             "Request timeout",
         )
         .with_detail("the webhook was not received and handled in time")
-        .into_response(),
+        .into_response()
+    };
+    let started = tokio::time::Instant::now();
+    let (parts, body) = req.into_parts();
+    // The bytes being read are held against one budget shared by every webhook request: a
+    // crowd of senders cannot make the gateway buffer `max_connections` bodies at once, and
+    // one that trickles its body holds only the little it has sent.
+    let (body, _held) =
+        match tokio::time::timeout(bounds.timeout, read_webhook(body, &bounds)).await {
+            Err(_) => return timed_out(),
+            Ok(Err(refused)) => return refused.into_response(),
+            Ok(Ok(read)) => read,
+        };
+    let Ok(_permit) = bounds.permits.try_acquire() else {
+        return too_many_webhooks().into_response();
+    };
+    let req = Request::from_parts(parts, axum::body::Body::from(body));
+    let left = bounds.timeout.saturating_sub(started.elapsed());
+    match tokio::time::timeout(left, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => timed_out(),
     }
+}
+
+/// What bounds the unauthenticated webhook routes.
+#[derive(Debug, Clone)]
+struct WebhookBounds {
+    permits: Arc<Semaphore>,
+    timeout: std::time::Duration,
+    body_limit: usize,
+    /// Bytes of webhook bodies being read, all requests together.
+    reading: Arc<Semaphore>,
+}
+
+/// What all webhook bodies being read may hold together.
+const WEBHOOK_READ_BUDGET: usize = 16 * 1024 * 1024;
+
+/// A webhook's whole body, and its bytes' share of the read budget (held until it is
+/// handled); 413 past the body limit, 503 when the budget is spent.
+async fn read_webhook(
+    mut body: axum::body::Body,
+    bounds: &WebhookBounds,
+) -> Result<(bytes::Bytes, Option<tokio::sync::OwnedSemaphorePermit>), Problem> {
+    use http_body_util::BodyExt;
+    let mut buf = bytes::BytesMut::new();
+    let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| Problem::bad_request(format!("reading the webhook failed: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if buf.len() + data.len() > bounds.body_limit {
+            return Err(Problem::payload_too_large(
+                u64::try_from(bounds.body_limit).unwrap_or(u64::MAX),
+                "a webhook's body",
+            ));
+        }
+        let share = u32::try_from(data.len())
+            .ok()
+            .and_then(|n| bounds.reading.clone().try_acquire_many_owned(n).ok());
+        let Some(share) = share else {
+            return Err(too_many_webhooks());
+        };
+        match &mut held {
+            Some(h) => h.merge(share),
+            None => held = Some(share),
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok((buf.freeze(), held))
+}
+
+fn too_many_webhooks() -> Problem {
+    Problem::new(
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        "too_many_webhooks",
+        "Too many webhooks",
+    )
+    .with_retry_after(std::time::Duration::from_secs(1))
 }
 
 /// Count every problem answer by its code (`docgate_rejections_total{code}`), and turn the

@@ -237,6 +237,54 @@ where
     }
 }
 
+/// The routes whose handlers hold their bodies to the rules themselves, with an upload's
+/// slot, pace and storage reserve: the uploads (`PUT /v1/uploads/{key}`, `POST /v1/uploads`)
+/// and a resumable upload's bytes (`PATCH`, and a creation's with `creation-with-upload`).
+fn streams_its_own_body(method: &http::Method, path: &str) -> bool {
+    match *method {
+        http::Method::PUT => path.starts_with("/v1/uploads/"),
+        http::Method::POST => matches!(
+            path,
+            "/v1/uploads" | "/v1/uploads/" | "/v1/tus" | "/v1/tus/"
+        ),
+        http::Method::PATCH => path.starts_with("/v1/tus/"),
+        _ => false,
+    }
+}
+
+/// The longest any other request's body may take: they are small (1 MiB at most, JSON and
+/// forms), so an upload's 15-minute deadline would only serve a client that trickles them.
+const SMALL_BODY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Every other request's body is held to the same rules (idle, minimum rate, a deadline of
+/// its own): without them, a client trickling a byte every few seconds into a session's
+/// `/complete` or a JSON route held its connection for ever, and a thousand of them every
+/// connection the gateway takes. A body cut by them is answered with the fault's problem
+/// (408 `body_timeout` / `body_too_slow`), not the extractor's.
+pub async fn guard_small_bodies(
+    axum::extract::State(rules): axum::extract::State<BodyRules>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if req.body().is_end_stream() || streams_its_own_body(req.method(), req.uri().path()) {
+        return next.run(req).await;
+    }
+    let rules = BodyRules {
+        deadline: rules.deadline.min(SMALL_BODY_DEADLINE),
+        ..rules
+    };
+    let (parts, body) = req.into_parts();
+    let guarded = GuardedBody::new(body.into_data_stream(), rules);
+    let faults = guarded.faults.clone();
+    let req = axum::extract::Request::from_parts(parts, axum::body::Body::from_stream(guarded));
+    let res = next.run(req).await;
+    match faults.get() {
+        Some(fault) if !res.status().is_success() => fault.to_problem().into_response(),
+        _ => res,
+    }
+}
+
 /// A request body that, when dropped before its end, is read out in the background (see
 /// [`docgate_core::read_out`] for why), so an early 413/415 reaches the client. The upload's
 /// permit and spool are already released by then: the read-out only costs a socket.

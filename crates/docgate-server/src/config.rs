@@ -522,6 +522,13 @@ impl Config {
                 "delivery.lease",
                 "must be at least 3s (it is renewed every third of it)",
             );
+        } else if self.delivery.attempt_timeout >= self.delivery.lease {
+            // An attempt whose lease renewals fail (its ledger unreachable) must end before
+            // the lease does, or another replica starts a second delivery beside it.
+            issues.push(
+                "delivery.lease",
+                "must be longer than delivery.attempt_timeout",
+            );
         }
         if self.delivery.max_attempts == 0 {
             issues.push("delivery.max_attempts", "must be at least 1");
@@ -779,6 +786,27 @@ mod tests {
             ],
             "{issues}"
         );
+    }
+
+    // A lease shorter than an attempt was taken: with its renewals failing (the ledger out of
+    // reach), another replica claimed the upload and delivered it beside the first attempt.
+    #[test]
+    fn regression_a_lease_no_longer_than_an_attempt_is_named() {
+        std::env::set_var("DOCGATE_CONFIG_TEST_KEY", "k");
+        let with = |lease: &str| {
+            let text = format!(
+                "[delivery]\nattempt_timeout = \"60s\"\nlease = \"{lease}\"\n[[tenants]]\n\
+                 name = \"shop\"\napi_key = {{ env = \"DOCGATE_CONFIG_TEST_KEY\" }}\nproviders = []\n"
+            );
+            let (_, issues) = Config::parse_checked(&text).expect("toml");
+            paths(&issues)
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(with("30s"), vec!["delivery.lease"]);
+        assert_eq!(with("60s"), vec!["delivery.lease"]);
+        assert!(with("61s").is_empty());
     }
 
     #[test]

@@ -76,6 +76,18 @@ impl GatewayHost for Host {
             .map_err(|e| ledger_problem(&e))
     }
 
+    async fn release(
+        &self,
+        tenant: &str,
+        provider: &str,
+        subject: &OwnedRef,
+    ) -> Result<(), Problem> {
+        self.ledger
+            .release_ref(tenant, provider, subject)
+            .await
+            .map_err(|e| ledger_problem(&e))
+    }
+
     async fn record_event(&self, event: &ProviderEvent) -> Result<bool, Problem> {
         self.ledger
             .record_event(event)

@@ -19,6 +19,7 @@ pub mod body;
 pub mod check;
 pub mod config;
 pub mod cors;
+pub mod data_dir_lock;
 pub mod delivery;
 pub mod host;
 pub mod http;
@@ -208,6 +209,8 @@ pub enum StartError {
         what: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    DataDirLocked(#[from] data_dir_lock::DataDirLockError),
 }
 
 /// Create the data directory (and its parents) readable by the gateway's user alone: the
@@ -349,6 +352,9 @@ pub struct Gateway {
     shutdown: CancellationToken,
     server: JoinHandle<()>,
     worker: JoinHandle<()>,
+    /// The data directory's lock and the SQLite ledger file's: released once both tasks
+    /// have stopped (or with the process).
+    _locks: Vec<data_dir_lock::DataDirLock>,
 }
 
 /// The spool's object store: files under `spool_dir`, or objects in S3 (`spool_s3`, checked
@@ -410,13 +416,24 @@ async fn seal_if_configured<S: ObjectStore>(
 
 /// The ledger, probed first for a clear error; a single replica takes back the leases of
 /// the process before it.
-async fn open_ledger(setup: &Setup, single_replica: bool) -> Result<Arc<dyn Ledger>, StartError> {
+/// The ledger, and on SQLite the lock of its file (a ledger kept outside the data directory
+/// is not covered by the directory's lock).
+async fn open_ledger(
+    setup: &Setup,
+    single_replica: bool,
+) -> Result<(Arc<dyn Ledger>, Option<data_dir_lock::DataDirLock>), StartError> {
     let ledger_url = if setup.ledger_url == "sqlite" {
         SqlLedger::sqlite_url(&setup.data_dir.join("ledger.sqlite"))
     } else {
         setup.ledger_url.clone()
     };
     check::probe_ledger(&setup.ledger_url, &setup.data_dir).await?;
+    let file_lock = if single_replica {
+        let file = ledger::sqlite_file(&ledger_url)?;
+        Some(data_dir_lock::DataDirLock::acquire_for_ledger(&file)?)
+    } else {
+        None
+    };
     let ledger: Arc<dyn Ledger> = Arc::new(SqlLedger::connect(&ledger_url).await?);
     if single_replica {
         // The previous process is gone: its leases mean nothing, resume its work now.
@@ -428,7 +445,7 @@ async fn open_ledger(setup: &Setup, single_replica: bool) -> Result<Arc<dyn Ledg
             );
         }
     }
-    Ok(ledger)
+    Ok((ledger, file_lock))
 }
 
 /// Upload slots: the global bound and each tenant's share.
@@ -471,12 +488,14 @@ impl Gateway {
         create_private_dir(&setup.data_dir)
             .map_err(io(format!("creating {}", setup.data_dir.display())))?;
         warn_if_readable_by_others(&setup.data_dir);
+        // Before anything below treats the directory's leases and files as left behind.
+        let data_dir = data_dir_lock::DataDirLock::acquire(&setup.data_dir)?;
         let spool = SpoolDir::with_store(
             open_spool(&setup).await?,
             setup.limits.spool_memory_threshold,
         );
         let single_replica = !setup.ledger_url.starts_with("postgres");
-        let ledger = open_ledger(&setup, single_replica).await?;
+        let (ledger, ledger_lock) = open_ledger(&setup, single_replica).await?;
         let metrics = Arc::new(Metrics::default());
         let registry = Arc::new(setup.registry);
         let tenants = Arc::new(setup.tenants);
@@ -529,6 +548,7 @@ impl Gateway {
             assemblies: routes::tus::Assemblies::default(),
             web: setup.web,
             spool_probe: Default::default(),
+            metric_gauges: Default::default(),
         });
         let listener = listen(setup.listener, setup.listen).await?;
         let addr = listener
@@ -553,6 +573,7 @@ impl Gateway {
             shutdown,
             server,
             worker,
+            _locks: std::iter::once(data_dir).chain(ledger_lock).collect(),
         })
     }
 

@@ -28,6 +28,8 @@ pub struct Sandbox {
     /// Whether the key was generated (and so must be shown to the user).
     pub generated_key: bool,
     pub emulators: Vec<(&'static str, Box<dyn RunningEmulator>)>,
+    /// The data directory stays this sandbox's while it runs.
+    _data_dir_lock: crate::data_dir_lock::DataDirLock,
 }
 
 impl Sandbox {
@@ -206,6 +208,9 @@ pub async fn setup(
         what: format!("creating {}", data_dir.display()),
         source,
     })?;
+    // A sandbox already running on this directory: refused before the emulators clear their
+    // temporary folders under it. Held by the sandbox; the gateway shares it.
+    let data_dir_lock = crate::data_dir_lock::DataDirLock::acquire(data_dir)?;
     let (registry, emulators) = start_emulators(table, data_dir, gateway_addr).await?;
     let (api_key, generated_key) = match key {
         Some(k) if !k.trim().is_empty() => (Secret::new(k.trim()), false),
@@ -242,6 +247,7 @@ pub async fn setup(
             api_key,
             generated_key,
             emulators,
+            _data_dir_lock: data_dir_lock,
         },
     ))
 }

@@ -529,6 +529,103 @@ async fn during_an_outage_uploads_are_accepted_and_all_delivered_once_it_recover
     assert_eq!(h.stored(), 8, "every upload stored exactly once");
 }
 
+/// Regression: a split ZIP's parts (unsealed) stayed in the scratch directory for the whole
+/// retention period, and for good when another replica finished the upload or an erasure
+/// raced the split: nothing swept the scratch. The orphan sweep removes the scratch of every
+/// upload whose documents are gone or that the ledger does not know, and keeps a pending one's.
+#[tokio::test]
+async fn regression_the_orphan_sweep_removes_scratch_left_by_uploads_that_are_done() {
+    let h = Harness::with(Options {
+        delivery: DeliverySettings {
+            initial_backoff: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(60),
+            ..DeliverySettings::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let (status, done) = json(h.upload(ACME, pdf(3000, 1), "d.pdf", None).await).await;
+    assert_eq!(
+        (status, done["status"].as_str()),
+        (201, Some("delivered")),
+        "{done}"
+    );
+    h.taler.faults.fail_next(u32::MAX, 500);
+    let (status, pending) = json(h.upload(ACME, pdf(3000, 2), "d.pdf", None).await).await;
+    assert_eq!(status, 202, "{pending}");
+    let deliverer = &h.gateway.app.deliverer;
+    let scratch = |id: &str| deliverer.scratch_dir(id).join("parts");
+    let ids = [
+        done["id"].as_str().expect("id"),
+        pending["id"].as_str().expect("id"),
+        "u_no_such_upload",
+    ];
+    for id in ids {
+        std::fs::create_dir_all(scratch(id)).expect("scratch");
+        std::fs::write(scratch(id).join("part-1.zip"), b"PK").expect("part");
+    }
+    deliverer
+        .remove_orphans(Duration::ZERO)
+        .await
+        .expect("sweep");
+    assert!(
+        !deliverer.scratch_dir(ids[0]).exists(),
+        "delivered: removed"
+    );
+    assert!(scratch(ids[1]).join("part-1.zip").exists(), "pending: kept");
+    assert!(!deliverer.scratch_dir(ids[2]).exists(), "unknown: removed");
+}
+
+/// Regression: the give-up limits were checked only when an attempt ended with an outcome.
+/// Attempts that ended without one — the process killed during them, or crashed by the
+/// document itself — left the upload to be claimed again after every restart, for ever.
+/// Claimed with its attempts spent, it fails without another.
+#[tokio::test]
+async fn regression_attempts_that_end_without_an_outcome_are_given_up() {
+    let h = Harness::with(Options {
+        delivery: DeliverySettings {
+            max_attempts: 3,
+            initial_backoff: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(60),
+            ..DeliverySettings::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    h.taler.faults.fail_next(1, 500);
+    let (status, r) = json(h.upload(ACME, pdf(3000, 5), "d.pdf", None).await).await;
+    assert_eq!(status, 202, "{r}");
+    let id = r["id"].as_str().expect("id").to_owned();
+    let ledger = &h.gateway.app.ledger;
+    // Two more attempts by a process that died in each: claimed (its retry is due in a
+    // minute: claimed as if then), started, never ended.
+    let later = docgate_server::ledger::now_ms() + 120_000;
+    let dead = docgate_server::ledger::Lease {
+        owner: "docgate-dead:1".into(),
+        until: later + 600_000,
+    };
+    let claimed = ledger
+        .claim_due(&dead, later, 1, &["taler".to_owned()])
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    for _ in 0..2 {
+        ledger
+            .start_attempt(&id, &dead, later)
+            .await
+            .expect("attempt")
+            .expect("started");
+    }
+    let rec = ledger.get(&id).await.expect("get").expect("exists");
+    assert_eq!(rec.attempts, 3);
+    let requests = h.taler.faults.requests();
+    h.gateway.app.deliverer.drive(rec, false).await;
+    let (_, r) = h.get_as_acme(&format!("/v1/uploads/{id}")).await;
+    assert_eq!(r["status"], "failed", "{r}");
+    assert_eq!(r["problem"]["code"], "delivery_failed", "{r}");
+    assert_eq!(h.taler.faults.requests(), requests, "no fourth attempt");
+}
+
 /// What `/metrics` says now.
 async fn metrics_text(h: &Harness) -> String {
     h.client
@@ -665,6 +762,75 @@ async fn a_client_that_goes_quiet_is_cut_off() {
         status == 0 || status == 408,
         "closed after the header timeout (status {status})"
     );
+}
+
+/// Regression: only the uploads' bodies were held to the pace rules. A client trickling the
+/// body of a JSON route (a session's `/complete`, `POST /v1/upload-sessions`, a provider's
+/// route) held its connection for ever — a thousand of them, every connection the gateway
+/// takes. Such a body is cut like an upload's, with the same problem.
+#[tokio::test]
+async fn regression_a_json_body_that_goes_quiet_is_cut_off_like_an_upload() {
+    let h = Harness::with_limits(Limits {
+        body_idle_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    })
+    .await;
+    for path in [
+        "/v1/upload-sessions",
+        "/v1/upload-sessions/us_unknown/complete",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(h.gateway.addr)
+            .await
+            .expect("connect");
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ACME}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"provider\""
+        );
+        s.write_all(head.as_bytes()).await.expect("write");
+        let (status, body) = read_answer(&mut s).await;
+        assert_eq!(status, 408, "{path}: {body}");
+        assert!(body.contains("body_timeout"), "{path}: {body}");
+    }
+}
+
+/// Regression: a boundary of any length was taken; each search for it costs its length, so a
+/// 15 KB boundary and a body sent in 1-byte chunks kept a core busy at a rate the pace rules
+/// accept. RFC 2046's 70 characters are the limit, checked before the body is read.
+#[tokio::test]
+async fn regression_a_boundary_longer_than_rfc_2046_allows_is_refused_before_the_body() {
+    let h = Harness::start().await;
+    for (len, accepted) in [(70usize, true), (71, false)] {
+        let boundary = "b".repeat(len);
+        let body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"payto\"\r\n\r\n{PAYTO}\r\n\
+             --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.pdf\"\r\n\
+             Content-Type: application/pdf\r\n\r\n"
+        );
+        let mut bytes = body.into_bytes();
+        bytes.extend_from_slice(&pdf(2000, 3));
+        bytes.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let res = h
+            .client
+            .post(h.url("/v1/uploads?provider=taler"))
+            .bearer_auth(ACME)
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(bytes)
+            .send()
+            .await
+            .expect("send");
+        let (status, body) = json(res).await;
+        if accepted {
+            assert!([201, 202].contains(&status), "{len}: {status} {body}");
+        } else {
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (400, Some("bad_request")),
+                "{body}"
+            );
+        }
+    }
 }
 
 #[tokio::test]

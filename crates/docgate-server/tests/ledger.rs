@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use docgate_core::{DigestsHex, DocumentMeta, OwnedRef, Prepared};
 use docgate_server::ledger::{
-    AttemptRecord, Finish, Inserted, Lease, Ledger, LedgerError, NewUpload, NotifyState,
+    AttemptRecord, Control, Finish, Inserted, Lease, Ledger, LedgerError, NewUpload, NotifyState,
     ProviderEvent, Reschedule, SessionRecord, SessionState, SqlLedger, StoredDocument, TusCreated,
     TusLock, TusRecord, TusState, UploadStatus,
 };
@@ -494,7 +494,7 @@ both_backends!(notifications_are_claimed_once_final_and_retried, |ledger| {
         "held while sending"
     );
     ledger
-        .notification_done("u1", NotifyState::Pending, Some(400), 160)
+        .notification_done("u1", 200, NotifyState::Pending, Some(400), 160)
         .await
         .expect("done");
     assert!(ledger
@@ -510,13 +510,62 @@ both_backends!(notifications_are_claimed_once_final_and_retried, |ledger| {
             .len(),
         1
     );
-    ledger
-        .notification_done("u1", NotifyState::Sent, None, 410)
+    assert!(ledger
+        .notification_done("u1", 500, NotifyState::Sent, None, 410)
         .await
-        .expect("done");
+        .expect("done"));
     let rec = ledger.get("u1").await.expect("get").expect("exists");
     assert_eq!((rec.notify, rec.notify_attempts), (NotifyState::Sent, 2));
 });
+
+// Regression: an operator's retry while the upload's `rejected` receipt was being sent was
+// overwritten by that send's result (`sent`): the retried delivery's own final receipt never
+// went out. The result of a claim a retry superseded is not recorded.
+both_backends!(
+    regression_a_retry_while_a_notification_is_sent_keeps_the_new_series_notification,
+    |ledger| {
+        ledger
+            .insert(new_upload("u1", None, Some(lease("a", 1000)), 10))
+            .await
+            .expect("insert");
+        let fin = Finish {
+            status: UploadStatus::Rejected,
+            provider_reference: None,
+            problem: Some(json!({"code": "provider_rejected"})),
+            upstream_status: Some(403),
+            owned: Vec::new(),
+            attempt: None,
+            now: 50,
+        };
+        assert!(ledger
+            .finish("u1", "a:t", fin)
+            .await
+            .expect("finish")
+            .is_some());
+        let due = ledger
+            .claim_notifications(100, 200, 10)
+            .await
+            .expect("claim");
+        assert_eq!(due.len(), 1);
+        assert!(matches!(
+            ledger.retry("u1", 120).await.expect("retry"),
+            Control::Done(_)
+        ));
+        assert!(
+            !ledger
+                .notification_done("u1", 200, NotifyState::Sent, None, 130)
+                .await
+                .expect("done"),
+            "the claim was superseded"
+        );
+        let rec = ledger.get("u1").await.expect("get").expect("exists");
+        assert_eq!(
+            (rec.notify, rec.notify_attempts),
+            (NotifyState::Pending, 0),
+            "the new series notifies afresh"
+        );
+    }
+);
 
 both_backends!(spool_removal_lists_final_uploads_once, |ledger| {
     ledger
@@ -560,6 +609,48 @@ both_backends!(spool_removal_lists_final_uploads_once, |ledger| {
         .is_empty());
     assert_eq!(ledger.live_upload_ids().await.expect("live"), vec!["u2"]);
 });
+
+// Regression: an erasure whose own removal of the documents failed (503
+// `erasure_incomplete`, or the process died after its commit) left them on disk for a whole
+// retention period, since the erasure moved `updated_at` forward. Erased, it is due at once.
+both_backends!(
+    regression_an_erased_upload_s_documents_are_due_for_removal_at_once,
+    |ledger| {
+        ledger
+            .insert(new_upload("u1", None, Some(lease("a", 1000)), 10))
+            .await
+            .expect("insert");
+        let fin = Finish {
+            status: UploadStatus::Delivered,
+            provider_reference: Some(json!({})),
+            problem: None,
+            upstream_status: Some(204),
+            owned: Vec::new(),
+            attempt: None,
+            now: 20,
+        };
+        assert!(ledger
+            .finish("u1", "a:t", fin)
+            .await
+            .expect("finish")
+            .is_some());
+        // Retention: documents of uploads final before 15 are due; this one ended at 20.
+        assert!(ledger
+            .spool_removal_due(15, 10)
+            .await
+            .expect("due")
+            .is_empty());
+        assert!(ledger.erase("u1", 30).await.expect("erase").is_some());
+        let due: Vec<String> = ledger
+            .spool_removal_due(15, 10)
+            .await
+            .expect("due")
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(due, vec!["u1"]);
+    }
+);
 
 both_backends!(
     events_are_recorded_once_and_shown_to_their_subject_s_owner,
@@ -1396,5 +1487,49 @@ both_backends!(
                 .collect();
         assert!(states.contains(&SessionState::Expired), "{states:?}");
         assert!(states.contains(&SessionState::Open), "{states:?}");
+    }
+);
+
+// Regression: each creation replacing an unlocked document kept the old row, and every row
+// is read whenever the session's documents are: a token holder creating in a loop grew them
+// without bound for the session's whole life.
+both_backends!(
+    regression_a_slot_is_created_a_bounded_number_of_times,
+    |ledger| {
+        open_session_with_document(&*ledger, i64::MAX).await;
+        for n in 2..=docgate_server::ledger::MAX_TUS_CREATIONS_PER_SLOT {
+            let created = ledger
+                .create_tus(tus_rec(&format!("t{n}"), "s1"))
+                .await
+                .expect("tus");
+            assert!(
+                matches!(created, TusCreated::Created { replaced: Some(_) }),
+                "{n}: {created:?}"
+            );
+        }
+        let last = format!("t{}", docgate_server::ledger::MAX_TUS_CREATIONS_PER_SLOT);
+        // The slot's live document is pointed at, to be resumed…
+        assert_eq!(
+            ledger
+                .create_tus(tus_rec("t-next", "s1"))
+                .await
+                .expect("tus"),
+            TusCreated::SlotTaken { id: last.clone() }
+        );
+        // …and once it is gone too, nothing more is made.
+        ledger
+            .end_tus(&last, TusState::Terminated, true, 5)
+            .await
+            .expect("terminate")
+            .expect("it was live");
+        assert_eq!(
+            ledger
+                .create_tus(tus_rec("t-next", "s1"))
+                .await
+                .expect("tus"),
+            TusCreated::TooMany {
+                limit: docgate_server::ledger::MAX_TUS_CREATIONS_PER_SLOT
+            }
+        );
     }
 );

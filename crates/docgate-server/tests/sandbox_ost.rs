@@ -17,8 +17,12 @@ struct Sandbox {
 
 impl Sandbox {
     async fn start() -> Sandbox {
+        Sandbox::start_with(|_| {}).await
+    }
+
+    async fn start_with(adjust: impl FnOnce(&mut docgate_server::config::Limits)) -> Sandbox {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (setup, emulators) = sandbox::setup(
+        let (mut setup, emulators) = sandbox::setup(
             "127.0.0.1:0".parse().expect("addr"),
             dir.path(),
             Some(KEY.into()),
@@ -26,6 +30,7 @@ impl Sandbox {
         )
         .await
         .expect("sandbox");
+        adjust(&mut setup.limits);
         let gateway = Gateway::start(setup).await.expect("gateway");
         Sandbox {
             gateway,
@@ -267,7 +272,7 @@ async fn a_presigned_form_posts_straight_to_s3() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhooks_are_verified_refused_when_tampered_stale_or_replayed() {
+async fn webhooks_are_verified_refused_when_tampered_or_stale_and_kept_once() {
     let s = Sandbox::start().await;
     let secret = s.ost().webhook_secret().to_owned();
     let url = s.url("/v1/webhooks/ost");
@@ -295,12 +300,18 @@ async fn webhooks_are_verified_refused_when_tampered_stale_or_replayed() {
 
     let (status, body) = s.webhook(&signed).await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = s.webhook(&signed).await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (409, Some("webhook_replayed")),
-        "{body}"
-    );
+    assert_eq!(body, json!({"received": "236"}));
+    // OST sends an event again, freshly signed, whenever it missed our 200 (and counts anything
+    // else as a failure, retried for 63 hours): acknowledged, not recorded twice. The same
+    // request replayed as it was is answered alike.
+    let resent = docgate_ost::webhook::sign_event(&secret, &url, &event, now + 1);
+    for again in [&resent, &signed] {
+        let (status, body) = s.webhook(again).await;
+        assert_eq!(
+            (status, body),
+            (200, json!({"received": "236", "already_received": true}))
+        );
+    }
 
     // Recorded — but user 11493 is not one this tenant submitted, so it does not see it.
     let events: Value = s
@@ -321,4 +332,45 @@ async fn webhooks_are_verified_refused_when_tampered_stale_or_replayed() {
             .any(|e| e["event_id"] == "236"),
         "{events}"
     );
+}
+
+/// Regression: a webhook's permit was taken before its body was read, so a few clients
+/// trickling bodies to the unauthenticated webhook route held every permit, and OST's real
+/// webhooks heard 503 `too_many_webhooks` (OST gives up after six tries). The body is read
+/// first; a permit is only held while a whole webhook is handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_bodies_that_trickle_in_do_not_hold_the_webhook_permits() {
+    use tokio::io::AsyncWriteExt;
+    let s = Sandbox::start_with(|limits| limits.webhook_concurrency = 2).await;
+    let mut stalled = Vec::new();
+    for _ in 0..6 {
+        let mut c = tokio::net::TcpStream::connect(s.gateway.addr)
+            .await
+            .expect("connect");
+        c.write_all(
+            b"POST /v1/webhooks/ost HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 1000\r\n\r\n{\"id\":",
+        )
+        .await
+        .expect("write");
+        stalled.push(c);
+    }
+    // Give the server time to take them all in (each now waits for the rest of its body).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let secret = s.ost().webhook_secret().to_owned();
+    let url = s.url("/v1/webhooks/ost");
+    let event: Map<String, Value> = serde_json::from_value(json!({
+        "created_at": "1541144915", "data": {"result_type": "user", "user": {"id": "11500"}},
+        "description": "User has signed up", "id": "240", "name": "user_register",
+        "source": "web", "type": "user", "version": "v1"
+    }))
+    .expect("event");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let signed = docgate_ost::webhook::sign_event(&secret, &url, &event, now);
+    let (status, body) = s.webhook(&signed).await;
+    assert_eq!(status, 200, "{body}");
+    drop(stalled);
 }

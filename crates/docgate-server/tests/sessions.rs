@@ -884,6 +884,64 @@ async fn regression_a_patch_dropped_mid_body_keeps_its_bytes_and_not_the_lock() 
     assert_eq!(w.offset(&token, &path).await, doc.len() as u64);
 }
 
+/// A PATCH the gateway cuts (its body went quiet) keeps what arrived and answers 204 with the
+/// offset it reached — not the cut's 408, on which tus clients stop instead of resuming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_the_gateway_cuts_keeps_its_bytes_for_the_client_to_resume() {
+    use tokio::io::AsyncWriteExt;
+    let w = World::start_with(Limits {
+        body_idle_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    })
+    .await;
+    let (_, token) = w.session(json!({})).await;
+    let doc = pdf(300_000, 9);
+    let path = w.create(&token, doc.len() as u64).await;
+    let mut s = tokio::net::TcpStream::connect(w.gateway.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "PATCH {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\n\
+         Upload-Offset: 0\r\nContent-Length: {}\r\n\r\n",
+        doc.len()
+    );
+    s.write_all(head.as_bytes()).await.expect("head");
+    s.write_all(&doc[..100_000])
+        .await
+        .expect("part of the body");
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        use tokio::io::AsyncReadExt;
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&chunk[..n]);
+        if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(answer.starts_with("http/1.1 204"), "{answer}");
+    assert!(answer.contains("upload-offset: 100000"), "{answer}");
+    assert_eq!(
+        w.offset(&token, &path).await,
+        100_000,
+        "what arrived is kept"
+    );
+    assert_eq!(
+        w.patch(&token, &path, 100_000, &doc[100_000..])
+            .await
+            .status(),
+        204
+    );
+}
+
 /// A browser whose creation's answer was lost (its connection dropped) has no Location to
 /// resume or terminate its document with: its next creation for the slot heard 409
 /// `slot_taken` until the session expired. An unfinished, unlocked document is replaced.

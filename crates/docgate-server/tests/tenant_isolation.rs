@@ -209,6 +209,38 @@ async fn regression_a_second_tenant_cannot_take_over_an_ost_user() {
     assert_eq!(status, 403, "{body}");
 }
 
+/// Regression: a KYC submission claimed its OST user before OST was asked, and the claim
+/// stayed when OST refused it. OST's user ids count up in one account all tenants share, so
+/// a tenant could claim the ids OST would give another tenant's users next — that tenant then
+/// heard 404 for its own users, and the first read their status, details and events. A claim
+/// made for a submission OST refuses goes with the refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_submission_ost_refuses_does_not_claim_the_user() {
+    let w = World::start().await;
+    let (_, acme) = w.upload_selfie(ACME, "a1", 7).await;
+    let (_, globex) = w.upload_selfie(GLOBEX, "g1", 8).await;
+    // User 999999 does not exist (yet): OST answers 404.
+    let (status, body) = w
+        .post_json(
+            ACME,
+            "/v1/providers/ost/users/999999/kyc",
+            kyc("Ada", &acme),
+        )
+        .await;
+    assert_eq!(body["code"], "provider_rejected", "{status} {body}");
+    let (status, body) = w.get(ACME, "/v1/providers/ost/users/999999/kyc").await;
+    assert_eq!(status, 404, "not acme's: {body}");
+    // Another tenant is not shut out of that id.
+    let (status, body) = w
+        .post_json(
+            GLOBEX,
+            "/v1/providers/ost/users/999999/kyc",
+            kyc("Bob", &globex),
+        )
+        .await;
+    assert_ne!(status, 404, "globex may claim it: {body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_about_a_user_are_shown_only_to_the_tenant_that_owns_it() {
     let w = World::start().await;

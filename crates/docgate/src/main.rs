@@ -290,8 +290,38 @@ fn warn_about_unresolvable_hosts(gateway: &Gateway) {
     });
 }
 
+/// File descriptors kept for what is not a client connection: spool files, the ledger,
+/// connections to providers, S3 and PostgreSQL, the emulators' own in the sandbox.
+const DESCRIPTORS_BESIDE_CONNECTIONS: u64 = 512;
+
+/// Raise the soft open-files limit to the hard one (systemd and most shells start services
+/// at 1024, the default `limits.max_connections`: a flood of connections would leave no
+/// descriptor for spool files, the ledger or deliveries — every upload then failing with
+/// EMFILE). If the hard limit is still too low for the connection cap, the cap is lowered.
+fn fit_connections_to_open_files(limits: &mut docgate_server::config::Limits) {
+    let soft = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(soft) => soft,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read or raise the open-files limit");
+            return;
+        }
+    };
+    let room = soft.saturating_sub(DESCRIPTORS_BESIDE_CONNECTIONS).max(16);
+    let room = usize::try_from(room).unwrap_or(usize::MAX);
+    if limits.max_connections > room {
+        tracing::warn!(
+            open_files = soft,
+            configured = limits.max_connections,
+            max_connections = room,
+            "the open-files limit (ulimit -n, LimitNOFILE) leaves room for fewer connections \
+             than limits.max_connections: lowered"
+        );
+        limits.max_connections = room;
+    }
+}
+
 async fn serve(config: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
-    let (setup, sandbox) = match config {
+    let (mut setup, sandbox) = match config {
         Some(path) => (setup_from_file(&path, &overrides).await?, None),
         None => {
             if docgate_providers::ALL.iter().all(|r| r.emulator.is_none()) {
@@ -313,6 +343,7 @@ async fn serve(config: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<
             (setup, Some(sandbox))
         }
     };
+    fit_connections_to_open_files(&mut setup.limits);
     let gateway = Gateway::start(setup)
         .await
         .context("starting the gateway")?;

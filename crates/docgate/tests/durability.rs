@@ -283,3 +283,60 @@ async fn two_replicas_on_postgres_deliver_every_upload_exactly_once_when_one_die
     );
     drop(b);
 }
+
+/// Regression: a second `docgate serve` on a running gateway's data directory (an operator
+/// trying the config by hand) handed the running gateway's delivery leases back and removed
+/// the spool files it had not recorded yet, before it failed, or went on, on its own port. It
+/// is refused before it touches anything, and names the process that holds the directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_second_gateway_on_a_data_dir_in_use_is_refused_before_it_touches_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let emulator = taler(dir.path()).await;
+    emulator.faults.set(FaultPlan {
+        delay_ms: 100,
+        ..FaultPlan::default()
+    });
+    let (cfg, data) = on_sqlite(dir.path(), &emulator, "worker_concurrency = 2");
+    let gateway = serve(&cfg, &data);
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for seed in 0..10 {
+        ids.push(
+            put_async(&client, &gateway.url, seed, &format!("k{seed}"))
+                .await
+                .expect("accepted"),
+        );
+    }
+
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_docgate"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(&data)
+        .env("DURABILITY_TEST_KEY", KEY)
+        .env("DOCGATE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(second.wait_with_output());
+    });
+    let out = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the second gateway did not stop within 30 s: it runs on the same data dir")
+        .expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("another docgate") && stderr.contains(&gateway.pid().to_string()),
+        "names the holder: {stderr}"
+    );
+
+    for id in &ids {
+        let r = wait_final(&client, &gateway.url, KEY, id, Duration::from_secs(60)).await;
+        assert_eq!(r["status"], "delivered", "{r}");
+    }
+    assert_eq!(emulator.stored(PAYTO).expect("stored").len(), 10);
+}

@@ -12,6 +12,7 @@
 //! attempt repeated after a crash is recognised as a duplicate rather than stored twice.
 
 pub mod notify;
+pub mod slots;
 pub mod worker;
 
 use std::{
@@ -127,8 +128,8 @@ pub struct Deliverer {
     /// Cancelled when shutdown's grace period is over: running attempts stop unrecorded.
     pub cancel: tokio_util::sync::CancellationToken,
     /// Deliveries running at once on this replica (`delivery.worker_concurrency`), whether a
-    /// request or the worker started them.
-    pub slots: Arc<tokio::sync::Semaphore>,
+    /// request or the worker started them, and each provider's share of them.
+    pub slots: slots::DeliverySlots,
     /// Uploads whose spooled documents are gone, waiting to be noted in the ledger.
     spool_notes: Mutex<SpoolNotes>,
 }
@@ -211,9 +212,8 @@ impl Deliverer {
         settings: DeliverySettings,
         metrics: Arc<Metrics>,
     ) -> Deliverer {
-        let slots = Arc::new(tokio::sync::Semaphore::new(
-            settings.worker_concurrency.max(1),
-        ));
+        let providers: Vec<&str> = registry.names().collect();
+        let slots = slots::DeliverySlots::new(settings.worker_concurrency, &providers);
         Deliverer {
             ledger,
             registry,
@@ -342,6 +342,22 @@ impl Deliverer {
         let Some(provider) = self.registry.get(&rec.provider).cloned() else {
             return self.hand_back(&rec, &owner).await;
         };
+        if !counted {
+            // The give-up limits are otherwise checked when an attempt ends with an outcome.
+            // Attempts that ended without one (the process died in them, a lease was lost, a
+            // document crashed the process) would be claimed again for ever.
+            let (max_attempts, _) = self.settings.limits_for(&rec.provider);
+            if rec.attempts >= max_attempts {
+                let age = Duration::from_millis((now_ms() - rec.series_start()).max(0) as u64);
+                let reason = rec.last_error.clone().unwrap_or_else(|| {
+                    "its attempts ended without an outcome (the process stopped during them)"
+                        .to_owned()
+                });
+                let problem = gave_up(rec.attempts, age, &reason);
+                let finish = Finish::refused(UploadStatus::Failed, &problem, None);
+                return self.finish(&rec, &owner, finish).await;
+            }
+        }
         let documents = self.documents(&rec);
         let scratch_dir = self.scratch_dir(id);
         let mut counted = counted.then_some(rec.attempts);
@@ -536,6 +552,9 @@ impl Deliverer {
         if self.settings.retention.is_zero() {
             self.remove_spool(rec).await;
         } else {
+            // The scratch (ZIP parts, unsealed) is regenerable and no longer needed: it does
+            // not wait for the retention of the documents themselves.
+            self.remove_scratch(&rec.id).await;
             // Only large documents: for a small one the hand-off to a blocking thread costs
             // more than the few pages it would free.
             let keys: Vec<String> = rec
@@ -555,7 +574,7 @@ impl Deliverer {
     pub async fn remove_spool(&self, rec: &UploadRecord) {
         let keys: Vec<String> = rec.documents.iter().flat_map(|d| d.keys()).collect();
         let removed = spool_keys::remove(&self.spool, &keys).await;
-        let _ = tokio::fs::remove_dir_all(self.scratch_dir(&rec.id)).await;
+        self.remove_scratch(&rec.id).await;
         if removed.is_ok() {
             self.note_spool_removed(rec.id.clone()).await;
         }
@@ -640,6 +659,15 @@ impl Deliverer {
     /// Derived files of one upload's deliveries (e.g. ZIP parts): local and regenerable.
     pub fn scratch_dir(&self, id: &str) -> PathBuf {
         self.scratch_root.join(id)
+    }
+
+    async fn remove_scratch(&self, id: &str) {
+        match tokio::fs::remove_dir_all(self.scratch_dir(id)).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(upload = %id, error = %e, "could not remove a delivery's scratch files; the orphan sweep tries again");
+            }
+            _ => {}
+        }
     }
 }
 

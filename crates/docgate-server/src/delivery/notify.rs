@@ -90,11 +90,18 @@ impl Notifier {
                 None => (NotifyState::Failed, None),
                 Some(target) => self.send(&rec, &target).await,
             };
-            if let Err(e) = ledger
-                .notification_done(&rec.id, state, next, now_ms())
+            let claimed_until = rec.notify_next_at.unwrap_or(now + CLAIM_MS);
+            match ledger
+                .notification_done(&rec.id, claimed_until, state, next, now_ms())
                 .await
             {
-                tracing::warn!(upload = %rec.id, error = %e, "recording notification result failed");
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!(upload = %rec.id, "the upload was retried while its notification was sent: the new series notifies again")
+                }
+                Err(e) => {
+                    tracing::warn!(upload = %rec.id, error = %e, "recording notification result failed")
+                }
             }
         }
     }

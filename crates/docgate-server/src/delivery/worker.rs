@@ -8,10 +8,9 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-use super::{notify::Notifier, Deliverer};
+use super::{notify::Notifier, slots::DeliverySlot, Deliverer};
 use crate::{ledger::now_ms, spool_keys};
 
 /// How often finished uploads' spools are removed.
@@ -25,18 +24,15 @@ const ORPHANS_EVERY: Duration = Duration::from_secs(60);
 const ORPHAN_AGE: Duration = Duration::from_secs(3600);
 
 impl Deliverer {
-    /// A delivery slot now, if one is free: deliveries started by a request and by the
-    /// worker share `delivery.worker_concurrency`.
-    pub fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
-        self.slots.clone().try_acquire_owned().ok()
+    /// A delivery slot for `provider` now, if one is free: deliveries started by a request
+    /// and by the worker share `delivery.worker_concurrency` (see [`super::slots`]).
+    pub fn try_slot(&self, provider: &str) -> Option<DeliverySlot> {
+        self.slots.try_take(provider)
     }
 
-    /// A delivery slot within `wait`, in the order asked.
-    pub async fn slot_within(&self, wait: Duration) -> Option<OwnedSemaphorePermit> {
-        tokio::time::timeout(wait, self.slots.clone().acquire_owned())
-            .await
-            .ok()
-            .and_then(Result::ok)
+    /// A delivery slot for `provider` within `wait`, in the order asked.
+    pub async fn slot_within(&self, provider: &str, wait: Duration) -> Option<DeliverySlot> {
+        self.slots.take_within(provider, wait).await
     }
 
     /// Drive a claimed upload in the background (tracked for graceful shutdown), holding
@@ -45,7 +41,7 @@ impl Deliverer {
     pub fn spawn_drive(
         self: &Arc<Self>,
         rec: crate::ledger::UploadRecord,
-        slot: OwnedSemaphorePermit,
+        slot: DeliverySlot,
         first_attempt_counted: bool,
     ) {
         let me = self.clone();
@@ -82,38 +78,20 @@ impl Deliverer {
         let providers: Vec<String> = self.registry.names().map(str::to_owned).collect();
         let mut last_housekeeping = tokio::time::Instant::now();
         let mut last_sweep = tokio::time::Instant::now();
+        let mut turn = 0;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(self.settings.poll_interval) => {}
                 _ = self.wake.notified() => {}
             }
-            let free = self.slots.available_permits();
-            if free > 0 {
-                // Cleared before claiming: work queued from now on sets it again.
-                self.backlog.store(false, Ordering::SeqCst);
-                match self
-                    .ledger
-                    .claim_due(&self.lease(), now_ms(), free as u32, &providers)
-                    .await
-                {
-                    Ok(claimed) => {
-                        if claimed.len() >= free {
-                            // Every free slot is taken: more may be due.
-                            self.backlog.store(true, Ordering::SeqCst);
-                        }
-                        for rec in claimed {
-                            let Ok(slot) = self.slots.clone().acquire_owned().await else {
-                                break;
-                            };
-                            self.spawn_drive(rec, slot, false);
-                        }
-                    }
-                    Err(e) => {
-                        self.backlog.store(true, Ordering::SeqCst);
-                        tracing::warn!(error = %e, "claiming due deliveries failed")
-                    }
-                }
+            // Cleared before claiming: work queued from now on sets it again.
+            self.backlog.store(false, Ordering::SeqCst);
+            // Each provider claims within its own share, so one whose backlog is the oldest
+            // due work cannot take what the others need; the first to claim turns each time.
+            turn = (turn + 1) % providers.len().max(1);
+            for provider in providers.iter().cycle().skip(turn).take(providers.len()) {
+                self.claim_for(provider).await;
             }
             if last_housekeeping.elapsed() >= HOUSEKEEPING_EVERY {
                 last_housekeeping = tokio::time::Instant::now();
@@ -145,6 +123,39 @@ impl Deliverer {
             Err(e) => {
                 tracing::warn!(error = %e, "could not hand back leases; they expire by themselves")
             }
+        }
+    }
+
+    /// Claim what is due for `provider`, as much as its free slots take, and start it.
+    async fn claim_for(self: &Arc<Self>, provider: &str) {
+        let free = self.slots.free_for(provider);
+        if free == 0 {
+            // Its work waits for one of its slots to be given back.
+            self.backlog.store(true, Ordering::SeqCst);
+            return;
+        }
+        let claimed = match self
+            .ledger
+            .claim_due(&self.lease(), now_ms(), free as u32, &[provider.to_owned()])
+            .await
+        {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                self.backlog.store(true, Ordering::SeqCst);
+                tracing::warn!(provider, error = %e, "claiming due deliveries failed");
+                return;
+            }
+        };
+        if claimed.len() >= free {
+            // Every free slot is taken: more may be due.
+            self.backlog.store(true, Ordering::SeqCst);
+        }
+        for rec in claimed {
+            // A request may have taken a slot since they were counted: wait for it.
+            let Some(slot) = self.slots.take(provider).await else {
+                break;
+            };
+            self.spawn_drive(rec, slot, false);
         }
     }
 
@@ -205,6 +216,37 @@ impl Deliverer {
             }
         }
         spool_keys::remove(&self.spool, &orphans).await?;
-        Ok(orphans.len())
+        Ok(orphans.len() + self.remove_orphaned_scratch(&live, now, min_age).await?)
+    }
+
+    /// Scratch directories (a split ZIP's unsealed parts) of uploads whose documents are gone
+    /// or that this node does not know: left by a crash, by an erasure that raced a split, or
+    /// by another replica finishing what this one had begun.
+    async fn remove_orphaned_scratch(
+        &self,
+        live: &std::collections::HashSet<String>,
+        now: std::time::SystemTime,
+        min_age: Duration,
+    ) -> std::io::Result<usize> {
+        let mut dirs = match tokio::fs::read_dir(&self.scratch_root).await {
+            Ok(dirs) => dirs,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut removed = 0;
+        while let Some(entry) = dirs.next_entry().await? {
+            let name = entry.file_name();
+            let modified = entry.metadata().await?.modified()?;
+            let old_enough = now.duration_since(modified).is_ok_and(|age| age >= min_age);
+            if name.to_str().is_some_and(|id| live.contains(id)) || !old_enough {
+                continue;
+            }
+            match tokio::fs::remove_dir_all(entry.path()).await {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(removed)
     }
 }

@@ -33,7 +33,7 @@ use docgate_core::{DocumentMeta, OwnedRef, Prepared};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use sql::SqlLedger;
+pub use sql::{sqlite_file, SqlLedger};
 
 /// Milliseconds since the Unix epoch: the ledger's clock unit.
 pub type Millis = i64;
@@ -518,13 +518,16 @@ pub trait Ledger: Send + Sync + std::fmt::Debug + 'static {
         limit: u32,
     ) -> LedgerResult<Vec<UploadRecord>>;
 
+    /// The result of a notification claimed with hold `claimed_until`; false (nothing
+    /// recorded) when a retry of the upload began a new series meanwhile.
     async fn notification_done(
         &self,
         id: &str,
+        claimed_until: Millis,
         state: NotifyState,
         next_at: Option<Millis>,
         now: Millis,
-    ) -> LedgerResult<()>;
+    ) -> LedgerResult<bool>;
 
     /// Final uploads whose spool is still there and that ended before `before`.
     async fn spool_removal_due(
@@ -548,6 +551,14 @@ pub trait Ledger: Send + Sync + std::fmt::Debug + 'static {
         subject: &OwnedRef,
         source: &str,
     ) -> LedgerResult<bool>;
+
+    /// Remove `tenant`'s ownership of `subject` (another tenant's is left alone).
+    async fn release_ref(
+        &self,
+        tenant: &str,
+        provider: &str,
+        subject: &OwnedRef,
+    ) -> LedgerResult<()>;
 
     /// Does `tenant` own `subject`?
     async fn owns_ref(
@@ -759,7 +770,15 @@ pub enum TusCreated {
     SlotTaken { id: String },
     /// The session takes no more documents.
     SessionClosed,
+    /// The slot has had [`MAX_TUS_CREATIONS_PER_SLOT`] documents already, none of them live.
+    TooMany { limit: u32 },
 }
+
+/// Documents one session's slot may be created with. Each creation that replaces a lost
+/// document keeps the old one's row (its id answers 410), and every row is read whenever the
+/// session's documents are (completion, revocation, expiry): without a bound, a token holder
+/// creating in a loop grew them for the session's whole life.
+pub const MAX_TUS_CREATIONS_PER_SLOT: u32 = 64;
 
 /// Why a PATCH could not take an upload's lock.
 #[derive(Debug, Clone, PartialEq)]

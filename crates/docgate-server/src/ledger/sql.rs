@@ -55,12 +55,23 @@ impl Dialect {
 
 /// Finished uploads whose spools are due for removal, oldest first: read on
 /// `uploads_spool_held`, the spools still held, so the sweep costs what is due, not every
-/// upload ever recorded.
+/// upload ever recorded. Then erased uploads, due at once rather than a retention period
+/// after their erasure: their documents are still there only because the erasure's own
+/// removal failed (503 `erasure_incomplete`) or the process died between its commit and the
+/// removal. They are few, read on an index of their own (one `OR` would make the sweep read
+/// every held upload).
 fn spool_removal_sql(dialect: Dialect) -> String {
+    let status = dialect.not_indexed("status");
     format!(
-        "SELECT {COLUMNS} FROM uploads WHERE {status} IN {TERMINAL} AND spool_removed = 0 \
-         AND updated_at <= $1 ORDER BY updated_at LIMIT $2",
-        status = dialect.not_indexed("status")
+        "SELECT {COLUMNS} FROM (SELECT {COLUMNS} FROM uploads \
+             WHERE {status} IN {TERMINAL} AND spool_removed = 0 AND updated_at <= $1 \
+             ORDER BY updated_at LIMIT $2) AS due \
+         UNION ALL \
+         SELECT {COLUMNS} FROM (SELECT {COLUMNS} FROM uploads \
+             WHERE {status} IN {TERMINAL} AND spool_removed = 0 AND erased_at IS NOT NULL \
+               AND updated_at > $1 \
+             LIMIT $2) AS erased \
+         LIMIT $2"
     )
 }
 
@@ -98,7 +109,7 @@ pub fn sqlite_location(url: &str) -> Option<(&str, &str)> {
 
 /// The file of a `sqlite:` ledger URL. The writer opens it beside sqlx's readers, so an
 /// in-memory database (a different one per connection) cannot be a ledger.
-fn sqlite_file(url: &str) -> LedgerResult<std::path::PathBuf> {
+pub fn sqlite_file(url: &str) -> LedgerResult<std::path::PathBuf> {
     let (path, params) = sqlite_location(url).unwrap_or_default();
     let in_memory =
         path.is_empty() || path == ":memory:" || params.split('&').any(|p| p == "mode=memory");
@@ -371,11 +382,19 @@ impl Ledger for SqlLedger {
         if let (Writers::Sqlite(writer), Some(_)) = (&self.writer, &erased) {
             // The erased values are overwritten in the database file (secure_delete), but
             // the WAL still holds the frames written before.
-            if !writer.truncate_wal().await? {
-                tracing::warn!(
+            // The erasure is committed whatever happens here: a failure to checkpoint must
+            // not answer 503 and skip the removal of the documents.
+            match writer.truncate_wal().await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(
                     "the ledger's WAL could not be emptied after an erasure (readers kept it); \
                      its old frames go at a later checkpoint"
-                );
+                ),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "the ledger's WAL could not be emptied after an erasure; its old frames go \
+                     at a later checkpoint"
+                ),
             }
         }
         Ok(erased)
@@ -409,12 +428,20 @@ impl Ledger for SqlLedger {
     async fn notification_done(
         &self,
         id: &str,
+        claimed_until: Millis,
         state: NotifyState,
         next_at: Option<Millis>,
         now: Millis,
-    ) -> LedgerResult<()> {
+    ) -> LedgerResult<bool> {
         let id = id.to_owned();
-        write_tx!(self, |c| w::notification_done(c, id, state, next_at, now))
+        write_tx!(self, |c| w::notification_done(
+            c,
+            id,
+            claimed_until,
+            state,
+            next_at,
+            now
+        ))
     }
 
     async fn spool_removal_due(
@@ -470,6 +497,16 @@ impl Ledger for SqlLedger {
             args.3,
             now_ms()
         ))
+    }
+
+    async fn release_ref(
+        &self,
+        tenant: &str,
+        provider: &str,
+        subject: &OwnedRef,
+    ) -> LedgerResult<()> {
+        let args = (tenant.to_owned(), provider.to_owned(), subject.clone());
+        write_tx!(self, |c| w::release_ref(c, args.0, args.1, args.2))
     }
 
     async fn owns_ref(

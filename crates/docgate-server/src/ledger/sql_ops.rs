@@ -149,7 +149,7 @@ pub async fn retry<C: Conn>(c: &mut C, id: String, now: Millis) -> LedgerResult<
              provider_reference = NULL, delivered_at = NULL, cancel_requested = 0, \
              lease_owner = NULL, lease_until = NULL, series_started_at = $2, updated_at = $2, \
              notify_state = CASE WHEN notify_state = 'none' THEN 'none' ELSE 'pending' END, \
-             notify_next_at = NULL \
+             notify_next_at = NULL, notify_attempts = 0 \
          WHERE id = $1 AND status IN ('failed', 'rejected') AND erased_at IS NULL \
            AND spool_removed = 0",
     )
@@ -321,6 +321,14 @@ pub async fn erase<C: Conn>(
     id: String,
     now: Millis,
 ) -> LedgerResult<Option<(UploadRecord, bool)>> {
+    // Take the row's lock before reading it (PostgreSQL; SQLite's one writer runs writes one
+    // at a time anyway): read unlocked, a retry committed between this read and the update
+    // below would make the upload pending again after it was read final, and the erasure
+    // would leave it queued — its documents sent after they were erased.
+    query("UPDATE uploads SET updated_at = updated_at WHERE id = $1")
+        .bind(id.clone())
+        .execute(&mut *c)
+        .await?;
     let Some(rec) = select(c, &id).await? else {
         return Ok(None);
     };

@@ -163,6 +163,22 @@ pub async fn create_tus<C: Conn>(c: &mut C, t: TusRecord) -> LedgerResult<TusCre
     .bind(t.slot.clone())
     .fetch_optional(&mut *c)
     .await?;
+    // A slot created this many times takes no new document: with one still live, the client
+    // is pointed at it (`slot_taken`, Location) to resume it; with none, refused.
+    let made: i64 =
+        query("SELECT COUNT(*) AS n FROM tus_uploads WHERE session_id = $1 AND slot = $2")
+            .bind(t.session_id.clone())
+            .bind(t.slot.clone())
+            .fetch_one(&mut *c)
+            .await?
+            .col("n")?;
+    let limit = super::MAX_TUS_CREATIONS_PER_SLOT;
+    if made >= i64::from(limit) {
+        return Ok(match live {
+            Some(row) => TusCreated::SlotTaken { id: row.col("id")? },
+            None => TusCreated::TooMany { limit },
+        });
+    }
     let mut replaced = None;
     if let Some(row) = live {
         let id: String = row.col("id")?;

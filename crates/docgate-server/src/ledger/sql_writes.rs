@@ -178,7 +178,7 @@ pub async fn claim_due<C: Conn>(
          WHERE id IN (SELECT id FROM uploads \
              WHERE ((status IN ('received', 'retry_scheduled') AND next_attempt_at <= $3) \
                 OR (status = 'delivering' AND lease_until < $3 AND cancel_requested = 0)) \
-               AND provider IN ({}) \
+               AND provider IN ({}) AND erased_at IS NULL \
              ORDER BY next_attempt_at LIMIT $4 {}) \
          RETURNING {COLUMNS}",
         list.join(", "),
@@ -414,24 +414,30 @@ pub async fn claim_notifications<C: Conn>(
     rows.iter().map(decode).collect()
 }
 
+/// Record a notification's result — only while the claim it was sent under still stands
+/// (`notify_next_at` is still the claim's hold). An operator's retry while it was being sent
+/// starts a new series (`pending`, no hold): the old result must not end that series' own
+/// notification. False when it no longer stood.
 pub async fn notification_done<C: Conn>(
     c: &mut C,
     id: String,
+    claimed_until: Millis,
     state: NotifyState,
     next_at: Option<Millis>,
     now: Millis,
-) -> LedgerResult<()> {
-    query(
+) -> LedgerResult<bool> {
+    let done = query(
         "UPDATE uploads SET notify_state = $2, notify_next_at = $3, notify_attempts = notify_attempts + 1, \
-             updated_at = $4 WHERE id = $1",
+             updated_at = $4 WHERE id = $1 AND notify_state = 'pending' AND notify_next_at = $5",
     )
     .bind(id)
     .bind(state.as_str())
     .bind(next_at)
     .bind(now)
+    .bind(claimed_until)
     .execute(&mut *c)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 pub async fn mark_spool_removed<C: Conn>(c: &mut C, ids: Vec<String>) -> LedgerResult<()> {
@@ -507,6 +513,24 @@ pub async fn claim_ref<C: Conn>(
     }
     let owner = owner_of(c, &provider, &subject).await?;
     Ok(owner.as_deref() == Some(tenant.as_str()))
+}
+
+pub async fn release_ref<C: Conn>(
+    c: &mut C,
+    tenant: String,
+    provider: String,
+    subject: OwnedRef,
+) -> LedgerResult<()> {
+    query(
+        "DELETE FROM owned_refs WHERE provider = $1 AND kind = $2 AND value = $3 AND tenant = $4",
+    )
+    .bind(provider)
+    .bind(subject.kind)
+    .bind(subject.value)
+    .bind(tenant)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
 }
 
 pub async fn record_event<C: Conn>(

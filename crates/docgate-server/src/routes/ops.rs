@@ -111,17 +111,45 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
         .into_response()
 }
 
+/// How long the gauges `/metrics` reads from the ledger and the spool stay fresh.
+const GAUGES_FRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Uploads by provider and status, and the spool's bytes.
+type Gauges = (Vec<(String, &'static str, u64)>, u64);
+
+/// The last gauges read for `/metrics`: it is unauthenticated and scraped, and each read
+/// counts every upload in the ledger and lists the whole spool (with S3, paid-for `LIST`
+/// requests). One read runs at a time; scrapes meanwhile wait and share it, fresh for
+/// [`GAUGES_FRESH`].
+#[derive(Debug, Default)]
+pub struct GaugeCache(tokio::sync::Mutex<Option<(tokio::time::Instant, Gauges)>>);
+
+impl GaugeCache {
+    async fn read(&self, app: &AppState) -> Gauges {
+        let mut last = self.0.lock().await;
+        if let Some((at, gauges)) = &*last {
+            if at.elapsed() < GAUGES_FRESH {
+                return gauges.clone();
+            }
+        }
+        let counts = app.ledger.status_counts().await.unwrap_or_default();
+        let uploads: Vec<(String, &'static str, u64)> = counts
+            .into_iter()
+            .map(|(p, s, n)| (p, s.as_str(), n))
+            .collect();
+        let spool_bytes = match app.spool.store().list("").await {
+            Ok(objects) => objects.iter().map(|o| o.size).sum(),
+            Err(_) => 0,
+        };
+        let gauges = (uploads, spool_bytes);
+        *last = Some((tokio::time::Instant::now(), gauges.clone()));
+        gauges
+    }
+}
+
 /// `GET /metrics`: Prometheus text format (0.0.4).
 pub async fn metrics(State(app): State<AppState>) -> Response {
-    let counts = app.ledger.status_counts().await.unwrap_or_default();
-    let uploads: Vec<(String, &str, u64)> = counts
-        .into_iter()
-        .map(|(p, s, n)| (p, s.as_str(), n))
-        .collect();
-    let spool_bytes = match app.spool.store().list("").await {
-        Ok(objects) => objects.iter().map(|o| o.size).sum(),
-        Err(_) => 0,
-    };
+    let (uploads, spool_bytes) = app.metric_gauges.read(&app).await;
     let mut res = app.metrics.render(&uploads, spool_bytes).into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -299,6 +299,21 @@ pub async fn create(
                 .await?
                 .unwrap_or_else(crate::sessions::being_accepted));
         }
+        TusCreated::TooMany { limit } => {
+            let mut res = Problem::new(
+                StatusCode::CONFLICT,
+                "too_many_creations",
+                "Too many creations",
+            )
+            .with_detail(format!(
+                "this session's slot has been created {limit} times and has no document left to \
+                     resume: start a new session"
+            ))
+            .with_extra("limit", limit)
+            .into_response();
+            tus_headers(&mut res);
+            return Ok(res);
+        }
         TusCreated::SlotTaken { id } => {
             let location = format!("/v1/tus/{id}");
             let mut res = Problem::new(StatusCode::CONFLICT, "slot_taken", "Slot taken")

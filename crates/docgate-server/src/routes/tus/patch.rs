@@ -485,6 +485,11 @@ async fn receive_locked(
         app.metrics.tus("completed");
         crate::routes::uploads::after_document(app, session).await;
     }
+    // A body the gateway cut (too slow, quiet, preempted) is answered 204 with the offset it
+    // reached: what arrived is kept, and tus clients resume from there. They stop on a 408
+    // (tus-js-client, Uppy and our page retry only 409, 423, 460 and 5xx), so the cut's own
+    // problem would end an upload that resuming is meant to save; the next PATCH meets the
+    // refusal (slots, storage) if there is one.
     Ok(received)
 }
 

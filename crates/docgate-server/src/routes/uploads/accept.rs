@@ -114,9 +114,9 @@ pub async fn accept(
     // for one a little while (first come, first served: uploads queued for the worker would
     // otherwise lose every freed slot to newer requests); else the worker takes it later.
     let slot = if intake.respond_async {
-        app.deliverer.try_slot()
+        app.deliverer.try_slot(provider.name())
     } else {
-        app.deliverer.slot_within(SLOT_QUEUE).await
+        app.deliverer.slot_within(provider.name(), SLOT_QUEUE).await
     };
     let new = NewUpload {
         id: id.clone(),

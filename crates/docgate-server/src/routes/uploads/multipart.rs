@@ -103,6 +103,9 @@ async fn receive_for_session(
     accept(intake, provider, fields, documents).await
 }
 
+/// The longest multipart boundary RFC 2046 allows.
+const MAX_BOUNDARY_LEN: usize = 70;
+
 /// What the request head says about the form, checked before any body byte.
 #[derive(Debug)]
 struct Head {
@@ -129,6 +132,14 @@ impl Head {
             Problem::new(http::StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Unsupported media type")
                 .with_detail("POST /v1/uploads takes multipart/form-data; use PUT /v1/uploads/{provider} for a raw body")
         })?;
+        // RFC 2046 §5.1.1: 1 to 70 characters. A longer one costs its length in every search
+        // of every chunk (a 15 KB boundary and a body in 1-byte chunks keep a core busy).
+        if boundary.is_empty() || boundary.len() > MAX_BOUNDARY_LEN {
+            return Err(Problem::bad_request(format!(
+                "a multipart boundary has 1 to {MAX_BOUNDARY_LEN} characters (RFC 2046); this one has {}",
+                boundary.len()
+            )));
+        }
         let mut provider = None;
         for (k, v) in request::parse_query(query, app.limits.max_fields)? {
             if k != "provider" {
