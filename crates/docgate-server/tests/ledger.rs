@@ -453,19 +453,8 @@ both_backends!(
     }
 );
 
-both_backends!(notifications_are_claimed_once_final_and_retried, |ledger| {
-    ledger
-        .insert(new_upload("u1", None, Some(lease("a", 1000)), 10))
-        .await
-        .expect("insert");
-    assert!(
-        ledger
-            .claim_notifications(100, 200, 10)
-            .await
-            .expect("claim")
-            .is_empty(),
-        "not final yet"
-    );
+/// Upload `u1`, leased by `a:t`, ends `rejected` at 50 (its tenant is to be notified).
+async fn reject_u1(ledger: &dyn Ledger) {
     let fin = Finish {
         status: UploadStatus::Rejected,
         provider_reference: None,
@@ -480,6 +469,22 @@ both_backends!(notifications_are_claimed_once_final_and_retried, |ledger| {
         .await
         .expect("finish")
         .is_some());
+}
+
+both_backends!(notifications_are_claimed_once_final_and_retried, |ledger| {
+    ledger
+        .insert(new_upload("u1", None, Some(lease("a", 1000)), 10))
+        .await
+        .expect("insert");
+    assert!(
+        ledger
+            .claim_notifications(100, 200, 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "not final yet"
+    );
+    reject_u1(&*ledger).await;
     let due = ledger
         .claim_notifications(100, 200, 10)
         .await
@@ -528,20 +533,7 @@ both_backends!(
             .insert(new_upload("u1", None, Some(lease("a", 1000)), 10))
             .await
             .expect("insert");
-        let fin = Finish {
-            status: UploadStatus::Rejected,
-            provider_reference: None,
-            problem: Some(json!({"code": "provider_rejected"})),
-            upstream_status: Some(403),
-            owned: Vec::new(),
-            attempt: None,
-            now: 50,
-        };
-        assert!(ledger
-            .finish("u1", "a:t", fin)
-            .await
-            .expect("finish")
-            .is_some());
+        reject_u1(&*ledger).await;
         let due = ledger
             .claim_notifications(100, 200, 10)
             .await
@@ -567,15 +559,8 @@ both_backends!(
     }
 );
 
-both_backends!(spool_removal_lists_final_uploads_once, |ledger| {
-    ledger
-        .insert(new_upload("u1", None, Some(lease("a", 1000)), 10))
-        .await
-        .expect("insert");
-    ledger
-        .insert(new_upload("u2", None, None, 10))
-        .await
-        .expect("insert");
+/// Upload `u1`, leased by `a:t`, ends `duplicate` at 20.
+async fn end_u1_as_duplicate_at_20(ledger: &dyn Ledger) {
     let fin = Finish {
         status: UploadStatus::Duplicate,
         provider_reference: Some(json!({})),
@@ -590,14 +575,30 @@ both_backends!(spool_removal_lists_final_uploads_once, |ledger| {
         .await
         .expect("finish")
         .is_some());
-    let due: Vec<String> = ledger
-        .spool_removal_due(100, 10)
+}
+
+/// The uploads whose spools the sweep removes, with a retention that ends at `before`.
+async fn due_ids(ledger: &dyn Ledger, before: i64) -> Vec<String> {
+    ledger
+        .spool_removal_due(before, 10)
         .await
         .expect("due")
         .into_iter()
         .map(|r| r.id)
-        .collect();
-    assert_eq!(due, vec!["u1"]);
+        .collect()
+}
+
+both_backends!(spool_removal_lists_final_uploads_once, |ledger| {
+    ledger
+        .insert(new_upload("u1", None, Some(lease("a", 1000)), 10))
+        .await
+        .expect("insert");
+    ledger
+        .insert(new_upload("u2", None, None, 10))
+        .await
+        .expect("insert");
+    end_u1_as_duplicate_at_20(&*ledger).await;
+    assert_eq!(due_ids(&*ledger, 100).await, vec!["u1"]);
     ledger
         .mark_spool_removed(&["u1".to_owned()])
         .await
@@ -620,35 +621,11 @@ both_backends!(
             .insert(new_upload("u1", None, Some(lease("a", 1000)), 10))
             .await
             .expect("insert");
-        let fin = Finish {
-            status: UploadStatus::Delivered,
-            provider_reference: Some(json!({})),
-            problem: None,
-            upstream_status: Some(204),
-            owned: Vec::new(),
-            attempt: None,
-            now: 20,
-        };
-        assert!(ledger
-            .finish("u1", "a:t", fin)
-            .await
-            .expect("finish")
-            .is_some());
+        end_u1_as_duplicate_at_20(&*ledger).await;
         // Retention: documents of uploads final before 15 are due; this one ended at 20.
-        assert!(ledger
-            .spool_removal_due(15, 10)
-            .await
-            .expect("due")
-            .is_empty());
+        assert!(due_ids(&*ledger, 15).await.is_empty());
         assert!(ledger.erase("u1", 30).await.expect("erase").is_some());
-        let due: Vec<String> = ledger
-            .spool_removal_due(15, 10)
-            .await
-            .expect("due")
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
-        assert_eq!(due, vec!["u1"]);
+        assert_eq!(due_ids(&*ledger, 15).await, vec!["u1"]);
     }
 );
 

@@ -14,6 +14,7 @@ use docgate_server::{
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+mod common;
 #[path = "support/postgres.rs"]
 mod postgres;
 
@@ -910,23 +911,7 @@ async fn a_patch_the_gateway_cuts_keeps_its_bytes_for_the_client_to_resume() {
     s.write_all(&doc[..100_000])
         .await
         .expect("part of the body");
-    let mut answer = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        use tokio::io::AsyncReadExt;
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
-            .await
-            .expect("an answer within 10 s")
-            .unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        answer.extend_from_slice(&chunk[..n]);
-        if answer.windows(4).any(|w| w == b"\r\n\r\n") {
-            break;
-        }
-    }
-    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    let answer = common::read_raw_answer(&mut s).await.to_lowercase();
     assert!(answer.starts_with("http/1.1 204"), "{answer}");
     assert!(answer.contains("upload-offset: 100000"), "{answer}");
     assert_eq!(

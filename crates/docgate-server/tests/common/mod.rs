@@ -353,6 +353,21 @@ pub async fn raw_exchange(addr: std::net::SocketAddr, head: &str, body: &[u8]) -
 
 /// Read one HTTP answer (the connection is closed or the Content-Length is reached).
 pub async fn read_answer(s: &mut tokio::net::TcpStream) -> (u16, String) {
+    let text = read_raw_answer(s).await;
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// One HTTP answer as it came, head and body.
+pub async fn read_raw_answer(s: &mut tokio::net::TcpStream) -> String {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
@@ -377,15 +392,5 @@ pub async fn read_answer(s: &mut tokio::net::TcpStream) -> (u16, String) {
             }
         }
     }
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    String::from_utf8_lossy(&buf).into_owned()
 }
