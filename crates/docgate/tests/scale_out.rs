@@ -171,6 +171,22 @@ async fn two_replicas_on_postgres_and_s3_deliver_200_uploads_once_when_one_is_ki
     );
     assert_eq!(files_containing(&pieces, MARKER), Vec::<PathBuf>::new());
     assert_eq!(files_containing(&a_dir, MARKER), Vec::<PathBuf>::new());
+    // Behind a balancer the next PATCH lands on b, the one after on a again: a's state of
+    // the document (250 000 bytes) is behind the ledger's, brought forward from b's piece.
+    assert_eq!(
+        resumable
+            .patch(&client, &b.url, 250_000, &resumable_doc[250_000..400_000])
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(
+        resumable
+            .patch(&client, &a_url, 400_000, &resumable_doc[400_000..450_000])
+            .await
+            .status(),
+        204
+    );
 
     let mut ids = Vec::new();
     for seed in 0..200u64 {
@@ -192,10 +208,10 @@ async fn two_replicas_on_postgres_and_s3_deliver_200_uploads_once_when_one_is_ki
     }
 
     // Replica a is gone: the browser resumes on b, from the offset b reports.
-    assert_eq!(resumable.offset(&client, &b.url).await, 250_000);
+    assert_eq!(resumable.offset(&client, &b.url).await, 450_000);
     assert_eq!(
         resumable
-            .patch(&client, &b.url, 250_000, &resumable_doc[250_000..])
+            .patch(&client, &b.url, 450_000, &resumable_doc[450_000..])
             .await
             .status(),
         204
@@ -212,6 +228,12 @@ async fn two_replicas_on_postgres_and_s3_deliver_200_uploads_once_when_one_is_ki
     let status = completed.status().as_u16();
     let receipt: Value = completed.json().await.expect("receipt");
     assert!(matches!(status, 201 | 202), "{status}: {receipt}");
+    // The digests are of the whole document, its pieces from both replicas in order.
+    assert_eq!(
+        receipt["documents"][0]["sha256"],
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&resumable_doc)),
+        "{receipt}"
+    );
     ids.push(receipt["id"].as_str().expect("id").to_owned());
 
     for id in &ids {

@@ -50,7 +50,8 @@ const LOCK: Duration = Duration::from_secs(30);
 const KEPT: usize = 256;
 
 /// The digest and scan state of documents being received, by tus upload id, with the
-/// offset each is at (a state at another offset than the ledger's is stale).
+/// offset each is at. A state behind the ledger's offset (another replica took the PATCHes
+/// since) is brought forward from the pieces recorded after it; one ahead of it is stale.
 #[derive(Debug, Default)]
 pub struct Assemblies {
     inner: Mutex<Kept>,
@@ -65,14 +66,14 @@ impl Assemblies {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Take the state of `id` if it is at `offset`.
+    /// Take the state of `id` if it is at `offset` or before it.
     fn take(&self, id: &str, offset: u64) -> Option<Assembly> {
         let mut inner = self.lock();
         let (map, order) = &mut *inner;
         let taken = map.remove(id)?;
         order.retain(|k| k != id);
         match taken {
-            (at, a) if at == offset => Some(a),
+            (at, a) if at <= offset => Some(a),
             _ => None,
         }
     }
@@ -379,8 +380,18 @@ async fn assembly_for(
     session: &SessionRecord,
     rec: &TusRecord,
 ) -> Result<Assembly> {
-    if let Some(a) = assemblies(app).take(&rec.id, rec.received) {
-        return Ok(a);
+    if let Some(mut kept) = assemblies(app).take(&rec.id, rec.received) {
+        // Behind a balancer, another replica may have taken the last PATCHes: read
+        // only their pieces, not the whole document again (every PATCH would otherwise cost
+        // the document so far — a 2048-piece document ~1000 times its bytes).
+        if let Some(later) = pieces_after(&rec.pieces, kept.len()) {
+            for piece in later {
+                kept.add(&app.spool, piece)
+                    .await
+                    .map_err(|e| crate::routes::uploads::ingest_problem(app, e))?;
+            }
+            return Ok(kept);
+        }
     }
     let provider = app
         .registry
@@ -394,6 +405,18 @@ async fn assembly_for(
     )
     .await
     .map_err(|e| crate::routes::uploads::ingest_problem(app, e))
+}
+
+/// The pieces after the first `offset` bytes, when `offset` falls between two pieces.
+fn pieces_after(pieces: &[Piece], offset: u64) -> Option<&[Piece]> {
+    let mut at = 0;
+    for (i, piece) in pieces.iter().enumerate() {
+        if at == offset {
+            return pieces.get(i..);
+        }
+        at += piece.len;
+    }
+    (at == offset).then_some(&[])
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -617,6 +640,29 @@ mod tests {
     };
 
     use super::*;
+
+    #[test]
+    fn a_state_behind_the_ledger_is_brought_forward_from_piece_boundaries_only() {
+        let pieces: Vec<Piece> = [10, 20, 5]
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| Piece {
+                key: format!("p{i}"),
+                len,
+            })
+            .collect();
+        let keys = |after: Option<&[Piece]>| {
+            after.map(|p| p.iter().map(|p| p.key.clone()).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            keys(pieces_after(&pieces, 0)),
+            Some(vec!["p0".into(), "p1".into(), "p2".into()])
+        );
+        assert_eq!(keys(pieces_after(&pieces, 30)), Some(vec!["p2".to_owned()]));
+        assert_eq!(keys(pieces_after(&pieces, 35)), Some(vec![]));
+        assert_eq!(keys(pieces_after(&pieces, 12)), None, "inside a piece");
+        assert_eq!(keys(pieces_after(&pieces, 36)), None, "past the end");
+    }
 
     fn assembly() -> Assembly {
         let policy = UploadPolicy {
