@@ -1510,3 +1510,45 @@ both_backends!(
         );
     }
 );
+
+// Regression: uploads for a provider removed from every replica's configuration were never
+// claimed, never failed by `max_age`: stuck for ever, their personal data kept. Past the
+// give-up age they fail (and go with the retention sweep).
+both_backends!(
+    regression_uploads_for_a_provider_no_replica_has_fail_past_their_age,
+    |ledger| {
+        let mut gone = new_upload("u-gone", None, None, 10);
+        gone.provider = "gone".into();
+        ledger.insert(gone).await.expect("insert");
+        let mut young = new_upload("u-young", None, None, 500);
+        young.provider = "gone".into();
+        ledger.insert(young).await.expect("insert");
+        ledger
+            .insert(new_upload("u-taler", None, None, 10))
+            .await
+            .expect("insert");
+        let known = ["taler".to_owned()];
+        assert_eq!(
+            ledger.fail_stranded(&known, 100, 1000).await.expect("fail"),
+            1
+        );
+        let rec = ledger.get("u-gone").await.expect("get").expect("exists");
+        assert_eq!(rec.status, UploadStatus::Failed);
+        assert_eq!(
+            rec.problem.as_ref().and_then(|p| p.get("code")).cloned(),
+            Some(json!("delivery_failed"))
+        );
+        for id in ["u-young", "u-taler"] {
+            let rec = ledger.get(id).await.expect("get").expect("exists");
+            assert_eq!(rec.status, UploadStatus::Received, "{id}");
+        }
+        assert_eq!(due_ids(&*ledger, 2000).await, vec!["u-gone"]);
+        assert_eq!(
+            ledger
+                .fail_stranded(&known, 100, 1000)
+                .await
+                .expect("again"),
+            0
+        );
+    }
+);

@@ -100,6 +100,7 @@ impl Deliverer {
             }
             if last_sweep.elapsed() >= ORPHANS_EVERY {
                 last_sweep = tokio::time::Instant::now();
+                self.fail_stranded(&providers).await;
                 match self.remove_orphans(ORPHAN_AGE).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(removed = n, "removed orphaned spool objects"),
@@ -156,6 +157,24 @@ impl Deliverer {
                 break;
             };
             self.spawn_drive(rec, slot, false);
+        }
+    }
+
+    /// Uploads for a provider no replica has any more, past the give-up age, end `failed`.
+    async fn fail_stranded(&self, providers: &[String]) {
+        let max_age = i64::try_from(self.settings.max_age.as_millis()).unwrap_or(i64::MAX);
+        let now = now_ms();
+        match self
+            .ledger
+            .fail_stranded(providers, now.saturating_sub(max_age), now)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                failed = n,
+                "uploads for a provider this replica does not have, past delivery.max_age, failed"
+            ),
+            Err(e) => tracing::warn!(error = %e, "failing stranded uploads failed"),
         }
     }
 

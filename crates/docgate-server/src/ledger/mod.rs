@@ -542,6 +542,15 @@ pub trait Ledger: Send + Sync + std::fmt::Debug + 'static {
     /// Every spool path of uploads whose spool has not been removed (orphan detection).
     async fn live_upload_ids(&self) -> LedgerResult<Vec<String>>;
 
+    /// Uploads for a provider none of `known` is, not final and begun before `before`, end
+    /// `failed` (their documents then go with the retention sweep). How many.
+    async fn fail_stranded(
+        &self,
+        known: &[String],
+        before: Millis,
+        now: Millis,
+    ) -> LedgerResult<u64>;
+
     /// Make `tenant` the owner of `subject` unless another tenant is; `source` says what
     /// handed it out. True when `tenant` owns it (now or before).
     async fn claim_ref(

@@ -463,6 +463,16 @@ impl Ledger for SqlLedger {
         write_tx!(self, |c| w::mark_spool_removed(c, ids))
     }
 
+    async fn fail_stranded(
+        &self,
+        known: &[String],
+        before: Millis,
+        now: Millis,
+    ) -> LedgerResult<u64> {
+        let known = known.to_vec();
+        write_tx!(self, |c| w::fail_stranded(c, known, before, now))
+    }
+
     async fn live_upload_ids(&self) -> LedgerResult<Vec<String>> {
         // Sessions still taking documents spool them under their upload id already.
         let rows = sqlx::query(

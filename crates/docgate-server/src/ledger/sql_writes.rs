@@ -515,6 +515,61 @@ pub async fn claim_ref<C: Conn>(
     Ok(owner.as_deref() == Some(tenant.as_str()))
 }
 
+/// See [`super::Ledger::fail_stranded`]. A provider removed from every replica's
+/// configuration leaves its uploads unclaimed for ever — their personal data too; once they
+/// are older than the give-up age, no replica is coming for them.
+pub async fn fail_stranded<C: Conn>(
+    c: &mut C,
+    known: Vec<String>,
+    before: Millis,
+    now: Millis,
+) -> LedgerResult<u64> {
+    let unknown = if known.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = (0..known.len()).map(|i| format!("${}", i + 4)).collect();
+        format!("AND provider NOT IN ({}) ", list.join(", "))
+    };
+    let sql = format!(
+        "UPDATE uploads SET status = 'failed', \
+             problem = CASE WHEN erased_at IS NULL THEN $3 ELSE NULL END, \
+             lease_owner = NULL, lease_until = NULL, next_attempt_at = NULL, updated_at = $2, \
+             notify_next_at = $2 \
+         WHERE (status IN ('received', 'retry_scheduled') \
+                OR (status = 'delivering' AND lease_until < $2)) \
+           {unknown}AND COALESCE(series_started_at, created_at) < $1 \
+         RETURNING id, provider"
+    );
+    let problem = docgate_core::Problem::new(
+        http::StatusCode::BAD_GATEWAY,
+        "delivery_failed",
+        "Delivery failed",
+    )
+    .with_side(docgate_core::Side::Upstream)
+    .with_detail(
+        "no replica delivers to this upload's provider (it was removed from the configuration) \
+         and the upload is past its give-up age",
+    )
+    .to_json();
+    let mut q = query(sql).bind(before).bind(now).bind(to_text(&problem)?);
+    for p in known {
+        q = q.bind(p);
+    }
+    let rows = q.fetch_all(&mut *c).await?;
+    for row in &rows {
+        let id: String = row.col("id")?;
+        add_event(
+            c,
+            &id,
+            now,
+            "failed",
+            json!({ "upstream_status": null, "code": "delivery_failed" }),
+        )
+        .await?;
+    }
+    Ok(rows.len() as u64)
+}
+
 pub async fn release_ref<C: Conn>(
     c: &mut C,
     tenant: String,
