@@ -162,7 +162,12 @@ impl Deliverer {
 
     /// Uploads for a provider no replica has any more, past the give-up age, end `failed`.
     async fn fail_stranded(&self, providers: &[String]) {
-        let max_age = i64::try_from(self.settings.max_age.as_millis()).unwrap_or(i64::MAX);
+        // The longest give-up age any provider has here: another replica's provider may have
+        // an override this one cannot see.
+        let longest = (self.settings.providers.values())
+            .filter_map(|p| p.max_age)
+            .fold(self.settings.max_age, Duration::max);
+        let max_age = i64::try_from(longest.as_millis()).unwrap_or(i64::MAX);
         let now = now_ms();
         match self
             .ledger
