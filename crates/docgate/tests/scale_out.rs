@@ -301,12 +301,16 @@ async fn a_replica_with_wrong_s3_credentials_refuses_to_start_and_says_why() {
     let s3 = s3(dir.path().join("s3")).await;
     let cfg = config(dir.path(), &emulator, "sqlite", &s3.url);
     let wrong_secret = "not-the-fleet-secret-0123456789";
+    let data_dir = dir.path().join("data");
     let run = |command: &'static str| {
-        let cfg = cfg.clone();
+        let (cfg, data_dir) = (cfg.clone(), data_dir.clone());
         tokio::task::spawn_blocking(move || {
             std::process::Command::new(env!("CARGO_BIN_EXE_docgate"))
                 .args([command, "--config"])
                 .arg(&cfg)
+                // Not the default `./docgate-data`: the test's cwd is the source tree.
+                .arg("--data-dir")
+                .arg(&data_dir)
                 .env("FLEET_API_KEY", KEY)
                 .env("FLEET_S3_ID", S3_ID)
                 .env("FLEET_S3_SECRET", wrong_secret)
