@@ -87,6 +87,9 @@ pub struct LocalStore {
     /// One per directory objects were written to. Keys are built by the gateway, under a
     /// few fixed prefixes, so the map stays as small as the set of prefixes.
     dir_syncs: Arc<Mutex<std::collections::HashMap<PathBuf, DirSync>>>,
+    /// Tests hold a writer's first write at a point of their choosing.
+    #[cfg(test)]
+    first_write: Option<Arc<tests::FirstWriteHook>>,
 }
 
 impl LocalStore {
@@ -97,6 +100,8 @@ impl LocalStore {
         Ok(LocalStore {
             root,
             dir_syncs: Arc::default(),
+            #[cfg(test)]
+            first_write: None,
         })
     }
 
@@ -105,6 +110,8 @@ impl LocalStore {
         LocalStore {
             root: root.into(),
             dir_syncs: Arc::default(),
+            #[cfg(test)]
+            first_write: None,
         }
     }
 
@@ -155,16 +162,38 @@ struct LocalWriter {
     pending: Vec<Bytes>,
     pending_len: usize,
     path: PathBuf,
+    /// The first write (which creates the file) has started…
     created: bool,
+    /// …and has ended: the file is there (unless that write failed).
+    on_disk: bool,
     committed: bool,
     dir_sync: DirSync,
+    #[cfg(test)]
+    first_write: Option<Arc<tests::FirstWriteHook>>,
 }
 
 impl Drop for LocalWriter {
     fn drop(&mut self) {
-        if self.created && !self.committed {
-            // Best effort; the orphan sweep removes what this misses.
+        if !self.created || self.committed {
+            return;
+        }
+        if self.on_disk {
+            // Best effort; the orphan sweep removes what this misses. A write still running
+            // goes on into the removed file, which goes with its handle.
             let _ = std::fs::remove_file(&self.path);
+            return;
+        }
+        // Dropped while its first write runs on a blocking thread (its caller went away: an
+        // HTTP/2 reset drops the request's future mid-upload): the file may not be there yet,
+        // and removing it now would miss it. It goes once that write is done.
+        if let (Some(write), Ok(runtime)) =
+            (self.in_flight.take(), tokio::runtime::Handle::try_current())
+        {
+            let path = self.path.clone();
+            runtime.spawn(async move {
+                let _ = write.await;
+                let _ = tokio::fs::remove_file(&path).await;
+            });
         }
     }
 }
@@ -172,8 +201,13 @@ impl Drop for LocalWriter {
 impl LocalWriter {
     /// Wait for the write in flight, if any, and take the file back (or its error).
     async fn settle(&mut self) -> io::Result<()> {
-        if let Some(handle) = self.in_flight.take() {
-            let (file, result) = handle.await.map_err(io::Error::other)?;
+        // Awaited in place, taken only once it has ended: a writer dropped during this wait
+        // still has it (see `Drop`).
+        if let Some(handle) = self.in_flight.as_mut() {
+            let joined = handle.await;
+            self.in_flight = None;
+            let (file, result) = joined.map_err(io::Error::other)?;
+            self.on_disk = true;
             self.file = file;
             result?;
         }
@@ -194,7 +228,11 @@ impl LocalWriter {
         let blocks = std::mem::take(&mut self.pending);
         self.pending_len = 0;
         let path = self.path.clone();
+        #[cfg(test)]
+        let hook = self.first_write.take();
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            #[cfg(test)]
+            let _held = hook.as_deref().map(tests::FirstWriteHook::hold);
             let mut file = match file {
                 Some(f) => f,
                 None => match create_file(&path) {
@@ -267,8 +305,11 @@ impl ObjectStore for LocalStore {
             pending_len: 0,
             path,
             created: false,
+            on_disk: false,
             committed: false,
             dir_sync,
+            #[cfg(test)]
+            first_write: self.first_write.clone(),
         }))
     }
 
@@ -722,6 +763,71 @@ mod tests {
     async fn a_writer_dropped_with_a_write_behind_in_flight_leaves_nothing() {
         let blocks = (0..4).map(|_| Bytes::from(vec![7u8; GATHER])).collect();
         assert_a_dropped_writer_leaves_nothing("uploads/dropped.file", blocks).await;
+    }
+
+    /// Holds a writer's first write until the test lets it go, and says when it has ended.
+    #[derive(Debug)]
+    pub(super) struct FirstWriteHook {
+        go: Mutex<std::sync::mpsc::Receiver<()>>,
+        ended: std::sync::mpsc::SyncSender<()>,
+    }
+
+    /// Tells the test the write ended, when dropped (after the write, on its thread).
+    pub(super) struct Ended<'a>(&'a FirstWriteHook);
+
+    impl Drop for Ended<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.ended.send(());
+        }
+    }
+
+    impl FirstWriteHook {
+        pub(super) fn hold(&self) -> Ended<'_> {
+            let _ = self
+                .go
+                .lock()
+                .map(|go| go.recv_timeout(std::time::Duration::from_secs(10)));
+            Ended(self)
+        }
+    }
+
+    /// Regression: a writer dropped while its first write (which creates the file) ran on a
+    /// blocking thread removed nothing — the file did not exist yet — and the write then
+    /// created it: an HTTP/2 client resetting its upload mid-body left a spool file behind
+    /// about one time in two, filling the disk until the hourly orphan sweep.
+    #[tokio::test]
+    async fn regression_a_writer_dropped_during_its_first_write_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (go, held) = std::sync::mpsc::channel();
+        let (ended_tx, ended) = std::sync::mpsc::sync_channel(1);
+        let mut store = LocalStore::new(dir.path()).expect("store");
+        store.first_write = Some(Arc::new(FirstWriteHook {
+            go: Mutex::new(held),
+            ended: ended_tx,
+        }));
+        let mut w = store.put("uploads/reset.file").await.expect("put");
+        // The request's future is dropped while its first write waits on its thread.
+        let cut = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            w.write(Bytes::from(vec![7u8; GATHER])),
+        )
+        .await;
+        assert!(cut.is_err(), "the first write is held");
+        drop(w);
+        go.send(()).expect("let the write go");
+        tokio::task::spawn_blocking(move || ended.recv_timeout(std::time::Duration::from_secs(10)))
+            .await
+            .expect("join")
+            .expect("the write ended");
+        // The file the write created after the drop goes (on a task of its own).
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !store.list("").await.expect("list").is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the file written after the drop is still there"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     #[tokio::test]
