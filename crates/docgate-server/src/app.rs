@@ -282,6 +282,9 @@ struct WebhookBounds {
 /// What all webhook bodies being read may hold together.
 const WEBHOOK_READ_BUDGET: usize = 16 * 1024 * 1024;
 
+/// The longest a webhook's body may pause.
+const WEBHOOK_BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A webhook's whole body, and its bytes' share of the read budget (held until it is
 /// handled); 413 past the body limit, 503 when the budget is spent.
 async fn read_webhook(
@@ -291,7 +294,25 @@ async fn read_webhook(
     use http_body_util::BodyExt;
     let mut buf = bytes::BytesMut::new();
     let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
-    while let Some(frame) = body.frame().await {
+    loop {
+        // A webhook arrives at once (OST sends a few KiB); a body that stalls holds its share
+        // of the budget, so it is cut soon: filling the budget with stalled bodies then takes
+        // sending it again every couple of seconds.
+        let next = tokio::time::timeout(WEBHOOK_BODY_IDLE, body.frame())
+            .await
+            .map_err(|_| {
+                Problem::new(
+                    http::StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    "Request body timeout",
+                )
+                .with_detail(format!(
+                    "no byte of the webhook's body arrived for {WEBHOOK_BODY_IDLE:?}"
+                ))
+            })?;
+        let Some(frame) = next else {
+            break;
+        };
         let frame =
             frame.map_err(|e| Problem::bad_request(format!("reading the webhook failed: {e}")))?;
         let Ok(data) = frame.into_data() else {

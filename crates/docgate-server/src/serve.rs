@@ -6,11 +6,12 @@
 //! - **a first-byte deadline**: a connection that sends nothing within
 //!   `limits.header_read_timeout` is closed (hyper's own header timer only starts once a
 //!   request begins, and an idle socket never begins one);
-//! - **an idle deadline**: a connection with no request in flight for
-//!   `limits.header_read_timeout` is shut down gracefully. hyper's header timer is HTTP/1's
-//!   alone: an HTTP/2 connection that opens no stream, and answers the keep-alive pings,
-//!   would otherwise hold one of the connection slots for ever (1024 of them shut everyone
-//!   else out);
+//! - **an idle deadline**: a connection with no request being handled, and no answer that
+//!   sent a bit, for `limits.header_read_timeout` is shut down gracefully. hyper's header
+//!   timer is HTTP/1's alone: an HTTP/2 connection that opens no stream, and answers the
+//!   keep-alive pings, would otherwise hold one of the connection slots for ever (1024 of
+//!   them shut everyone else out) — as would one that asks for something and grants no
+//!   flow-control window for the answer;
 //! - **bounded request heads** (`limits.max_header_bytes`) for HTTP/1 and HTTP/2, HTTP/2
 //!   keep-alive pings and a stream limit;
 //! - **problem+json from hyper too**: the answers hyper writes on its own for a malformed or
@@ -21,7 +22,7 @@ use std::{
     io,
     pin::Pin,
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
     task::{Context, Poll},
@@ -39,7 +40,7 @@ use hyper_util::{
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::{Notify, Semaphore},
+    sync::Semaphore,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -151,59 +152,81 @@ pub async fn serve(
     }
 }
 
-/// Requests in flight on one connection (any protocol), and a signal when the count drops
-/// to zero.
+/// What one connection is doing: requests being handled, answers being sent, and when an
+/// answer last went out a bit.
 #[derive(Debug, Default)]
 struct Activity {
-    in_flight: AtomicUsize,
-    went_idle: Notify,
+    /// Requests whose handler is running (their bodies are held to the pace rules there).
+    handling: AtomicUsize,
+    /// Answers not yet all sent.
+    answering: AtomicUsize,
+    /// When an answer last gave the connection a frame (ms since [`epoch`]).
+    answered_at: AtomicU64,
+}
+
+/// The instant `Activity` times are counted from.
+fn epoch() -> std::time::Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(std::time::Instant::now)
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Activity {
-    /// Resolves once no request has been in flight for `limit` (at once counted from the
-    /// last request's end, or from the call when none was in flight).
+    /// Busy: a handler runs, or an answer went out a bit within `limit`. An answer that
+    /// cannot go out — an HTTP/2 client that grants no flow-control window, or a client that
+    /// never reads — does not keep its connection (and its slot) for ever.
+    fn busy(&self, limit: Duration) -> bool {
+        if self.handling.load(Ordering::Acquire) > 0 {
+            return true;
+        }
+        self.answering.load(Ordering::Acquire) > 0
+            && now_ms().saturating_sub(self.answered_at.load(Ordering::Acquire))
+                < u64::try_from(limit.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Resolves once the connection has not been busy for `limit` (looked at four times a
+    /// period: a quarter of it late at most).
     async fn idle_for(&self, limit: Duration) {
+        let tick = (limit / 4).max(Duration::from_millis(10));
+        let mut quiet_since = tokio::time::Instant::now();
         loop {
-            let went_idle = self.went_idle.notified();
-            tokio::pin!(went_idle);
-            // Registered before the count is read, so an end between the two is not lost.
-            went_idle.as_mut().enable();
-            if self.in_flight.load(Ordering::Acquire) == 0 {
-                tokio::select! {
-                    _ = tokio::time::sleep(limit) => {
-                        if self.in_flight.load(Ordering::Acquire) == 0 {
-                            return;
-                        }
-                    }
-                    _ = &mut went_idle => {}
-                }
-            } else {
-                went_idle.await;
+            tokio::time::sleep(tick).await;
+            let now = tokio::time::Instant::now();
+            if self.busy(limit) {
+                quiet_since = now;
+            } else if now.duration_since(quiet_since) >= limit {
+                return;
             }
         }
     }
-}
 
-/// One request in flight until dropped.
-struct InFlight(Arc<Activity>);
-
-impl InFlight {
-    fn new(activity: &Arc<Activity>) -> InFlight {
-        activity.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(activity.clone())
+    fn progressed(&self) {
+        self.answered_at.store(now_ms(), Ordering::Release);
     }
 }
 
-impl Drop for InFlight {
+/// Counts one of `counter` until dropped.
+struct Counting(Arc<Activity>, fn(&Activity) -> &AtomicUsize);
+
+impl Counting {
+    fn new(activity: &Arc<Activity>, counter: fn(&Activity) -> &AtomicUsize) -> Counting {
+        counter(activity).fetch_add(1, Ordering::AcqRel);
+        Counting(activity.clone(), counter)
+    }
+}
+
+impl Drop for Counting {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.went_idle.notify_waiters();
-        }
+        (self.1)(&self.0).fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-/// The router, counting the connection's requests from their head until the last byte of
-/// their answer's body is out (a slow reader of a large answer is not idle).
+/// The router, counting the connection's requests while they are handled, then their
+/// answers until the last byte of their body is out (a slow reader of a large answer is not
+/// idle while it reads).
 #[derive(Clone)]
 struct Counted {
     inner: Router,
@@ -226,15 +249,19 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let in_flight = InFlight::new(&self.activity);
+        let handling = Counting::new(&self.activity, |a| &a.handling);
+        let activity = self.activity.clone();
         let answer = self.inner.call(req);
         Box::pin(async move {
             let answer = answer.await?;
-            // The guard lives in the body: the request stays counted until its answer is
-            // sent (or dropped).
+            activity.progressed();
+            let answering = Counting::new(&activity, |a| &a.answering);
+            drop(handling);
+            // The answer stays counted until it is sent (or dropped); each frame it gives
+            // the connection counts as progress.
             Ok(answer.map(|body| {
                 axum::body::Body::new(body.map_frame(move |frame| {
-                    let _counted = &in_flight;
+                    answering.0.progressed();
                     frame
                 }))
             }))

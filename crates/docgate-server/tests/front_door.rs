@@ -1077,6 +1077,52 @@ async fn regression_an_idle_http2_connection_is_closed_after_the_header_timeout(
     assert!(kinds.contains(&7), "frames seen: {kinds:?}");
 }
 
+/// Regression: an HTTP/2 client that asked for something and then granted no flow-control
+/// window (SETTINGS_INITIAL_WINDOW_SIZE = 0), while answering the keep-alive pings, held its
+/// connection for ever — the answer counted as a request in flight — without any credential:
+/// `max_connections` of them took the gateway off line. An answer that sends nothing for the
+/// idle period no longer keeps its connection.
+#[tokio::test]
+async fn regression_an_http2_client_that_grants_no_window_for_its_answer_is_closed() {
+    let h = Harness::with_limits(Limits {
+        header_read_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(h.gateway.addr)
+        .await
+        .expect("connect");
+    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
+        let len = payload.len();
+        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    };
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    // SETTINGS: INITIAL_WINDOW_SIZE (4) = 0.
+    out.extend(frame(4, 0, 0, &[0, 4, 0, 0, 0, 0]));
+    // HEADERS (END_STREAM | END_HEADERS) for GET /healthz: static-table HPACK.
+    let mut block = vec![0x82, 0x86];
+    block.extend_from_slice(&[0x44, 8]);
+    block.extend_from_slice(b"/healthz");
+    block.extend_from_slice(&[0x41, 1, b'x']);
+    out.extend(frame(1, 0x5, 1, &block));
+    s.write_all(&out).await.expect("write");
+    let started = tokio::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(8), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "still open {:?} later", started.elapsed());
+}
+
 #[tokio::test]
 async fn regression_ambiguous_heads_are_refused_not_guessed_at() {
     let h = Harness::start().await;
