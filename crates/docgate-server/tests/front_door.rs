@@ -1039,31 +1039,12 @@ async fn regression_uploads_queued_behind_a_busy_slot_are_delivered_when_it_free
 async fn regression_an_idle_http2_connection_is_closed_after_the_header_timeout() {
     // An HTTP/2 connection that opens no stream (and would answer the keep-alive pings) held
     // its connection slot for ever: 1024 of them locked every other client out.
-    let h = Harness::with_limits(Limits {
-        header_read_timeout: Duration::from_millis(500),
-        ..Limits::default()
-    })
-    .await;
-    let mut s = tokio::net::TcpStream::connect(h.gateway.addr)
-        .await
-        .expect("connect");
+    let (_h, mut s) = connected_with_a_short_idle_period().await;
     // The client preface and an empty SETTINGS frame, then nothing.
     s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
         .await
         .expect("write");
-    let started = tokio::time::Instant::now();
-    let mut frames = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(8), async {
-        let mut buf = [0u8; 4096];
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => frames.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "still open {:?} later", started.elapsed());
+    let frames = read_until_closed(&mut s).await;
     // The server said goodbye first (a GOAWAY frame: type 7).
     let mut at = 0;
     let mut kinds = Vec::new();
@@ -1084,14 +1065,7 @@ async fn regression_an_idle_http2_connection_is_closed_after_the_header_timeout(
 /// idle period no longer keeps its connection.
 #[tokio::test]
 async fn regression_an_http2_client_that_grants_no_window_for_its_answer_is_closed() {
-    let h = Harness::with_limits(Limits {
-        header_read_timeout: Duration::from_millis(500),
-        ..Limits::default()
-    })
-    .await;
-    let mut s = tokio::net::TcpStream::connect(h.gateway.addr)
-        .await
-        .expect("connect");
+    let (_h, mut s) = connected_with_a_short_idle_period().await;
     let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
         let len = payload.len();
         let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
@@ -1109,18 +1083,39 @@ async fn regression_an_http2_client_that_grants_no_window_for_its_answer_is_clos
     block.extend_from_slice(&[0x41, 1, b'x']);
     out.extend(frame(1, 0x5, 1, &block));
     s.write_all(&out).await.expect("write");
+    read_until_closed(&mut s).await;
+}
+
+/// A gateway whose idle period (`header_read_timeout`) is half a second, and a connection
+/// to it.
+async fn connected_with_a_short_idle_period() -> (Harness, tokio::net::TcpStream) {
+    let h = Harness::with_limits(Limits {
+        header_read_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    })
+    .await;
+    let s = tokio::net::TcpStream::connect(h.gateway.addr)
+        .await
+        .expect("connect");
+    (h, s)
+}
+
+/// What the server sent until it closed the connection, which it must do within 8 s.
+async fn read_until_closed(s: &mut tokio::net::TcpStream) -> Vec<u8> {
     let started = tokio::time::Instant::now();
+    let mut sent = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(8), async {
         let mut buf = [0u8; 4096];
         loop {
             match s.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
-                Ok(_) => {}
+                Ok(n) => sent.extend_from_slice(&buf[..n]),
             }
         }
     })
     .await;
     assert!(closed.is_ok(), "still open {:?} later", started.elapsed());
+    sent
 }
 
 #[tokio::test]
