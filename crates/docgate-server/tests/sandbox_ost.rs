@@ -374,3 +374,47 @@ async fn regression_bodies_that_trickle_in_do_not_hold_the_webhook_permits() {
     assert_eq!(status, 200, "{body}");
     drop(stalled);
 }
+
+/// Regression: a webhook body that stopped half-way held its share of the webhook read budget
+/// until the whole webhook timeout (10 s): 64 senders of 256 KiB each, stalling, kept OST's
+/// real webhooks out (503). A body that pauses is cut within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_webhook_body_that_pauses_is_cut_soon() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Sandbox::start().await;
+    let mut c = tokio::net::TcpStream::connect(s.gateway.addr)
+        .await
+        .expect("connect");
+    c.write_all(
+        b"POST /v1/webhooks/ost HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 200000\r\n\r\n",
+    )
+    .await
+    .expect("head");
+    c.write_all(&vec![b' '; 100_000])
+        .await
+        .expect("half the body");
+    let started = tokio::time::Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(6), async {
+        loop {
+            match c.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+            if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+                return;
+            }
+        }
+    })
+    .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        read.is_ok(),
+        "no answer {:?} later: {answer}",
+        started.elapsed()
+    );
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+}
