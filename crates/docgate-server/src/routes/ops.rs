@@ -37,29 +37,53 @@ pub async fn healthz() -> Response {
 /// How long a spool probe's verdict answers `/readyz`.
 const PROBE_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// A value read at most once per `fresh` period, however many ask: one read runs at a time;
+/// callers meanwhile wait for it and share what it read. For what the unauthenticated,
+/// polled routes read from the ledger and the spool.
+#[derive(Debug)]
+pub struct Fresh<T>(tokio::sync::Mutex<Option<(tokio::time::Instant, T)>>);
+
+impl<T> Default for Fresh<T> {
+    fn default() -> Self {
+        Fresh(tokio::sync::Mutex::new(None))
+    }
+}
+
+impl<T: Clone> Fresh<T> {
+    async fn get(
+        &self,
+        fresh: std::time::Duration,
+        read: impl std::future::Future<Output = T>,
+    ) -> T {
+        let mut last = self.0.lock().await;
+        if let Some((at, value)) = &*last {
+            if at.elapsed() < fresh {
+                return value.clone();
+            }
+        }
+        let value = read.await;
+        *last = Some((tokio::time::Instant::now(), value.clone()));
+        value
+    }
+}
+
 /// The last spool probe: `/readyz` is unauthenticated and polled, and with an S3 spool every
-/// probe is a `PUT` and a `DELETE` someone pays for. One probe runs at a time; callers meanwhile
-/// wait for it and share its verdict, which stays fresh for [`PROBE_FRESH`].
-#[derive(Debug, Default)]
-pub struct SpoolProbeCache(tokio::sync::Mutex<Option<(tokio::time::Instant, bool)>>);
+/// probe is a `PUT` and a `DELETE` someone pays for. Its verdict stays fresh for
+/// [`PROBE_FRESH`].
+pub type SpoolProbeCache = Fresh<bool>;
 
 impl SpoolProbeCache {
     async fn writable(&self, spool: &docgate_core::SpoolDir) -> bool {
-        let mut last = self.0.lock().await;
-        if let Some((at, verdict)) = *last {
-            if at.elapsed() < PROBE_FRESH {
-                return verdict;
+        self.get(PROBE_FRESH, async {
+            match spool_probe(spool).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "readiness: spool not writable");
+                    false
+                }
             }
-        }
-        let verdict = match spool_probe(spool).await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(error = %e, "readiness: spool not writable");
-                false
-            }
-        };
-        *last = Some((tokio::time::Instant::now(), verdict));
-        verdict
+        })
+        .await
     }
 }
 
@@ -117,33 +141,26 @@ const GAUGES_FRESH: std::time::Duration = std::time::Duration::from_secs(5);
 /// Uploads by provider and status, and the spool's bytes.
 type Gauges = (Vec<(String, &'static str, u64)>, u64);
 
-/// The last gauges read for `/metrics`: it is unauthenticated and scraped, and each read
-/// counts every upload in the ledger and lists the whole spool (with S3, paid-for `LIST`
-/// requests). One read runs at a time; scrapes meanwhile wait and share it, fresh for
-/// [`GAUGES_FRESH`].
-#[derive(Debug, Default)]
-pub struct GaugeCache(tokio::sync::Mutex<Option<(tokio::time::Instant, Gauges)>>);
+/// The gauges `/metrics` last read: it is unauthenticated and scraped, and each read counts
+/// every upload in the ledger and lists the whole spool (with S3, paid-for `LIST` requests).
+/// They stay fresh for [`GAUGES_FRESH`].
+pub type GaugeCache = Fresh<Gauges>;
 
 impl GaugeCache {
     async fn read(&self, app: &AppState) -> Gauges {
-        let mut last = self.0.lock().await;
-        if let Some((at, gauges)) = &*last {
-            if at.elapsed() < GAUGES_FRESH {
-                return gauges.clone();
-            }
-        }
-        let counts = app.ledger.status_counts().await.unwrap_or_default();
-        let uploads: Vec<(String, &'static str, u64)> = counts
-            .into_iter()
-            .map(|(p, s, n)| (p, s.as_str(), n))
-            .collect();
-        let spool_bytes = match app.spool.store().list("").await {
-            Ok(objects) => objects.iter().map(|o| o.size).sum(),
-            Err(_) => 0,
-        };
-        let gauges = (uploads, spool_bytes);
-        *last = Some((tokio::time::Instant::now(), gauges.clone()));
-        gauges
+        self.get(GAUGES_FRESH, async {
+            let counts = app.ledger.status_counts().await.unwrap_or_default();
+            let uploads: Vec<(String, &'static str, u64)> = counts
+                .into_iter()
+                .map(|(p, s, n)| (p, s.as_str(), n))
+                .collect();
+            let spool_bytes = match app.spool.store().list("").await {
+                Ok(objects) => objects.iter().map(|o| o.size).sum(),
+                Err(_) => 0,
+            };
+            (uploads, spool_bytes)
+        })
+        .await
     }
 }
 
