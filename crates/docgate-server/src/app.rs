@@ -288,36 +288,24 @@ const WEBHOOK_BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(2)
 /// A webhook's whole body, and its bytes' share of the read budget (held until it is
 /// handled); 413 past the body limit, 503 when the budget is spent.
 async fn read_webhook(
-    mut body: axum::body::Body,
+    body: axum::body::Body,
     bounds: &WebhookBounds,
 ) -> Result<(bytes::Bytes, Option<tokio::sync::OwnedSemaphorePermit>), Problem> {
-    use http_body_util::BodyExt;
+    use futures_util::StreamExt;
+    // A webhook arrives at once (OST sends a few KiB); a body that stalls holds its share of
+    // the budget, so it is cut soon: filling the budget with stalled bodies then takes sending
+    // them again every couple of seconds.
+    let rules = crate::body::BodyRules {
+        idle: WEBHOOK_BODY_IDLE,
+        min_rate: 0,
+        window: WEBHOOK_BODY_IDLE,
+        deadline: bounds.timeout,
+    };
+    let mut body = crate::body::GuardedBody::new(body.into_data_stream(), rules);
     let mut buf = bytes::BytesMut::new();
     let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
-    loop {
-        // A webhook arrives at once (OST sends a few KiB); a body that stalls holds its share
-        // of the budget, so it is cut soon: filling the budget with stalled bodies then takes
-        // sending it again every couple of seconds.
-        let next = tokio::time::timeout(WEBHOOK_BODY_IDLE, body.frame())
-            .await
-            .map_err(|_| {
-                Problem::new(
-                    http::StatusCode::REQUEST_TIMEOUT,
-                    "body_timeout",
-                    "Request body timeout",
-                )
-                .with_detail(format!(
-                    "no byte of the webhook's body arrived for {WEBHOOK_BODY_IDLE:?}"
-                ))
-            })?;
-        let Some(frame) = next else {
-            break;
-        };
-        let frame =
-            frame.map_err(|e| Problem::bad_request(format!("reading the webhook failed: {e}")))?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
+    while let Some(data) = body.next().await {
+        let data = data.map_err(|fault| fault.to_problem())?;
         if buf.len() + data.len() > bounds.body_limit {
             return Err(Problem::payload_too_large(
                 u64::try_from(bounds.body_limit).unwrap_or(u64::MAX),

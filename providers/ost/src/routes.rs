@@ -130,7 +130,6 @@ fn requested_files(body: &Map<String, Value>) -> Result<BTreeMap<String, String>
     }
 }
 
-/// 404 unless `user_id` is this tenant's (or, with `claim`, becomes it now).
 /// The ownership ref of OST user `user_id` (ids are numbers: `011001` and `11001` are the
 /// same user).
 fn user_ref(user_id: &str) -> OwnedRef {
@@ -156,12 +155,16 @@ async fn own_user(host: &HostRef, tenant: &TenantRef, user_id: &str) -> Result<(
 
 /// Claim OST user `user_id` for `tenant` (the first tenant to submit KYC for a user owns it).
 /// `Ok(true)` when this call made the claim, `Ok(false)` when the tenant owned it before.
-async fn claim_user(host: &HostRef, tenant: &TenantRef, user_id: &str) -> Result<bool, Problem> {
-    let subject = user_ref(user_id);
-    if host.0.owns(&tenant.name, OST, &subject).await? {
+async fn claim_user(
+    host: &HostRef,
+    tenant: &TenantRef,
+    subject: &OwnedRef,
+    user_id: &str,
+) -> Result<bool, Problem> {
+    if host.0.owns(&tenant.name, OST, subject).await? {
         return Ok(false);
     }
-    if host.0.claim(&tenant.name, OST, &subject).await? {
+    if host.0.claim(&tenant.name, OST, subject).await? {
         Ok(true)
     } else {
         Err(no_such_user(user_id))
@@ -195,12 +198,13 @@ async fn submit_kyc(
         )
         .with_extra("keys", foreign));
     }
-    let claimed = claim_user(&host, &tenant, &user_id).await?;
+    let subject = user_ref(&user_id);
+    let claimed = claim_user(&host, &tenant, &subject, &user_id).await?;
     match ost.submit_kyc(&user_id, &fields).await {
         Ok(answer) => {
             // Claimed again: a concurrent submission of this tenant's for the same user, which
             // OST refused, may have released the claim meanwhile (it is ours whatever that did).
-            if let Err(e) = host.0.claim(&tenant.name, OST, &user_ref(&user_id)).await {
+            if let Err(e) = host.0.claim(&tenant.name, OST, &subject).await {
                 tracing::warn!(error = %e.title, "could not confirm the claim of an OST user after its submission");
             }
             Ok(Json(answer))
@@ -209,7 +213,7 @@ async fn submit_kyc(
         // could claim the ids OST will give other tenants' users next, and read their status
         // and details once they exist. An answer that may have been lost keeps the claim.
         Err(problem) if claimed && !problem.retryable() => {
-            if let Err(e) = host.0.release(&tenant.name, OST, &user_ref(&user_id)).await {
+            if let Err(e) = host.0.release(&tenant.name, OST, &subject).await {
                 tracing::warn!(error = %e.title, "could not release an OST user claimed for a refused submission");
             }
             Err(problem)
