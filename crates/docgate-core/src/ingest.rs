@@ -197,7 +197,10 @@ fn archive_problem(e: &ArchiveError) -> Problem {
         ArchiveError::NameMismatch { central, local } => invalid_archive(e)
             .with_extra("entry", central.as_str())
             .with_extra("local_name", local.as_str()),
-        ArchiveError::Io(io) => Problem::internal(format!("spool: {io}")),
+        // The store's own words (keys, S3 messages) are for the log, not the client.
+        ArchiveError::Io(_) => {
+            Problem::internal("the document could not be read back from storage")
+        }
         ArchiveError::Corrupt(_) | ArchiveError::DuplicateNames { .. } | ArchiveError::Empty => {
             invalid_archive(e)
         }

@@ -96,7 +96,7 @@ impl LocalStore {
     /// `root` is created if missing.
     pub fn new(root: impl Into<PathBuf>) -> io::Result<LocalStore> {
         let root = root.into();
-        std::fs::create_dir_all(&root)?;
+        crate::private_fs::create_dir_all(&root)?;
         Ok(LocalStore {
             root,
             dir_syncs: Arc::default(),
@@ -257,12 +257,12 @@ impl LocalWriter {
 
 /// Create (truncate) the file behind a key, and its directory when missing.
 fn create_file(path: &Path) -> io::Result<std::fs::File> {
-    match std::fs::File::create(path) {
+    match crate::private_fs::create_file(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)?;
+                crate::private_fs::create_dir_all(parent)?;
             }
-            std::fs::File::create(path)
+            crate::private_fs::create_file(path)
         }
         other => other,
     }

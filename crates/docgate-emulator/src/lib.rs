@@ -312,6 +312,14 @@ pub fn serve_on(router: Router, listener: TcpListener) -> std::io::Result<Runnin
         service::TowerToHyperService,
     };
     let addr = listener.local_addr()?;
+    // On loopback an emulator is this machine's: no other site's page may read it.
+    let router = if addr.ip().is_loopback() {
+        router.layer(axum::middleware::from_fn(
+            docgate_core::local_host::refuse_other_hosts,
+        ))
+    } else {
+        router
+    };
     let (tx, mut rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let mut builder = auto::Builder::new(TokioExecutor::new());

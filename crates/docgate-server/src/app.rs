@@ -79,7 +79,7 @@ pub fn router(app: AppState) -> Router {
         .with_state(app.clone())
         .merge(browser);
     router = mount_provider_routes(router, &app);
-    router
+    router = router
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::new(
@@ -107,6 +107,31 @@ pub fn router(app: AppState) -> Router {
             req.map(|body| axum::body::Body::new(ReadOutOnDrop::new(body, read_out)))
         }))
         .layer(middleware::from_fn(refuse_ambiguous_heads))
+        .layer(middleware::map_response(private_answers));
+    if app.web.local_only {
+        router = router.layer(middleware::from_fn(
+            docgate_core::local_host::refuse_other_hosts,
+        ));
+    }
+    router
+}
+
+/// Answers carry personal data (a session's fields, receipts, events): no cache keeps them
+/// (a shared computer's browser, a proxy) unless a route says otherwise (the pages), and no
+/// browser reads them as anything but their declared type.
+async fn private_answers(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    if !h.contains_key(http::header::CACHE_CONTROL) {
+        h.insert(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("no-store"),
+        );
+    }
+    h.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        http::HeaderValue::from_static("nosniff"),
+    );
+    res
 }
 
 /// Request heads hyper lets through that RFC 9112 says a server must not guess at: two

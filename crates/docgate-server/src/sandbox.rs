@@ -237,6 +237,7 @@ pub async fn setup(
         web: crate::web::WebSettings {
             pages: true,
             sandbox_tenant: Some("sandbox".into()),
+            local_only: gateway_addr.ip().is_loopback(),
         },
         spool_encryption: Some(spool_keyring(data_dir)?),
         spool_s3: None,

@@ -35,6 +35,10 @@ pub struct WebSettings {
     /// The tenant the sandbox page mints sessions for (set by the sandbox, never by a file).
     #[serde(skip)]
     pub sandbox_tenant: Option<String>,
+    /// Answer only requests addressed to this machine (the sandbox on loopback: its session
+    /// route takes no key). Set by the sandbox, never by a file.
+    #[serde(skip)]
+    pub local_only: bool,
 }
 
 /// The OpenAPI document, kept beside the code and checked against the router by the tests.

@@ -9,7 +9,7 @@ use docgate_core::{DigestsHex, DocumentMeta, OwnedRef, Prepared};
 use docgate_server::ledger::{
     AttemptRecord, Control, Finish, Inserted, Lease, Ledger, LedgerError, NewUpload, NotifyState,
     ProviderEvent, Reschedule, SessionRecord, SessionState, SqlLedger, StoredDocument, TusCreated,
-    TusLock, TusRecord, TusState, UploadStatus,
+    TusLock, TusRecord, TusState, UploadStatus, UploadSubject,
 };
 use serde_json::json;
 use sqlx::Executor;
@@ -1340,14 +1340,17 @@ both_backends!(
     |ledger| {
         let customer = OwnedRef::hashed("account", "payto://iban/DE89370400440532013000");
         let mut first = new_upload("u1", None, None, 1000);
-        first.subjects = vec![customer.clone()];
+        first.subjects = vec![claimed(customer.clone())];
         assert!(matches!(
             ledger.insert(first).await.expect("insert"),
             Inserted::New(_)
         ));
         let mut other = new_upload("u2", None, None, 1001);
         other.tenant = "globex".into();
-        other.subjects = vec![OwnedRef::new("account", "its own"), customer.clone()];
+        other.subjects = vec![
+            claimed(OwnedRef::new("account", "its own")),
+            claimed(customer.clone()),
+        ];
         assert!(matches!(
             ledger.insert(other).await.expect("insert"),
             Inserted::NotOwner(1)
@@ -1358,7 +1361,7 @@ both_backends!(
             "nothing recorded"
         );
         let mut again = new_upload("u3", None, None, 1002);
-        again.subjects = vec![customer];
+        again.subjects = vec![claimed(customer.clone())];
         assert!(
             matches!(
                 ledger.insert(again).await.expect("insert"),
@@ -1366,8 +1369,45 @@ both_backends!(
             ),
             "its owner uploads for it again"
         );
+        // Checked only (a customer a browser named): another tenant's is refused all the
+        // same; one nobody has is uploaded for and stays nobody's.
+        let mut named = new_upload("u4", None, None, 1003);
+        named.tenant = "globex".into();
+        named.subjects = vec![checked(customer)];
+        assert!(matches!(
+            ledger.insert(named).await.expect("insert"),
+            Inserted::NotOwner(0)
+        ));
+        let fresh = OwnedRef::hashed("account", "payto://iban/GB33BUKB20201555555555");
+        let mut named = new_upload("u5", None, None, 1004);
+        named.subjects = vec![checked(fresh.clone())];
+        assert!(matches!(
+            ledger.insert(named).await.expect("insert"),
+            Inserted::New(_)
+        ));
+        assert!(
+            ledger
+                .claim_ref("globex", "taler", &fresh, "upload")
+                .await
+                .expect("claim"),
+            "not claimed by the upload that named it"
+        );
     }
 );
+
+fn claimed(subject: OwnedRef) -> UploadSubject {
+    UploadSubject {
+        subject,
+        claim: true,
+    }
+}
+
+fn checked(subject: OwnedRef) -> UploadSubject {
+    UploadSubject {
+        subject,
+        claim: false,
+    }
+}
 
 /// Session `s1`, open, then taken by a request completing it.
 async fn session_being_completed(ledger: &dyn Ledger) {

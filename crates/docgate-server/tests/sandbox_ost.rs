@@ -348,7 +348,7 @@ async fn regression_bodies_that_trickle_in_do_not_hold_the_webhook_permits() {
             .await
             .expect("connect");
         c.write_all(
-            b"POST /v1/webhooks/ost HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+            b"POST /v1/webhooks/ost HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
               Content-Length: 1000\r\n\r\n{\"id\":",
         )
         .await
@@ -386,7 +386,7 @@ async fn regression_a_webhook_body_that_pauses_is_cut_soon() {
         .await
         .expect("connect");
     c.write_all(
-        b"POST /v1/webhooks/ost HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+        b"POST /v1/webhooks/ost HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
           Content-Length: 200000\r\n\r\n",
     )
     .await
@@ -417,4 +417,31 @@ async fn regression_a_webhook_body_that_pauses_is_cut_soon() {
     );
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("body_timeout"), "{answer}");
+}
+
+#[tokio::test]
+async fn regression_a_page_that_points_its_own_name_at_the_sandbox_is_refused() {
+    // The sandbox mints sessions without a key and the emulators show what they received:
+    // a page whose name resolves to 127.0.0.1 (DNS rebinding) could read both as its origin.
+    let s = Sandbox::start().await;
+    let mint = |host: &'static str| {
+        s.client
+            .post(s.url("/sandbox/upload-sessions"))
+            .header("host", host)
+            .json(&json!({"provider": "taler"}))
+            .send()
+    };
+    let res = mint("evil.example:8080").await.expect("send");
+    assert_eq!(res.status(), 403);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["code"], "host_not_local");
+    assert_eq!(mint("localhost:8080").await.expect("send").status(), 201);
+    let listed = |host: &'static str| {
+        s.client
+            .get(format!("{}/__emulator/webhooks", s.ost().url()))
+            .header("host", host)
+            .send()
+    };
+    assert_eq!(listed("evil.example").await.expect("send").status(), 403);
+    assert_eq!(listed("127.0.0.1").await.expect("send").status(), 200);
 }

@@ -19,6 +19,8 @@ mod common;
 mod postgres;
 
 const KEY: &str = "acme-key";
+/// A second tenant's, on the same provider.
+const OTHER_KEY: &str = "globex-key";
 const ORIGIN: &str = "https://app.example";
 /// A second origin of the tenant's (a session can be bound to one of them).
 const SECOND_ORIGIN: &str = "https://second.example";
@@ -56,6 +58,10 @@ impl World {
         let mut acme = Tenant::new("acme", vec!["taler".into()]);
         acme.cors_origins = Arc::new(vec![ORIGIN.to_owned(), SECOND_ORIGIN.to_owned()]);
         tenants.add(&Secret::new(KEY), acme);
+        tenants.add(
+            &Secret::new(OTHER_KEY),
+            Tenant::new("globex", vec!["taler".into()]),
+        );
         let setup = Setup {
             listen: "127.0.0.1:0".parse().expect("addr"),
             listener: None,
@@ -1019,4 +1025,172 @@ async fn regression_completing_an_accepted_session_again_with_other_fields_is_40
     let (bare, plain) = w.complete(&id, &token).await;
     assert!(bare == 201 || bare == 202, "{bare} {plain}");
     assert_eq!(plain["id"], receipt["id"]);
+}
+
+/// Every file under `dir`, however deep.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_document_refused_once_complete_leaves_no_piece_in_the_spool() {
+    // A ZIP's entries are judged once the whole document is there, after its last piece is
+    // spooled but before that piece is recorded: the refusal removed only recorded pieces,
+    // so each creation left its whole document behind (64 per slot, past revocation).
+    let w = World::start().await;
+    let (id, token) = w.session(json!({})).await;
+    let zip = common::zip_of(&[
+        ("a.pdf", pdf(10_000, 5)),
+        ("setup.pdf", common::exe(10_000)),
+    ]);
+    let spool = w._dir.path().join("gateway/spool/uploads");
+    for round in 0..3 {
+        let res = w
+            .tus(reqwest::Method::POST, "/v1/tus/", &token)
+            .header("upload-length", zip.len().to_string())
+            .header("upload-metadata", "filename ZG9jcy56aXA=")
+            .header("content-type", "application/offset+octet-stream")
+            .body(zip.clone())
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(res.status(), 415, "round {round}");
+        let body: Value = res.json().await.expect("problem");
+        assert_eq!(body["entry"], "setup.pdf", "{body}");
+        assert_eq!(files_under(&spool), Vec::<std::path::PathBuf>::new());
+    }
+    // In pieces too: the refused last piece goes, and so do the recorded ones.
+    let res = w
+        .tus(reqwest::Method::POST, "/v1/tus/", &token)
+        .header("upload-length", zip.len().to_string())
+        .header("upload-metadata", "filename ZG9jcy56aXA=")
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(res.status(), 201);
+    let path = res.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    let half = zip.len() / 2;
+    assert_eq!(w.patch(&token, &path, 0, &zip[..half]).await.status(), 204);
+    assert_eq!(files_under(&spool).len(), 1, "the first piece is kept");
+    let res = w.patch(&token, &path, half as u64, &zip[half..]).await;
+    assert_eq!(res.status(), 415);
+    assert_eq!(files_under(&spool), Vec::<std::path::PathBuf>::new());
+    let res = w
+        .with_api_key(
+            reqwest::Method::DELETE,
+            &format!("/v1/upload-sessions/{id}"),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(files_under(&spool), Vec::<std::path::PathBuf>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_spent_token_reads_its_upload_until_it_expires_and_nothing_is_cached() {
+    let w = World::start().await;
+    let (id, token) = w.session(json!({"expires_in": 3})).await;
+    let doc = pdf(20_000, 9);
+    let path = w.create(&token, doc.len() as u64).await;
+    assert_eq!(w.patch(&token, &path, 0, &doc).await.status(), 204);
+    let res = w
+        .client
+        .post(w.url(&format!("/v1/upload-sessions/{id}/complete")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("complete");
+    assert_eq!(res.status(), 201);
+    // A receipt, a session's fields: no cache may keep them, no browser sniff them.
+    for res in [
+        res,
+        w.with_api_key(reqwest::Method::GET, &format!("/v1/upload-sessions/{id}"))
+            .await,
+    ] {
+        assert_eq!(res.headers()["cache-control"], "no-store");
+        assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    }
+    // Spent, it still says where its upload stood (offset checked by `offset`)...
+    assert_eq!(w.offset(&token, &path).await, doc.len() as u64);
+    // ...until it expires, and then never again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let res = loop {
+        let res = w
+            .tus(reqwest::Method::HEAD, &path, &token)
+            .send()
+            .await
+            .expect("head");
+        if res.status() != 200 {
+            break res;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never expired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(res.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_customer_the_browser_names_is_not_claimed_for_the_tenant() {
+    // A session may leave its customer for the browser to fill in. Its end user could name
+    // any customer, and the upload claimed it for the tenant for good: the tenant whose
+    // customer it really is heard 403 for it from then on.
+    let w = World::start().await;
+    let victim = "payto://iban/GB33BUKB20201555555555";
+    let w = &w;
+    let complete = move |extra: Value| async move {
+        let (id, token) = w.session(json!({"fields": {}})).await;
+        let doc = pdf(20_000, 3);
+        let path = w.create(&token, doc.len() as u64).await;
+        assert_eq!(w.patch(&token, &path, 0, &doc).await.status(), 204);
+        let res = w
+            .client
+            .post(w.url(&format!("/v1/upload-sessions/{id}/complete")))
+            .bearer_auth(&token)
+            .json(&extra)
+            .send()
+            .await
+            .expect("complete");
+        let status = res.status().as_u16();
+        (status, res.json::<Value>().await.expect("json"))
+    };
+    let (status, body) = complete(json!({"fields": {"payto": victim}})).await;
+    assert_eq!(status, 201, "a customer nobody has yet: delivered ({body})");
+    // ...and not taken from the tenant whose customer it is.
+    let res = w
+        .client
+        .post(w.url("/v1/upload-sessions"))
+        .bearer_auth(OTHER_KEY)
+        .json(&json!({"provider": "taler", "fields": {"payto": victim}}))
+        .send()
+        .await
+        .expect("mint");
+    assert_eq!(res.status(), 201, "the real tenant names its customer");
+    // Now it is the other tenant's: a browser naming it is refused, like an API upload.
+    let (status, body) = complete(json!({"fields": {"payto": victim}})).await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (403, Some("payto")),
+        "{body}"
+    );
+    // A customer the tenant named itself (claimed when it minted) the browser may name.
+    w.session(json!({})).await;
+    let (status, body) = complete(json!({"fields": {"payto": PAYTO}})).await;
+    assert_eq!(status, 201, "{body}");
 }

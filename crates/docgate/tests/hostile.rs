@@ -268,7 +268,7 @@ body_idle_timeout = "10s""#,
         .map(|i| {
             let mut s = TcpStream::connect(&addr).expect("connect");
             let head = format!(
-                "PUT /v1/uploads/taler?payto={} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\n\
+                "PUT /v1/uploads/taler?payto={} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {KEY}\r\n\
                  content-type: application/pdf\r\ncontent-length: 1000000\r\n\r\n%PDF-1.7\n",
                 payto(5000 + i)
             );
@@ -394,7 +394,7 @@ async fn oversized_heads_and_names_are_refused_with_problem_json_in_bounded_memo
              --b0undary\r\n{part_head}\r\n\r\n%PDF-1.7\n\r\n--b0undary--\r\n"
         );
         format!(
-            "POST /v1/uploads HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\n\
+            "POST /v1/uploads HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {KEY}\r\n\
              content-type: multipart/form-data; boundary=b0undary\r\ncontent-length: {}\r\n\
              connection: close\r\n\r\n{body}",
             body.len()

@@ -142,7 +142,7 @@ async fn the_sandbox_accepts_each_provider_the_way_a_frontend_uses_it() {
     assert_eq!(r["errors"][0]["field"], "document_type");
     // 21 MB declared: refused once `provider=sila` is read, before the document.
     let head = format!(
-        "POST /v1/uploads HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\
+        "POST /v1/uploads HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n\
          Content-Type: multipart/form-data; boundary=B\r\nContent-Length: 21000000\r\n\r\n\
          --B\r\nContent-Disposition: form-data; name=\"provider\"\r\n\r\nsila\r\n--B\r\n"
     );

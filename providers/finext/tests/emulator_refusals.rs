@@ -540,12 +540,12 @@ async fn oversized_bodies_are_refused_before_or_while_reading() {
     let url = h.emulator.url();
     // Announced too large: refused from the headers alone, no body byte needed.
     let head = format!(
-        "POST /api/v1/account/getAddressKycStatus HTTP/1.1\r\nhost: x\r\nauthorization: {SANDBOX_AUTHORIZATION}\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n"
+        "POST /api/v1/account/getAddressKycStatus HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: {SANDBOX_AUTHORIZATION}\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n"
     );
     assert_eq!(raw_exchange(&url, &head, b"").await.0, 413);
     // Chunked: refused as soon as the count passes the limit (64 KiB for the status call).
     let head = format!(
-        "POST /api/v1/account/getAddressKycStatus HTTP/1.1\r\nhost: x\r\nauthorization: {SANDBOX_AUTHORIZATION}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+        "POST /api/v1/account/getAddressKycStatus HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: {SANDBOX_AUTHORIZATION}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
     );
     let mut chunk = format!("{:x}\r\n", 70_000).into_bytes();
     chunk.extend(std::iter::repeat_n(b' ', 70_000));

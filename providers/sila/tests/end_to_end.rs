@@ -597,7 +597,7 @@ async fn the_emulator_always_answers_in_silas_envelope() {
 
     // Content-Length over the limit: refused before any body byte is sent.
     let head = format!(
-        "POST /0.2/documents HTTP/1.1\r\nHost: x\r\nauthsignature: {a}\r\nusersignature: {a}\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 21000000\r\n\r\n",
+        "POST /0.2/documents HTTP/1.1\r\nHost: 127.0.0.1\r\nauthsignature: {a}\r\nusersignature: {a}\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 21000000\r\n\r\n",
         a = "ab".repeat(65)
     );
     let (status, _, body) = raw_exchange(emu.server.addr, head.as_bytes()).await;

@@ -254,12 +254,21 @@ pub struct NewUpload {
     pub first_attempt: bool,
     pub notify: bool,
     /// The customers the upload acts for ([`docgate_core::Provider::subjects`]): claimed for
-    /// the tenant in the same write; one another tenant owns makes the insert
-    /// [`Inserted::NotOwner`], and nothing is recorded.
-    pub subjects: Vec<OwnedRef>,
+    /// the tenant in the same write (those with `claim`); one another tenant owns makes the
+    /// insert [`Inserted::NotOwner`], and nothing is recorded.
+    pub subjects: Vec<UploadSubject>,
     /// The upload session this upload accepts: marked `accepted` in the same write, so a
     /// crash leaves either both or neither (a session left `completing` has no upload).
     pub session: Option<String>,
+}
+
+/// A customer an upload acts for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadSubject {
+    pub subject: OwnedRef,
+    /// Made the tenant's if no tenant has it yet. Without: only checked to be no other
+    /// tenant's (a customer a browser named, not the tenant).
+    pub claim: bool,
 }
 
 /// A claim on one upload's delivery. `owner` is `<replica>:<claim token>`: unique per

@@ -181,6 +181,22 @@ impl SqlLedger {
             Dialect::Sqlite => Some(sqlite_file(url)?),
             Dialect::Postgres => None,
         };
+        if let Some(file) = &writer_file {
+            let creates = sqlite_location(url)
+                .is_some_and(|(_, params)| params.split('&').any(|p| p == "mode=rwc"));
+            if creates {
+                // Personal data in clear: 0600 from the start, and its WAL with it.
+                match docgate_core::private_fs::touch_new(file) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(LedgerError::Config(format!(
+                            "cannot create the SQLite ledger {}: {e}",
+                            file.display()
+                        )))
+                    }
+                    _ => {} // made, there already, or its directory missing: SQLite says
+                }
+            }
+        }
         let options = AnyConnectOptions::from_str(url)?.disable_statement_logging();
         let pool = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
         let pool = match dialect {
@@ -719,6 +735,26 @@ mod tests {
                 Err(LedgerError::Config(_)) => {}
                 other => panic!("{url}: {other:?}"),
             }
+        }
+    }
+
+    /// The ledger holds personal data in clear; inside a directory open to other users
+    /// (systemd's `StateDirectory=` is 0755) it and its WAL were created 0644.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn regression_the_sqlite_ledger_is_private_in_an_open_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let file = dir.path().join("l.sqlite");
+        // Its schema is written as it opens: the WAL exists from then on.
+        let _ledger = SqlLedger::connect(&SqlLedger::sqlite_url(&file))
+            .await
+            .expect("ledger");
+        for name in ["l.sqlite", "l.sqlite-wal", "l.sqlite-shm"] {
+            let meta = std::fs::metadata(dir.path().join(name)).expect(name);
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name}");
         }
     }
 

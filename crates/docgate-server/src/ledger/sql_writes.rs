@@ -76,16 +76,22 @@ fn attempt_detail(a: &AttemptRecord) -> LedgerResult<Value> {
 
 pub async fn insert<C: Conn>(c: &mut C, new: NewUpload) -> LedgerResult<Inserted> {
     // The customers first, in the same write: no extra trip to the ledger per upload.
-    for (i, subject) in new.subjects.iter().enumerate() {
-        let mine = claim_ref(
-            c,
-            new.tenant.clone(),
-            new.provider.clone(),
-            subject.clone(),
-            "upload".into(),
-            new.now,
-        )
-        .await?;
+    for (i, s) in new.subjects.iter().enumerate() {
+        let mine = if s.claim {
+            claim_ref(
+                c,
+                new.tenant.clone(),
+                new.provider.clone(),
+                s.subject.clone(),
+                "upload".into(),
+                new.now,
+            )
+            .await?
+        } else {
+            owner_of(c, &new.provider, &s.subject)
+                .await?
+                .is_none_or(|owner| owner == new.tenant)
+        };
         if !mine {
             return Ok(Inserted::NotOwner(i));
         }

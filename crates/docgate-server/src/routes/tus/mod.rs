@@ -434,9 +434,9 @@ pub async fn head(
 ) -> Result<Response> {
     check_version(&headers)?;
     let session = who.session()?.clone();
-    if session.state != crate::ledger::SessionState::Accepted {
-        check_usable(&session, now_ms())?;
-    }
+    // A spent session's browser may still ask where its upload stood, as it may read the
+    // session, until the session expires; not for ever.
+    crate::sessions::check_readable(&session, now_ms())?;
     let rec = own_upload(&app, &session, &id).await?;
     let mut res = StatusCode::OK.into_response();
     let h = res.headers_mut();

@@ -188,12 +188,7 @@ pub async fn receive(
 ) -> Result<u64> {
     let checksum = checksum(headers)?;
     let declared_length = number(headers, "upload-length")?;
-    let length = match (rec.length, declared_length) {
-        (Some(known), Some(said)) if known != said => {
-            return Err(Problem::bad_request("Upload-Length cannot change"))
-        }
-        (known, said) => known.or(said),
-    };
+    let length = upload_length(rec.length, declared_length)?;
     let max = super::max_bytes(app, session)?;
     if let Some(len) = length {
         // An offset that is not the upload's is answered 409 by the lock below: the
@@ -221,7 +216,7 @@ pub async fn receive(
         session: session.clone(),
         id: rec.id.clone(),
         offset,
-        length,
+        declared_length,
         max,
         checksum,
     };
@@ -236,9 +231,22 @@ struct Patch {
     session: SessionRecord,
     id: String,
     offset: u64,
-    length: Option<u64>,
+    /// This PATCH's `Upload-Length`, judged again under the lock: another PATCH may have
+    /// fixed the length since the record read before it.
+    declared_length: Option<u64>,
     max: u64,
     checksum: Option<PieceChecksum>,
+}
+
+/// The document's length from what the record knows and what a request says: a length once
+/// known cannot change.
+fn upload_length(known: Option<u64>, declared: Option<u64>) -> Result<Option<u64>> {
+    match (known, declared) {
+        (Some(known), Some(said)) if known != said => {
+            Err(Problem::bad_request("Upload-Length cannot change"))
+        }
+        (known, said) => Ok(known.or(said)),
+    }
 }
 
 impl Patch {
@@ -248,7 +256,7 @@ impl Patch {
             session,
             id,
             offset,
-            length,
+            declared_length,
             max,
             checksum,
         } = self;
@@ -276,10 +284,18 @@ impl Patch {
         // PATCH recorded since (its pieces would rebuild the wrong state).
         let result = match app.ledger.tus(&id).await {
             Ok(Some(locked)) if locked.received == offset => {
-                receive_locked(
-                    app, session, &locked, offset, length, max, checksum, &owner, guarded,
-                )
-                .await
+                match upload_length(locked.length, declared_length) {
+                    Ok(Some(len)) if len < offset => Err(Problem::bad_request(format!(
+                        "Upload-Length {len} is below the {offset} bytes already received"
+                    ))),
+                    Ok(length) => {
+                        receive_locked(
+                            app, session, &locked, offset, length, max, checksum, &owner, guarded,
+                        )
+                        .await
+                    }
+                    Err(refused) => Err(refused),
+                }
             }
             Ok(_) => Err(lock_lost()),
             Err(e) => Err(ledger_problem(&e)),
@@ -531,7 +547,14 @@ async fn finish(
         .await
     {
         Ok(meta) => Ok(meta),
-        Err(e) => Err(refuse(app, rec, &FaultCell::default(), e).await),
+        Err(e) => {
+            // The last piece is not recorded yet, so neither the refusal nor the session's
+            // end would remove it; a 5xx's retry sends it again under another key.
+            if let Some(piece) = last {
+                let _ = spool_keys::remove(&app.spool, std::slice::from_ref(&piece.key)).await;
+            }
+            Err(refuse(app, rec, &FaultCell::default(), e).await)
+        }
     }
 }
 

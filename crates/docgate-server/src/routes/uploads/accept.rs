@@ -16,7 +16,9 @@ use sha2::{Digest, Sha256};
 use super::{wait, Intake, Result};
 use crate::{
     admission::{insufficient_storage, is_out_of_space},
-    ledger::{now_ms, Inserted, LedgerError, NewUpload, StoredDocument, UploadRecord},
+    ledger::{
+        now_ms, Inserted, LedgerError, NewUpload, StoredDocument, UploadRecord, UploadSubject,
+    },
     receipt::upload_response,
     spool_keys,
 };
@@ -130,7 +132,19 @@ pub async fn accept(
         lease: slot.as_ref().map(|_| app.deliverer.lease()),
         first_attempt: true,
         notify: intake.tenant.notify.is_some(),
-        subjects: subjects.iter().map(|(_, s)| s.clone()).collect(),
+        subjects: subjects
+            .iter()
+            .map(|(field, subject)| UploadSubject {
+                subject: subject.clone(),
+                // A browser may name a customer its tenant never did: anyone's. Its upload
+                // may go only to one no other tenant has, and does not make it the tenant's
+                // (or one end user could take other tenants' customers from them for good).
+                claim: intake
+                    .session
+                    .as_ref()
+                    .is_none_or(|s| s.fixed.contains(*field)),
+            })
+            .collect(),
         session: intake.session.as_ref().map(|s| s.id.clone()),
     };
     // What an upload that is not recorded leaves behind. Documents received in pieces (a
@@ -291,7 +305,12 @@ pub fn ingest_failed(
         return fault.to_problem();
     }
     match &e {
-        docgate_core::IngestError::Spool(io) => storage_failed(app, io),
+        // Reading the spool back (a ZIP's check) fails as writing it does: logged, and the
+        // client told only that storage failed (or 507), not the store's own words.
+        docgate_core::IngestError::Spool(io)
+        | docgate_core::IngestError::Archive(docgate_core::archive::ArchiveError::Io(io)) => {
+            storage_failed(app, io)
+        }
         _ => e.to_problem(),
     }
 }

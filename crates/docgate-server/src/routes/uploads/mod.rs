@@ -80,6 +80,9 @@ struct ForSession {
     hold: session::SessionHold,
     /// Names this request's documents (the session's upload id is every attempt's).
     writer: String,
+    /// The fields its tenant fixed when minting it. A customer named by any other field was
+    /// named by the browser, and is never claimed for the tenant on that word alone.
+    fixed: std::collections::BTreeSet<String>,
 }
 
 impl ForSession {
@@ -88,6 +91,7 @@ impl ForSession {
             id: session.id.clone(),
             hold: hold.clone(),
             writer: uuid::Uuid::new_v4().simple().to_string(),
+            fixed: session.fields.keys().cloned().collect(),
         }
     }
 }
