@@ -124,7 +124,9 @@ pub enum ArchiveError {
     Io(#[from] io::Error),
 }
 
-fn corrupt(e: zip::result::ZipError) -> ArchiveError {
+/// A zip crate error as ours: the reader's I/O failing is the store's trouble (worth
+/// another try), anything else the archive's.
+pub fn corrupt(e: zip::result::ZipError) -> ArchiveError {
     match e {
         zip::result::ZipError::Io(io) => ArchiveError::Io(io),
         other => ArchiveError::Corrupt(other.to_string()),
@@ -1027,11 +1029,12 @@ pub fn split<R: Read + Seek>(
     if !current.is_empty() {
         groups.push(current);
     }
-    std::fs::create_dir_all(out_dir)?;
+    // The parts are the documents in clear, whether or not the spool is sealed.
+    crate::private_fs::create_dir_all(out_dir)?;
     let mut parts = Vec::new();
     for (n, group) in groups.iter().enumerate() {
         let path = out_dir.join(format!("part-{}.zip", n + 1));
-        let file = std::fs::File::create(&path)?;
+        let file = crate::private_fs::create_file(&path)?;
         let mut writer = zip::ZipWriter::new(io::BufWriter::new(file));
         for &i in group {
             let entry = archive.by_index_raw(i).map_err(corrupt)?;

@@ -372,20 +372,45 @@ pub struct SpaceWatch {
     free: AtomicU64,
     /// Body bytes drawn since the last sample (not yet reflected in `free`).
     drawn: AtomicU64,
+    /// When the last sample was taken (ms since `epoch`), and how soon a draw that does not
+    /// fit may take another.
+    sampled_at: AtomicU64,
+    epoch: std::time::Instant,
+    resample_every: u64,
 }
+
+/// How often, at most, a draw that does not fit looks at the disk again before refusing.
+const RESAMPLE_EVERY: Duration = Duration::from_millis(50);
 
 impl SpaceWatch {
     /// Watch the filesystems of `paths` (the spool directory, the SQLite file's directory).
     pub fn new(paths: Vec<PathBuf>, reserve: u64) -> Arc<SpaceWatch> {
+        SpaceWatch::resampling(paths, reserve, RESAMPLE_EVERY)
+    }
+
+    /// As [`SpaceWatch::new`], a draw that does not fit looking again at most every
+    /// `resample_every`.
+    pub fn resampling(
+        paths: Vec<PathBuf>,
+        reserve: u64,
+        resample_every: Duration,
+    ) -> Arc<SpaceWatch> {
         let watch = Arc::new(SpaceWatch {
             paths,
             reserve,
             low: AtomicBool::new(false),
             free: AtomicU64::new(u64::MAX),
             drawn: AtomicU64::new(0),
+            sampled_at: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
+            resample_every: u64::try_from(resample_every.as_millis()).unwrap_or(u64::MAX),
         });
         watch.sample();
         watch
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Sample now (a few `statvfs` calls).
@@ -397,6 +422,7 @@ impl SpaceWatch {
             .min()
             .unwrap_or(u64::MAX);
         self.free.store(free, Ordering::Relaxed);
+        self.sampled_at.store(self.now_ms(), Ordering::Relaxed);
         // Bytes drawn before the sample are in `free` now. (A chunk drawn but not yet written
         // when sampled is forgotten once: the floor's margin covers a few chunks.)
         self.drawn.store(0, Ordering::Relaxed);
@@ -406,12 +432,38 @@ impl SpaceWatch {
     /// An upload is about to write `n` more bytes: may it? No when that would leave less
     /// than half the reserve free (the rest is kept for the ledger).
     pub fn draw(&self, n: u64) -> bool {
+        if self.fits(n) {
+            return true;
+        }
+        // What was drawn since the last sample is an estimate: deliveries remove documents
+        // meanwhile, and a busy gateway draws more in a second than a small disk holds. Look
+        // again before refusing (a `statvfs`, at most every `resample_every`), or uploads
+        // were refused — and `/readyz` said not ready — with the disk half empty.
+        let now = self.now_ms();
+        let last = self.sampled_at.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= self.resample_every
+            && self
+                .sampled_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.sample();
+            if self.fits(n) {
+                return true;
+            }
+        }
+        self.low.store(true, Ordering::Relaxed);
+        false
+    }
+
+    /// Draw `n` if that leaves half the reserve free.
+    fn fits(&self, n: u64) -> bool {
         let drawn = self.drawn.fetch_add(n, Ordering::Relaxed).saturating_add(n);
         let left = self.free.load(Ordering::Relaxed).saturating_sub(drawn);
         if left >= self.reserve / 2 {
             return true;
         }
-        self.low.store(true, Ordering::Relaxed);
+        self.drawn.fetch_sub(n, Ordering::Relaxed);
         false
     }
 
@@ -721,7 +773,8 @@ mod tests {
         let space = SpaceWatch::new(vec![dir.path().to_owned()], 0);
         let free = space.free_bytes();
         assert!(free > 4 << 20, "a test machine has a few MiB free");
-        let space = SpaceWatch::new(vec![dir.path().to_owned()], 2 << 20);
+        // Never looking again before the explicit sample below.
+        let space = SpaceWatch::resampling(vec![dir.path().to_owned()], 2 << 20, Duration::MAX);
         assert!(
             space.draw(free - (1 << 20) - 4096 * 64),
             "well above the floor"
@@ -734,6 +787,25 @@ mod tests {
             space.draw(1 << 20),
             "nothing was written: the budget is back"
         );
+    }
+
+    /// A busy gateway on a small disk draws more in a second than the disk holds, while its
+    /// deliveries free as much: refused on the estimate, uploads got 507 and `/readyz` 503
+    /// with the disk half empty.
+    #[test]
+    fn regression_a_draw_that_does_not_fit_looks_at_the_disk_again_before_refusing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let free = SpaceWatch::new(vec![dir.path().to_owned()], 0).free_bytes();
+        let space = SpaceWatch::resampling(vec![dir.path().to_owned()], free / 2, Duration::ZERO);
+        // Drawn, never written (as written, then removed by a delivery).
+        assert!(space.draw(free / 2));
+        assert!(
+            space.draw(free / 2),
+            "the disk still has what was drawn: a fresh look says so"
+        );
+        assert!(space.shortage().is_none());
+        assert!(!space.draw(free), "what does not fit is still refused");
+        assert!(space.shortage().is_some());
     }
 
     #[test]

@@ -93,7 +93,8 @@ pub struct Limits {
     pub min_body_rate: u64,
     #[serde(deserialize_with = "docgate_core::duration::deserialize")]
     pub body_rate_window: Duration,
-    /// A body must be complete within this time of its request (408 `body_too_slow`).
+    /// A body must be complete within this time of its request (408 `body_too_slow`); under
+    /// an hour (what is spooled longer unrecorded is taken for an orphan).
     #[serde(deserialize_with = "docgate_core::duration::deserialize")]
     pub body_deadline: Duration,
     /// Uploads being received at once; past it, an upload waits in line (`slot_wait`).
@@ -530,6 +531,14 @@ impl Config {
                 "must be longer than delivery.attempt_timeout",
             );
         }
+        if self.limits.body_deadline >= crate::delivery::worker::ORPHAN_AGE {
+            // A multipart upload's first documents are spooled as its later parts arrive:
+            // the orphan sweep would take them for abandoned before the upload is recorded.
+            issues.push(
+                "limits.body_deadline",
+                "must be under 1h (spooled files unrecorded that long are removed as orphans)",
+            );
+        }
         if self.delivery.max_attempts == 0 {
             issues.push("delivery.max_attempts", "must be at least 1");
         }
@@ -807,6 +816,27 @@ mod tests {
         assert_eq!(with("30s"), vec!["delivery.lease"]);
         assert_eq!(with("60s"), vec!["delivery.lease"]);
         assert!(with("61s").is_empty());
+    }
+
+    // A body deadline of an hour or more let the orphan sweep remove a multipart upload's
+    // first document while its later parts still arrived: the upload was then accepted
+    // naming a file that was gone.
+    #[test]
+    fn regression_a_body_deadline_the_orphan_sweep_would_cut_short_is_named() {
+        std::env::set_var("DOCGATE_CONFIG_TEST_KEY", "k");
+        let with = |deadline: &str| {
+            let text = format!(
+                "[limits]\nbody_deadline = \"{deadline}\"\n[[tenants]]\n\
+                 name = \"shop\"\napi_key = {{ env = \"DOCGATE_CONFIG_TEST_KEY\" }}\nproviders = []\n"
+            );
+            let (_, issues) = Config::parse_checked(&text).expect("toml");
+            paths(&issues)
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(with("1h"), vec!["limits.body_deadline"]);
+        assert!(with("59m").is_empty());
     }
 
     #[test]

@@ -217,11 +217,7 @@ pub enum StartError {
 /// ledger in it holds personal data in clear until erased. A directory that exists keeps the
 /// mode its operator gave it.
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
+    docgate_core::private_fs::create_dir_all(dir)
 }
 
 /// A data or spool dir made by someone else keeps its mode; say so when other users can
@@ -418,15 +414,31 @@ async fn seal_if_configured<S: ObjectStore>(
 /// the process before it.
 /// The ledger, and on SQLite the lock of its file (a ledger kept outside the data directory
 /// is not covered by the directory's lock).
+/// The ledger's URL: `sqlite` alone is the file in the data directory.
+fn sqlite_ledger_url(setup: &Setup) -> String {
+    if setup.ledger_url == "sqlite" {
+        return SqlLedger::sqlite_url(&setup.data_dir.join("ledger.sqlite"));
+    }
+    created_when_missing(&setup.ledger_url)
+}
+
+fn created_when_missing(url: &str) -> String {
+    match ledger::sql::sqlite_location(url) {
+        // `sqlite:///path` as the configuration shows it: created when missing, as the
+        // default ledger is (sqlx would only open one that exists).
+        Some((_, params)) if !params.split('&').any(|p| p.starts_with("mode=")) => {
+            let joint = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{joint}mode=rwc")
+        }
+        _ => url.to_owned(),
+    }
+}
+
 async fn open_ledger(
     setup: &Setup,
     single_replica: bool,
 ) -> Result<(Arc<dyn Ledger>, Option<data_dir_lock::DataDirLock>), StartError> {
-    let ledger_url = if setup.ledger_url == "sqlite" {
-        SqlLedger::sqlite_url(&setup.data_dir.join("ledger.sqlite"))
-    } else {
-        setup.ledger_url.clone()
-    };
+    let ledger_url = sqlite_ledger_url(setup);
     check::probe_ledger(&setup.ledger_url, &setup.data_dir).await?;
     let file_lock = if single_replica {
         let file = ledger::sqlite_file(&ledger_url)?;
@@ -437,12 +449,18 @@ async fn open_ledger(
     let ledger: Arc<dyn Ledger> = Arc::new(SqlLedger::connect(&ledger_url).await?);
     if single_replica {
         // The previous process is gone: its leases mean nothing, resume its work now.
-        let n = ledger.release_all(ledger::now_ms()).await?;
-        if n > 0 {
-            tracing::info!(
+        match ledger.release_all(ledger::now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
                 resumed = n,
                 "resuming deliveries interrupted by the last shutdown"
-            );
+            ),
+            // Not a reason to stay down (a full disk: starting is how its orphans go): the
+            // leases run out by themselves, and their uploads are claimed then.
+            Err(e) => tracing::warn!(
+                error = %e,
+                "could not resume the last process's deliveries now; they resume as their leases run out"
+            ),
         }
     }
     Ok((ledger, file_lock))
@@ -495,7 +513,20 @@ impl Gateway {
             setup.limits.spool_memory_threshold,
         );
         let single_replica = !setup.ledger_url.starts_with("postgres");
+        // A gateway with a ledger of its own takes every spool file its ledger does not name
+        // for an orphan (at start, at once): a local spool another such gateway writes to
+        // would lose that one's accepted documents. Replicas sharing one PostgreSQL ledger
+        // share the spool on purpose.
+        let spool_lock = match (single_replica, setup.spool_s3.is_none()) {
+            (true, true) => Some(data_dir_lock::DataDirLock::acquire(&setup.spool_dir)?),
+            _ => None,
+        };
         let (ledger, ledger_lock) = open_ledger(&setup, single_replica).await?;
+        let ledger_dir = single_replica
+            .then(|| ledger::sqlite_file(&sqlite_ledger_url(&setup)).ok())
+            .flatten()
+            .and_then(|file| file.parent().map(Path::to_owned))
+            .filter(|dir| !dir.as_os_str().is_empty() && *dir != setup.data_dir);
         let metrics = Arc::new(Metrics::default());
         let registry = Arc::new(setup.registry);
         let tenants = Arc::new(setup.tenants);
@@ -517,10 +548,11 @@ impl Gateway {
             Ok(n) => tracing::info!(removed = n, "removed orphaned spool files"),
             Err(e) => tracing::warn!(error = %e, "orphan spool cleanup failed"),
         }
-        // The spool's own filesystem when it is local; the data dir always (the SQLite
-        // ledger, scratch space for deliveries).
+        // The spool's own filesystem when it is local; the data dir always (scratch space
+        // for deliveries, the SQLite ledger by default); a SQLite ledger kept elsewhere too.
         let watched: Vec<PathBuf> = std::iter::once(setup.data_dir.clone())
             .chain(spool.local_root().map(Path::to_owned))
+            .chain(ledger_dir)
             .collect();
         let reserve = setup
             .limits
@@ -573,7 +605,10 @@ impl Gateway {
             shutdown,
             server,
             worker,
-            _locks: std::iter::once(data_dir).chain(ledger_lock).collect(),
+            _locks: std::iter::once(data_dir)
+                .chain(ledger_lock)
+                .chain(spool_lock)
+                .collect(),
         })
     }
 
@@ -597,6 +632,27 @@ mod tests {
 
     const K1: [u8; 32] = [1; 32];
     const K2: [u8; 32] = [2; 32];
+
+    /// `ledger = "sqlite:///path"`, as the configuration documents it, failed to start on a
+    /// new path ("unable to open database file"): sqlx opens only files that exist.
+    #[tokio::test]
+    async fn regression_a_sqlite_ledger_url_for_a_new_file_starts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("new.sqlite").display());
+        let opened = created_when_missing(&url);
+        assert_eq!(opened, format!("{url}?mode=rwc"));
+        SqlLedger::connect(&opened).await.expect("a new ledger");
+        let explicit = format!("{url}?mode=ro");
+        assert_eq!(
+            created_when_missing(&explicit),
+            explicit,
+            "a mode given is kept"
+        );
+        assert_eq!(
+            created_when_missing("postgres://u@h/db"),
+            "postgres://u@h/db"
+        );
+    }
 
     /// Seal `n` documents under `keys` into the spool at `root`, named after `tag`.
     async fn spool_sealed(root: &std::path::Path, keys: &Keyring, tag: &str, n: usize) {

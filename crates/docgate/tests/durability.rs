@@ -308,31 +308,37 @@ async fn regression_a_second_gateway_on_a_data_dir_in_use_is_refused_before_it_t
         );
     }
 
-    let second = std::process::Command::new(env!("CARGO_BIN_EXE_docgate"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(&data)
-        .env("DURABILITY_TEST_KEY", KEY)
-        .env("DOCGATE_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(second.wait_with_output());
-    });
-    let out = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the second gateway did not stop within 30 s: it runs on the same data dir")
-        .expect("wait");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("another docgate") && stderr.contains(&gateway.pid().to_string()),
-        "names the holder: {stderr}"
-    );
+    let refused_on = |data_dir: &Path| {
+        let second = std::process::Command::new(env!("CARGO_BIN_EXE_docgate"))
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("DURABILITY_TEST_KEY", KEY)
+            .env("DOCGATE_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(second.wait_with_output());
+        });
+        let out = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the second gateway did not stop within 30 s: it runs beside the first")
+            .expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("another docgate") && stderr.contains(&gateway.pid().to_string()),
+            "names the holder: {stderr}"
+        );
+    };
+    refused_on(&data);
+    // Another data dir (a ledger of its own) on the same spool: it took every document its
+    // empty ledger did not name for an orphan, and removed them at start.
+    refused_on(&dir.path().join("elsewhere"));
 
     for id in &ids {
         let r = wait_final(&client, &gateway.url, KEY, id, Duration::from_secs(60)).await;

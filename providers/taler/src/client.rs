@@ -652,7 +652,17 @@ where
     F: Fn() -> std::io::Result<R> + Send + 'static,
 {
     let joined = tokio::task::spawn_blocking(move || {
-        split::split_refused(open, refused_size, upload_limit, &out_dir, &prefix)
+        let split = split::split_refused(open, refused_size, upload_limit, &out_dir, &prefix);
+        if split.is_err() {
+            // Parts half written (a full disk, usually) would hold their space for the whole
+            // retry series, where the ledger needs it to record the retry.
+            if let Err(e) = std::fs::remove_dir_all(&out_dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(error = %e, dir = %out_dir.display(), "could not remove a failed split's parts");
+                }
+            }
+        }
+        split
     })
     .await;
     match joined {
@@ -677,8 +687,17 @@ fn parts_value(parts: &[PartReport]) -> Value {
 }
 
 async fn mark_split_needed(ctx: &DeliveryContext) -> std::io::Result<()> {
-    tokio::fs::create_dir_all(&ctx.scratch_dir).await?;
-    tokio::fs::write(ctx.scratch_dir.join(SPLIT_MARKER), b"413\n").await
+    // The scratch directory will hold the split's parts, the documents in clear.
+    let dir = ctx.scratch_dir.clone();
+    tokio::task::spawn_blocking(move || {
+        docgate_core::private_fs::create_dir_all(&dir)?;
+        std::io::Write::write_all(
+            &mut docgate_core::private_fs::create_file(&dir.join(SPLIT_MARKER))?,
+            b"413\n",
+        )
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 #[async_trait]

@@ -104,12 +104,11 @@ pub fn describe(name: String, path: PathBuf) -> Result<Part, ArchiveError> {
 
 /// The names of a ZIP's file entries (directories skipped), from its central directory.
 pub fn entry_names<R: Read + Seek>(reader: R) -> Result<Vec<String>, ArchiveError> {
-    let mut zip = zip::ZipArchive::new(reader).map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
+    // A part is a file we just wrote: failing to read it back is our disk's trouble.
+    let mut zip = zip::ZipArchive::new(reader).map_err(archive::corrupt)?;
     let mut names = Vec::with_capacity(zip.len());
     for i in 0..zip.len() {
-        let entry = zip
-            .by_index_raw(i)
-            .map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
+        let entry = zip.by_index_raw(i).map_err(archive::corrupt)?;
         if !entry.is_dir() {
             names.push(entry.name().to_owned());
         }

@@ -21,7 +21,7 @@ const ORPHANS_EVERY: Duration = Duration::from_secs(60);
 
 /// Spool directories without a ledger row are removed once this old (a request may be
 /// between making its documents durable and recording them).
-const ORPHAN_AGE: Duration = Duration::from_secs(3600);
+pub const ORPHAN_AGE: Duration = Duration::from_secs(3600);
 
 impl Deliverer {
     /// A delivery slot for `provider` now, if one is free: deliveries started by a request

@@ -13,7 +13,7 @@
 //! between threads, only the write's own arrival and its answer do. While the thread syncs
 //! a batch, the next one queues up.
 
-use std::{path::Path, thread};
+use std::{collections::VecDeque, path::Path, thread};
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -46,10 +46,19 @@ pub(super) fn answer<T: Send + 'static>(
     })
 }
 
-/// One write: run on the writer's connection inside the batch's transaction; returns
-/// whether it succeeded (a failed write is rolled back alone) and how to answer its caller
-/// once the fate of the batch is known.
-type Job = Box<dyn FnOnce(&mut Connection) -> (bool, Answer) + Send>;
+/// One write: run on the writer's connection inside the batch's transaction, or — given no
+/// connection — never run (its batch failed before it); says how it went and how to answer
+/// its caller once the fate of the batch is known.
+type Job = Box<dyn FnOnce(Option<&mut Connection>) -> Ran + Send>;
+
+/// What running a write did.
+struct Ran {
+    /// It succeeded (a failed write is rolled back alone, when SQLite lets it).
+    ok: bool,
+    /// It failed for want of space (kept to classify a batch the failure aborted).
+    out_of_space: bool,
+    answer: Answer,
+}
 
 /// Why a batch did not commit, as every caller of the batch is told.
 #[derive(Debug, Clone)]
@@ -101,12 +110,27 @@ impl Writer {
     {
         let (tx, rx) = oneshot::channel::<LedgerResult<T>>();
         let job: Job = Box::new(move |conn| {
+            let Some(conn) = conn else {
+                // Never run: the answer carries its batch's failure.
+                return Ran {
+                    ok: false,
+                    out_of_space: false,
+                    answer: answer(Err(LedgerError::Closed), tx),
+                };
+            };
             // A panicking write must not end the thread (every later write would fail until
             // a restart): it fails alone, undone like any failed write.
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(conn)))
                 .unwrap_or(Err(LedgerError::Bug("a ledger write panicked")));
             // The caller may have gone away; the write stands either way.
-            (result.is_ok(), answer(result, tx))
+            Ran {
+                ok: result.is_ok(),
+                out_of_space: result
+                    .as_ref()
+                    .err()
+                    .is_some_and(LedgerError::is_out_of_space),
+                answer: answer(result, tx),
+            }
         });
         self.jobs
             .send(Work::Write(job))
@@ -152,7 +176,7 @@ fn truncate_wal(conn: &Connection) -> bool {
 
 /// The writer: batch, commit, answer; until every handle is dropped.
 fn run(mut conn: Connection, mut rx: mpsc::Receiver<Work>) {
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut batch: VecDeque<Job> = VecDeque::with_capacity(MAX_BATCH);
     let mut next = rx.blocking_recv();
     while let Some(work) = next.take() {
         match work {
@@ -160,19 +184,19 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Work>) {
                 let _ = answer.send(truncate_wal(&conn));
             }
             Work::Write(first) => {
-                batch.push(first);
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(Work::Write(job)) => batch.push(job),
-                        // Run after this batch commits.
-                        Ok(other) => {
-                            next = Some(other);
-                            break;
+                batch.push_back(first);
+                // Writes a failed batch did not reach go first in the next.
+                while !batch.is_empty() {
+                    while batch.len() < MAX_BATCH && next.is_none() {
+                        match rx.try_recv() {
+                            Ok(Work::Write(job)) => batch.push_back(job),
+                            // Run after this batch commits.
+                            Ok(other) => next = Some(other),
+                            Err(_) => break,
                         }
-                        Err(_) => break,
                     }
+                    commit_batch(&mut conn, &mut batch);
                 }
-                commit_batch(&mut conn, &mut batch);
             }
         }
         if next.is_none() {
@@ -181,28 +205,81 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Work>) {
     }
 }
 
+/// How a batch failed.
+enum Failed {
+    /// `BEGIN` or a savepoint step failed: no write after it ran.
+    Steps(rusqlite::Error),
+    /// A write's failure ended the whole transaction (SQLite rolls everything back on a full
+    /// disk or an I/O error inside a statement, savepoints included): the writes before it
+    /// are undone; those after it have not run, and go to the next batch.
+    AbortedBy(Ran),
+    /// `COMMIT` failed.
+    Commit(rusqlite::Error),
+}
+
 /// One transaction for the whole batch; every caller is answered after the commit.
-fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>) {
+fn commit_batch(conn: &mut Connection, batch: &mut VecDeque<Job>) {
     let mut answers: Vec<Answer> = Vec::with_capacity(batch.len());
-    let committed = run_batch(conn, batch, &mut answers);
-    // Writes that never ran (BEGIN or a savepoint step failed) are dropped unanswered: their
-    // callers hear that the ledger closed on them, as before any write of theirs was made.
-    batch.clear();
-    let failure = committed.err().map(|e| {
-        tracing::error!(error = %e, writes = answers.len(), "a ledger batch did not commit");
-        if !conn.is_autocommit() {
-            // Leave no transaction open for the next batch.
-            let _ = conn.execute_batch("ROLLBACK");
+    let outcome = run_batch(conn, batch, &mut answers);
+    let Err(failed) = outcome else {
+        for answer in answers {
+            answer(None);
         }
-        CommitFailure {
-            out_of_space: LedgerError::Sqlite(e).is_out_of_space(),
-            // SQLite answers its COMMIT in process: a failure is a rollback.
-            maybe_committed: false,
-            message: "the ledger could not commit".into(),
+        return;
+    };
+    if !conn.is_autocommit() {
+        // Leave no transaction open for the next batch.
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    let (failure, culprit) = match failed {
+        Failed::Steps(e) => {
+            tracing::error!(error = %e, "a ledger batch could not start");
+            // Its writes that never ran are failed too (not left to a batch that may fail
+            // the same way for ever).
+            for job in batch.drain(..) {
+                answers.push(job(None).answer);
+            }
+            (failure_of(&e, false), None)
         }
-    });
+        Failed::Commit(e) => {
+            tracing::error!(error = %e, writes = answers.len(), "a ledger batch did not commit");
+            (failure_of(&e, true), None)
+        }
+        Failed::AbortedBy(ran) => {
+            tracing::error!(
+                undone = answers.len(),
+                out_of_space = ran.out_of_space,
+                "a ledger write failed its whole batch"
+            );
+            let failure = CommitFailure {
+                out_of_space: ran.out_of_space,
+                maybe_committed: false,
+                message: "the ledger could not commit".into(),
+            };
+            (failure, Some(ran.answer))
+        }
+    };
+    // The write that failed hears its own error; the others, what became of their batch.
+    if let Some(culprit) = culprit {
+        culprit(None);
+    }
     for answer in answers {
-        answer(failure.as_ref());
+        answer(Some(&failure));
+    }
+}
+
+/// What the callers of a batch that failed with `e` are told.
+fn failure_of(e: &rusqlite::Error, at_commit: bool) -> CommitFailure {
+    let out_of_space = e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull);
+    CommitFailure {
+        out_of_space,
+        // A COMMIT that failed in its WAL sync has written the whole transaction, commit
+        // frame included: invisible now, but a restart's WAL recovery may find it committed
+        // (unless a later batch overwrote those frames). Its callers must not undo anything
+        // (remove the document a row may name).
+        maybe_committed: at_commit
+            && e.sqlite_error_code() == Some(rusqlite::ErrorCode::SystemIoFailure),
+        message: "the ledger could not commit".into(),
     }
 }
 
@@ -211,28 +288,36 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>) {
 /// is its answer, and rolls back a transaction that held nothing else).
 fn run_batch(
     conn: &mut Connection,
-    batch: &mut Vec<Job>,
+    batch: &mut VecDeque<Job>,
     answers: &mut Vec<Answer>,
-) -> rusqlite::Result<()> {
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    if batch.len() == 1 {
-        if let Some(job) = batch.pop() {
-            let (ok, answer) = job(conn);
-            answers.push(answer);
-            return conn.execute_batch(if ok { "COMMIT" } else { "ROLLBACK" });
+) -> Result<(), Failed> {
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(Failed::Steps)?;
+    let single = batch.len() == 1;
+    while let Some(job) = batch.pop_front() {
+        if !single {
+            conn.execute_batch("SAVEPOINT w").map_err(Failed::Steps)?;
+        }
+        let ran = job(Some(conn));
+        if !ran.ok && conn.is_autocommit() {
+            return Err(Failed::AbortedBy(ran));
+        }
+        let ok = ran.ok;
+        answers.push(ran.answer);
+        if single {
+            if !ok {
+                return conn.execute_batch("ROLLBACK").map_err(Failed::Steps);
+            }
+        } else {
+            conn.execute_batch(if ok {
+                "RELEASE w"
+            } else {
+                "ROLLBACK TO w; RELEASE w"
+            })
+            .map_err(Failed::Steps)?;
         }
     }
-    for job in batch.drain(..) {
-        conn.execute_batch("SAVEPOINT w")?;
-        let (ok, answer) = job(conn);
-        answers.push(answer);
-        conn.execute_batch(if ok {
-            "RELEASE w"
-        } else {
-            "ROLLBACK TO w; RELEASE w"
-        })?;
-    }
-    conn.execute_batch("COMMIT")
+    conn.execute_batch("COMMIT").map_err(Failed::Commit)
 }
 
 #[cfg(test)]
@@ -266,5 +351,107 @@ mod tests {
             .await
             .expect("the writer still writes");
         assert_eq!(rows, "2", "the panicking write was undone");
+    }
+
+    /// A full disk inside one write makes SQLite roll back the whole transaction, savepoints
+    /// and all: undoing that write alone then failed ("no such savepoint"), so every caller
+    /// of the batch heard a generic failure instead of "out of space" (507), and the writes
+    /// after it were dropped as if the ledger had closed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn regression_a_full_disk_in_one_write_is_told_as_such_and_the_writes_after_it_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let writer = Writer::start(&dir.path().join("w.db")).expect("writer");
+        writer
+            .write(|c| {
+                c.execute_batch("CREATE TABLE t (x BLOB)")?;
+                // The file may grow by two pages from here: a full disk, for this test.
+                let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+                Ok(c.execute_batch(&format!("PRAGMA max_page_count = {}", pages + 2))?)
+            })
+            .await
+            .expect("create");
+        // Hold the thread on a write while three others queue behind it, in order: they
+        // are then one batch.
+        let (started_tx, started) = std::sync::mpsc::channel::<()>();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let held = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                writer
+                    .write(move |_| {
+                        let _ = started_tx.send(());
+                        let _ = release_rx.recv_timeout(std::time::Duration::from_secs(30));
+                        Ok(())
+                    })
+                    .await
+            }
+        });
+        tokio::task::spawn_blocking(move || {
+            started.recv_timeout(std::time::Duration::from_secs(30))
+        })
+        .await
+        .expect("join")
+        .expect("the holding write runs");
+        let insert = |blob: usize| {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                writer
+                    .write(move |c| Ok(c.execute("INSERT INTO t VALUES (?1)", [vec![7_u8; blob]])?))
+                    .await
+            })
+        };
+        let mut queued = Vec::new();
+        for (n, blob) in [10, 100_000, 20].into_iter().enumerate() {
+            queued.push(insert(blob));
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while writer.jobs.capacity() > QUEUE - (n + 1) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "write {n} never queued"
+                );
+                tokio::task::yield_now().await;
+            }
+        }
+        release.send(()).expect("release");
+        held.await.expect("join").expect("the holding write");
+        let mut results = Vec::new();
+        for q in queued {
+            results.push(q.await.expect("join"));
+        }
+        let first = results[0].as_ref().expect_err("undone with its batch");
+        assert!(first.is_out_of_space(), "{first:?}");
+        assert!(!first.maybe_committed(), "{first:?}");
+        let culprit = results[1].as_ref().expect_err("the disk is full");
+        assert!(culprit.is_out_of_space(), "{culprit:?}");
+        assert_eq!(results[2].as_ref().ok(), Some(&1), "the write after it ran");
+        let rows = writer
+            .write(|c| {
+                Ok(
+                    c.query_row("SELECT group_concat(length(x)) FROM t", [], |r| {
+                        r.get::<_, String>(0)
+                    })?,
+                )
+            })
+            .await
+            .expect("read");
+        assert_eq!(rows, "20");
+    }
+
+    /// A COMMIT whose WAL sync failed has written its frames: a restart may find it
+    /// committed, so its callers must not undo it (a full disk writes no commit frame).
+    #[test]
+    fn an_io_error_at_commit_may_have_committed() {
+        let io = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR_FSYNC),
+            None,
+        );
+        assert!(failure_of(&io, true).maybe_committed);
+        assert!(!failure_of(&io, false).maybe_committed);
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        );
+        let f = failure_of(&full, true);
+        assert!(f.out_of_space && !f.maybe_committed);
     }
 }
