@@ -448,23 +448,25 @@ impl SpaceWatch {
                 .is_ok()
         {
             self.sample();
-            if self.fits(n) {
-                return true;
-            }
+        }
+        // Sampled now, by this draw or a concurrent one: judged on that.
+        if self.fits(n) {
+            return true;
         }
         self.low.store(true, Ordering::Relaxed);
         false
     }
 
-    /// Draw `n` if that leaves half the reserve free.
+    /// Draw `n` if that leaves half the reserve free (in one step: a sample resetting the
+    /// count meanwhile is never undone by a refused draw).
     fn fits(&self, n: u64) -> bool {
-        let drawn = self.drawn.fetch_add(n, Ordering::Relaxed).saturating_add(n);
-        let left = self.free.load(Ordering::Relaxed).saturating_sub(drawn);
-        if left >= self.reserve / 2 {
-            return true;
-        }
-        self.drawn.fetch_sub(n, Ordering::Relaxed);
-        false
+        let free = self.free.load(Ordering::Relaxed);
+        self.drawn
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |drawn| {
+                let drawn = drawn.saturating_add(n);
+                (free.saturating_sub(drawn) >= self.reserve / 2).then_some(drawn)
+            })
+            .is_ok()
     }
 
     /// Why new uploads must wait, if they must.

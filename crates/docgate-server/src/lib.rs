@@ -447,23 +447,22 @@ async fn open_ledger(
         None
     };
     let ledger: Arc<dyn Ledger> = Arc::new(SqlLedger::connect(&ledger_url).await?);
-    if single_replica {
-        // The previous process is gone: its leases mean nothing, resume its work now.
-        match ledger.release_all(ledger::now_ms()).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                resumed = n,
-                "resuming deliveries interrupted by the last shutdown"
-            ),
-            // Not a reason to stay down (a full disk: starting is how its orphans go): the
-            // leases run out by themselves, and their uploads are claimed then.
-            Err(e) => tracing::warn!(
-                error = %e,
-                "could not resume the last process's deliveries now; they resume as their leases run out"
-            ),
-        }
-    }
     Ok((ledger, file_lock))
+}
+
+/// A gateway with a ledger of its own starts after a process that is gone: its leases mean
+/// nothing (resume its deliveries now), and the sessions it was completing are open again.
+/// Run after the orphan sweep: on a disk a crash left full, that sweep is what makes room
+/// for this write.
+async fn resume_after_last_process(ledger: &dyn Ledger) -> Result<(), StartError> {
+    let n = ledger.release_all(ledger::now_ms()).await?;
+    if n > 0 {
+        tracing::info!(
+            resumed = n,
+            "resuming deliveries interrupted by the last shutdown"
+        );
+    }
+    Ok(())
 }
 
 /// Upload slots: the global bound and each tenant's share.
@@ -547,6 +546,9 @@ impl Gateway {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "removed orphaned spool files"),
             Err(e) => tracing::warn!(error = %e, "orphan spool cleanup failed"),
+        }
+        if single_replica {
+            resume_after_last_process(ledger.as_ref()).await?;
         }
         // The spool's own filesystem when it is local; the data dir always (scratch space
         // for deliveries, the SQLite ledger by default); a SQLite ledger kept elsewhere too.

@@ -1193,4 +1193,28 @@ async fn regression_a_customer_the_browser_names_is_not_claimed_for_the_tenant()
     w.session(json!({})).await;
     let (status, body) = complete(json!({"fields": {"payto": PAYTO}})).await;
     assert_eq!(status, 201, "{body}");
+    // Completed by the tenant's backend (its API key), the customer it names is its own.
+    let theirs = "payto://iban/FR1420041010050500013M02606";
+    let (id, token) = w.session(json!({"fields": {}})).await;
+    let doc = pdf(20_000, 4);
+    let path = w.create(&token, doc.len() as u64).await;
+    assert_eq!(w.patch(&token, &path, 0, &doc).await.status(), 204);
+    let res = w
+        .client
+        .post(w.url(&format!("/v1/upload-sessions/{id}/complete")))
+        .bearer_auth(KEY)
+        .json(&json!({"fields": {"payto": theirs}}))
+        .send()
+        .await
+        .expect("complete");
+    assert_eq!(res.status(), 201);
+    let res = w
+        .client
+        .post(w.url("/v1/upload-sessions"))
+        .bearer_auth(OTHER_KEY)
+        .json(&json!({"provider": "taler", "fields": {"payto": theirs}}))
+        .send()
+        .await
+        .expect("mint");
+    assert_eq!(res.status(), 403, "claimed by the tenant that named it");
 }

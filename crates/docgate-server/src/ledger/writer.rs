@@ -296,7 +296,10 @@ fn run_batch(
     let single = batch.len() == 1;
     while let Some(job) = batch.pop_front() {
         if !single {
-            conn.execute_batch("SAVEPOINT w").map_err(Failed::Steps)?;
+            if let Err(e) = conn.execute_batch("SAVEPOINT w") {
+                batch.push_front(job); // answered with the rest that never ran
+                return Err(Failed::Steps(e));
+            }
         }
         let ran = job(Some(conn));
         if !ran.ok && conn.is_autocommit() {

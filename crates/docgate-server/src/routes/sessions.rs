@@ -385,7 +385,16 @@ pub async fn complete(
     } else {
         json_body(&body)?
     };
-    session_upload(&app, who.tenant().clone(), session, extra.fields, &headers).await
+    let by_tenant = matches!(who, Uploader::ApiKey(_));
+    session_upload(
+        &app,
+        who.tenant().clone(),
+        session,
+        extra.fields,
+        &headers,
+        by_tenant,
+    )
+    .await
 }
 
 /// Merge the browser's fields into the session's: new names only; a different value for a

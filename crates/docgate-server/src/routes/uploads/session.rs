@@ -37,6 +37,7 @@ pub async fn session_upload(
     session: SessionRecord,
     extra_fields: Fields,
     headers: &HeaderMap,
+    by_tenant: bool,
 ) -> Result<Response> {
     let respond_async = super::request::wants_async(headers);
     let session = settled(app, session).await?;
@@ -46,7 +47,16 @@ pub async fn session_upload(
     check_usable(&session, now_ms())?;
     let fields = merge_fields(&session, extra_fields)?;
     let hold = SessionHold::take(app, &session).await?;
-    let result = accept_documents(app, tenant, &session, fields, respond_async, &hold).await;
+    let result = accept_documents(
+        app,
+        tenant,
+        &session,
+        fields,
+        respond_async,
+        &hold,
+        by_tenant,
+    )
+    .await;
     hold.release().await;
     result
 }
@@ -221,6 +231,7 @@ async fn accept_documents(
     fields: Fields,
     respond_async: bool,
     hold: &SessionHold,
+    by_tenant: bool,
 ) -> Result<Response> {
     let provider = app
         .registry
@@ -262,7 +273,12 @@ async fn accept_documents(
             })
         })
         .collect();
-    let intake = Intake::for_session(app, tenant, session, respond_async, hold);
+    let mut intake = Intake::for_session(app, tenant, session, respond_async, hold);
+    if let (true, Some(s)) = (by_tenant, intake.session.as_mut()) {
+        // Completed with the API key: the tenant's backend named every field, as when it
+        // mints a session with them.
+        s.fixed.extend(fields.keys().cloned());
+    }
     accept(intake, provider, fields, documents).await
 }
 
@@ -283,7 +299,8 @@ pub async fn after_document(app: &AppState, session: &SessionRecord) {
     };
     let mut headers = HeaderMap::new();
     headers.insert("prefer", HeaderValue::from_static("respond-async"));
-    if let Err(p) = session_upload(app, tenant, session.clone(), Fields::new(), &headers).await {
+    let accepted = session_upload(app, tenant, session.clone(), Fields::new(), &headers, false);
+    if let Err(p) = accepted.await {
         tracing::info!(session = %session.id, code = %p.code, "a completed tus document's session was not accepted yet");
     }
 }
