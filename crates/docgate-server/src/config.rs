@@ -797,21 +797,25 @@ mod tests {
         );
     }
 
+    /// The paths of the issues of a configuration: `settings`, then one tenant.
+    fn issues_with(settings: &str) -> Vec<String> {
+        let text = format!(
+            "{settings}[[tenants]]\nname = \"shop\"\n\
+             api_key = {{ env = \"DOCGATE_CONFIG_TEST_KEY\" }}\nproviders = []\n"
+        );
+        let (_, issues) = Config::parse_checked(&text).expect("toml");
+        paths(&issues).into_iter().map(str::to_owned).collect()
+    }
+
     // A lease shorter than an attempt was taken: with its renewals failing (the ledger out of
     // reach), another replica claimed the upload and delivered it beside the first attempt.
     #[test]
     fn regression_a_lease_no_longer_than_an_attempt_is_named() {
         std::env::set_var("DOCGATE_CONFIG_TEST_KEY", "k");
         let with = |lease: &str| {
-            let text = format!(
-                "[delivery]\nattempt_timeout = \"60s\"\nlease = \"{lease}\"\n[[tenants]]\n\
-                 name = \"shop\"\napi_key = {{ env = \"DOCGATE_CONFIG_TEST_KEY\" }}\nproviders = []\n"
-            );
-            let (_, issues) = Config::parse_checked(&text).expect("toml");
-            paths(&issues)
-                .into_iter()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
+            issues_with(&format!(
+                "[delivery]\nattempt_timeout = \"60s\"\nlease = \"{lease}\"\n"
+            ))
         };
         assert_eq!(with("30s"), vec!["delivery.lease"]);
         assert_eq!(with("60s"), vec!["delivery.lease"]);
@@ -824,17 +828,8 @@ mod tests {
     #[test]
     fn regression_a_body_deadline_the_orphan_sweep_would_cut_short_is_named() {
         std::env::set_var("DOCGATE_CONFIG_TEST_KEY", "k");
-        let with = |deadline: &str| {
-            let text = format!(
-                "[limits]\nbody_deadline = \"{deadline}\"\n[[tenants]]\n\
-                 name = \"shop\"\napi_key = {{ env = \"DOCGATE_CONFIG_TEST_KEY\" }}\nproviders = []\n"
-            );
-            let (_, issues) = Config::parse_checked(&text).expect("toml");
-            paths(&issues)
-                .into_iter()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        };
+        let with =
+            |deadline: &str| issues_with(&format!("[limits]\nbody_deadline = \"{deadline}\"\n"));
         assert_eq!(with("1h"), vec!["limits.body_deadline"]);
         assert!(with("59m").is_empty());
     }

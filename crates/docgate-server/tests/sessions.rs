@@ -130,15 +130,12 @@ impl World {
             .header("tus-resumable", "1.0.0")
     }
 
-    /// Create a tus upload of `len` bytes: its path.
-    async fn create(&self, token: &str, len: u64) -> String {
+    /// Create a tus upload with one length header and `metadata`: its path.
+    async fn create_with(&self, token: &str, length: (&str, &str), metadata: &str) -> String {
         let res = self
             .tus(reqwest::Method::POST, "/v1/tus/", token)
-            .header("upload-length", len.to_string())
-            .header(
-                "upload-metadata",
-                "filename ZG9jLnBkZg==,filetype YXBwbGljYXRpb24vcGRm",
-            )
+            .header(length.0, length.1)
+            .header("upload-metadata", metadata)
             .send()
             .await
             .expect("create");
@@ -147,6 +144,16 @@ impl World {
             .to_str()
             .expect("location")
             .to_owned()
+    }
+
+    /// Create a tus upload of `len` bytes: its path.
+    async fn create(&self, token: &str, len: u64) -> String {
+        self.create_with(
+            token,
+            ("upload-length", &len.to_string()),
+            "filename ZG9jLnBkZg==,filetype YXBwbGljYXRpb24vcGRm",
+        )
+        .await
     }
 
     async fn patch(&self, token: &str, path: &str, offset: u64, bytes: &[u8]) -> reqwest::Response {
@@ -604,17 +611,13 @@ async fn regression_completing_while_a_document_is_still_arriving_is_409_and_los
 async fn regression_a_deferred_length_below_the_bytes_received_is_refused() {
     let w = World::start().await;
     let (_, token) = w.session(json!({})).await;
-    let res = w
-        .tus(reqwest::Method::POST, "/v1/tus/", &token)
-        .header("upload-defer-length", "1")
-        .send()
-        .await
-        .expect("create");
-    assert_eq!(res.status(), 201);
-    let path = res.headers()["location"]
-        .to_str()
-        .expect("location")
-        .to_owned();
+    let path = w
+        .create_with(
+            &token,
+            ("upload-defer-length", "1"),
+            "filename ZG9jLnBkZg==",
+        )
+        .await;
     let doc = pdf(30_000, 4);
     assert_eq!(w.patch(&token, &path, 0, &doc).await.status(), 204);
     let res = w
@@ -1075,18 +1078,13 @@ async fn regression_a_document_refused_once_complete_leaves_no_piece_in_the_spoo
         assert_eq!(files_under(&spool), Vec::<std::path::PathBuf>::new());
     }
     // In pieces too: the refused last piece goes, and so do the recorded ones.
-    let res = w
-        .tus(reqwest::Method::POST, "/v1/tus/", &token)
-        .header("upload-length", zip.len().to_string())
-        .header("upload-metadata", "filename ZG9jcy56aXA=")
-        .send()
-        .await
-        .expect("create");
-    assert_eq!(res.status(), 201);
-    let path = res.headers()["location"]
-        .to_str()
-        .expect("location")
-        .to_owned();
+    let path = w
+        .create_with(
+            &token,
+            ("upload-length", &zip.len().to_string()),
+            "filename ZG9jcy56aXA=",
+        )
+        .await;
     let half = zip.len() / 2;
     assert_eq!(w.patch(&token, &path, 0, &zip[..half]).await.status(), 204);
     assert_eq!(files_under(&spool).len(), 1, "the first piece is kept");

@@ -108,6 +108,16 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> LedgerResult<T> + Send + 'static,
     {
+        let answered = self.enqueue(write).await?;
+        answered.await.map_err(|_| LedgerError::Closed)?
+    }
+
+    /// Queue `write` behind those already queued; its answer comes on the receiver.
+    async fn enqueue<T, F>(&self, write: F) -> LedgerResult<oneshot::Receiver<LedgerResult<T>>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> LedgerResult<T> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel::<LedgerResult<T>>();
         let job: Job = Box::new(move |conn| {
             let Some(conn) = conn else {
@@ -136,7 +146,7 @@ impl Writer {
             .send(Work::Write(job))
             .await
             .map_err(|_| LedgerError::Closed)?;
-        rx.await.map_err(|_| LedgerError::Closed)?
+        Ok(rx)
     }
 
     /// Empty the WAL once every write before this call is committed: the pages an erasure
@@ -395,31 +405,23 @@ mod tests {
         .await
         .expect("join")
         .expect("the holding write runs");
-        let insert = |blob: usize| {
-            let writer = writer.clone();
-            tokio::spawn(async move {
-                writer
-                    .write(move |c| Ok(c.execute("INSERT INTO t VALUES (?1)", [vec![7_u8; blob]])?))
-                    .await
-            })
-        };
+        // Queued in this order, each in the channel before the next.
         let mut queued = Vec::new();
-        for (n, blob) in [10, 100_000, 20].into_iter().enumerate() {
-            queued.push(insert(blob));
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            while writer.jobs.capacity() > QUEUE - (n + 1) {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "write {n} never queued"
-                );
-                tokio::task::yield_now().await;
-            }
+        for blob in [10, 100_000, 20] {
+            queued.push(
+                writer
+                    .enqueue(move |c| {
+                        Ok(c.execute("INSERT INTO t VALUES (?1)", [vec![7_u8; blob]])?)
+                    })
+                    .await
+                    .expect("queued"),
+            );
         }
         release.send(()).expect("release");
         held.await.expect("join").expect("the holding write");
         let mut results = Vec::new();
         for q in queued {
-            results.push(q.await.expect("join"));
+            results.push(q.await.expect("answered"));
         }
         let first = results[0].as_ref().expect_err("undone with its batch");
         assert!(first.is_out_of_space(), "{first:?}");
