@@ -1152,7 +1152,9 @@ async fn regression_a_customer_the_browser_names_is_not_claimed_for_the_tenant()
     let w = World::start().await;
     let victim = "payto://iban/GB33BUKB20201555555555";
     let w = &w;
-    let complete = move |extra: Value| async move {
+    // A session without a customer, its document sent, completed with `fields` by the
+    // browser's token, or by the tenant's API key.
+    let complete = move |by_tenant: bool, fields: Value| async move {
         let (id, token) = w.session(json!({"fields": {}})).await;
         let doc = pdf(20_000, 3);
         let path = w.create(&token, doc.len() as u64).await;
@@ -1160,28 +1162,35 @@ async fn regression_a_customer_the_browser_names_is_not_claimed_for_the_tenant()
         let res = w
             .client
             .post(w.url(&format!("/v1/upload-sessions/{id}/complete")))
-            .bearer_auth(&token)
-            .json(&extra)
+            .bearer_auth(if by_tenant { KEY } else { token.as_str() })
+            .json(&json!({ "fields": fields }))
             .send()
             .await
             .expect("complete");
         let status = res.status().as_u16();
         (status, res.json::<Value>().await.expect("json"))
     };
-    let (status, body) = complete(json!({"fields": {"payto": victim}})).await;
+    // The other tenant mints a session for `payto`: its status.
+    let other_names = move |payto: &'static str| async move {
+        w.client
+            .post(w.url("/v1/upload-sessions"))
+            .bearer_auth(OTHER_KEY)
+            .json(&json!({"provider": "taler", "fields": {"payto": payto}}))
+            .send()
+            .await
+            .expect("mint")
+            .status()
+    };
+    let (status, body) = complete(false, json!({"payto": victim})).await;
     assert_eq!(status, 201, "a customer nobody has yet: delivered ({body})");
     // ...and not taken from the tenant whose customer it is.
-    let res = w
-        .client
-        .post(w.url("/v1/upload-sessions"))
-        .bearer_auth(OTHER_KEY)
-        .json(&json!({"provider": "taler", "fields": {"payto": victim}}))
-        .send()
-        .await
-        .expect("mint");
-    assert_eq!(res.status(), 201, "the real tenant names its customer");
+    assert_eq!(
+        other_names(victim).await,
+        201,
+        "the real tenant names its customer"
+    );
     // Now it is the other tenant's: a browser naming it is refused, like an API upload.
-    let (status, body) = complete(json!({"fields": {"payto": victim}})).await;
+    let (status, body) = complete(false, json!({"payto": victim})).await;
     assert_eq!(
         (status, body["field"].as_str()),
         (403, Some("payto")),
@@ -1189,30 +1198,15 @@ async fn regression_a_customer_the_browser_names_is_not_claimed_for_the_tenant()
     );
     // A customer the tenant named itself (claimed when it minted) the browser may name.
     w.session(json!({})).await;
-    let (status, body) = complete(json!({"fields": {"payto": PAYTO}})).await;
+    let (status, body) = complete(false, json!({"payto": PAYTO})).await;
     assert_eq!(status, 201, "{body}");
     // Completed by the tenant's backend (its API key), the customer it names is its own.
     let theirs = "payto://iban/FR1420041010050500013M02606";
-    let (id, token) = w.session(json!({"fields": {}})).await;
-    let doc = pdf(20_000, 4);
-    let path = w.create(&token, doc.len() as u64).await;
-    assert_eq!(w.patch(&token, &path, 0, &doc).await.status(), 204);
-    let res = w
-        .client
-        .post(w.url(&format!("/v1/upload-sessions/{id}/complete")))
-        .bearer_auth(KEY)
-        .json(&json!({"fields": {"payto": theirs}}))
-        .send()
-        .await
-        .expect("complete");
-    assert_eq!(res.status(), 201);
-    let res = w
-        .client
-        .post(w.url("/v1/upload-sessions"))
-        .bearer_auth(OTHER_KEY)
-        .json(&json!({"provider": "taler", "fields": {"payto": theirs}}))
-        .send()
-        .await
-        .expect("mint");
-    assert_eq!(res.status(), 403, "claimed by the tenant that named it");
+    let (status, body) = complete(true, json!({"payto": theirs})).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        other_names(theirs).await,
+        403,
+        "claimed by the tenant that named it"
+    );
 }
