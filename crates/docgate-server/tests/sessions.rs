@@ -557,17 +557,24 @@ impl World {
     }
 
     async fn completion(&self, id: &str, token: &str, fields: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .client
-            .post(self.url(&format!("/v1/upload-sessions/{id}/complete")))
-            .bearer_auth(token)
+        let req = self
+            .completing(id, token, fields)
             .header("prefer", "respond-async");
-        if let Some(fields) = fields {
-            req = req.json(&json!({ "fields": fields }));
-        }
         let res = req.send().await.expect("complete");
         let status = res.status().as_u16();
         (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST …/complete` with `bearer` (a token or the API key), waiting for the outcome.
+    fn completing(&self, id: &str, bearer: &str, fields: Option<Value>) -> reqwest::RequestBuilder {
+        let req = self
+            .client
+            .post(self.url(&format!("/v1/upload-sessions/{id}/complete")))
+            .bearer_auth(bearer);
+        match fields {
+            Some(fields) => req.json(&json!({ "fields": fields })),
+            None => req,
+        }
     }
 }
 
@@ -1109,9 +1116,7 @@ async fn regression_a_spent_token_reads_its_upload_until_it_expires_and_nothing_
     let path = w.create(&token, doc.len() as u64).await;
     assert_eq!(w.patch(&token, &path, 0, &doc).await.status(), 204);
     let res = w
-        .client
-        .post(w.url(&format!("/v1/upload-sessions/{id}/complete")))
-        .bearer_auth(&token)
+        .completing(&id, &token, None)
         .send()
         .await
         .expect("complete");
@@ -1159,11 +1164,9 @@ async fn regression_a_customer_the_browser_names_is_not_claimed_for_the_tenant()
         let doc = pdf(20_000, 3);
         let path = w.create(&token, doc.len() as u64).await;
         assert_eq!(w.patch(&token, &path, 0, &doc).await.status(), 204);
+        let bearer = if by_tenant { KEY } else { token.as_str() };
         let res = w
-            .client
-            .post(w.url(&format!("/v1/upload-sessions/{id}/complete")))
-            .bearer_auth(if by_tenant { KEY } else { token.as_str() })
-            .json(&json!({ "fields": fields }))
+            .completing(&id, bearer, Some(fields))
             .send()
             .await
             .expect("complete");
