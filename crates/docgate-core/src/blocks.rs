@@ -37,8 +37,9 @@ pub const KEPT: usize = 8;
 /// Spool blocks (ingest) and sealed write batches.
 static BLOCKS: Pool = Pool::new(CAPACITY, KEPT);
 
-/// Segments opened from an encrypted spool (a segment and its tag; 16 of them, 1 MiB): a
-/// reader hands out one segment at a time, so a block each would hold four times the memory.
+/// Segments opened from an encrypted spool, and the one being sealed by each spool writer (a
+/// segment and its tag; 16 of them, 1 MiB): a reader hands out one segment at a time, so a
+/// block each would hold four times the memory.
 pub static SEGMENTS: Pool = Pool::new(crate::seal::SEGMENT + crate::seal::TAG, 16);
 
 /// An empty buffer of `CAPACITY` from the block pool.
@@ -146,7 +147,9 @@ impl Pool {
         self.free_list().len()
     }
 
-    fn give_back(&self, mut buf: Vec<u8>) {
+    /// Keep `buf` for reuse, if it is one of the pool's size and the pool has room; free it
+    /// otherwise.
+    pub fn give_back(&self, mut buf: Vec<u8>) {
         if buf.capacity() != self.capacity {
             return;
         }

@@ -528,7 +528,9 @@ impl<S: ObjectStore> EncryptedStore<S> {
 struct SealWriter {
     inner: Box<dyn ObjectWriter>,
     sealer: Sealer,
-    /// Plaintext of the segment being filled (sealed once more data shows it is not last).
+    /// Plaintext of the segment being filled (sealed once more data shows it is not last):
+    /// a pooled buffer, as a fresh 64 KiB per upload was handed back to the system at every
+    /// small upload's end and faulted in again at the next (see `blocks`).
     pending: Vec<u8>,
     /// Sealed bytes not yet handed to the inner writer (a pooled buffer: see `blocks`).
     out: Vec<u8>,
@@ -594,6 +596,8 @@ impl ObjectWriter for SealWriter {
 
     async fn commit(mut self: Box<Self>) -> io::Result<()> {
         self.seal_pending(true)?;
+        // Back to the pool before the write and its sync, which take longer than the rest.
+        crate::blocks::SEGMENTS.give_back(std::mem::take(&mut self.pending));
         let rest = std::mem::take(&mut self.out);
         self.inner.write(crate::blocks::freeze(rest)).await?;
         self.inner.commit().await
@@ -618,7 +622,7 @@ impl<S: ObjectStore> ObjectStore for EncryptedStore<S> {
         Ok(Box::new(SealWriter {
             inner,
             sealer,
-            pending: Vec::with_capacity(segment + TAG),
+            pending: crate::blocks::SEGMENTS.take(),
             out: out_buffer(segment),
             position: 0,
         }))

@@ -442,6 +442,24 @@ mod tests {
         assert_eq!(rows, "20");
     }
 
+    /// Each write's statement journal stays in memory up to 1 MiB (`.cargo/config.toml`):
+    /// past SQLite's default of 64 KiB it moved to a temporary file, and the writer created
+    /// and removed a file in most batches.
+    #[test]
+    fn a_write_s_statement_journal_stays_in_memory_up_to_a_mebibyte() {
+        let conn = Connection::open_in_memory().expect("sqlite");
+        let mut options = conn.prepare("PRAGMA compile_options").expect("pragma");
+        let options: Vec<String> = options
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert!(
+            options.iter().any(|o| o == "STMTJRNL_SPILL=1048576"),
+            "{options:?}"
+        );
+    }
+
     /// A COMMIT whose WAL sync failed has written its frames: a restart may find it
     /// committed, so its callers must not undo it (a full disk writes no commit frame).
     #[test]
