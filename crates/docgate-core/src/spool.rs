@@ -19,7 +19,7 @@ use std::{
     fmt, io,
     path::Path,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
 };
@@ -102,7 +102,7 @@ impl SpoolDir {
                     pieces: pieces.into(),
                 },
                 len,
-                integrity_failed: Arc::default(),
+                health: Arc::default(),
             }),
         }
     }
@@ -206,10 +206,9 @@ impl fmt::Debug for Backing {
 struct Inner {
     backing: Backing,
     len: u64,
-    /// Set when a read found the stored bytes altered, truncated or gone (an encrypted store's
-    /// authentication failed): shared by every handle and every piece of the document, so
+    /// What reads of the document ran into, shared by every handle and every piece of it, so
     /// the delivery learns it whatever a provider made of the read error.
-    integrity_failed: Arc<AtomicBool>,
+    health: Arc<ReadHealth>,
 }
 
 impl Drop for Inner {
@@ -252,7 +251,7 @@ impl Spooled {
             inner: Arc::new(Inner {
                 backing: Backing::Memory(bytes),
                 len,
-                integrity_failed: Arc::default(),
+                health: Arc::default(),
             }),
         }
     }
@@ -266,7 +265,7 @@ impl Spooled {
                     temporary: AtomicBool::new(temporary),
                 },
                 len,
-                integrity_failed: Arc::default(),
+                health: Arc::default(),
             }),
         }
     }
@@ -345,7 +344,7 @@ impl Spooled {
                     expected: len.saturating_sub(from),
                     seen: 0,
                     _keep: keep_alive,
-                    integrity_failed: self.inner.integrity_failed.clone(),
+                    health: self.inner.health.clone(),
                 })
             }
         }
@@ -354,18 +353,23 @@ impl Spooled {
     /// Whether a read of this document (any handle, any piece) found its stored bytes
     /// altered or truncated; see [`crate::seal::is_integrity_failure`]. No retry can help.
     pub fn failed_integrity(&self) -> bool {
-        self.inner.integrity_failed.load(Ordering::Acquire)
+        self.inner.health.altered.load(Ordering::Acquire)
+    }
+
+    /// Reads of this document (any handle, any piece) that failed without showing it altered:
+    /// the store could not be reached or answered an error. A delivery attempt during which
+    /// this grew failed on our side, not the provider's.
+    pub fn read_errors(&self) -> u64 {
+        self.inner.health.errors.load(Ordering::Acquire)
     }
 
     /// A blocking reader over the whole document (call from a blocking thread).
     pub fn blocking_reader(&self) -> io::Result<Box<dyn ReadSeek>> {
-        let flag = self.inner.integrity_failed.clone();
-        let reader = self
-            .open_blocking()
-            .inspect_err(|e| note_integrity(&flag, e))?;
+        let health = self.inner.health.clone();
+        let reader = self.open_blocking().inspect_err(|e| health.note(e))?;
         Ok(Box::new(IntegrityWatch {
             inner: reader,
-            flag,
+            health,
         }))
     }
 
@@ -456,7 +460,7 @@ fn pieces_stream(
                         temporary: AtomicBool::new(false),
                     },
                     len: piece.len,
-                    integrity_failed: keep.inner.integrity_failed.clone(),
+                    health: keep.inner.health.clone(),
                 }),
             };
             drop(keep);
@@ -469,31 +473,45 @@ fn pieces_stream(
 /// A read that shows the stored bytes are not what was recorded: altered (a sealed segment
 /// that does not open), or gone (the object the ledger names is missing). Either way no
 /// retry will bring them back, and the delivery fails instead of retrying for a day.
-fn note_integrity(flag: &AtomicBool, e: &io::Error) {
-    if crate::seal::is_integrity_failure(e) || e.kind() == io::ErrorKind::NotFound {
-        flag.store(true, Ordering::Release);
+/// What reads of one document ran into.
+#[derive(Debug, Default)]
+struct ReadHealth {
+    /// A read found the stored bytes altered, truncated or gone (an encrypted store's
+    /// authentication failed, the object the ledger names is missing).
+    altered: AtomicBool,
+    /// Reads that failed otherwise.
+    errors: AtomicU64,
+}
+
+impl ReadHealth {
+    fn note(&self, e: &io::Error) {
+        if crate::seal::is_integrity_failure(e) || e.kind() == io::ErrorKind::NotFound {
+            self.mark_altered();
+        } else {
+            self.errors.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn mark_altered(&self) {
+        self.altered.store(true, Ordering::Release);
     }
 }
 
-/// Notes integrity failures of a blocking reader in the document's flag.
+/// Notes the failures of a blocking reader in the document's read health.
 struct IntegrityWatch {
     inner: Box<dyn ReadSeek>,
-    flag: Arc<AtomicBool>,
+    health: Arc<ReadHealth>,
 }
 
 impl io::Read for IntegrityWatch {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner
-            .read(buf)
-            .inspect_err(|e| note_integrity(&self.flag, e))
+        self.inner.read(buf).inspect_err(|e| self.health.note(e))
     }
 }
 
 impl io::Seek for IntegrityWatch {
     fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
-        self.inner
-            .seek(to)
-            .inspect_err(|e| note_integrity(&self.flag, e))
+        self.inner.seek(to).inspect_err(|e| self.health.note(e))
     }
 }
 
@@ -504,7 +522,7 @@ struct LengthChecked {
     expected: u64,
     seen: u64,
     _keep: Spooled,
-    integrity_failed: Arc<AtomicBool>,
+    health: Arc<ReadHealth>,
 }
 
 impl Stream for LengthChecked {
@@ -519,7 +537,7 @@ impl Stream for LengthChecked {
             Poll::Ready(Some(Ok(b))) => {
                 self.seen += b.len() as u64;
                 if self.seen > self.expected {
-                    self.integrity_failed.store(true, Ordering::Release);
+                    self.health.mark_altered();
                     return Poll::Ready(Some(Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         "spooled document is longer than recorded",
@@ -528,7 +546,7 @@ impl Stream for LengthChecked {
                 Poll::Ready(Some(Ok(b)))
             }
             Poll::Ready(Some(Err(e))) => {
-                note_integrity(&self.integrity_failed, &e);
+                self.health.note(&e);
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) if self.seen != self.expected => {
@@ -537,7 +555,7 @@ impl Stream for LengthChecked {
                     self.seen, self.expected
                 );
                 self.seen = self.expected; // report once
-                self.integrity_failed.store(true, Ordering::Release);
+                self.health.mark_altered();
                 Poll::Ready(Some(Err(io::Error::new(io::ErrorKind::UnexpectedEof, msg))))
             }
             other => other,

@@ -854,6 +854,7 @@ both_backends!(
                 outcome: outcome.into(),
                 upstream_status: status,
                 error: error.map(str::to_owned),
+                not_counted: false,
             };
         assert!(ledger
             .record_attempt(

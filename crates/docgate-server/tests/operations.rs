@@ -884,3 +884,70 @@ async fn cancel_and_erase_in_flight_let_the_attempt_finish_and_stop_there() {
     );
     assert_eq!(w.taler.faults.requests() - before, 1);
 }
+
+/// An outage of the spool alone (its store unreachable, or erring) used up the upload's
+/// attempts at the provider: the upload ended `failed` and its documents were removed,
+/// although the provider had never had a whole body. An attempt that cannot read the spool
+/// is now not counted; the upload waits for the spool and is delivered once it is back.
+#[tokio::test]
+async fn regression_attempts_that_cannot_read_the_spool_are_not_counted_and_lose_nothing() {
+    let w = World::start("sqlite".into()).await;
+    // The first attempt reaches the provider and fails: one of the upload's two attempts.
+    w.taler.faults.set(FaultPlan {
+        delay_ms: 400,
+        fail_next: 1,
+        fail_status: 503,
+        ..FaultPlan::default()
+    });
+    let before = w.taler.faults.requests();
+    let id = w.upload_async(7).await;
+    w.in_flight(&id, before).await;
+    w.taler.faults.set(FaultPlan::default());
+    // Meanwhile the spool fails every read of the upload (each object is a directory now).
+    let names = w.spooled(&id);
+    assert!(!names.is_empty(), "nothing spooled for {id}");
+    let saved: Vec<(std::path::PathBuf, Vec<u8>)> = names
+        .iter()
+        .map(|name| {
+            let path = w.spool().join(name);
+            let bytes = std::fs::read(&path).expect("spooled bytes");
+            std::fs::remove_file(&path).expect("remove");
+            std::fs::create_dir(&path).expect("a directory in its place");
+            (path, bytes)
+        })
+        .collect();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, h) = w.get(&format!("/v1/uploads/{id}/events"), ACME).await;
+        assert_eq!(status, 200, "{h}");
+        let uncounted = h["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["kind"] == "attempt" && e["detail"]["not_counted"] == true)
+            .count();
+        if uncounted >= 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no attempts that could not read the spool: {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, r) = w.get(&format!("/v1/uploads/{id}"), ACME).await;
+    assert!(
+        ["retry_scheduled", "delivering"].contains(&r["status"].as_str().unwrap_or("")),
+        "the upload waits for its spool: {r}"
+    );
+
+    // The spool is back: delivered, with the first attempt and the last one counted.
+    for (path, bytes) in saved {
+        std::fs::remove_dir(&path).expect("remove the directory");
+        std::fs::write(&path, bytes).expect("restore");
+    }
+    let r = w.settled(&id).await;
+    assert_eq!(r["status"], "delivered", "{r}");
+    assert_eq!(r["attempts"], 2, "{r}");
+}

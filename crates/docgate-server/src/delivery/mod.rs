@@ -41,6 +41,10 @@ use crate::{
 /// Waits shorter than this are slept through while holding the lease.
 const INLINE_RETRY: Duration = Duration::from_secs(2);
 
+/// An attempt that could not read its own documents waits at least this long before the
+/// next (bounded by `max_backoff`): the spool is ours, and it is down.
+const UNREADABLE_RETRY: Duration = Duration::from_secs(5);
+
 /// A provider's Retry-After is honoured up to this; beyond it is more likely a bug than a plan.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
@@ -381,6 +385,8 @@ impl Deliverer {
             };
             let started = Instant::now();
             let started_at = now_ms();
+            let read_errors = || documents.iter().map(|d| d.spool.read_errors()).sum::<u64>();
+            let read_errors_before = read_errors();
             let outcome = match self
                 .attempt(
                     id,
@@ -397,6 +403,30 @@ impl Deliverer {
                 // Shutting down: the worker hands the lease back once every task has stopped.
                 Attempt::Cancelled => return Ok(()),
             };
+            // Our spool failed under the attempt (its store unreachable or erring): a failure
+            // on our side, which the provider never saw. It must not use up the attempts the
+            // upload has at the provider, or an outage of the spool alone would fail every
+            // upload waiting in it and remove its documents.
+            let unreadable =
+                matches!(outcome, Outcome::RetryLater { .. }) && read_errors() > read_errors_before;
+            let outcome = match outcome {
+                Outcome::RetryLater {
+                    after,
+                    reason,
+                    upstream_status,
+                } if unreadable => Outcome::RetryLater {
+                    after: Some(
+                        after
+                            .unwrap_or_default()
+                            .max(UNREADABLE_RETRY.min(self.settings.max_backoff)),
+                    ),
+                    reason: format!(
+                        "the spooled documents could not be read (not counted as an attempt): {reason}"
+                    ),
+                    upstream_status,
+                },
+                other => other,
+            };
             let kind = outcome.kind();
             self.metrics.attempt(&rec.provider, kind, started.elapsed());
             tracing::info!(upload = %id, provider = %rec.provider, attempt, outcome = kind, "delivery attempt");
@@ -408,16 +438,18 @@ impl Deliverer {
                 outcome: kind.to_owned(),
                 upstream_status: upstream,
                 error: attempt_error(&outcome),
+                not_counted: unreadable,
             };
             let altered = !matches!(
                 outcome,
                 Outcome::Delivered { .. } | Outcome::Duplicate { .. }
             ) && documents.iter().any(|d| d.spool.failed_integrity());
-            match self.next_step(&rec, attempt, outcome, altered) {
+            match self.next_step(&rec, attempt, outcome, altered, unreadable) {
                 Next::Finish(finish) => {
                     return self.finish(&rec, &owner, finish.after(record)).await
                 }
-                Next::Retry { wait, .. } if wait <= INLINE_RETRY => {
+                // An uncounted attempt is handed back to the ledger, which takes it off.
+                Next::Retry { wait, .. } if wait <= INLINE_RETRY && !unreadable => {
                     if !self.ledger.record_attempt(id, &owner, record).await? {
                         return Ok(());
                     }
@@ -451,8 +483,16 @@ impl Deliverer {
     }
 
     /// What an attempt's outcome leads to: a final status, or another attempt after a wait
-    /// (unless the upload has used its attempts or its age).
-    fn next_step(&self, rec: &UploadRecord, attempt: u32, outcome: Outcome, altered: bool) -> Next {
+    /// (unless the upload has used its attempts or its age; an attempt that could not read
+    /// the spool, `unreadable`, does not count, but the age does).
+    fn next_step(
+        &self,
+        rec: &UploadRecord,
+        attempt: u32,
+        outcome: Outcome,
+        altered: bool,
+        unreadable: bool,
+    ) -> Next {
         let upstream = outcome.upstream_status();
         let finish = match outcome {
             _ if altered => {
@@ -471,7 +511,7 @@ impl Deliverer {
             Outcome::RetryLater { after, reason, .. } => {
                 let (max_attempts, max_age) = self.settings.limits_for(&rec.provider);
                 let age = Duration::from_millis((now_ms() - rec.series_start()).max(0) as u64);
-                if attempt >= max_attempts || age >= max_age {
+                if (attempt >= max_attempts && !unreadable) || age >= max_age {
                     let problem = gave_up(attempt, age, &reason);
                     Finish::refused(UploadStatus::Failed, &problem, upstream)
                 } else {

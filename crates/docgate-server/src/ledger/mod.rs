@@ -302,6 +302,10 @@ pub struct AttemptRecord {
     pub upstream_status: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The attempt failed on our side (its documents could not be read from the spool): it
+    /// is not counted towards `max_attempts`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_counted: bool,
 }
 
 /// A transient failure to record, and when to try again.

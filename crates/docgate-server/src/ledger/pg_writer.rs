@@ -24,7 +24,14 @@
 //! `idle_in_transaction_session_timeout` (set on every writer connection), so its row locks
 //! do not hold up the other replicas.
 
-use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
+use std::{
+    panic::AssertUnwindSafe,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use futures_util::{future::BoxFuture, FutureExt};
 use sqlx::{any::AnyConnectOptions, AnyConnection, ConnectOptions, Executor};
@@ -73,6 +80,9 @@ type Write = Box<dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, (boo
 struct Job {
     queued: tokio::time::Instant,
     write: Write,
+    /// Set just before its `COMMIT` is sent: a write dropped unanswered before that was
+    /// certainly not committed (the server rolls back a transaction whose connection ends).
+    commit_sent: Arc<AtomicBool>,
 }
 
 /// A handle to the writer tasks; they end when every handle is dropped.
@@ -116,20 +126,27 @@ impl PgWriter {
                 message: message.into(),
             })
         };
+        let commit_sent = Arc::new(AtomicBool::new(false));
         let job = Job {
             queued: tokio::time::Instant::now(),
             write: run,
+            commit_sent: commit_sent.clone(),
         };
         match tokio::time::timeout(QUEUE_WAIT, self.jobs.send(job)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(LedgerError::Closed),
             Err(_) => return Err(not_done(false, "no ledger writer was free in time")),
         }
-        // A write dropped unanswered did not complete: it waited too long for a writer, or
-        // its connection failed or timed out while it ran.
-        // Its COMMIT may have been sent before the connection failed or timed out.
-        rx.await
-            .map_err(|_| not_done(true, "the ledger did not complete the write"))?
+        // A write dropped unanswered did not complete: it waited too long for a writer, no
+        // connection could be had (PostgreSQL down), or its connection failed or timed out
+        // while it ran. Only once its COMMIT was sent may it have committed all the same.
+        rx.await.map_err(|_| {
+            if commit_sent.load(Ordering::Acquire) {
+                not_done(true, "the ledger did not complete the write")
+            } else {
+                not_done(false, "the ledger could not run the write")
+            }
+        })?
     }
 }
 
@@ -180,6 +197,7 @@ async fn run_one(
         answer(None);
         return rolled_back.map(|_| ()).map_err(LedgerError::Db);
     }
+    job.commit_sent.store(true, Ordering::Release);
     match c.execute("COMMIT").await {
         Ok(_) => {
             answer(None);
@@ -228,4 +246,33 @@ async fn begin<'c>(
         }
     }
     slot.as_mut().ok_or(sqlx::Error::PoolClosed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With PostgreSQL unreachable, a write that never got a connection was told "may have
+    /// committed": every refused upload answered "may not have been recorded" and kept its
+    /// documents in the spool until the hourly orphan sweep.
+    #[tokio::test]
+    async fn regression_a_write_that_never_got_a_connection_did_not_commit() {
+        sqlx::any::install_default_drivers();
+        // A port nothing listens on: every connection is refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let options: AnyConnectOptions = format!("postgres://docgate@127.0.0.1:{port}/docgate")
+            .parse()
+            .expect("options");
+        let writer = PgWriter::start(options);
+        let refused = writer
+            .write(|c| Box::pin(async move { Ok(c.execute("SELECT 1").await.map(|_| ())?) }))
+            .await;
+        match refused {
+            Err(e @ LedgerError::Commit(_)) => assert!(!e.maybe_committed(), "{e:?}"),
+            other => panic!("expected a failed write, got {other:?}"),
+        }
+    }
 }

@@ -317,7 +317,7 @@ pub async fn reschedule<C: Conn>(
         "UPDATE uploads SET status = 'retry_scheduled', next_attempt_at = $3, \
              last_error = CASE WHEN erased_at IS NULL THEN $4 ELSE NULL END, \
              last_upstream_status = COALESCE($5, last_upstream_status), lease_owner = NULL, \
-             lease_until = NULL, updated_at = $6 \
+             lease_until = NULL, updated_at = $6, attempts = attempts - $7 \
          WHERE id = $1 AND lease_owner = $2 AND status = 'delivering' AND cancel_requested = 0",
     )
     .bind(id.clone())
@@ -326,6 +326,8 @@ pub async fn reschedule<C: Conn>(
     .bind(r.reason.clone())
     .bind(r.upstream_status.map(i64::from))
     .bind(r.now)
+    // An attempt that is not counted gives back the number it took.
+    .bind(i64::from(r.attempt.as_ref().is_some_and(|a| a.not_counted)))
     .execute(&mut *c)
     .await?;
     if done.rows_affected() != 1 {

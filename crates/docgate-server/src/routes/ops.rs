@@ -37,6 +37,12 @@ pub async fn healthz() -> Response {
 /// How long a spool probe's verdict answers `/readyz`.
 const PROBE_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How long `/readyz` waits for the ledger, and for the spool probe, before it says not
+/// ready: a store or database that hangs (a frozen server, a dropped network path) answered
+/// only after its client's own timeouts, a minute and a half and more, while a load balancer
+/// went on sending uploads.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A value read at most once per `fresh` period, however many ask: one read runs at a time;
 /// callers meanwhile wait for it and share what it read. For what the unauthenticated,
 /// polled routes read from the ledger and the spool.
@@ -75,10 +81,14 @@ pub type SpoolProbeCache = Fresh<bool>;
 impl SpoolProbeCache {
     async fn writable(&self, spool: &docgate_core::SpoolDir) -> bool {
         self.get(PROBE_FRESH, async {
-            match spool_probe(spool).await {
-                Ok(()) => true,
-                Err(e) => {
+            match tokio::time::timeout(READY_WAIT, spool_probe(spool)).await {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
                     tracing::warn!(error = %e, "readiness: spool not writable");
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!("readiness: the spool did not answer within {READY_WAIT:?}");
                     false
                 }
             }
@@ -105,10 +115,14 @@ async fn spool_probe(spool: &docgate_core::SpoolDir) -> std::io::Result<()> {
 /// ready for them.
 pub async fn readyz(State(app): State<AppState>) -> Response {
     // Details go to the log, not to this unauthenticated route.
-    let ledger = match app.ledger.ping().await {
-        Ok(()) => "ok",
-        Err(e) => {
+    let ledger = match tokio::time::timeout(READY_WAIT, app.ledger.ping()).await {
+        Ok(Ok(())) => "ok",
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: ledger unavailable");
+            "unavailable"
+        }
+        Err(_) => {
+            tracing::warn!("readiness: the ledger did not answer within {READY_WAIT:?}");
             "unavailable"
         }
     };
@@ -211,6 +225,39 @@ mod tests {
         async fn list(&self, prefix: &str) -> std::io::Result<Vec<ObjectInfo>> {
             self.0.list(prefix).await
         }
+    }
+
+    /// A spool that never answers (a frozen S3 server).
+    #[derive(Debug)]
+    struct Hanging;
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Hanging {
+        async fn put(&self, _key: &str) -> std::io::Result<Box<dyn ObjectWriter>> {
+            std::future::pending().await
+        }
+        async fn get(&self, _key: &str, _from: u64, _len: u64) -> std::io::Result<ByteStream> {
+            std::future::pending().await
+        }
+        fn open_blocking(&self, _key: &str, _len: u64) -> std::io::Result<Box<dyn ReadSeek>> {
+            Err(std::io::Error::other("hanging"))
+        }
+        async fn delete(&self, _key: &str) -> std::io::Result<()> {
+            std::future::pending().await
+        }
+        async fn list(&self, _prefix: &str) -> std::io::Result<Vec<ObjectInfo>> {
+            std::future::pending().await
+        }
+    }
+
+    /// A frozen S3 server held every `/readyz` for its client's timeouts: the first answer
+    /// (503) came after 92 s, and a load balancer went on sending uploads meanwhile.
+    #[tokio::test(start_paused = true)]
+    async fn regression_a_spool_that_hangs_is_not_ready_after_the_wait() {
+        let spool = SpoolDir::with_store(Arc::new(Hanging), 0);
+        let started = tokio::time::Instant::now();
+        assert!(!SpoolProbeCache::default().writable(&spool).await);
+        assert_eq!(started.elapsed(), READY_WAIT);
     }
 
     #[tokio::test(start_paused = true)]

@@ -329,12 +329,14 @@ async fn record(app: &crate::app::AppState, new: NewUpload, keys: &[String]) -> 
         let _ = spool_keys::remove(&app.spool, keys).await;
         return Err(super::session::session_busy());
     }
+    if !error.maybe_committed() {
+        // Definite: no row was written, whether or not the ledger can be read now (a
+        // PostgreSQL that cannot be reached could not answer the look either).
+        let _ = spool_keys::remove(&app.spool, keys).await;
+        return Err(ledger_refused(app, &error));
+    }
     match app.ledger.get(&id).await {
         Ok(Some(rec)) => Ok(Inserted::New(rec)),
-        Ok(None) if !error.maybe_committed() => {
-            let _ = spool_keys::remove(&app.spool, keys).await;
-            Err(ledger_refused(app, &error))
-        }
         Ok(None) | Err(_) => {
             // Unknown: keep the documents (the orphan sweep removes them if the upload
             // really was not recorded) and let the client retry with its key.
