@@ -470,9 +470,6 @@ fn pieces_stream(
     Box::pin(streams.flatten())
 }
 
-/// A read that shows the stored bytes are not what was recorded: altered (a sealed segment
-/// that does not open), or gone (the object the ledger names is missing). Either way no
-/// retry will bring them back, and the delivery fails instead of retrying for a day.
 /// What reads of one document ran into.
 #[derive(Debug, Default)]
 struct ReadHealth {
@@ -484,6 +481,10 @@ struct ReadHealth {
 }
 
 impl ReadHealth {
+    /// A read error that shows the stored bytes are not what was recorded — altered (a
+    /// sealed segment that does not open), or gone (the object the ledger names is missing)
+    /// — marks the document altered: no retry will bring them back, and the delivery fails
+    /// instead of retrying for a day. Any other error is counted.
     fn note(&self, e: &io::Error) {
         if crate::seal::is_integrity_failure(e) || e.kind() == io::ErrorKind::NotFound {
             self.mark_altered();

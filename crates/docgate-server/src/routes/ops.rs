@@ -80,20 +80,27 @@ pub type SpoolProbeCache = Fresh<bool>;
 
 impl SpoolProbeCache {
     async fn writable(&self, spool: &docgate_core::SpoolDir) -> bool {
-        self.get(PROBE_FRESH, async {
-            match tokio::time::timeout(READY_WAIT, spool_probe(spool)).await {
-                Ok(Ok(())) => true,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "readiness: spool not writable");
-                    false
-                }
-                Err(_) => {
-                    tracing::warn!("readiness: the spool did not answer within {READY_WAIT:?}");
-                    false
-                }
-            }
-        })
-        .await
+        self.get(PROBE_FRESH, answers_in_time("spool", spool_probe(spool)))
+            .await
+    }
+}
+
+/// Whether `check` succeeded within [`READY_WAIT`]; why not goes to the log (`what` names
+/// the part checked), not to the unauthenticated route.
+async fn answers_in_time<E: std::fmt::Display>(
+    what: &str,
+    check: impl std::future::Future<Output = Result<(), E>>,
+) -> bool {
+    match tokio::time::timeout(READY_WAIT, check).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: the {what} is not ready");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("readiness: the {what} did not answer within {READY_WAIT:?}");
+            false
+        }
     }
 }
 
@@ -114,17 +121,10 @@ async fn spool_probe(spool: &docgate_core::SpoolDir) -> std::io::Result<()> {
 /// reserve (`limits.min_free_space`): a replica that would refuse uploads with 507 is not
 /// ready for them.
 pub async fn readyz(State(app): State<AppState>) -> Response {
-    // Details go to the log, not to this unauthenticated route.
-    let ledger = match tokio::time::timeout(READY_WAIT, app.ledger.ping()).await {
-        Ok(Ok(())) => "ok",
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "readiness: ledger unavailable");
-            "unavailable"
-        }
-        Err(_) => {
-            tracing::warn!("readiness: the ledger did not answer within {READY_WAIT:?}");
-            "unavailable"
-        }
+    let ledger = if answers_in_time("ledger", app.ledger.ping()).await {
+        "ok"
+    } else {
+        "unavailable"
     };
     let spool = if app.spool_probe.writable(&app.spool).await {
         "ok"
