@@ -142,6 +142,31 @@ async function consoleScenario(browser, sc) {
   }
 }
 
+// A session link from the tenant's backend (`/#session=…&token=…`): the page opens the
+// session, takes the token out of the address (and so out of the history), and a reload of
+// the tab still finds the session.
+async function linkScenario(browser, sc) {
+  const context = await browser.newContext(VIEWPORTS.desktop);
+  const page = await context.newPage();
+  const name = sc.name;
+  try {
+    step = `${name}: open the link`;
+    await page.goto(`${plan.base}/#session=${encodeURIComponent(sc.session)}&token=${encodeURIComponent(sc.token)}`);
+    await page.waitForSelector("#session:not([hidden])", { timeout: 15000 });
+    const address = page.url();
+    step = `${name}: reload the tab`;
+    await page.reload();
+    await page.waitForSelector("#session:not([hidden])", { timeout: 15000 });
+    await shot(page, `${name}-reloaded`);
+    results.push({ name, address, reopened: true });
+  } catch (e) {
+    await shot(page, `${name}-failed`).catch(() => {});
+    throw e;
+  } finally {
+    await context.close();
+  }
+}
+
 // The Uppy example, served from its own origin (requests to it are answered from the
 // example's directory), uploading to a session minted by the test.
 async function uppyScenario(browser, sc) {
@@ -195,6 +220,7 @@ try {
   for (const sc of plan.scenarios) {
     if (sc.console) await consoleScenario(browser, sc);
     else if (sc.uppy) await uppyScenario(browser, sc);
+    else if (sc.link) await linkScenario(browser, sc);
     else await uploadScenario(browser, sc);
   }
   console.log(JSON.stringify({ ok: true, results }));

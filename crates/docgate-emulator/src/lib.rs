@@ -39,7 +39,7 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 /// A fault plan, settable at run time. Counters go down as requests consume them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct FaultPlan {
     /// Answer this many of the next requests with `fail_status`.
     pub fail_next: u32,
@@ -421,6 +421,21 @@ mod tests {
         }
         assert_eq!(client.post(&url).send().await.expect("send").status(), 200);
         assert_eq!((faults.requests(), faults.injected()), (3, 2));
+        server.stop().await.expect("stop");
+    }
+
+    // A misspelt key ("latency_ms", "fail_count") was taken for an empty plan: the test
+    // that set it then passed without the fault it meant to inject.
+    #[tokio::test]
+    async fn regression_a_plan_with_an_unknown_key_is_refused_and_changes_nothing() {
+        let (server, faults) = start().await;
+        faults.set(FaultPlan {
+            fail_next: 1,
+            ..FaultPlan::default()
+        });
+        let set = put_plan(&server, serde_json::json!({"latency_ms": 500})).await;
+        assert_eq!(set.status(), 422);
+        assert_eq!(faults.plan().fail_next, 1);
         server.stop().await.expect("stop");
     }
 

@@ -111,8 +111,10 @@ pub struct Limits {
     /// the smallest of those filesystems when that is less (a small disk stays usable).
     #[serde(default, deserialize_with = "docgate_core::size::deserialize_opt")]
     pub min_free_space: Option<u64>,
-    /// Documents up to this size are spooled in memory, larger ones on disk.
-    pub spool_memory_threshold: usize,
+    /// Documents up to this size are spooled in memory, larger ones on disk. At most
+    /// `MAX_SPOOL_MEMORY_THRESHOLD`: every upload in flight may hold this much.
+    #[serde(deserialize_with = "docgate_core::size::deserialize")]
+    pub spool_memory_threshold: u64,
     /// Bytes of one multipart part's headers.
     #[serde(deserialize_with = "docgate_core::size::deserialize")]
     pub max_part_header_bytes: u64,
@@ -146,6 +148,10 @@ pub struct Limits {
 
 /// The longest `limits.slot_wait` accepted.
 const MAX_SLOT_WAIT: Duration = Duration::from_secs(300);
+
+/// The largest `limits.spool_memory_threshold` accepted: with the default 64 uploads in
+/// flight, up to 1 GiB of documents in memory before they reach the spool.
+const MAX_SPOOL_MEMORY_THRESHOLD: u64 = 16 * 1024 * 1024;
 
 impl Limits {
     /// The read-out bounds for refused bodies.
@@ -330,6 +336,17 @@ pub struct SpoolS3Config {
     pub path_style: bool,
     pub access_key_id: Option<Secret>,
     pub secret_access_key: Option<Secret>,
+    /// A connection to the store must be made within this (default 5 s).
+    #[serde(default, deserialize_with = "docgate_core::duration::deserialize_opt")]
+    pub connect_timeout: Option<Duration>,
+    /// No byte from the store for this long fails the request (default 30 s); a frozen
+    /// store holds an upload about three times this long (the client's attempts), and its
+    /// clean-up as long again.
+    #[serde(default, deserialize_with = "docgate_core::duration::deserialize_opt")]
+    pub read_timeout: Option<Duration>,
+    /// One request attempt, a whole part's upload included (default 120 s).
+    #[serde(default, deserialize_with = "docgate_core::duration::deserialize_opt")]
+    pub attempt_timeout: Option<Duration>,
 }
 
 /// A key that only opens documents sealed before a rotation.
@@ -579,6 +596,9 @@ impl Config {
             // A client kept waiting longer than this has given up or timed out already.
             issues.push("limits.slot_wait", "must be at most 5m");
         }
+        if self.limits.spool_memory_threshold > MAX_SPOOL_MEMORY_THRESHOLD {
+            issues.push("limits.spool_memory_threshold", "must be at most 16MiB");
+        }
         if let Some(encryption) = &self.spool_encryption {
             encryption.keyring(issues);
         }
@@ -621,6 +641,30 @@ impl Config {
         if let Some(c) = s3 {
             settings.endpoint = c.endpoint.clone();
             settings.path_style = c.path_style;
+            let timeouts = [
+                (
+                    "spool_s3.connect_timeout",
+                    c.connect_timeout,
+                    &mut settings.connect_timeout,
+                ),
+                (
+                    "spool_s3.read_timeout",
+                    c.read_timeout,
+                    &mut settings.read_timeout,
+                ),
+                (
+                    "spool_s3.attempt_timeout",
+                    c.attempt_timeout,
+                    &mut settings.attempt_timeout,
+                ),
+            ];
+            for (path, set, timeout) in timeouts {
+                match set {
+                    Some(d) if d.is_zero() => issues.push(path, "must be above 0"),
+                    Some(d) => *timeout = d,
+                    None => {}
+                }
+            }
             match (&c.access_key_id, &c.secret_access_key) {
                 (Some(id), Some(secret)) => {
                     settings.access_key_id = Some(id.clone());
@@ -850,6 +894,29 @@ mod tests {
         assert_eq!(with("301s").1, "limits.slot_wait");
     }
 
+    // `spool_memory_threshold` was the one byte limit that took only whole bytes: a config
+    // written like the others ("256KiB") stopped the start. Unbounded, it let every upload
+    // in flight hold a document of any size in memory.
+    #[test]
+    fn regression_the_spool_memory_threshold_takes_a_size_and_is_bounded() {
+        std::env::set_var("DOCGATE_CONFIG_TEST_KEY", "k");
+        let with = |threshold: &str| {
+            let text = format!(
+                "[limits]\nspool_memory_threshold = {threshold}\n[[tenants]]\nname = \"shop\"\n\
+                 api_key = {{ env = \"DOCGATE_CONFIG_TEST_KEY\" }}\nproviders = []\n"
+            );
+            let (config, issues) = Config::parse_checked(&text).expect("toml");
+            (
+                config.limits.spool_memory_threshold,
+                paths(&issues).join(","),
+            )
+        };
+        assert_eq!(with("\"128KiB\""), (128 * 1024, String::new()));
+        assert_eq!(with("4096"), (4096, String::new()));
+        assert_eq!(with("\"16MiB\"").1, "");
+        assert_eq!(with("\"17MiB\"").1, "limits.spool_memory_threshold");
+    }
+
     #[test]
     fn every_problem_is_reported_at_its_path_in_one_pass() {
         let text = r#"
@@ -907,6 +974,7 @@ mod tests {
             [spool_s3]
             endpoint = "http://127.0.0.1:9000"
             path_style = true
+            read_timeout = "5s"
         "#,
         )
         .expect("TOML is fine");
@@ -930,6 +998,16 @@ mod tests {
             (s3.endpoint.as_deref(), s3.path_style, s3.region.as_str()),
             (Some("http://127.0.0.1:9000"), true, "us-east-1")
         );
+        // A frozen store held an upload three read timeouts long, and its clean-up as long
+        // again: an operator can shorten them.
+        assert_eq!(
+            (s3.read_timeout, s3.connect_timeout, s3.attempt_timeout),
+            (
+                Duration::from_secs(5),
+                Duration::from_secs(5),
+                Duration::from_secs(120)
+            )
+        );
 
         for (text, path) in [
             (r#"spool = "/var/spool/docgate""#, "spool"),
@@ -939,6 +1017,10 @@ mod tests {
             (
                 "spool = \"s3://kyc-spool\"\n[spool_s3]\naccess_key_id = { env = \"HOME\" }",
                 "spool_s3",
+            ),
+            (
+                "spool = \"s3://kyc-spool\"\n[spool_s3]\nattempt_timeout = \"0s\"",
+                "spool_s3.attempt_timeout",
             ),
         ] {
             let (_, issues) = Config::parse_checked(text).expect("TOML is fine");

@@ -21,6 +21,7 @@ pub mod config;
 pub mod cors;
 pub mod data_dir_lock;
 pub mod delivery;
+pub mod failure_log;
 pub mod host;
 pub mod http;
 pub mod ledger;
@@ -34,6 +35,8 @@ pub mod serve;
 pub mod sessions;
 pub mod spool_keys;
 pub mod tenants;
+#[cfg(test)]
+mod test_stores;
 pub mod web;
 
 use std::{
@@ -509,7 +512,8 @@ impl Gateway {
         let data_dir = data_dir_lock::DataDirLock::acquire(&setup.data_dir)?;
         let spool = SpoolDir::with_store(
             open_spool(&setup).await?,
-            setup.limits.spool_memory_threshold,
+            // Validated to at most 16 MiB, which every target's usize holds.
+            usize::try_from(setup.limits.spool_memory_threshold).unwrap_or(usize::MAX),
         );
         let single_replica = !setup.ledger_url.starts_with("postgres");
         // A gateway with a ledger of its own takes every spool file its ledger does not name

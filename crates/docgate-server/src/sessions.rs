@@ -174,7 +174,7 @@ fn check_origin(parts: &Parts, tenant: &Tenant, session: &SessionRecord) -> Resu
         return Ok(());
     };
     let listed = tenant.cors_origins.iter().any(|o| o == origin);
-    let allowed = (listed || same_origin(parts, origin))
+    let allowed = (listed || same_origin(&parts.headers, origin))
         && session.origin.as_deref().is_none_or(|o| o == origin);
     if allowed {
         Ok(())
@@ -190,12 +190,8 @@ fn check_origin(parts: &Parts, tenant: &Tenant, session: &SessionRecord) -> Resu
 /// The request comes from a page the gateway served: its `Origin` names the host the
 /// request was sent to (the scheme is not compared: TLS may end at a proxy in front). A
 /// page elsewhere cannot make a browser send another site's host with its own origin.
-fn same_origin(parts: &Parts, origin: &str) -> bool {
-    let Some(host) = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-    else {
+pub fn same_origin(headers: &HeaderMap, origin: &str) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
         return false;
     };
     origin

@@ -6,7 +6,13 @@
 //! key never contains anything a client chose freely. Ledgers written before this layout
 //! name `uploads/<upload id>/<slot>`; both are read and both are swept.
 
+use std::time::Duration;
+
 use docgate_core::SpoolDir;
+
+/// How long a request waits for the removal of documents it will not keep before it
+/// answers; see [`remove_for_request`].
+pub const REQUEST_CLEANUP_WAIT: Duration = Duration::from_secs(5);
 
 /// The spool key of one document.
 pub fn document_key(upload_id: &str, slot: &str) -> String {
@@ -52,6 +58,31 @@ pub async fn remove(spool: &SpoolDir, keys: &[String]) -> std::io::Result<()> {
     first_error.map_or(Ok(()), Err)
 }
 
+/// Remove what a refused or failed request wrote, waiting at most [`REQUEST_CLEANUP_WAIT`]
+/// before the request answers. A local spool removes them well within it; a store that
+/// stopped answering (a frozen S3 server) held the answer for its client's timeouts — as
+/// long again as the write that failed — so past the wait the removal goes on in the
+/// background (bounded by the store's own timeouts), and what it cannot remove the orphan
+/// sweep does.
+pub async fn remove_for_request(spool: &SpoolDir, keys: Vec<String>) {
+    if keys.is_empty() {
+        return;
+    }
+    let spool = spool.clone();
+    let removal = tokio::spawn(async move {
+        // Each failure is logged by `remove`.
+        let _ = remove(&spool, &keys).await;
+    });
+    if tokio::time::timeout(REQUEST_CLEANUP_WAIT, removal)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the spool is slow to remove a refused upload's documents: answering without waiting"
+        );
+    }
+}
+
 /// Let the store drop `keys` from its cache (documents kept after delivery for their
 /// retention). Best effort: a failure costs memory, not data.
 pub async fn evict_cached(spool: &SpoolDir, keys: &[String]) {
@@ -64,7 +95,35 @@ pub async fn evict_cached(spool: &SpoolDir, keys: &[String]) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::test_stores::Hanging;
+
+    // A frozen S3 server held a refused upload's answer for the removal's timeouts (about
+    // 90 s) after the write itself had failed.
+    #[tokio::test(start_paused = true)]
+    async fn regression_a_request_waits_a_bounded_time_for_its_clean_up() {
+        let spool = SpoolDir::with_store(Arc::new(Hanging), 0);
+        let started = tokio::time::Instant::now();
+        remove_for_request(&spool, vec![document_key("5f0c-1", "front")]).await;
+        assert_eq!(started.elapsed(), REQUEST_CLEANUP_WAIT);
+    }
+
+    #[tokio::test]
+    async fn a_local_spool_is_clean_when_the_request_answers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = SpoolDir::new(dir.path(), 0).expect("spool");
+        let key = document_key("5f0c-1", "front");
+        let mut writer = spool.store().put(&key).await.expect("put");
+        writer
+            .write(bytes::Bytes::from_static(b"x"))
+            .await
+            .expect("write");
+        writer.commit().await.expect("commit");
+        remove_for_request(&spool, vec![key.clone()]).await;
+        assert!(spool.store().list(UPLOADS).await.expect("list").is_empty());
+    }
 
     #[test]
     fn keys_name_their_upload_in_both_layouts() {

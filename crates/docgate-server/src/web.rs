@@ -155,7 +155,42 @@ async fn sandbox_info(State(app): State<AppState>) -> Result<Response, Problem> 
     ))
 }
 
-async fn sandbox_session(State(app): State<AppState>, body: Bytes) -> Result<Response, Problem> {
+/// The sandbox's session route takes no key, so it must not take a request another site's
+/// page can make: a JSON body only (any other page needs a CORS preflight for that, which
+/// the sandbox never grants), and a browser's `Origin`, when sent, must be the sandbox's own.
+/// Without these, any page open in the operator's browser could mint sessions with fields
+/// of its choosing (a `text/plain` POST needs no preflight).
+async fn sandbox_session(
+    State(app): State<AppState>,
+    headers: http::HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
     let tenant = sandbox_tenant(&app)?;
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Unsupported media type",
+        )
+        .with_detail("the body must be sent as application/json"));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let own = origin
+            .to_str()
+            .is_ok_and(|o| crate::sessions::same_origin(&headers, o));
+        if !own {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "origin_not_allowed",
+                "Origin not allowed",
+            )
+            .with_detail("only the sandbox's own page may start a sandbox session"));
+        }
+    }
     crate::routes::sessions::mint(&app, &tenant, &body).await
 }

@@ -445,3 +445,51 @@ async fn regression_a_page_that_points_its_own_name_at_the_sandbox_is_refused() 
     assert_eq!(listed("evil.example").await.expect("send").status(), 403);
     assert_eq!(listed("127.0.0.1").await.expect("send").status(), 200);
 }
+
+// The sandbox's keyless session route took any body as JSON: a page on another site, open
+// in the operator's browser, minted sessions with fields of its choosing through a
+// `text/plain` POST, which a browser sends without asking first.
+#[tokio::test]
+async fn regression_another_site_cannot_mint_sandbox_sessions() {
+    let s = Sandbox::start().await;
+    let body = r#"{"provider": "taler"}"#;
+    let mint = |content_type: &'static str, origin: Option<&'static str>| {
+        let mut req = s
+            .client
+            .post(s.url("/sandbox/upload-sessions"))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(origin) = origin {
+            req = req.header("origin", origin);
+        }
+        req.send()
+    };
+    let res = mint("text/plain", None).await.expect("send");
+    assert_eq!(res.status(), 415);
+    let problem: Value = res.json().await.expect("json");
+    assert_eq!(problem["code"], "unsupported_media_type");
+
+    let res = mint("application/json", Some("https://evil.example"))
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 403);
+    let problem: Value = res.json().await.expect("json");
+    assert_eq!(problem["code"], "origin_not_allowed");
+
+    // The sandbox's own page, and a client that is not a browser.
+    let own = s.url("");
+    let res = s
+        .client
+        .post(s.url("/sandbox/upload-sessions"))
+        .header("content-type", "application/json; charset=utf-8")
+        .header("origin", own)
+        .body(body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 201);
+    assert_eq!(
+        mint("application/json", None).await.expect("send").status(),
+        201
+    );
+}

@@ -85,6 +85,16 @@ function pause(ms, signal) {
  * `onProgress(sent, total)`, `onState(text)`, `signal`. Resolves with the upload URL.
  */
 export async function upload(file, opts) {
+  try {
+    return await uploadOnce(file, opts);
+  } catch (e) {
+    // Refused: nothing to resume, so nothing to keep (the entry names the upload).
+    if (e instanceof Refused && opts.storageKey) localStorage.removeItem(opts.storageKey);
+    throw e;
+  }
+}
+
+async function uploadOnce(file, opts) {
   const auth = { Authorization: `Bearer ${opts.token}`, "Tus-Resumable": VERSION };
   const chunkSize = opts.chunkSize || 2 * 1024 * 1024;
   const onState = opts.onState || (() => {});

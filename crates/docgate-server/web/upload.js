@@ -37,9 +37,28 @@ async function api(path, token, init = {}) {
   return { status: res.status, body };
 }
 
+// The session a link names (`#session=…&token=…`) is kept for this tab only, and the token
+// taken out of the address at once: left there, it stayed in the browser's history (and
+// any address copied for support), and could read the session's fields and receipt until
+// the session expired.
+const SESSION_KEY = "docgate:session";
+
+function remember(id, token) {
+  try { sessionStorage.setItem(SESSION_KEY, JSON.stringify({ id, token })); } catch { /* storage off: a reload starts over */ }
+}
+
 function linkParams() {
   const p = new URLSearchParams(location.hash.replace(/^#/, ""));
-  return { id: p.get("session"), token: p.get("token") };
+  if (p.get("session") && p.get("token")) {
+    remember(p.get("session"), p.get("token"));
+    history.replaceState(null, "", location.pathname + location.search);
+    return { id: p.get("session"), token: p.get("token") };
+  }
+  try {
+    const kept = JSON.parse(sessionStorage.getItem(SESSION_KEY) || "null");
+    if (kept && kept.id && kept.token) return kept;
+  } catch { /* nothing kept */ }
+  return { id: null, token: null };
 }
 
 async function startSandbox() {
@@ -82,7 +101,7 @@ async function startSandbox() {
     });
     const s = await r.json();
     if (!r.ok) return notice(problemText(s), "error");
-    location.hash = `session=${encodeURIComponent(s.id)}&token=${encodeURIComponent(s.token)}`;
+    remember(s.id, s.token);
     $("start").hidden = true;
     await openSession(s.id, s.token);
   });
@@ -116,13 +135,30 @@ function slotBox(slot, accept) {
   const box = document.createElement("div");
   box.className = "slot";
   box.dataset.slot = slot;
-  box.innerHTML = `<label for="file-${slot}">Document: ${slot.replaceAll("_", " ")}</label>
-    <input type="file" id="file-${slot}" name="${slot}" accept="${accept}">
-    <p class="muted">Drop a file here or choose one.</p>
-    <p class="file" aria-live="polite"></p>
-    <progress max="1" value="0" hidden aria-label="${slot} upload progress"></progress>
-    <p class="error" role="alert"></p>`;
-  const input = box.querySelector("input");
+  // Built from elements, never from markup: a slot name is data.
+  const label = document.createElement("label");
+  label.htmlFor = `file-${slot}`;
+  label.textContent = `Document: ${slot.replaceAll("_", " ")}`;
+  const input = document.createElement("input");
+  input.type = "file";
+  input.id = `file-${slot}`;
+  input.name = slot;
+  input.accept = accept;
+  const hint = document.createElement("p");
+  hint.className = "muted";
+  hint.textContent = "Drop a file here or choose one.";
+  const chosen = document.createElement("p");
+  chosen.className = "file";
+  chosen.setAttribute("aria-live", "polite");
+  const bar = document.createElement("progress");
+  bar.max = 1;
+  bar.value = 0;
+  bar.hidden = true;
+  bar.setAttribute("aria-label", `${slot} upload progress`);
+  const error = document.createElement("p");
+  error.className = "error";
+  error.setAttribute("role", "alert");
+  box.append(label, input, hint, chosen, bar, error);
   const show = () => {
     const f = input.files[0];
     box.querySelector(".file").textContent = f ? `${f.name} (${human(f.size)})` : "";
@@ -164,6 +200,19 @@ async function openSession(id, token) {
   $("upload-form").onsubmit = (ev) => { ev.preventDefault(); send(id, token, s, specs); };
 }
 
+/** A short digest of a file name, to tell files apart in storage without keeping the name. */
+async function nameDigest(name) {
+  const bytes = new TextEncoder().encode(name);
+  if (globalThis.crypto && crypto.subtle) {
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+    return [...digest.slice(0, 12)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  }
+  // Not a secure context (no WebCrypto): FNV-1a, enough to tell two names apart.
+  let h = 0x811c9dc5;
+  for (const b of bytes) h = Math.imul(h ^ b, 0x01000193) >>> 0;
+  return h.toString(16);
+}
+
 async function sendSlot(box, token, sessionId) {
   const file = box.querySelector("input").files[0];
   const bar = box.querySelector("progress");
@@ -176,7 +225,9 @@ async function sendSlot(box, token, sessionId) {
     endpoint: new URL("/v1/tus/", location.href).href,
     token,
     metadata: { slot, filename: file.name, filetype: file.type || "application/octet-stream" },
-    storageKey: `docgate:${sessionId}:${slot}:${file.name}:${file.size}:${file.lastModified}`,
+    // The file's name only as a digest: a refused upload's entry would otherwise keep it
+    // (personal data) in the browser after the page is gone.
+    storageKey: `docgate:${sessionId}:${slot}:${await nameDigest(file.name)}:${file.size}:${file.lastModified}`,
     onProgress: (sent, total) => {
       const now = performance.now();
       if (now - last.t > 250) {

@@ -199,6 +199,22 @@ async fn the_upload_page_delivers_for_every_provider_resumes_after_a_cut_and_ref
         "files": { "file": text }, "expect_refusal": true,
     }));
 
+    // A session link from a tenant's backend; the token must leave the address at once.
+    let session: Value = reqwest::Client::new()
+        .post(format!("{}/v1/upload-sessions", gw.url))
+        .bearer_auth(KEY)
+        .json(&json!({ "provider": "taler", "fields": fields_for("taler") }))
+        .send()
+        .await
+        .expect("mint")
+        .json()
+        .await
+        .expect("json");
+    let token = session["token"].as_str().expect("token");
+    scenarios.push(json!({
+        "name": "link", "link": true, "session": session["id"], "token": token,
+    }));
+
     let out_dir = artefacts("upload-page");
     let verdict = run_browser(
         &json!({
@@ -241,6 +257,15 @@ async fn the_upload_page_delivers_for_every_provider_resumes_after_a_cut_and_ref
         refused["patches"], 0,
         "no byte of a refused file is sent: {refused}"
     );
+    // The token stayed in the address, so in the browser's history, readable by anyone at
+    // that computer until the session expired.
+    let link = results.iter().find(|r| r["name"] == "link").expect("link");
+    let address = link["address"].as_str().expect("address");
+    assert!(
+        !address.contains(token) && !address.contains("#"),
+        "the token left the address: {address}"
+    );
+    assert_eq!(link["reopened"], true, "a reload finds the session: {link}");
     let text = refused["refusal"].as_str().expect("refusal text");
     assert!(
         text.contains("text/plain") && text.contains("application/pdf"),

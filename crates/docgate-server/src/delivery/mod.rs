@@ -136,6 +136,8 @@ pub struct Deliverer {
     pub slots: slots::DeliverySlots,
     /// Uploads whose spooled documents are gone, waiting to be noted in the ledger.
     spool_notes: Mutex<SpoolNotes>,
+    /// The worker's claims, failing on every poll while the ledger is out of reach.
+    claim_failures: crate::failure_log::FailureLog,
 }
 
 /// Removals that end while another removal's note is being written join the next note
@@ -233,6 +235,7 @@ impl Deliverer {
             cancel: tokio_util::sync::CancellationToken::new(),
             slots,
             spool_notes: Mutex::new(SpoolNotes::default()),
+            claim_failures: crate::failure_log::FailureLog::new("claiming due deliveries"),
         }
     }
 

@@ -13,6 +13,7 @@ use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    failure_log::FailureLog,
     ledger::{now_ms, Ledger, NotifyState, UploadRecord},
     metrics::Metrics,
     receipt::receipt,
@@ -41,6 +42,8 @@ pub struct Notifier {
     tenants: Arc<Tenants>,
     client: reqwest::Client,
     metrics: Arc<Metrics>,
+    /// Claims fail on every turn while the ledger is out of reach.
+    claim_failures: Arc<FailureLog>,
 }
 
 impl Notifier {
@@ -54,6 +57,7 @@ impl Notifier {
             tenants,
             client,
             metrics,
+            claim_failures: Arc::new(FailureLog::new("claiming notifications")),
         }
     }
 
@@ -75,9 +79,12 @@ impl Notifier {
         // Claimed for longer than a whole batch can take (16 × the 10 s timeout), so no other
         // replica sends the same notification meanwhile.
         let due = match ledger.claim_notifications(now, now + CLAIM_MS, BATCH).await {
-            Ok(due) => due,
+            Ok(due) => {
+                self.claim_failures.succeeded();
+                due
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "claiming notifications failed");
+                self.claim_failures.failed("", &e);
                 return;
             }
         };

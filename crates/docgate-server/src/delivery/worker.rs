@@ -140,10 +140,13 @@ impl Deliverer {
             .claim_due(&self.lease(), now_ms(), free as u32, &[provider.to_owned()])
             .await
         {
-            Ok(claimed) => claimed,
+            Ok(claimed) => {
+                self.claim_failures.succeeded();
+                claimed
+            }
             Err(e) => {
                 self.backlog.store(true, Ordering::SeqCst);
-                tracing::warn!(provider, error = %e, "claiming due deliveries failed");
+                self.claim_failures.failed(provider, &e);
                 return;
             }
         };

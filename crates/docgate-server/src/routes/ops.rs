@@ -202,6 +202,7 @@ mod tests {
     };
 
     use super::*;
+    use crate::test_stores::Hanging;
 
     /// A local store that counts the objects written.
     #[derive(Debug)]
@@ -224,29 +225,6 @@ mod tests {
         }
         async fn list(&self, prefix: &str) -> std::io::Result<Vec<ObjectInfo>> {
             self.0.list(prefix).await
-        }
-    }
-
-    /// A spool that never answers (a frozen S3 server).
-    #[derive(Debug)]
-    struct Hanging;
-
-    #[async_trait::async_trait]
-    impl ObjectStore for Hanging {
-        async fn put(&self, _key: &str) -> std::io::Result<Box<dyn ObjectWriter>> {
-            std::future::pending().await
-        }
-        async fn get(&self, _key: &str, _from: u64, _len: u64) -> std::io::Result<ByteStream> {
-            std::future::pending().await
-        }
-        fn open_blocking(&self, _key: &str, _len: u64) -> std::io::Result<Box<dyn ReadSeek>> {
-            Err(std::io::Error::other("hanging"))
-        }
-        async fn delete(&self, _key: &str) -> std::io::Result<()> {
-            std::future::pending().await
-        }
-        async fn list(&self, _prefix: &str) -> std::io::Result<Vec<ObjectInfo>> {
-            std::future::pending().await
         }
     }
 

@@ -358,7 +358,7 @@ pub async fn remove_documents(app: &AppState, session_id: &str) -> Result<()> {
             .await
         {
             let keys: Vec<String> = ended.pieces.iter().map(|p| p.key.clone()).collect();
-            let _ = spool_keys::remove(&app.spool, &keys).await;
+            spool_keys::remove_for_request(&app.spool, keys).await;
         }
     }
     Ok(())

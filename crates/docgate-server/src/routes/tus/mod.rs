@@ -479,7 +479,7 @@ pub async fn terminate(
             .with_detail(format!("upload `{id}` has ended")));
     };
     let keys: Vec<String> = ended.pieces.iter().map(|p| p.key.clone()).collect();
-    let _ = spool_keys::remove(&app.spool, &keys).await;
+    spool_keys::remove_for_request(&app.spool, keys).await;
     assemblies(&app).forget(&id);
     app.metrics.tus("terminated");
     let mut res = StatusCode::NO_CONTENT.into_response();

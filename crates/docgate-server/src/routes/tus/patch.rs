@@ -502,7 +502,7 @@ async fn receive_locked(
     };
     if let Some(piece) = &end.piece {
         if let Err(e) = assembly.add(&app.spool, piece).await {
-            let _ = spool_keys::remove(&app.spool, std::slice::from_ref(&piece.key)).await;
+            spool_keys::remove_for_request(&app.spool, vec![piece.key.clone()]).await;
             return Err(refuse(app, rec, &faults, e).await);
         }
     }
@@ -551,7 +551,7 @@ async fn finish(
             // The last piece is not recorded yet, so neither the refusal nor the session's
             // end would remove it; a 5xx's retry sends it again under another key.
             if let Some(piece) = last {
-                let _ = spool_keys::remove(&app.spool, std::slice::from_ref(&piece.key)).await;
+                spool_keys::remove_for_request(&app.spool, vec![piece.key.clone()]).await;
             }
             Err(refuse(app, rec, &FaultCell::default(), e).await)
         }
@@ -594,7 +594,7 @@ async fn record(
         Ok(true) => Ok(()),
         Ok(false) | Err(_) => {
             if let Some(p) = piece {
-                let _ = spool_keys::remove(&app.spool, &[p.key]).await;
+                spool_keys::remove_for_request(&app.spool, vec![p.key]).await;
             }
             assemblies(app).forget(&rec.id);
             if let Err(e) = recorded {
@@ -624,7 +624,7 @@ async fn refuse(app: &AppState, rec: &TusRecord, faults: &FaultCell, e: IngestEr
             .await
         {
             let keys: Vec<String> = ended.pieces.iter().map(|p| p.key.clone()).collect();
-            let _ = spool_keys::remove(&app.spool, &keys).await;
+            spool_keys::remove_for_request(&app.spool, keys).await;
         }
         assemblies(app).forget(&rec.id);
     }

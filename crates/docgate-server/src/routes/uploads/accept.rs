@@ -205,11 +205,11 @@ pub async fn accept(
             Ok(upload_response(&rec))
         }
         Inserted::Existing(rec) => {
-            let _ = spool_keys::remove(&app.spool, &keys).await;
+            spool_keys::remove_for_request(&app.spool, keys).await;
             replay(&app, rec, &fp, respond_async).await
         }
         Inserted::NotOwner(i) => {
-            let _ = spool_keys::remove(&app.spool, &keys).await;
+            spool_keys::remove_for_request(&app.spool, keys).await;
             let field = subjects.get(i).map_or("fields", |(f, _)| *f);
             Err(another_tenants_customer(field))
         }
@@ -267,7 +267,7 @@ async fn persist(intake: &Intake, documents: &[Document]) -> Result<Vec<StoredDo
                 .map(|d: &StoredDocument| d.spool_path.clone())
                 .collect();
             written.push(key);
-            let _ = spool_keys::remove(&app.spool, &written).await;
+            spool_keys::remove_for_request(&app.spool, written).await;
             return Err(storage_failed(app, &e));
         }
         stored.push(StoredDocument {
@@ -326,13 +326,13 @@ async fn record(app: &crate::app::AppState, new: NewUpload, keys: &[String]) -> 
     if matches!(error, LedgerError::SessionNotHeld) {
         // Definite: nothing was written (and a row under the session's upload id would not
         // be this request's).
-        let _ = spool_keys::remove(&app.spool, keys).await;
+        spool_keys::remove_for_request(&app.spool, keys.to_vec()).await;
         return Err(super::session::session_busy());
     }
     if !error.maybe_committed() {
         // Definite: no row was written, whether or not the ledger can be read now (a
         // PostgreSQL that cannot be reached could not answer the look either).
-        let _ = spool_keys::remove(&app.spool, keys).await;
+        spool_keys::remove_for_request(&app.spool, keys.to_vec()).await;
         return Err(ledger_refused(app, &error));
     }
     match app.ledger.get(&id).await {

@@ -1,0 +1,143 @@
+//! Warnings about a background step that fails on every turn of its loop.
+//!
+//! The delivery worker claims work for each provider every `poll_interval` and the notifier
+//! does so on its own loop, so while the ledger is unreachable each would log the same
+//! warning several times a second — thousands of lines in an outage of minutes, burying
+//! the one line that says when it began. A [`FailureLog`] logs the first failure at once,
+//! then at most one line per [`FailureLog::every`] carrying how many failures it did not
+//! log, and one line when the step works again, so the log still says when the outage began,
+//! that it lasted, and when it ended.
+
+use std::{
+    fmt::Display,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+/// At most one warning per this long while a step keeps failing.
+pub const QUIET_FOR: Duration = Duration::from_secs(30);
+
+/// The failures of one background step (see the module's documentation).
+#[derive(Debug)]
+pub struct FailureLog {
+    step: &'static str,
+    every: Duration,
+    state: Mutex<Failing>,
+}
+
+#[derive(Debug, Default)]
+struct Failing {
+    /// Failures in a row so far (0: the step works).
+    in_a_row: u64,
+    /// Failures since the last line logged.
+    unlogged: u64,
+    last_logged: Option<Instant>,
+}
+
+/// What a failure or a success should log, decided under the lock and logged outside it.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    Nothing,
+    Failed { unlogged: u64 },
+    Recovered { failures: u64 },
+}
+
+impl FailureLog {
+    /// `step` names what failed, as the warning's message ("claiming due deliveries").
+    pub fn new(step: &'static str) -> FailureLog {
+        FailureLog::every(step, QUIET_FOR)
+    }
+
+    /// As [`FailureLog::new`], at most one warning per `every`.
+    pub fn every(step: &'static str, every: Duration) -> FailureLog {
+        FailureLog {
+            step,
+            every,
+            state: Mutex::new(Failing::default()),
+        }
+    }
+
+    /// The step failed with `error`; `context` names what it failed for (a provider).
+    pub fn failed(&self, context: &str, error: &dyn Display) {
+        if let Line::Failed { unlogged } = self.note_failure(Instant::now()) {
+            tracing::warn!(
+                context,
+                error = %error,
+                not_logged_since_last = unlogged,
+                "{} failed",
+                self.step
+            );
+        }
+    }
+
+    /// The step worked: after failures, one line says it recovered.
+    pub fn succeeded(&self) {
+        if let Line::Recovered { failures } = self.note_success() {
+            tracing::info!(failures, "{} works again", self.step);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Failing> {
+        // The state is a few counters: one left half-updated by a panic is still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn note_failure(&self, now: Instant) -> Line {
+        let mut state = self.lock();
+        state.in_a_row += 1;
+        let due = state
+            .last_logged
+            .is_none_or(|at| now.saturating_duration_since(at) >= self.every);
+        if state.in_a_row == 1 || due {
+            let unlogged = state.unlogged;
+            state.unlogged = 0;
+            state.last_logged = Some(now);
+            Line::Failed { unlogged }
+        } else {
+            state.unlogged += 1;
+            Line::Nothing
+        }
+    }
+
+    fn note_success(&self) -> Line {
+        let mut state = self.lock();
+        let failures = std::mem::take(&mut state.in_a_row);
+        state.unlogged = 0;
+        state.last_logged = None;
+        if failures == 0 {
+            Line::Nothing
+        } else {
+            Line::Recovered { failures }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_logs_its_start_then_once_per_period_then_its_end() {
+        let log = FailureLog::every("claiming", Duration::from_secs(30));
+        let start = Instant::now();
+        assert_eq!(log.note_failure(start), Line::Failed { unlogged: 0 });
+        // Two polls a second for 29 s: nothing more.
+        for tick in 1..58 {
+            let at = start + Duration::from_millis(500 * tick);
+            assert_eq!(log.note_failure(at), Line::Nothing, "tick {tick}");
+        }
+        assert_eq!(
+            log.note_failure(start + Duration::from_secs(30)),
+            Line::Failed { unlogged: 57 }
+        );
+        assert_eq!(log.note_success(), Line::Recovered { failures: 59 });
+        assert_eq!(log.note_success(), Line::Nothing);
+        // The next outage is logged at its start again, however soon it comes.
+        assert_eq!(
+            log.note_failure(start + Duration::from_secs(31)),
+            Line::Failed { unlogged: 0 }
+        );
+    }
+}
