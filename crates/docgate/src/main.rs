@@ -180,17 +180,32 @@ fn init_tracing(format: LogFormat) {
 /// Hashing does not use this pool: it has its own, one thread per core (docgate-core).
 const BLOCKING_THREADS: usize = 16;
 
-/// Pages freed by jemalloc go back to the system at once instead of after its default
-/// decay of 10 s. Bodies move through in blocks of 256 KiB, and under a burst of large
-/// uploads the blocks freed but kept for reuse were as much memory again as the blocks in
-/// use: 64 concurrent 15 MiB uploads peaked at +77 – +102 MiB with decays of 0.5–2 s and
-/// +61 – +64 MiB with none, and 10 s after the burst the process held +13 – +15 MiB more
-/// than at idle instead of +7 (`scripts/bench-burst.sh`). Small uploads showed no cost in
-/// CPU or throughput (interleaved A/B, docs/performance.md). Set before the runtime starts
-/// any thread, so every arena is made with it; failing costs memory, not correctness.
+/// Where freed memory goes. Bodies move through in blocks of 256 KiB: under a burst of large
+/// uploads, blocks freed but kept for reuse were as much memory again as the blocks in use
+/// (64 concurrent 15 MiB uploads peaked at +77 – +102 MiB with jemalloc's decay at 0.5–2 s,
+/// +61 – +64 MiB with none), so large allocations must go back to the system at once. Small
+/// ones are the opposite: returning each freed page at once cost every small upload a few
+/// `madvise` calls, each a TLB shootdown across the cores, and the page faults of taking the
+/// pages back (~3 % of a small upload's CPU, docs/performance.md).
+///
+/// So the build (`.cargo/config.toml`, `JEMALLOC_SYS_WITH_MALLOC_CONF`) sends allocations
+/// of [`OVERSIZE_THRESHOLD`] and more to jemalloc's arena for huge allocations, which returns
+/// pages at once, and lets the other arenas keep freed pages for 100 ms, purged by one
+/// background thread, so an idle process gives them back too. A build without that setting
+/// (the crate built outside this workspace) falls back to returning everything at once:
+/// the memory bound holds either way.
 #[cfg(feature = "jemalloc")]
-fn return_freed_memory_at_once() {
+const OVERSIZE_THRESHOLD: usize = 128 * 1024;
+
+#[cfg(feature = "jemalloc")]
+fn configure_allocator() {
     use tikv_jemalloc_ctl::{Access, AsName};
+    let threshold: Result<usize, _> = b"opt.oversize_threshold\0".name().read();
+    if threshold.is_ok_and(|t| t == OVERSIZE_THRESHOLD) {
+        return;
+    }
+    // Set before the runtime starts any thread, so every arena is made with it; failing
+    // costs memory, not correctness.
     for key in [
         &b"arenas.dirty_decay_ms\0"[..],
         b"arenas.muzzy_decay_ms\0",
@@ -203,7 +218,7 @@ fn return_freed_memory_at_once() {
 
 fn main() -> anyhow::Result<()> {
     #[cfg(feature = "jemalloc")]
-    return_freed_memory_at_once();
+    configure_allocator();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(BLOCKING_THREADS)
@@ -337,6 +352,15 @@ async fn serve(config: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from("docgate-data"));
             let key = std::env::var("DOCGATE_SANDBOX_KEY").ok();
+            if !listen.ip().is_loopback() {
+                // The sandbox's page mints sessions without a key, its emulators show what
+                // they received, and on loopback only requests addressed to this machine
+                // are answered; on another address all of that is open to the network.
+                tracing::warn!(
+                    %listen,
+                    "the sandbox is listening beyond this machine: anyone who can reach it may                      start upload sessions without a key and read what the emulators received.                      Use it on 127.0.0.1, or run `serve --config` for anything shared"
+                );
+            }
             let (setup, sandbox) = sandbox::setup(listen, &data_dir, key, docgate_providers::ALL)
                 .await
                 .context("starting the sandbox")?;
@@ -417,4 +441,22 @@ async fn emulate(provider: &str, args: Vec<OsString>) -> anyhow::Result<()> {
     termination_signal().await;
     drop(emulator);
     Ok(())
+}
+
+#[cfg(all(test, feature = "jemalloc"))]
+mod tests {
+    use tikv_jemalloc_ctl::{Access, AsName};
+
+    // Built outside `.cargo/config.toml`'s settings, the binary falls back to returning every
+    // freed page at once: correct, but ~3 % more CPU per small upload. This fails then.
+    #[test]
+    fn the_allocator_is_built_to_return_large_blocks_at_once_and_small_ones_soon() {
+        let threshold: usize = b"opt.oversize_threshold\0".name().read().expect("read");
+        let background: bool = b"opt.background_thread\0".name().read().expect("read");
+        let decay: isize = b"opt.dirty_decay_ms\0".name().read().expect("read");
+        assert_eq!(
+            (threshold, background, decay),
+            (super::OVERSIZE_THRESHOLD, true, 100)
+        );
+    }
 }

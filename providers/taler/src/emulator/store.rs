@@ -1,16 +1,22 @@
 //! The emulator's store: received bodies on disk, indexed by customer and body hash.
 //!
 //! ```text
-//! data_dir/tmp/<uuid>.part                  a body being received (removed if it fails)
-//! data_dir/customers/<hex h_payto>/<H_BODY>.json   what was declared (payto, type, size, key, time)
-//! data_dir/customers/<hex h_payto>/<H_BODY>.body   the body, byte for byte
+//! data_dir/tmp/<uuid>.part                          a body being received (removed if it fails)
+//! data_dir/bodies/<hex h_payto>-<H_BODY>.body       the body, byte for byte
+//! data_dir/index/<first two hex digits>.jsonl       one line per stored body: the customer and
+//!                                                   what was declared (payto, type, size, key, time)
 //! ```
-//! The directory tree *is* the index, so it survives restarts with nothing to rebuild, and a
-//! person can look at what a client sent. A customer is identified by the same payto hash the
-//! signature covers (variant A, B or C), which is how the exchange would tell customers
-//! apart. A body counts as stored once its `.body` file exists: it is renamed into place
-//! last, under a lock, so two identical concurrent uploads store it once (the second one
-//! gets 412).
+//! The files *are* the index, so it survives restarts with nothing to rebuild, and a person can
+//! look at what a client sent. A customer is identified by the same payto hash the signature
+//! covers (variant A, B or C), which is how the exchange would tell customers apart. A body
+//! counts as stored once its `.body` file exists: it is renamed into place last, under a lock,
+//! after its index line, so two identical concurrent uploads store it once (the second one
+//! gets 412) and every stored body has its line.
+//!
+//! Flat on purpose: a directory per customer cost a `mkdir` (and a failed open first) for every
+//! new customer, and a metadata file a second file creation per body — in the sandbox, where
+//! the emulator shares the gateway's process, several per cent of a small upload's CPU. The
+//! index is split in 256 files by the customer's hash, so listing a customer reads 1/256 of it.
 //!
 //! The emulator is a test double, not a system of record: what it stored survives a restart
 //! of its process (the bytes are in the kernel before the 204), but it does not fsync, so a
@@ -83,14 +89,13 @@ pub enum Committed {
 
 /// The commit's file-system steps, in order; the `.body` rename is the last that counts.
 /// A small body still in memory (`small`) is written to its temporary file here, in the
-/// same trip to a blocking thread. The customer's directory is made only when the metadata
-/// cannot be written for want of it.
+/// same trip to a blocking thread.
 fn commit_in_place(
-    dir: &Path,
     body_path: &Path,
     temp_path: &Path,
     small: Option<&[axum::body::Bytes]>,
-    meta_json: &[u8],
+    index_path: &Path,
+    index_line: &[u8],
 ) -> io::Result<Committed> {
     if body_path.try_exists()? {
         return Ok(Committed::AlreadyStored);
@@ -101,16 +106,23 @@ fn commit_in_place(
             io::Write::write_all(&mut file, piece)?;
         }
     }
-    let meta_path = body_path.with_extension("json");
-    match std::fs::write(&meta_path, meta_json) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir)?;
-            std::fs::write(&meta_path, meta_json)?;
-        }
-        other => other?,
-    }
+    // One write of the whole line: appends do not interleave.
+    let mut index = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(index_path)?;
+    io::Write::write_all(&mut index, index_line)?;
     std::fs::rename(temp_path, body_path)?;
     Ok(Committed::Stored)
+}
+
+/// One line of the index.
+#[derive(Serialize, Deserialize)]
+struct IndexLine {
+    /// The customer's payto hash, hex.
+    customer: String,
+    #[serde(flatten)]
+    body: StoredBody,
 }
 
 #[derive(Debug)]
@@ -120,30 +132,82 @@ pub struct Store {
 }
 
 impl Store {
-    /// Open (or create) the store under `data_dir`, removing half-received bodies.
+    /// Open (or create) the store under `data_dir`, removing half-received bodies and moving
+    /// a store of the earlier layout (a directory per customer) into this one.
     pub fn open(data_dir: &Path) -> io::Result<Store> {
         let tmp = data_dir.join("tmp");
-        std::fs::create_dir_all(&tmp)?;
-        std::fs::create_dir_all(data_dir.join("customers"))?;
+        for dir in ["tmp", "bodies", "index"] {
+            std::fs::create_dir_all(data_dir.join(dir))?;
+        }
         for entry in std::fs::read_dir(&tmp)? {
             let entry = entry?;
             if entry.file_type()?.is_file() {
                 std::fs::remove_file(entry.path())?;
             }
         }
-        Ok(Store {
+        let store = Store {
             root: data_dir.to_path_buf(),
             commit_lock: Default::default(),
-        })
+        };
+        store.move_per_customer_directories()?;
+        Ok(store)
     }
 
-    fn customer_dir(&self, customer: &[u8]) -> PathBuf {
-        self.root.join("customers").join(hex::encode(customer))
+    /// `customers/<hex>/<H_BODY>.body` and `.json` (the layout before this one): each body
+    /// moves to `bodies/`, its metadata to the index, and the emptied directories go.
+    fn move_per_customer_directories(&self) -> io::Result<()> {
+        let old = self.root.join("customers");
+        let customers = match std::fs::read_dir(&old) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for customer in customers {
+            let customer = customer?;
+            let Some(hex_customer) = customer.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            for entry in std::fs::read_dir(customer.path())? {
+                let path = entry?.path();
+                if path.extension().and_then(|e| e.to_str()) != Some("body") {
+                    continue;
+                }
+                let meta_path = path.with_extension("json");
+                let Some(body) = std::fs::read(&meta_path)
+                    .ok()
+                    .and_then(|m| serde_json::from_slice::<StoredBody>(&m).ok())
+                else {
+                    continue;
+                };
+                let line = index_line(&hex_customer, &body)?;
+                let mut index = std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(self.index_path(&hex_customer))?;
+                io::Write::write_all(&mut index, &line)?;
+                std::fs::rename(&path, self.body_path_hex(&hex_customer, &body.h_body))?;
+                std::fs::remove_file(meta_path)?;
+            }
+            // Only if empty: anything left there was not a stored body's.
+            let _ = std::fs::remove_dir(customer.path());
+        }
+        let _ = std::fs::remove_dir(old);
+        Ok(())
+    }
+
+    fn index_path(&self, hex_customer: &str) -> PathBuf {
+        let shard = hex_customer.get(..2).unwrap_or("00");
+        self.root.join("index").join(format!("{shard}.jsonl"))
+    }
+
+    fn body_path_hex(&self, hex_customer: &str, h_body: &str) -> PathBuf {
+        self.root
+            .join("bodies")
+            .join(format!("{hex_customer}-{h_body}.body"))
     }
 
     fn body_path(&self, customer: &[u8], h_body: &[u8; 64]) -> PathBuf {
-        self.customer_dir(customer)
-            .join(format!("{}.body", crockford::encode(h_body)))
+        self.body_path_hex(&hex::encode(customer), &crockford::encode(h_body))
     }
 
     pub async fn contains(&self, customer: &[u8], h_body: &[u8; 64]) -> bool {
@@ -173,10 +237,11 @@ impl Store {
         h_body: &[u8; 64],
         meta: &StoredBody,
     ) -> io::Result<Committed> {
-        let meta_json = serde_json::to_vec_pretty(meta).map_err(io::Error::other)?;
-        let guard = self.commit_lock.clone().lock_owned().await;
-        let dir = self.customer_dir(customer);
+        let hex_customer = hex::encode(customer);
+        let line = index_line(&hex_customer, meta)?;
+        let index_path = self.index_path(&hex_customer);
         let body_path = self.body_path(customer, h_body);
+        let guard = self.commit_lock.clone().lock_owned().await;
         // One trip to a blocking thread for the whole commit: the lock is held for as
         // short a time as the file system allows. The lock and the temporary file go with
         // it: a request dropped meanwhile (its client gone) must neither free the lock
@@ -184,7 +249,7 @@ impl Store {
         tokio::task::spawn_blocking(move || {
             let _guard = guard;
             let committed =
-                commit_in_place(&dir, &body_path, &temp.path, small.as_deref(), &meta_json)?;
+                commit_in_place(&body_path, &temp.path, small.as_deref(), &index_path, &line)?;
             if committed == Committed::Stored {
                 temp.moved_into_place();
             }
@@ -196,25 +261,153 @@ impl Store {
 
     /// Every body stored for a customer, oldest first.
     pub fn list(&self, customer: &[u8]) -> io::Result<Vec<StoredBody>> {
-        let dir = self.customer_dir(customer);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(rd) => rd,
+        let hex_customer = hex::encode(customer);
+        let index = match std::fs::read(self.index_path(&hex_customer)) {
+            Ok(index) => index,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
+        let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
-        for entry in entries {
-            let path = entry?.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("body") {
+        // A line cut short by a crash, or a line whose body never made it into place (the
+        // rename failed), is not a stored body.
+        for line in index.split(|b| *b == b'\n') {
+            let Ok(line) = serde_json::from_slice::<IndexLine>(line) else {
+                continue;
+            };
+            if line.customer != hex_customer || !seen.insert(line.body.h_body.clone()) {
                 continue;
             }
-            let meta = std::fs::read(path.with_extension("json"))?;
-            let mut body: StoredBody = serde_json::from_slice(&meta)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            body.path = path;
-            out.push(body);
+            let mut body = line.body;
+            body.path = self.body_path_hex(&hex_customer, &body.h_body);
+            if body.path.try_exists()? {
+                out.push(body);
+            }
         }
         out.sort_by(|a, b| (a.received_at, &a.h_body).cmp(&(b.received_at, &b.h_body)));
         Ok(out)
+    }
+}
+
+/// A body's index line, newline included.
+fn index_line(hex_customer: &str, body: &StoredBody) -> io::Result<Vec<u8>> {
+    let mut line = serde_json::to_vec(&IndexLine {
+        customer: hex_customer.to_owned(),
+        body: body.clone(),
+    })
+    .map_err(io::Error::other)?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn declared(payto: &str, h_body: &[u8; 64], received_at: i64) -> StoredBody {
+        StoredBody {
+            payto: payto.to_owned(),
+            h_body: crockford::encode(h_body),
+            size: 3,
+            content_type: "application/pdf".into(),
+            extern_pub: "KEY".into(),
+            received_at,
+            path: PathBuf::new(),
+        }
+    }
+
+    async fn store_once(store: &Store, customer: &[u8], h_body: &[u8; 64], at: i64) -> Committed {
+        let small = vec![axum::body::Bytes::from_static(b"pdf")];
+        store
+            .commit(
+                store.temp(),
+                Some(small),
+                customer,
+                h_body,
+                &declared("payto://x", h_body, at),
+            )
+            .await
+            .expect("commit")
+    }
+
+    #[tokio::test]
+    async fn a_body_is_stored_once_and_listed_for_its_customer_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let (alice, bob) = ([1u8; 32], [2u8; 32]);
+        assert_eq!(
+            store_once(&store, &alice, &[7; 64], 2).await,
+            Committed::Stored
+        );
+        assert_eq!(
+            store_once(&store, &alice, &[7; 64], 3).await,
+            Committed::AlreadyStored
+        );
+        assert_eq!(
+            store_once(&store, &alice, &[8; 64], 1).await,
+            Committed::Stored
+        );
+        assert_eq!(
+            store_once(&store, &bob, &[7; 64], 4).await,
+            Committed::Stored
+        );
+        let listed = store.list(&alice).expect("list");
+        let hashes: Vec<&str> = listed.iter().map(|b| b.h_body.as_str()).collect();
+        assert_eq!(
+            hashes,
+            vec![crockford::encode(&[8; 64]), crockford::encode(&[7; 64])],
+            "oldest first"
+        );
+        assert_eq!(std::fs::read(&listed[0].path).expect("body"), b"pdf");
+        assert!(store.contains(&bob, &[7; 64]).await);
+        assert!(!store.contains(&bob, &[8; 64]).await);
+        // Nothing left in tmp/, no directory per customer.
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp"))
+                .expect("tmp")
+                .count(),
+            0
+        );
+        assert!(!dir.path().join("customers").exists());
+    }
+
+    #[tokio::test]
+    async fn a_line_cut_short_or_without_its_body_is_not_listed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let customer = [3u8; 32];
+        store_once(&store, &customer, &[9; 64], 1).await;
+        let index = store.index_path(&hex::encode(customer));
+        let mut line =
+            index_line(&hex::encode(customer), &declared("p", &[5; 64], 2)).expect("line");
+        let mut cut = line.clone();
+        cut.truncate(20);
+        line.extend_from_slice(&cut);
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&index)
+            .expect("index");
+        io::Write::write_all(&mut file, &line).expect("append");
+        let listed = store.list(&customer).expect("list");
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].h_body, crockford::encode(&[9; 64]));
+    }
+
+    #[test]
+    fn a_store_with_a_directory_per_customer_is_moved_into_this_layout() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let customer = [4u8; 32];
+        let h_body = crockford::encode(&[6; 64]);
+        let old = dir.path().join("customers").join(hex::encode(customer));
+        std::fs::create_dir_all(&old).expect("old layout");
+        std::fs::write(old.join(format!("{h_body}.body")), b"old").expect("body");
+        let meta = serde_json::to_vec(&declared("payto://old", &[6; 64], 5)).expect("json");
+        std::fs::write(old.join(format!("{h_body}.json")), meta).expect("meta");
+        let store = Store::open(dir.path()).expect("open");
+        let listed = store.list(&customer).expect("list");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].payto, "payto://old");
+        assert_eq!(std::fs::read(&listed[0].path).expect("body"), b"old");
+        assert!(!dir.path().join("customers").exists());
     }
 }
