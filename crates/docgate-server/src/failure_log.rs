@@ -6,7 +6,8 @@
 //! the one line that says when it began. A [`FailureLog`] logs the first failure at once,
 //! then at most one line per [`FailureLog::every`] carrying how many failures it did not
 //! log, and one line when the step works again, so the log still says when the outage began,
-//! that it lasted, and when it ended.
+//! that it lasted, and when it ended. Each context (a provider) is followed on its own: one
+//! provider failing while another works must not log "failed" and "works again" in turn.
 
 use std::{
     fmt::Display,
@@ -17,12 +18,14 @@ use std::{
 /// At most one warning per this long while a step keeps failing.
 pub const QUIET_FOR: Duration = Duration::from_secs(30);
 
-/// The failures of one background step (see the module's documentation).
+/// The failures of one background step (see the module's documentation), per context.
+/// Contexts are the gateway's own names (its providers), never a client's input, so the map
+/// stays as small as they are.
 #[derive(Debug)]
 pub struct FailureLog {
     step: &'static str,
     every: Duration,
-    state: Mutex<Failing>,
+    state: Mutex<std::collections::HashMap<String, Failing>>,
 }
 
 #[derive(Debug, Default)]
@@ -53,13 +56,13 @@ impl FailureLog {
         FailureLog {
             step,
             every,
-            state: Mutex::new(Failing::default()),
+            state: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
     /// The step failed with `error`; `context` names what it failed for (a provider).
     pub fn failed(&self, context: &str, error: &dyn Display) {
-        if let Line::Failed { unlogged } = self.note_failure(Instant::now()) {
+        if let Line::Failed { unlogged } = self.note_failure(context, Instant::now()) {
             tracing::warn!(
                 context,
                 error = %error,
@@ -70,22 +73,23 @@ impl FailureLog {
         }
     }
 
-    /// The step worked: after failures, one line says it recovered.
-    pub fn succeeded(&self) {
-        if let Line::Recovered { failures } = self.note_success() {
-            tracing::info!(failures, "{} works again", self.step);
+    /// The step worked for `context`: after failures, one line says it recovered.
+    pub fn succeeded(&self, context: &str) {
+        if let Line::Recovered { failures } = self.note_success(context) {
+            tracing::info!(context, failures, "{} works again", self.step);
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Failing> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Failing>> {
         // The state is a few counters: one left half-updated by a panic is still usable.
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn note_failure(&self, now: Instant) -> Line {
-        let mut state = self.lock();
+    fn note_failure(&self, context: &str, now: Instant) -> Line {
+        let mut all = self.lock();
+        let state = all.entry(context.to_owned()).or_default();
         state.in_a_row += 1;
         let due = state
             .last_logged
@@ -101,15 +105,13 @@ impl FailureLog {
         }
     }
 
-    fn note_success(&self) -> Line {
-        let mut state = self.lock();
-        let failures = std::mem::take(&mut state.in_a_row);
-        state.unlogged = 0;
-        state.last_logged = None;
-        if failures == 0 {
-            Line::Nothing
-        } else {
-            Line::Recovered { failures }
+    fn note_success(&self, context: &str) -> Line {
+        // Only a context that failed has an entry; the usual success costs a lookup.
+        match self.lock().remove(context) {
+            Some(state) if state.in_a_row > 0 => Line::Recovered {
+                failures: state.in_a_row,
+            },
+            _ => Line::Nothing,
         }
     }
 }
@@ -122,21 +124,44 @@ mod tests {
     fn an_outage_logs_its_start_then_once_per_period_then_its_end() {
         let log = FailureLog::every("claiming", Duration::from_secs(30));
         let start = Instant::now();
-        assert_eq!(log.note_failure(start), Line::Failed { unlogged: 0 });
+        assert_eq!(
+            log.note_failure("taler", start),
+            Line::Failed { unlogged: 0 }
+        );
         // Two polls a second for 29 s: nothing more.
         for tick in 1..58 {
             let at = start + Duration::from_millis(500 * tick);
-            assert_eq!(log.note_failure(at), Line::Nothing, "tick {tick}");
+            assert_eq!(log.note_failure("taler", at), Line::Nothing, "tick {tick}");
         }
         assert_eq!(
-            log.note_failure(start + Duration::from_secs(30)),
+            log.note_failure("taler", start + Duration::from_secs(30)),
             Line::Failed { unlogged: 57 }
         );
-        assert_eq!(log.note_success(), Line::Recovered { failures: 59 });
-        assert_eq!(log.note_success(), Line::Nothing);
+        assert_eq!(log.note_success("taler"), Line::Recovered { failures: 59 });
+        assert_eq!(log.note_success("taler"), Line::Nothing);
         // The next outage is logged at its start again, however soon it comes.
         assert_eq!(
-            log.note_failure(start + Duration::from_secs(31)),
+            log.note_failure("taler", start + Duration::from_secs(31)),
+            Line::Failed { unlogged: 0 }
+        );
+    }
+
+    #[test]
+    fn one_provider_failing_beside_one_that_works_logs_once() {
+        let log = FailureLog::every("claiming", Duration::from_secs(30));
+        let start = Instant::now();
+        assert_eq!(
+            log.note_failure("sila", start),
+            Line::Failed { unlogged: 0 }
+        );
+        for tick in 1..10 {
+            assert_eq!(log.note_success("taler"), Line::Nothing);
+            let at = start + Duration::from_millis(500 * tick);
+            assert_eq!(log.note_failure("sila", at), Line::Nothing);
+        }
+        // Another provider's outage starting meanwhile is logged at once.
+        assert_eq!(
+            log.note_failure("taler", start + Duration::from_secs(5)),
             Line::Failed { unlogged: 0 }
         );
     }

@@ -9,10 +9,17 @@
 use std::time::Duration;
 
 use docgate_core::SpoolDir;
+use tracing::Instrument;
 
 /// How long a request waits for the removal of documents it will not keep before it
 /// answers; see [`remove_for_request`].
 pub const REQUEST_CLEANUP_WAIT: Duration = Duration::from_secs(5);
+
+/// Removals left running past their request's wait, at most. Past it, what a refused request
+/// wrote is left to the orphan sweep rather than piling up tasks on a store that does not
+/// answer.
+const BACKGROUND_REMOVALS: usize = 64;
+static REMOVALS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(BACKGROUND_REMOVALS);
 
 /// The spool key of one document.
 pub fn document_key(upload_id: &str, slot: &str) -> String {
@@ -68,11 +75,22 @@ pub async fn remove_for_request(spool: &SpoolDir, keys: Vec<String>) {
     if keys.is_empty() {
         return;
     }
+    let Ok(permit) = REMOVALS.try_acquire() else {
+        tracing::warn!(
+            keys = keys.len(),
+            "the spool is not keeping up with removals: leaving these to the orphan sweep"
+        );
+        return;
+    };
     let spool = spool.clone();
-    let removal = tokio::spawn(async move {
-        // Each failure is logged by `remove`.
-        let _ = remove(&spool, &keys).await;
-    });
+    let removal = tokio::spawn(
+        async move {
+            let _permit = permit;
+            // Each failure is logged by `remove`.
+            let _ = remove(&spool, &keys).await;
+        }
+        .instrument(tracing::Span::current()),
+    );
     if tokio::time::timeout(REQUEST_CLEANUP_WAIT, removal)
         .await
         .is_err()

@@ -88,10 +88,16 @@ export async function upload(file, opts) {
   try {
     return await uploadOnce(file, opts);
   } catch (e) {
-    // Refused: nothing to resume, so nothing to keep (the entry names the upload).
-    if (e instanceof Refused && opts.storageKey) localStorage.removeItem(opts.storageKey);
+    // Refused for good (the document or the request is wrong): nothing to resume, so
+    // nothing to keep. Not for a refusal that may pass later (busy, rate-limited, a lock,
+    // a token to renew): the upload resumes from where it stood.
+    if (e instanceof Refused && opts.storageKey && isFinal(e.status)) localStorage.removeItem(opts.storageKey);
     throw e;
   }
+}
+
+function isFinal(status) {
+  return status >= 400 && status < 500 && ![401, 408, 409, 423, 429].includes(status);
 }
 
 async function uploadOnce(file, opts) {

@@ -38,20 +38,28 @@ async function api(path, token, init = {}) {
 }
 
 // The session a link names (`#session=…&token=…`) is kept for this tab only, and the token
-// taken out of the address at once: left there, it stayed in the browser's history (and
-// any address copied for support), and could read the session's fields and receipt until
-// the session expired.
+// taken out of the address at once: left there, it stayed in the page's address (the
+// back/forward entry, anything copied or bookmarked later), from where it could read the
+// session's fields and receipt until the session expired. (The browser's history may still
+// have recorded the link as it was opened; the token's short life bounds that.)
 const SESSION_KEY = "docgate:session";
 
 function remember(id, token) {
   try { sessionStorage.setItem(SESSION_KEY, JSON.stringify({ id, token })); } catch { /* storage off: a reload starts over */ }
 }
 
+function forget() {
+  try { sessionStorage.removeItem(SESSION_KEY); } catch { /* storage off */ }
+}
+
 function linkParams() {
   const p = new URLSearchParams(location.hash.replace(/^#/, ""));
-  if (p.get("session") && p.get("token")) {
-    remember(p.get("session"), p.get("token"));
+  if (p.has("session") || p.has("token")) {
+    // A link always wins over what this tab kept, even a broken one.
+    forget();
     history.replaceState(null, "", location.pathname + location.search);
+    if (!p.get("session") || !p.get("token")) return { id: null, token: null, broken: true };
+    remember(p.get("session"), p.get("token"));
     return { id: p.get("session"), token: p.get("token") };
   }
   try {
@@ -180,9 +188,15 @@ function slotBox(slot, accept) {
 
 async function openSession(id, token) {
   const { status, body: s } = await api(`/v1/upload-sessions/${encodeURIComponent(id)}`, token);
-  if (status !== 200) return notice(problemText(s), "error");
+  if (status !== 200) {
+    forget();
+    return notice(problemText(s), "error");
+  }
   if (s.receipt) return follow(id, token, s.receipt);
-  if (s.state !== "open") return notice(`This upload session is ${s.state}.`, "error");
+  if (s.state !== "open") {
+    forget();
+    return notice(`This upload session is ${s.state}.`, "error");
+  }
   const info = s.provider_info || { fields: [], policy: { accepted: [] } };
   $("provider-name").textContent = s.provider;
   $("provider-description").textContent = info.description || "";
@@ -225,9 +239,9 @@ async function sendSlot(box, token, sessionId) {
     endpoint: new URL("/v1/tus/", location.href).href,
     token,
     metadata: { slot, filename: file.name, filetype: file.type || "application/octet-stream" },
-    // The file's name only as a digest: a refused upload's entry would otherwise keep it
-    // (personal data) in the browser after the page is gone.
-    storageKey: `docgate:${sessionId}:${slot}:${await nameDigest(file.name)}:${file.size}:${file.lastModified}`,
+    // The file's name only as a digest (salted with the session): an entry left behind
+    // would otherwise keep it (personal data) in the browser after the page is gone.
+    storageKey: `docgate:${sessionId}:${slot}:${await nameDigest(`${sessionId}:${file.name}`)}:${file.size}:${file.lastModified}`,
     onProgress: (sent, total) => {
       const now = performance.now();
       if (now - last.t > 250) {
@@ -346,8 +360,19 @@ async function follow(id, token, receipt) {
     if (got.body.receipt) r = got.body.receipt;
     showReceipt(r);
   }
+  // Nothing more to do with this session: a reload of the tab starts afresh.
+  forget();
   notice(r.status === "delivered" || r.status === "duplicate" ? "Done: the provider has your documents." : "The provider did not take the documents.", r.status === "delivered" || r.status === "duplicate" ? "done" : "error");
 }
 
-const { id, token } = linkParams();
-if (id && token) openSession(id, token); else startSandbox();
+// Resume entries of an earlier page named the file itself: gone with this one.
+for (const key of Object.keys(localStorage)) {
+  const parts = key.split(":");
+  if (parts[0] === "docgate" && parts.length !== 6) localStorage.removeItem(key);
+  else if (parts[0] === "docgate" && !/^[0-9a-f]+$/.test(parts[3])) localStorage.removeItem(key);
+}
+
+const { id, token, broken } = linkParams();
+if (id && token) openSession(id, token);
+else if (broken) notice("This link is incomplete: ask for a new one.", "error");
+else startSandbox();

@@ -358,7 +358,9 @@ async fn serve(config: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<
                 // are answered; on another address all of that is open to the network.
                 tracing::warn!(
                     %listen,
-                    "the sandbox is listening beyond this machine: anyone who can reach it may                      start upload sessions without a key and read what the emulators received.                      Use it on 127.0.0.1, or run `serve --config` for anything shared"
+                    "the sandbox is listening beyond this machine: anyone who can reach it may \
+                     start upload sessions without a key and read what the emulators received. \
+                     Use it on 127.0.0.1, or run `serve --config` for anything shared"
                 );
             }
             let (setup, sandbox) = sandbox::setup(listen, &data_dir, key, docgate_providers::ALL)

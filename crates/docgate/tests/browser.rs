@@ -101,6 +101,20 @@ fn run_browser(plan: &Value, dir: &Path) -> Value {
     verdict
 }
 
+/// An upload session minted with the tenant's key, as its backend would.
+async fn mint_session(gateway: &str, request: Value) -> Value {
+    reqwest::Client::new()
+        .post(format!("{gateway}/v1/upload-sessions"))
+        .bearer_auth(KEY)
+        .json(&request)
+        .send()
+        .await
+        .expect("mint")
+        .json()
+        .await
+        .expect("json")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upload_page_delivers_for_every_provider_resumes_after_a_cut_and_refuses_a_wrong_type()
 {
@@ -200,16 +214,11 @@ async fn the_upload_page_delivers_for_every_provider_resumes_after_a_cut_and_ref
     }));
 
     // A session link from a tenant's backend; the token must leave the address at once.
-    let session: Value = reqwest::Client::new()
-        .post(format!("{}/v1/upload-sessions", gw.url))
-        .bearer_auth(KEY)
-        .json(&json!({ "provider": "taler", "fields": fields_for("taler") }))
-        .send()
-        .await
-        .expect("mint")
-        .json()
-        .await
-        .expect("json");
+    let session = mint_session(
+        &gw.url,
+        json!({ "provider": "taler", "fields": fields_for("taler") }),
+    )
+    .await;
     let token = session["token"].as_str().expect("token");
     scenarios.push(json!({
         "name": "link", "link": true, "session": session["id"], "token": token,
@@ -386,16 +395,11 @@ async fn the_uppy_example_uploads_to_a_session_unchanged() {
         ],
     );
     let client = reqwest::Client::new();
-    let session: Value = client
-        .post(format!("{}/v1/upload-sessions", gw.url))
-        .bearer_auth(KEY)
-        .json(&json!({"provider": "taler", "fields": {"payto": PAYTO}, "origin": origin}))
-        .send()
-        .await
-        .expect("mint")
-        .json()
-        .await
-        .expect("json");
+    let session = mint_session(
+        &gw.url,
+        json!({"provider": "taler", "fields": {"payto": PAYTO}, "origin": origin}),
+    )
+    .await;
     let token = session["token"].as_str().expect("token");
     let doc = pdf_bytes(3 << 20, 17).await;
     let file = common::write_file(dir.path(), "passport.pdf", &doc);

@@ -141,7 +141,7 @@ impl Deliverer {
             .await
         {
             Ok(claimed) => {
-                self.claim_failures.succeeded();
+                self.claim_failures.succeeded(provider);
                 claimed
             }
             Err(e) => {

@@ -351,16 +351,18 @@ pub async fn remove_documents(app: &AppState, session_id: &str) -> Result<()> {
         .session_documents(session_id)
         .await
         .map_err(|e| ledger_problem(&e))?;
+    // One removal for all of them: the request waits for it once.
+    let mut keys = Vec::new();
     for doc in documents {
         if let Ok(Some(ended)) = app
             .ledger
             .end_tus(&doc.id, TusState::Terminated, false, now_ms())
             .await
         {
-            let keys: Vec<String> = ended.pieces.iter().map(|p| p.key.clone()).collect();
-            spool_keys::remove_for_request(&app.spool, keys).await;
+            keys.extend(ended.pieces.iter().map(|p| p.key.clone()));
         }
     }
+    spool_keys::remove_for_request(&app.spool, keys).await;
     Ok(())
 }
 

@@ -106,7 +106,8 @@ fn commit_in_place(
             io::Write::write_all(&mut file, piece)?;
         }
     }
-    // One write of the whole line: appends do not interleave.
+    // One write of the whole line: appends do not interleave. The line starts with a newline
+    // too, so one cut short by a failed write (a full disk) cannot swallow the next.
     let mut index = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
@@ -164,21 +165,33 @@ impl Store {
         };
         for customer in customers {
             let customer = customer?;
+            // Anything else a person left there (a file beside the directories) is no
+            // customer's and stays.
             let Some(hex_customer) = customer.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
+            if !customer.file_type()?.is_dir() {
+                continue;
+            }
             for entry in std::fs::read_dir(customer.path())? {
                 let path = entry?.path();
                 if path.extension().and_then(|e| e.to_str()) != Some("body") {
                     continue;
                 }
-                let meta_path = path.with_extension("json");
-                let Some(body) = std::fs::read(&meta_path)
-                    .ok()
-                    .and_then(|m| serde_json::from_slice::<StoredBody>(&m).ok())
+                // The name says which body it is; the metadata file what was declared.
+                let Some(h_body) = path.file_stem().and_then(|n| n.to_str()).map(str::to_owned)
                 else {
                     continue;
                 };
+                let meta_path = path.with_extension("json");
+                let Some(mut body) = std::fs::read(&meta_path)
+                    .ok()
+                    .and_then(|m| serde_json::from_slice::<StoredBody>(&m).ok())
+                else {
+                    tracing::warn!(path = %path.display(), "a stored body without readable metadata stays where it is");
+                    continue;
+                };
+                body.h_body = h_body;
                 let line = index_line(&hex_customer, &body)?;
                 let mut index = std::fs::OpenOptions::new()
                     .append(true)
@@ -267,18 +280,22 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
-        let mut seen = std::collections::HashSet::new();
-        let mut out = Vec::new();
         // A line cut short by a crash, or a line whose body never made it into place (the
-        // rename failed), is not a stored body.
+        // rename failed), is not a stored body. A body committed again after such a failure
+        // has a later line: the last one is what was stored.
+        let mut latest = std::collections::HashMap::new();
         for line in index.split(|b| *b == b'\n') {
             let Ok(line) = serde_json::from_slice::<IndexLine>(line) else {
                 continue;
             };
-            if line.customer != hex_customer || !seen.insert(line.body.h_body.clone()) {
-                continue;
+            // Only what names a body (the hash is part of a path).
+            let names_a_body = crockford::decode_array::<64>(&line.body.h_body).is_ok();
+            if line.customer == hex_customer && names_a_body {
+                latest.insert(line.body.h_body.clone(), line.body);
             }
-            let mut body = line.body;
+        }
+        let mut out = Vec::new();
+        for (_, mut body) in latest {
             body.path = self.body_path_hex(&hex_customer, &body.h_body);
             if body.path.try_exists()? {
                 out.push(body);
@@ -296,6 +313,7 @@ fn index_line(hex_customer: &str, body: &StoredBody) -> io::Result<Vec<u8>> {
         body: body.clone(),
     })
     .map_err(io::Error::other)?;
+    line.insert(0, b'\n');
     line.push(b'\n');
     Ok(line)
 }
@@ -378,19 +396,25 @@ mod tests {
         let customer = [3u8; 32];
         store_once(&store, &customer, &[9; 64], 1).await;
         let index = store.index_path(&hex::encode(customer));
-        let mut line =
-            index_line(&hex::encode(customer), &declared("p", &[5; 64], 2)).expect("line");
-        let mut cut = line.clone();
+        // A line whose body never came (its rename failed), then one cut short by a full
+        // disk: neither is listed, and the next body's line is still read.
+        let line = |h: u8, at| index_line(&hex::encode(customer), &declared("p", &[h; 64], at));
+        let mut lines = line(5, 2).expect("line");
+        let mut cut = line(6, 3).expect("line");
         cut.truncate(20);
-        line.extend_from_slice(&cut);
+        lines.extend_from_slice(&cut);
         let mut file = std::fs::OpenOptions::new()
             .append(true)
             .open(&index)
             .expect("index");
-        io::Write::write_all(&mut file, &line).expect("append");
+        io::Write::write_all(&mut file, &lines).expect("append");
+        store_once(&store, &customer, &[8; 64], 4).await;
         let listed = store.list(&customer).expect("list");
-        assert_eq!(listed.len(), 1, "{listed:?}");
-        assert_eq!(listed[0].h_body, crockford::encode(&[9; 64]));
+        let hashes: Vec<String> = listed.iter().map(|b| b.h_body.clone()).collect();
+        assert_eq!(
+            hashes,
+            vec![crockford::encode(&[9; 64]), crockford::encode(&[8; 64])]
+        );
     }
 
     #[test]
@@ -403,11 +427,17 @@ mod tests {
         std::fs::write(old.join(format!("{h_body}.body")), b"old").expect("body");
         let meta = serde_json::to_vec(&declared("payto://old", &[6; 64], 5)).expect("json");
         std::fs::write(old.join(format!("{h_body}.json")), meta).expect("meta");
+        // A file someone left beside the customers' directories does not stop the start.
+        std::fs::write(dir.path().join("customers").join(".DS_Store"), b"x").expect("stray");
         let store = Store::open(dir.path()).expect("open");
         let listed = store.list(&customer).expect("list");
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].payto, "payto://old");
         assert_eq!(std::fs::read(&listed[0].path).expect("body"), b"old");
-        assert!(!dir.path().join("customers").exists());
+        assert!(!dir
+            .path()
+            .join("customers")
+            .join(hex::encode(customer))
+            .exists());
     }
 }
