@@ -619,7 +619,7 @@ async fn regression_attempts_that_end_without_an_outcome_are_given_up() {
     let rec = ledger.get(&id).await.expect("get").expect("exists");
     assert_eq!(rec.attempts, 3);
     let requests = h.taler.faults.requests();
-    h.gateway.app.deliverer.drive(rec, false).await;
+    h.gateway.app.deliverer.drive(rec, false, Vec::new()).await;
     let (_, r) = h.get_as_acme(&format!("/v1/uploads/{id}")).await;
     assert_eq!(r["status"], "failed", "{r}");
     assert_eq!(r["problem"]["code"], "delivery_failed", "{r}");

@@ -209,6 +209,30 @@ impl Drop for Waiter<'_> {
     }
 }
 
+/// The documents of a request's first attempt: each one still in memory from the request
+/// (`received`: small documents are received into memory, then written to the spool) is sent
+/// from there, the others (and all of a later attempt's) from the spool. Reading back what
+/// was just written cost every small upload a trip to a blocking thread, an open, a read
+/// and, with encryption, a decryption. The bytes are the ones the request hashed and checked;
+/// a spooled copy altered later is still caught by the next attempt that reads it.
+fn first_documents(spooled: &[Document], mut received: Vec<Document>) -> Vec<Document> {
+    spooled
+        .iter()
+        .map(|doc| {
+            let same = received
+                .iter()
+                .position(|r| r.spool.is_in_memory() && r.meta == doc.meta);
+            match same {
+                Some(i) => Document {
+                    meta: doc.meta.clone(),
+                    spool: received.swap_remove(i).spool,
+                },
+                None => doc.clone(),
+            }
+        })
+        .collect()
+}
+
 impl Deliverer {
     pub fn new(
         ledger: Arc<dyn Ledger>,
@@ -283,6 +307,7 @@ impl Deliverer {
         }
     }
 
+    /// The upload's documents as spooled: what every attempt but a request's first reads.
     fn documents(&self, rec: &UploadRecord) -> Vec<Document> {
         rec.documents
             .iter()
@@ -300,11 +325,13 @@ impl Deliverer {
     /// lease is lost. Errors of the ledger itself are logged; the lease then expires and the
     /// delivery is picked up again.
     /// `counted`: the first attempt was counted when the upload was inserted.
-    pub async fn drive(&self, rec: UploadRecord, counted: bool) {
+    /// `received`: documents of the upload still in memory from its request (see
+    /// [`first_documents`]); empty when the worker claimed it.
+    pub async fn drive(&self, rec: UploadRecord, counted: bool, received: Vec<Document>) {
         let id = rec.id.clone();
         let owner = rec.lease_owner.clone();
         let until = rec.lease_until.unwrap_or(0);
-        if let Err(e) = self.drive_inner(rec, counted).await {
+        if let Err(e) = self.drive_inner(rec, counted, received).await {
             tracing::error!(upload = %id, error = %e, "ledger failed during delivery; handing the upload back");
             if let Some(owner) = owner {
                 self.hand_back_after_ledger_error(&id, &owner, until).await;
@@ -340,7 +367,12 @@ impl Deliverer {
         }
     }
 
-    async fn drive_inner(&self, rec: UploadRecord, counted: bool) -> Result<(), LedgerError> {
+    async fn drive_inner(
+        &self,
+        rec: UploadRecord,
+        counted: bool,
+        received: Vec<Document>,
+    ) -> Result<(), LedgerError> {
         let id = rec.id.as_str();
         let Some(owner) = rec.lease_owner.clone() else {
             tracing::warn!(upload = %id, "asked to deliver an upload that is not claimed");
@@ -365,7 +397,8 @@ impl Deliverer {
                 return self.finish(&rec, &owner, finish).await;
             }
         }
-        let documents = self.documents(&rec);
+        let spooled = self.documents(&rec);
+        let mut documents = first_documents(&spooled, received);
         let scratch_dir = self.scratch_dir(id);
         let mut counted = counted.then_some(rec.attempts);
         loop {
@@ -456,6 +489,8 @@ impl Deliverer {
                     if !self.ledger.record_attempt(id, &owner, record).await? {
                         return Ok(());
                     }
+                    // Every later attempt reads the spool, as a claim by the worker would.
+                    documents = spooled.clone();
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => continue,
                         _ = self.cancel.cancelled() => return Ok(()),
@@ -735,6 +770,50 @@ enum Next {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn meta(slot: &str, sha256: &str) -> docgate_core::DocumentMeta {
+        docgate_core::DocumentMeta {
+            slot: slot.to_owned(),
+            filename: None,
+            size: 3,
+            media_type: "application/pdf".into(),
+            declared_type: None,
+            digests: docgate_core::digest::DigestsHex {
+                sha256: sha256.to_owned(),
+                sha512: None,
+                md5: None,
+            },
+            entries: None,
+        }
+    }
+
+    // Every small upload's first attempt read back from the spool (a blocking trip, an open,
+    // a read, a decryption) the document it had just written from memory.
+    #[test]
+    fn a_request_s_first_attempt_sends_what_it_still_holds_and_nothing_else() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = SpoolDir::new(dir.path(), 0).expect("spool");
+        let spooled: Vec<Document> = ["front", "back", "selfie"]
+            .into_iter()
+            .map(|slot| Document {
+                meta: meta(slot, "aa"),
+                spool: spool.stored(format!("uploads/x.{slot}"), 3),
+            })
+            .collect();
+        let held = |slot: &str, sha256: &str| Document {
+            meta: meta(slot, sha256),
+            spool: docgate_core::Spooled::from_bytes(bytes::Bytes::from_static(b"pdf")),
+        };
+        // `back` held with other content (not the same document) and `selfie` not held.
+        let first = first_documents(&spooled, vec![held("back", "bb"), held("front", "aa")]);
+        let in_memory: Vec<bool> = first.iter().map(|d| d.spool.is_in_memory()).collect();
+        assert_eq!(in_memory, vec![true, false, false]);
+        let slots: Vec<&str> = first.iter().map(|d| d.meta.slot.as_str()).collect();
+        assert_eq!(slots, vec!["front", "back", "selfie"]);
+        assert!(first_documents(&spooled, Vec::new())
+            .iter()
+            .all(|d| !d.spool.is_in_memory()));
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_with_bounded_jitter() {

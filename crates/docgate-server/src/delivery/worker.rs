@@ -37,16 +37,18 @@ impl Deliverer {
 
     /// Drive a claimed upload in the background (tracked for graceful shutdown), holding
     /// `slot` until it is done. `first_attempt_counted`: it was inserted with its first
-    /// attempt counted ([`crate::ledger::NewUpload::first_attempt`]).
+    /// attempt counted ([`crate::ledger::NewUpload::first_attempt`]). `received`: its
+    /// documents still in memory from its request, if any ([`Deliverer::drive`]).
     pub fn spawn_drive(
         self: &Arc<Self>,
         rec: crate::ledger::UploadRecord,
         slot: DeliverySlot,
         first_attempt_counted: bool,
+        received: Vec<docgate_core::Document>,
     ) {
         let me = self.clone();
         self.tasks.spawn(async move {
-            me.drive(rec, first_attempt_counted).await;
+            me.drive(rec, first_attempt_counted, received).await;
             drop(slot);
             if me.backlog.load(Ordering::SeqCst) {
                 me.wake.notify_one();
@@ -159,7 +161,7 @@ impl Deliverer {
             let Some(slot) = self.slots.take(provider).await else {
                 break;
             };
-            self.spawn_drive(rec, slot, false);
+            self.spawn_drive(rec, slot, false, Vec::new());
         }
     }
 

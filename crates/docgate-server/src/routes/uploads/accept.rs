@@ -109,7 +109,6 @@ pub async fn accept(
     let id = intake.id.clone();
     let stored = persist(&intake, &documents).await?;
     let total: u64 = metas.iter().map(|d| d.size).sum();
-    drop(documents);
 
     let fp = fingerprint(provider.name(), &fields, &metas);
     // Deliver at once when a delivery slot is free. A client waiting for the outcome queues
@@ -177,7 +176,15 @@ pub async fn accept(
                     s.hold.accepted();
                 }
                 match slot {
-                    Some(slot) => app.deliverer.spawn_drive(rec.clone(), slot, true),
+                    // Documents still in memory go to the first attempt as they are; the
+                    // delivery slot bounds how many are held so.
+                    Some(slot) => {
+                        let received = documents
+                            .into_iter()
+                            .filter(|d| d.spool.is_in_memory())
+                            .collect();
+                        app.deliverer.spawn_drive(rec.clone(), slot, true, received)
+                    }
                     None => app.deliverer.queue_for_worker(),
                 }
             }
