@@ -54,6 +54,28 @@ pub struct FaultPlan {
     pub delay_ms: u64,
 }
 
+impl FaultPlan {
+    /// A plan as `PUT /__emulator/faults` takes it: a JSON object of known keys, with a
+    /// failure status that is one (4xx or 5xx; 0 for the default 500). A 2xx "fault" made
+    /// the gateway record a delivery of a body the emulator never stored; an array was
+    /// read by position.
+    pub fn parse(body: &[u8]) -> Result<FaultPlan, String> {
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+        if !value.is_object() {
+            return Err("a fault plan is a JSON object".into());
+        }
+        let plan: FaultPlan = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        if plan.fail_status != 0 && !(400..=599).contains(&plan.fail_status) {
+            return Err(format!(
+                "fail_status {} is not a failure: give a 4xx or 5xx status (0: 500)",
+                plan.fail_status
+            ));
+        }
+        Ok(plan)
+    }
+}
+
 /// A fault injected into one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultAction {
@@ -240,9 +262,18 @@ pub fn control_routes(faults: Arc<Faults>) -> Router {
             "injected": f.injected(),
         }))
     }
-    async fn set(State(f): State<Arc<Faults>>, Json(plan): Json<FaultPlan>) -> Json<FaultPlan> {
-        f.set(plan);
-        Json(f.plan())
+    async fn set(State(f): State<Arc<Faults>>, body: axum::body::Bytes) -> Response {
+        match FaultPlan::parse(&body) {
+            Ok(plan) => {
+                f.set(plan);
+                Json(f.plan()).into_response()
+            }
+            Err(error) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(serde_json::json!({ "error": error })),
+            )
+                .into_response(),
+        }
     }
     Router::new()
         .route("/__emulator/faults", get(show).put(set).post(set))
@@ -433,9 +464,20 @@ mod tests {
             fail_next: 1,
             ..FaultPlan::default()
         });
-        let set = put_plan(&server, serde_json::json!({"latency_ms": 500})).await;
-        assert_eq!(set.status(), 422);
-        assert_eq!(faults.plan().fail_next, 1);
+        for refused in [
+            serde_json::json!({"latency_ms": 500}),
+            // A "failure" that is a success: the gateway recorded a delivery of nothing.
+            serde_json::json!({"fail_next": 1, "fail_status": 204}),
+            serde_json::json!({"fail_next": 1, "fail_status": 1000}),
+            // Read by position, as a struct may be.
+            serde_json::json!([7, 503]),
+        ] {
+            let set = put_plan(&server, refused.clone()).await;
+            assert_eq!(set.status(), 422, "{refused}");
+            let error: serde_json::Value = set.json().await.expect("a JSON error");
+            assert!(error["error"].is_string(), "{refused}: {error}");
+            assert_eq!(faults.plan().fail_next, 1, "{refused}");
+        }
         server.stop().await.expect("stop");
     }
 

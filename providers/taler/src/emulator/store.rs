@@ -160,7 +160,15 @@ impl Store {
         let old = self.root.join("customers");
         let customers = match std::fs::read_dir(&old) {
             Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            // No earlier store, or something else of that name: not ours to move.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                return Ok(())
+            }
             Err(e) => return Err(e),
         };
         for customer in customers {
@@ -173,39 +181,75 @@ impl Store {
             if !customer.file_type()?.is_dir() {
                 continue;
             }
+            // The oldest layout kept the customer's payto in a file beside the bodies.
+            let payto_path = customer.path().join("payto");
+            let payto = std::fs::read_to_string(&payto_path).ok();
             for entry in std::fs::read_dir(customer.path())? {
                 let path = entry?.path();
                 if path.extension().and_then(|e| e.to_str()) != Some("body") {
                     continue;
                 }
-                // The name says which body it is; the metadata file what was declared.
-                let Some(h_body) = path.file_stem().and_then(|n| n.to_str()).map(str::to_owned)
-                else {
-                    continue;
-                };
-                let meta_path = path.with_extension("json");
-                let Some(mut body) = std::fs::read(&meta_path)
-                    .ok()
-                    .and_then(|m| serde_json::from_slice::<StoredBody>(&m).ok())
-                else {
-                    tracing::warn!(path = %path.display(), "a stored body without readable metadata stays where it is");
-                    continue;
-                };
-                body.h_body = h_body;
-                let line = index_line(&hex_customer, &body)?;
-                let mut index = std::fs::OpenOptions::new()
-                    .append(true)
-                    .create(true)
-                    .open(self.index_path(&hex_customer))?;
-                io::Write::write_all(&mut index, &line)?;
-                std::fs::rename(&path, self.body_path_hex(&hex_customer, &body.h_body))?;
-                std::fs::remove_file(meta_path)?;
+                self.move_old_body(&hex_customer, &path, payto.as_deref())?;
             }
+            let _ = std::fs::remove_file(payto_path);
             // Only if empty: anything left there was not a stored body's.
             let _ = std::fs::remove_dir(customer.path());
         }
         let _ = std::fs::remove_dir(old);
         Ok(())
+    }
+
+    /// One body of the earlier layout into this one: its metadata from the `.json` beside it,
+    /// or, without one, what the file itself says (size, time).
+    fn move_old_body(
+        &self,
+        hex_customer: &str,
+        path: &Path,
+        payto: Option<&str>,
+    ) -> io::Result<()> {
+        // The name says which body it is.
+        let Some(h_body) = path.file_stem().and_then(|n| n.to_str()).map(str::to_owned) else {
+            return Ok(());
+        };
+        let meta_path = path.with_extension("json");
+        let declared = std::fs::read(&meta_path)
+            .ok()
+            .and_then(|m| serde_json::from_slice::<StoredBody>(&m).ok());
+        let mut body = match declared {
+            Some(body) => body,
+            None => {
+                let file = std::fs::metadata(path)?;
+                let received_at = file
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                StoredBody {
+                    payto: String::new(),
+                    h_body: String::new(),
+                    size: file.len(),
+                    content_type: String::new(),
+                    extern_pub: String::new(),
+                    received_at,
+                    path: PathBuf::new(),
+                }
+            }
+        };
+        body.h_body = h_body;
+        if body.payto.is_empty() {
+            body.payto = payto.unwrap_or_default().trim().to_owned();
+        }
+        let line = index_line(hex_customer, &body)?;
+        let mut index = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.index_path(hex_customer))?;
+        io::Write::write_all(&mut index, &line)?;
+        std::fs::rename(path, self.body_path_hex(hex_customer, &body.h_body))?;
+        match std::fs::remove_file(meta_path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 
     fn index_path(&self, hex_customer: &str) -> PathBuf {
@@ -429,6 +473,13 @@ mod tests {
         std::fs::write(old.join(format!("{h_body}.json")), meta).expect("meta");
         // A file someone left beside the customers' directories does not stop the start.
         std::fs::write(dir.path().join("customers").join(".DS_Store"), b"x").expect("stray");
+        // The oldest layout: the payto in a file beside the bodies, and a body whose
+        // metadata file is missing.
+        let oldest = [5u8; 32];
+        let oldest_dir = dir.path().join("customers").join(hex::encode(oldest));
+        std::fs::create_dir_all(&oldest_dir).expect("oldest layout");
+        std::fs::write(oldest_dir.join("payto"), b"payto://oldest\n").expect("payto");
+        std::fs::write(oldest_dir.join(format!("{h_body}.body")), b"bare").expect("body");
         let store = Store::open(dir.path()).expect("open");
         let listed = store.list(&customer).expect("list");
         assert_eq!(listed.len(), 1);
@@ -439,5 +490,12 @@ mod tests {
             .join("customers")
             .join(hex::encode(customer))
             .exists());
+        let oldest = store.list(&oldest).expect("list");
+        assert_eq!(oldest.len(), 1);
+        assert_eq!(
+            (oldest[0].payto.as_str(), oldest[0].size),
+            ("payto://oldest", 4)
+        );
+        assert!(!oldest_dir.exists());
     }
 }
