@@ -117,6 +117,8 @@ fn page(html: &'static str) -> Response {
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
+    // `frame-ancestors 'none'` for browsers that predate it: no page may frame these.
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     res
 }
 
@@ -193,4 +195,26 @@ async fn sandbox_session(
         }
     }
     crate::routes::sessions::mint(&app, &tenant, &body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The pages show receipts and take an API key: nothing may frame them (clickjacking),
+    // run script they did not ship, or learn their address from a link.
+    #[test]
+    fn the_pages_may_not_be_framed_nor_run_foreign_script() {
+        for html in [UPLOAD_PAGE, CONSOLE_PAGE] {
+            let res = page(html);
+            let h = res.headers();
+            let policy = h[header::CONTENT_SECURITY_POLICY].to_str().expect("ascii");
+            assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+            assert!(policy.contains("script-src 'self'"), "{policy}");
+            assert!(!policy.contains("unsafe-inline"), "{policy}");
+            assert_eq!(h[header::X_FRAME_OPTIONS], "DENY");
+            assert_eq!(h[header::REFERRER_POLICY], "no-referrer");
+            assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        }
+    }
 }
