@@ -138,6 +138,9 @@ pub struct Deliverer {
     spool_notes: Mutex<SpoolNotes>,
     /// The worker's claims, failing on every poll while the ledger is out of reach.
     claim_failures: crate::failure_log::FailureLog,
+    /// The worker's periodic housekeeping (sessions to expire, spools to remove), failing on
+    /// every turn while the ledger is out of reach.
+    housekeeping_failures: crate::failure_log::FailureLog,
 }
 
 /// Removals that end while another removal's note is being written join the next note
@@ -260,6 +263,7 @@ impl Deliverer {
             slots,
             spool_notes: Mutex::new(SpoolNotes::default()),
             claim_failures: crate::failure_log::FailureLog::new("claiming due deliveries"),
+            housekeeping_failures: crate::failure_log::FailureLog::new("housekeeping"),
         }
     }
 

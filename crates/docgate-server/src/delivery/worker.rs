@@ -190,8 +190,10 @@ impl Deliverer {
 
     /// Upload sessions past their expiry end, and what their documents received is removed.
     async fn expire_sessions(&self) {
+        const STEP: &str = "expiring upload sessions";
         match self.ledger.expire_sessions(now_ms(), 100).await {
             Ok(expired) => {
+                self.housekeeping_failures.succeeded(STEP);
                 for (session, documents) in expired {
                     let keys: Vec<String> = documents
                         .iter()
@@ -202,20 +204,22 @@ impl Deliverer {
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "expiring upload sessions failed"),
+            Err(e) => self.housekeeping_failures.failed(STEP, &e),
         }
     }
 
     async fn remove_expired_spools(&self) {
         let retention = i64::try_from(self.settings.retention.as_millis()).unwrap_or(i64::MAX);
         let before = now_ms().saturating_sub(retention);
+        const STEP: &str = "listing spools to remove";
         match self.ledger.spool_removal_due(before, 100).await {
             Ok(due) => {
+                self.housekeeping_failures.succeeded(STEP);
                 for rec in due {
                     self.remove_spool(&rec).await;
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "listing spools to remove failed"),
+            Err(e) => self.housekeeping_failures.failed(STEP, &e),
         }
     }
 
