@@ -28,9 +28,10 @@ pub struct FailureLog {
     state: Mutex<std::collections::HashMap<String, Failing>>,
 }
 
+/// A context that is failing: it has an entry from its first failure to its next success.
 #[derive(Debug, Default)]
 struct Failing {
-    /// Failures in a row so far (0: the step works).
+    /// Failures in a row so far.
     in_a_row: u64,
     /// Failures since the last line logged.
     unlogged: u64,
@@ -91,10 +92,11 @@ impl FailureLog {
         let mut all = self.lock();
         let state = all.entry(context.to_owned()).or_default();
         state.in_a_row += 1;
+        // A first failure has logged nothing yet, so it is due at once.
         let due = state
             .last_logged
             .is_none_or(|at| now.saturating_duration_since(at) >= self.every);
-        if state.in_a_row == 1 || due {
+        if due {
             let unlogged = state.unlogged;
             state.unlogged = 0;
             state.last_logged = Some(now);
@@ -108,10 +110,10 @@ impl FailureLog {
     fn note_success(&self, context: &str) -> Line {
         // Only a context that failed has an entry; the usual success costs a lookup.
         match self.lock().remove(context) {
-            Some(state) if state.in_a_row > 0 => Line::Recovered {
+            Some(state) => Line::Recovered {
                 failures: state.in_a_row,
             },
-            _ => Line::Nothing,
+            None => Line::Nothing,
         }
     }
 }

@@ -179,12 +179,15 @@ fn check_origin(parts: &Parts, tenant: &Tenant, session: &SessionRecord) -> Resu
     if allowed {
         Ok(())
     } else {
-        Err(session_problem(
-            StatusCode::FORBIDDEN,
-            "origin_not_allowed",
+        Err(origin_not_allowed(
             "this upload session may not be used from this origin",
         ))
     }
+}
+
+/// 403 for a request from a browser origin that may not use what it asks for.
+pub fn origin_not_allowed(detail: &str) -> Problem {
+    session_problem(StatusCode::FORBIDDEN, "origin_not_allowed", detail)
 }
 
 /// The request comes from a page the gateway served: its `Origin` names the host the

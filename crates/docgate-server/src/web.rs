@@ -168,30 +168,24 @@ async fn sandbox_session(
     body: Bytes,
 ) -> Result<Response, Problem> {
     let tenant = sandbox_tenant(&app)?;
-    let json = headers
+    let declared = headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
-    if !json {
-        return Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "Unsupported media type",
-        )
-        .with_detail("the body must be sent as application/json"));
+        .and_then(|v| v.to_str().ok());
+    let declared = docgate_core::media::normalize_declared(declared);
+    if declared.as_deref() != Some("application/json") {
+        return Err(Problem::unsupported_media_type(
+            declared.as_deref().unwrap_or("not declared"),
+            &["application/json".to_owned()],
+        ));
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let own = origin
             .to_str()
             .is_ok_and(|o| crate::sessions::same_origin(&headers, o));
         if !own {
-            return Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                "origin_not_allowed",
-                "Origin not allowed",
-            )
-            .with_detail("only the sandbox's own page may start a sandbox session"));
+            return Err(crate::sessions::origin_not_allowed(
+                "only the sandbox's own page may start a sandbox session",
+            ));
         }
     }
     crate::routes::sessions::mint(&app, &tenant, &body).await

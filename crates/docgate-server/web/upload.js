@@ -169,8 +169,8 @@ function slotBox(slot, accept) {
   box.append(label, input, hint, chosen, bar, error);
   const show = () => {
     const f = input.files[0];
-    box.querySelector(".file").textContent = f ? `${f.name} (${human(f.size)})` : "";
-    box.querySelector(".error").textContent = "";
+    chosen.textContent = f ? `${f.name} (${human(f.size)})` : "";
+    error.textContent = "";
   };
   input.addEventListener("change", show);
   box.addEventListener("dragover", (e) => { e.preventDefault(); box.classList.add("over"); });
@@ -368,8 +368,8 @@ async function follow(id, token, receipt) {
 // Resume entries of an earlier page named the file itself: gone with this one.
 for (const key of Object.keys(localStorage)) {
   const parts = key.split(":");
-  if (parts[0] === "docgate" && parts.length !== 6) localStorage.removeItem(key);
-  else if (parts[0] === "docgate" && !/^[0-9a-f]+$/.test(parts[3])) localStorage.removeItem(key);
+  const current = parts.length === 6 && /^[0-9a-f]+$/.test(parts[3]);
+  if (parts[0] === "docgate" && !current) localStorage.removeItem(key);
 }
 
 const { id, token, broken } = linkParams();

@@ -106,15 +106,20 @@ fn commit_in_place(
             io::Write::write_all(&mut file, piece)?;
         }
     }
-    // One write of the whole line: appends do not interleave. The line starts with a newline
-    // too, so one cut short by a failed write (a full disk) cannot swallow the next.
+    append_line(index_path, index_line)?;
+    std::fs::rename(temp_path, body_path)?;
+    Ok(Committed::Stored)
+}
+
+/// Append one line (from [`index_line`]) to an index file, made if missing. One write of the
+/// whole line: appends do not interleave. The line starts with a newline too, so one cut
+/// short by a failed write (a full disk) cannot swallow the next.
+fn append_line(index_path: &Path, line: &[u8]) -> io::Result<()> {
     let mut index = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
         .open(index_path)?;
-    io::Write::write_all(&mut index, index_line)?;
-    std::fs::rename(temp_path, body_path)?;
-    Ok(Committed::Stored)
+    io::Write::write_all(&mut index, line)
 }
 
 /// One line of the index.
@@ -239,12 +244,10 @@ impl Store {
         if body.payto.is_empty() {
             body.payto = payto.unwrap_or_default().trim().to_owned();
         }
-        let line = index_line(hex_customer, &body)?;
-        let mut index = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(self.index_path(hex_customer))?;
-        io::Write::write_all(&mut index, &line)?;
+        append_line(
+            &self.index_path(hex_customer),
+            &index_line(hex_customer, &body)?,
+        )?;
         std::fs::rename(path, self.body_path_hex(hex_customer, &body.h_body))?;
         match std::fs::remove_file(meta_path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
